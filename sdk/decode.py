@@ -1,0 +1,122 @@
+"""The one decoder: heatmaps -> sub-pixel points and confidences.
+
+Argmax, then DARK refinement (Zhang et al., "Distribution-Aware Coordinate Representation for Human Pose
+Estimation", CVPR 2020): the heatmap is smoothed with a Gaussian, its log is expanded to second order around the
+argmax, and the Newton step ``-H^-1 g`` gives the sub-pixel peak. For a Gaussian-shaped peak the log is exactly
+quadratic, so the refinement is exact up to discretisation.
+
+Heatmap pixel ``(u, v)`` has its centre at model-input pixel ``((u + 0.5) * stride - 0.5, (v + 0.5) * stride - 0.5)``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Tuple
+
+import numpy as np
+
+DECODERS = ("argmax", "dark")
+
+
+@lru_cache(maxsize=16)
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) float32 matrix M with ``M @ v`` = v convolved with a Gaussian of ``sigma`` (zero outside)."""
+    idx = np.arange(n, dtype=np.float64)
+    m = np.exp(-0.5 * ((idx[:, None] - idx[None, :]) / sigma) ** 2)
+    m[np.abs(idx[:, None] - idx[None, :]) > 3 * sigma + 1] = 0.0
+    m /= m.sum(axis=1, keepdims=True).max()
+    return m.astype(np.float32)
+
+
+def decode_heatmaps(heatmaps: np.ndarray, sigma: float = 1.5, method: str = "dark") -> Tuple[np.ndarray, np.ndarray]:
+    """Peak of each heatmap.
+
+    heatmaps: (..., K, h, w) float. Returns ``(xy, scores)``: (..., K, 2) float64 heatmap pixels (x, y) and (..., K)
+    float32 peak values clipped to [0, 1].
+    """
+    if method not in DECODERS:
+        raise ValueError(f"decoder {method!r} is not one of {DECODERS}")
+    hm = np.asarray(heatmaps, dtype=np.float32)
+    if hm.ndim < 3:
+        raise ValueError(f"heatmaps must be (..., K, h, w), got shape {hm.shape}")
+    lead, (h, w) = hm.shape[:-2], hm.shape[-2:]
+    flat = hm.reshape(-1, h, w)
+    if not np.isfinite(flat).all():
+        raise ValueError("heatmaps contain NaN or infinity")
+    idx = flat.reshape(len(flat), -1).argmax(axis=1)
+    py, px = np.divmod(idx, w)
+    scores = np.clip(flat[np.arange(len(flat)), py, px], 0.0, 1.0)
+    xy = np.stack([px, py], axis=1).astype(np.float64)
+    if method == "dark" and h >= 3 and w >= 3:
+        xy += _dark_offsets(flat, px, py, sigma)
+    return xy.reshape(*lead, 2), scores.reshape(lead).astype(np.float32)
+
+
+def _dark_offsets(flat: np.ndarray, px: np.ndarray, py: np.ndarray, sigma: float) -> np.ndarray:
+    """(M, 2) Newton offsets of the log of the smoothed heatmaps at their argmax; 0 where undefined."""
+    n, h, w = flat.shape
+    smooth = _blur_matrix(h, sigma) @ flat @ _blur_matrix(w, sigma).T
+    # Keep the peak's height as DARK does, then log of a floor-clipped map (log of <=0 is undefined).
+    peak = flat.reshape(n, -1).max(axis=1)
+    smax = np.maximum(smooth.reshape(n, -1).max(axis=1), 1e-12)
+    smooth *= (peak / smax)[:, None, None]
+    logh = np.log(np.maximum(smooth, 1e-10))
+    # Derivatives at the argmax, pushed one pixel in from the border so central differences exist.
+    x = np.clip(px, 1, w - 2)
+    y = np.clip(py, 1, h - 2)
+    i = np.arange(n)
+
+    def at(dy, dx):
+        return logh[i, y + dy, x + dx].astype(np.float64)
+
+    c = at(0, 0)
+    dx = 0.5 * (at(0, 1) - at(0, -1))
+    dy = 0.5 * (at(1, 0) - at(-1, 0))
+    dxx = at(0, 1) - 2 * c + at(0, -1)
+    dyy = at(1, 0) - 2 * c + at(-1, 0)
+    dxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+    det = dxx * dyy - dxy * dxy
+    # A maximum needs a negative-definite Hessian; elsewhere the argmax stands.
+    ok = (det > 1e-12) & (dxx < 0) & (np.abs(det) > 1e-12)
+    safe = np.where(ok, det, 1.0)
+    ox = -(dyy * dx - dxy * dy) / safe
+    oy = -(dxx * dy - dxy * dx) / safe
+    off = np.stack([ox, oy], axis=1) + np.stack([x - px, y - py], axis=1)
+    off[~ok] = 0.0
+    return np.clip(off, -1.5, 1.5)
+
+
+def heatmap_to_input(xy: np.ndarray, stride: float) -> np.ndarray:
+    """(..., 2) heatmap pixels -> (..., 2) model-input pixels (pixel-centre convention)."""
+    return (np.asarray(xy, dtype=np.float64) + 0.5) * stride - 0.5
+
+
+def input_to_heatmap(xy: np.ndarray, stride: float) -> np.ndarray:
+    """(..., 2) model-input pixels -> (..., 2) heatmap pixels; inverse of :func:`heatmap_to_input`."""
+    return (np.asarray(xy, dtype=np.float64) + 0.5) / stride - 0.5
+
+
+def gaussian_heatmaps(xy: np.ndarray, hw: Tuple[int, int], sigma: float) -> np.ndarray:
+    """Training targets: (K, 2) heatmap pixels -> (K, h, w) float32 unnormalised Gaussians (peak 1 at the point).
+
+    A point outside the map gives an all-zero channel. Used by training and by the decoder's round-trip test.
+    """
+    h, w = hw
+    xy = np.asarray(xy, dtype=np.float32)
+    gx = np.arange(w, dtype=np.float32)[None, :] - xy[:, 0:1]
+    gy = np.arange(h, dtype=np.float32)[None, :] - xy[:, 1:2]
+    ex = np.exp(-0.5 * (gx / sigma) ** 2)
+    ey = np.exp(-0.5 * (gy / sigma) ** 2)
+    out = ey[:, :, None] * ex[:, None, :]
+    inside = (xy[:, 0] >= -0.5) & (xy[:, 0] <= w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= h - 0.5)
+    out[~inside] = 0.0
+    return out.astype(np.float32)
+
+
+def decode_to_image(heatmaps: np.ndarray, letterbox, stride: float, sigma: float,
+                    method: str = "dark") -> Tuple[np.ndarray, np.ndarray]:
+    """(K, h, w) heatmaps of one image -> ((K, 2) float64 original-image pixels, (K,) scores).
+
+    ``letterbox`` is the :class:`sdk.preprocess.Letterbox` the image went through.
+    """
+    xy, scores = decode_heatmaps(heatmaps, sigma, method)
+    return letterbox.to_image(heatmap_to_input(xy, stride)), scores

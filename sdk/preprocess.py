@@ -1,0 +1,103 @@
+"""The one preprocessing: image -> model input. Training, conversion checks and the Detector all call this.
+
+Coordinates follow the pixel-centre convention: pixel (i, j) covers [j-0.5, j+0.5] x [i-0.5, i+0.5], so a resize by
+factor ``s`` maps ``x -> (x + 0.5) * s - 0.5``. The letterbox keeps the aspect ratio (per-axis factors differ only by
+the rounding of the resized size, and each axis uses its own exact factor) and pads bottom/right-centred.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+from .errors import ImageError
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Geometry of one letterbox: source image ``src_h x src_w`` resized to ``new_h x new_w`` and placed at
+    ``(pad_top, pad_left)`` inside the ``dst_h x dst_w`` model input."""
+
+    src_h: int
+    src_w: int
+    dst_h: int
+    dst_w: int
+    new_h: int
+    new_w: int
+    pad_top: int
+    pad_left: int
+
+    @property
+    def scale_x(self) -> float:
+        """Input pixels per original pixel along x."""
+        return self.new_w / self.src_w
+
+    @property
+    def scale_y(self) -> float:
+        return self.new_h / self.src_h
+
+    @property
+    def input_px_size(self) -> float:
+        """Original pixels per model-input pixel (the larger axis factor), for reporting errors in input pixels."""
+        return max(1.0 / self.scale_x, 1.0 / self.scale_y)
+
+    def to_input(self, xy: np.ndarray) -> np.ndarray:
+        """(..., 2) original-image pixels -> (..., 2) model-input pixels."""
+        xy = np.asarray(xy, dtype=np.float64)
+        out = np.empty_like(xy)
+        out[..., 0] = (xy[..., 0] + 0.5) * self.scale_x - 0.5 + self.pad_left
+        out[..., 1] = (xy[..., 1] + 0.5) * self.scale_y - 0.5 + self.pad_top
+        return out
+
+    def to_image(self, xy: np.ndarray) -> np.ndarray:
+        """(..., 2) model-input pixels -> (..., 2) original-image pixels (inverse of :meth:`to_input`)."""
+        xy = np.asarray(xy, dtype=np.float64)
+        out = np.empty_like(xy)
+        out[..., 0] = (xy[..., 0] - self.pad_left + 0.5) / self.scale_x - 0.5
+        out[..., 1] = (xy[..., 1] - self.pad_top + 0.5) / self.scale_y - 0.5
+        return out
+
+
+def letterbox_geometry(src_hw: Tuple[int, int], dst_hw: Tuple[int, int]) -> Letterbox:
+    """The letterbox placing a ``src_hw`` image inside a ``dst_hw`` input, aspect ratio kept, content centred."""
+    sh, sw = int(src_hw[0]), int(src_hw[1])
+    dh, dw = int(dst_hw[0]), int(dst_hw[1])
+    if sh < 1 or sw < 1:
+        raise ImageError(f"image size {sh}x{sw} is empty")
+    s = min(dh / sh, dw / sw)
+    nh = min(dh, max(1, int(round(sh * s))))
+    nw = min(dw, max(1, int(round(sw * s))))
+    return Letterbox(sh, sw, dh, dw, nh, nw, (dh - nh) // 2, (dw - nw) // 2)
+
+
+def resize_for_letterbox(gray: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """(src_h, src_w) uint8 -> (new_h, new_w) uint8, area interpolation (anti-aliased downscale)."""
+    if gray.shape[:2] != (lb.src_h, lb.src_w):
+        raise ImageError(f"image is {gray.shape[:2]}, letterbox was computed for {(lb.src_h, lb.src_w)}")
+    if (lb.new_h, lb.new_w) == (lb.src_h, lb.src_w):
+        return np.ascontiguousarray(gray)
+    interp = cv2.INTER_AREA if lb.new_h < lb.src_h else cv2.INTER_LINEAR
+    return cv2.resize(gray, (lb.new_w, lb.new_h), interpolation=interp)
+
+
+def pad_to_input(resized: np.ndarray, lb: Letterbox, pad_value: float) -> np.ndarray:
+    """(new_h, new_w) uint8 -> (dst_h, dst_w) uint8 with the letterbox padding."""
+    out = np.full((lb.dst_h, lb.dst_w), pad_value, dtype=resized.dtype)
+    out[lb.pad_top:lb.pad_top + lb.new_h, lb.pad_left:lb.pad_left + lb.new_w] = resized
+    return out
+
+
+def normalize(padded: np.ndarray, mean: float, std: float, channels: int) -> np.ndarray:
+    """(H, W) uint8 -> (C, H, W) float32: ``(x / 255 - mean) / std``, the gray channel repeated C times."""
+    x = (padded.astype(np.float32) * np.float32(1.0 / 255.0) - np.float32(mean)) * np.float32(1.0 / std)
+    return np.repeat(x[None], channels, axis=0) if channels > 1 else x[None]
+
+
+def preprocess(gray: np.ndarray, input_hw: Tuple[int, int], mean: float, std: float, pad_value: float,
+               channels: int = 1) -> Tuple[np.ndarray, Letterbox]:
+    """(H, W) uint8 gray image -> ((C, h_in, w_in) float32 model input, its Letterbox)."""
+    lb = letterbox_geometry(gray.shape[:2], input_hw)
+    x = normalize(pad_to_input(resize_for_letterbox(gray, lb), lb, pad_value), mean, std, channels)
+    return x, lb

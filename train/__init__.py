@@ -1,0 +1,1 @@
+"""Training: dataset readers, augmentation, HRNet model, losses, trainer, evaluation. Imports torch."""

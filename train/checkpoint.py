@@ -1,0 +1,44 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True``."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from sdk.errors import ModelError
+
+FORMAT = "cephalo-checkpoint/1"
+
+
+def save_atomic(obj: Dict[str, Any], path: Path) -> None:
+    """Write ``obj`` to ``path`` through a temporary file in the same folder: a kill leaves the old file whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> Dict[str, Any]:
+    """Load and validate one of our checkpoints; :class:`sdk.ModelError` names what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} does not exist")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, pickle of foreign objects, not a torch file...
+        raise ModelError(f"checkpoint {path} cannot be loaded: {type(e).__name__}: {str(e)[:200]}") from e
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise ModelError(f"checkpoint {path} is not a cephalo checkpoint (expected format {FORMAT!r})")
+    for key in ("model", "config", "schema", "epoch"):
+        if key not in ck:
+            raise ModelError(f"checkpoint {path} lacks {key!r}")
+    return ck

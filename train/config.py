@@ -1,0 +1,62 @@
+"""Training configuration and the brief's presets. Every field can be overridden from the CLI."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Dict, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    schema: str = "isbi19"
+    backbone: str = "w32"
+    input_size: int = 384            # model input H = W (letterboxed)
+    heatmap_stride: int = 4          # heatmaps at input_size / stride; DARK decoding makes 4 nearly lossless
+    sigma: float = 1.5               # target Gaussian sigma, in heatmap pixels
+    coord_weight: float = 5.0
+    focal_weight: float = 1.0
+    softargmax_beta: float = 20.0
+    epochs: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    restart_period: int = 0          # CosineAnnealingWarmRestarts T_0 in epochs; 0 = epochs // 3 (with T_mult 2)
+    grad_clip: float = 5.0
+    val_count: int = 30              # images carved from the training split for model choice
+    seed: int = 0
+    mean: float = 0.5
+    std: float = 0.25
+    pad_value: float = 0.0
+    channels: int = 1
+    augment: bool = True
+    hflip_p: float = 0.0
+    amp: str = "auto"                # auto | bf16 | off  (bf16 autocast on CPU, fp16/bf16 on CUDA)
+    channels_last: bool = True
+    threads: int = 0                 # 0 = all cores
+    workers: int = 0
+    max_steps_per_epoch: int = 0     # 0 = full epoch; >0 for smoke runs
+
+    @property
+    def input_hw(self) -> Tuple[int, int]:
+        return (self.input_size, self.input_size)
+
+    @property
+    def t0(self) -> int:
+        return self.restart_period or max(1, self.epochs // 3)
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def override(self, **kw) -> "TrainConfig":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+PRESETS: Dict[str, TrainConfig] = {
+    "high_accuracy": TrainConfig(),
+    "max_accuracy": TrainConfig(input_size=512, sigma=1.0, coord_weight=10.0, epochs=500),
+    "max_speed": TrainConfig(backbone="w18", input_size=256),
+}

@@ -1,0 +1,74 @@
+"""Augmentation for cephalograms from other machines and sites.
+
+Geometric: one affine (rotation, scale, translation, optional horizontal flip) applied to the letterboxed input by
+``cv2.warpAffine``; points move by the same 2x3 matrix in pixel-centre coordinates, so they stay exactly on their
+pixels. Intensity: gamma, contrast/brightness, Gaussian noise, Gaussian blur.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    rotate_deg: float = 10.0
+    scale: Tuple[float, float] = (0.9, 1.1)
+    translate: float = 0.05          # fraction of the input size
+    hflip_p: float = 0.0             # lateral cephalograms facing left exist; ISBI faces right
+    gamma: Tuple[float, float] = (0.7, 1.5)
+    contrast: Tuple[float, float] = (0.75, 1.3)
+    brightness: float = 0.08         # fraction of full range
+    noise_std: float = 0.03          # fraction of full range, upper bound
+    blur_sigma: float = 1.0          # upper bound, pixels
+    p_geometric: float = 0.9
+    p_intensity: float = 0.9
+
+
+def random_affine(rng: np.random.Generator, hw: Tuple[int, int], cfg: AugmentConfig) -> np.ndarray:
+    """A 2x3 float64 matrix mapping input pixels to augmented input pixels, about the input's centre."""
+    h, w = hw
+    if rng.random() >= cfg.p_geometric:
+        return np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    a = math.radians(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
+    s = rng.uniform(*cfg.scale)
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    tx, ty = rng.uniform(-cfg.translate, cfg.translate, size=2) * (w, h)
+    f = -1.0 if rng.random() < cfg.hflip_p else 1.0
+    ca, sa = s * math.cos(a), s * math.sin(a)
+    lin = np.array([[ca * f, -sa], [sa * f, ca]])
+    t = np.array([cx + tx, cy + ty]) - lin @ np.array([cx, cy])
+    return np.hstack([lin, t[:, None]])
+
+
+def warp_image(img: np.ndarray, m: np.ndarray, pad_value: float) -> np.ndarray:
+    """(H, W) image warped by the 2x3 matrix ``m`` (input -> output pixels), same size, border = pad_value."""
+    h, w = img.shape[:2]
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=float(pad_value))
+
+
+def warp_points(xy: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """(K, 2) points moved by the 2x3 matrix ``m``."""
+    return xy @ m[:, :2].T + m[:, 2]
+
+
+def random_intensity(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
+                     content: Tuple[slice, slice] = (slice(None), slice(None))) -> np.ndarray:
+    """(H, W) uint8 -> (H, W) float32 in [0, 255]; only ``content`` (the unpadded area) is changed."""
+    x = img.astype(np.float32) * np.float32(1 / 255.0)
+    if rng.random() < cfg.p_intensity:
+        c = x[content]
+        c = np.power(c, rng.uniform(*cfg.gamma), dtype=np.float32)
+        m = c.mean()
+        c = (c - m) * rng.uniform(*cfg.contrast) + m + rng.uniform(-cfg.brightness, cfg.brightness)
+        sigma = rng.uniform(0, cfg.blur_sigma)
+        if sigma > 0.3:
+            c = cv2.GaussianBlur(c, (0, 0), sigma)
+        c = c + rng.normal(0, rng.uniform(0, cfg.noise_std), size=c.shape).astype(np.float32)
+        x[content] = np.clip(c, 0, 1)
+    return x * np.float32(255.0)

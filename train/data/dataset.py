@@ -1,0 +1,69 @@
+"""Torch dataset: cached resized image -> (augmented) model input, heatmap targets and input-pixel targets."""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sdk.decode import gaussian_heatmaps, input_to_heatmap
+from sdk.preprocess import normalize, pad_to_input
+
+from .augment import AugmentConfig, random_affine, random_intensity, warp_image, warp_points
+from .cache import ImageCache
+from .readers import Sample
+
+
+class LandmarkDataset(Dataset):
+    """Items: ``image`` (C, H, W) float32, ``heatmaps`` (K, h, w) float32, ``points`` (K, 2) float32 model-input
+    pixels, ``visible`` (K,) float32 (0 where augmentation pushed a point off the input).
+
+    With ``augment=None`` the image is exactly ``sdk.preprocess`` of the file.
+    """
+
+    def __init__(self, samples: List[Sample], cache: ImageCache, *, stride: int, sigma: float, mean: float,
+                 std: float, pad_value: float, channels: int, augment: Optional[AugmentConfig] = None,
+                 seed: int = 0):
+        self.samples, self.cache = samples, cache
+        self.stride, self.sigma = stride, sigma
+        self.mean, self.std, self.pad_value, self.channels = mean, std, pad_value, channels
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseeds augmentation so a resumed run sees the same stream as an uninterrupted one."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def input_and_points(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(C, H, W) float32 input and (K, 2) input-pixel points of sample ``i`` (augmented if configured)."""
+        s = self.samples[i]
+        resized, lb = self.cache.get(s)
+        img = pad_to_input(resized, lb, self.pad_value)
+        pts = lb.to_input(s.points)
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            content = (slice(lb.pad_top, lb.pad_top + lb.new_h), slice(lb.pad_left, lb.pad_left + lb.new_w))
+            img = random_intensity(img, rng, self.augment, content)
+            m = random_affine(rng, img.shape, self.augment)
+            img = warp_image(img, m, self.pad_value)
+            pts = warp_points(pts, m)
+        return normalize(img, self.mean, self.std, self.channels), pts
+
+    def __getitem__(self, i: int):
+        x, pts = self.input_and_points(i)
+        h, w = x.shape[1] // self.stride, x.shape[2] // self.stride
+        hm_xy = input_to_heatmap(pts, self.stride)
+        visible = ((pts[:, 0] >= 0) & (pts[:, 0] <= x.shape[2] - 1) & (pts[:, 1] >= 0) & (pts[:, 1] <= x.shape[1] - 1))
+        target = gaussian_heatmaps(hm_xy, (h, w), self.sigma)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(x)),
+            "heatmaps": torch.from_numpy(target),
+            "points": torch.from_numpy(pts.astype(np.float32)),
+            "visible": torch.from_numpy(visible.astype(np.float32)),
+            "index": i,
+        }

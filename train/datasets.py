@@ -1,0 +1,31 @@
+"""Loading a labelled data folder by its layout, for the CLI and scripts."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from sdk.errors import AnnotationError
+from sdk.schemas import Schema
+
+from .data.readers import ISBI_SPACING_MM, Sample, read_isbi, read_labelme
+
+FORMATS = ("isbi", "labelme")
+
+
+def load_folder(root: Path, schema: Schema, fmt: str = "auto", split: Optional[Sequence[str]] = None,
+                annotators: Sequence[str] = ("senior",), spacing: float = ISBI_SPACING_MM) -> List[Sample]:
+    """Samples of a data folder: ``isbi`` (``images/`` + ``<annotator>.csv`` + ``splits.csv``) or ``labelme``
+    (``*.json`` beside the images). ``auto`` picks by what the folder holds."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AnnotationError(f"data folder {root} does not exist")
+    if fmt == "auto":
+        fmt = "isbi" if (root / f"{annotators[0]}.csv").is_file() else "labelme"
+    if fmt == "isbi":
+        return read_isbi(root, schema, annotators, split, spacing)
+    if fmt == "labelme":
+        files = sorted(root.glob("*.json"))
+        if not files:
+            raise AnnotationError(f"data folder {root}: no LabelMe *.json files")
+        return [read_labelme(f, schema, spacing) for f in files]
+    raise AnnotationError(f"data format {fmt!r} is not one of {FORMATS}")

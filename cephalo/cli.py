@@ -130,5 +130,103 @@ def eval_cmd(checkpoint, data_dir, split, annotators, fmt, cache_dir, json_out):
         _fail(e)
 
 
+# -------------------------------------------------------------------------------------------------------- convert
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--name", "stem", default="model", help="File name stem of the outputs.")
+@click.option("--openvino", is_flag=True, help="Also write OpenVINO IR (FP32).")
+@click.option("--int8", is_flag=True, help="NNCF INT8 on the OpenVINO model (IR).")
+@click.option("--int8-onnx", is_flag=True, help="NNCF INT8 as one QDQ ONNX file (runs on both runtimes).")
+@click.option("--ort-qdq", is_flag=True, help="onnxruntime static QDQ INT8 (per-channel weights).")
+@click.option("--calib-data", type=click.Path(path_type=Path), default=None,
+              help="Folder of images (or a data folder with images/ and splits.csv) for calibration and checks.")
+@click.option("--calib-split", default="train", help="splits.csv split to calibrate on.")
+@click.option("--calib-count", type=int, default=100, show_default=True)
+@click.option("--check/--no-check", "do_check", default=True, help="Parity checks against the PyTorch model.")
+@click.option("--int8-tol", type=float, default=0.5, show_default=True,
+              help="Allowed mean INT8-vs-FP32 point shift, model-input pixels.")
+@click.option("--eval-data", type=click.Path(path_type=Path), default=None, help="Labelled data for MRE per file.")
+@click.option("--eval-split", default="test1")
+@click.option("--progress/--no-progress", default=True)
+def convert(checkpoint, out_dir, stem, openvino, int8, int8_onnx, ort_qdq, calib_data, calib_split, calib_count,
+            do_check, int8_tol, eval_data, eval_split, progress):
+    """Checkpoint -> ONNX with metadata (+ OpenVINO IR, INT8), each checked against PyTorch."""
+    from convert.check import ParityError
+    from convert.pipeline import convert as run_convert
+
+    try:
+        samples = None
+        if eval_data:
+            from sdk.schemas import schema_from_dict
+            from train.checkpoint import load_checkpoint
+            from train.datasets import load_folder
+
+            samples = load_folder(eval_data, schema_from_dict(load_checkpoint(checkpoint)["schema"]),
+                                  split=eval_split.split(","))
+        rep = run_convert(checkpoint, out_dir, stem=stem, openvino=openvino, int8=int8, int8_onnx=int8_onnx,
+                          ort_qdq=ort_qdq, calib_data=calib_data, calib_split=calib_split or None,
+                          calib_count=calib_count, do_check=do_check, int8_tol_input_px=int8_tol,
+                          eval_samples=samples, progress=progress)
+    except (CephaloError, ValueError, OSError, ParityError) as e:
+        _fail(e)
+    for key, e in rep["files"].items():
+        line = f"{key:<10} {e['precision']:<5} {e['size_mb']:7.2f} MB  {e['path']}"
+        if "parity" in e:
+            line += f"  parity: hm {e['parity']['max_heatmap_diff']:.1e}, pts {e['parity']['max_point_diff_px']:.3f} px"
+        if "accuracy" in e:
+            line += f"  MRE {e['accuracy']['mre_mm']:.3f} mm ({e['accuracy']['mre_change_mm']:+.3f})"
+        click.echo(line)
+
+
+# -------------------------------------------------------------------------------------------------------- predict
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="Model file (default: bundled).")
+@click.option("--backend", type=click.Choice(["auto", "openvino", "onnxruntime"]), default="auto")
+@click.option("--threads", type=int, default=None)
+@click.option("--spacing", type=float, default=None, help="mm per pixel (else DICOM tags or ruler points).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Write <image>.json (and .csv / overlay) here; without it JSON goes to stdout.")
+@click.option("--csv", "write_csv", is_flag=True, help="Also write <image>.csv.")
+@click.option("--overlay", is_flag=True, help="Also write <image>_landmarks.png.")
+def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay):
+    """Detect landmarks on images (no torch needed)."""
+    from sdk import Detector
+    from sdk.draw import save_png
+
+    try:
+        det = Detector(model, backend=backend, threads=threads)
+        for path in images:
+            res = det(path, spacing=spacing)
+            if out_dir is None:
+                click.echo(res.to_json(indent=2))
+                if overlay or write_csv:
+                    raise click.UsageError("--overlay and --csv need --out")
+                continue
+            out_dir.mkdir(parents=True, exist_ok=True)
+            base = out_dir / Path(path).stem
+            base.with_suffix(".json").write_text(res.to_json(indent=2), encoding="utf-8")
+            if write_csv:
+                _write_csv(res, base.with_suffix(".csv"))
+            if overlay:
+                save_png(det.draw(path, res), base.parent / f"{base.name}_landmarks.png")
+            click.echo(f"{path}: {len(res)} landmarks -> {base.with_suffix('.json')}")
+    except CephaloError as e:
+        _fail(e)
+
+
+def _write_csv(res, path: Path) -> None:
+    import csv
+
+    mm = res.mm() if res.spacing else None
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "name", "x", "y", "score", "x_mm", "y_mm"])
+        for i, n in enumerate(res.names):
+            w.writerow([i + 1, n, f"{res.xy[i, 0]:.3f}", f"{res.xy[i, 1]:.3f}", f"{res.scores[i]:.4f}",
+                        "" if mm is None else f"{mm[i, 0]:.3f}", "" if mm is None else f"{mm[i, 1]:.3f}"])
+
+
 if __name__ == "__main__":
     main()

@@ -53,7 +53,11 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device):
         return None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16  # CPU: bf16 autocast roughly halves an HRNet step on AVX-512 bf16 cores
+    if cfg.amp == "bf16" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # bf16 roughly halves an HRNet step on cores with native bf16 (AVX-512 BF16 / AMX); without it the
+        # emulation is ~10x slower than fp32 (measured on an AVX2-only EPYC), so 'auto' keeps fp32 there.
+        return torch.bfloat16
+    return None
 
 
 def model_from_checkpoint(ck: Dict) -> HeatmapNet:
@@ -109,7 +113,7 @@ class Trainer:
         return {"format": FORMAT, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "epoch": self.epoch, "config": self.cfg.to_dict(),
                 "schema": self.schema.to_dict(), "best_mre_mm": self.best_mre, "history": self.history,
-                "data": self.data_info, "torch": torch.__version__}
+                "data": self.data_info, "torch": str(torch.__version__)}
 
     def resume(self, path: Path) -> None:
         ck = load_checkpoint(path)

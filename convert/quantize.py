@@ -1,0 +1,122 @@
+"""INT8 post-training quantization, calibrated on real cephalograms through the SDK's preprocessing.
+
+- NNCF on the OpenVINO model (IR out): the fastest path on x86 CPUs with VNNI.
+- NNCF on the ONNX model (QDQ ONNX out): one INT8 file that both onnxruntime and OpenVINO run.
+- onnxruntime static QDQ (per-channel weights), for users with onnxruntime only.
+- PyTorch dynamic quantization, the brief's original idea: it only touches Linear/LSTM layers, so a conv net
+  barely changes; kept to be measured, not recommended.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from sdk.image_io import load_image
+from sdk.metadata import META_KEY, ModelMeta
+from sdk.preprocess import preprocess
+
+from .files import atomic_ir, atomic_path
+
+log = logging.getLogger("cephalo.convert")
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}
+
+
+def calibration_images(folder: Path, split: Optional[str] = "train", limit: int = 100) -> List[Path]:
+    """Images for calibration: a folder of images, or a data folder with ``images/`` (and ``splits.csv``, whose
+    ``split`` rows are used: calibrate on training images, never on the test sets)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"calibration folder {folder} does not exist")
+    img_dir = folder / "images" if (folder / "images").is_dir() else folder
+    files = sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_EXT)
+    splits = folder / "splits.csv"
+    if split and splits.is_file():
+        with open(splits, newline="", encoding="utf-8") as f:
+            keep = {r["image"] for r in csv.DictReader(f) if r.get("split") == split}
+        files = [p for p in files if p.name in keep]
+    if not files:
+        raise FileNotFoundError(f"no calibration images in {img_dir}" + (f" for split {split!r}" if split else ""))
+    return files[:limit] if limit else files
+
+
+def model_inputs(paths: Iterable[Path], meta: ModelMeta) -> List[np.ndarray]:
+    """(1, C, H, W) float32 model inputs of ``paths`` by the SDK's preprocessing."""
+    out = []
+    for p in paths:
+        x, _ = preprocess(load_image(p).gray, meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)
+        out.append(x[None])
+    return out
+
+
+def quantize_openvino(fp32_path: Path, calib: Sequence[np.ndarray], xml_out: Path, meta: ModelMeta,
+                      fast_bias_correction: bool = True) -> Path:
+    """NNCF INT8 of an ONNX or IR model -> OpenVINO IR with the metadata (precision int8)."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(fp32_path))
+    q = nncf.quantize(model, nncf.Dataset(list(calib)), subset_size=len(calib),
+                      fast_bias_correction=fast_bias_correction)
+    q.set_rt_info(_int8_meta(meta, "nncf-openvino").to_json(), [META_KEY])
+    with atomic_ir(xml_out) as tmp:
+        ov.save_model(q, str(tmp), compress_to_fp16=False)
+    return xml_out
+
+
+def quantize_onnx_nncf(onnx_path: Path, calib: Sequence[np.ndarray], out: Path, meta: ModelMeta) -> Path:
+    """NNCF INT8 on the ONNX graph -> a QDQ ONNX file (runs on onnxruntime and OpenVINO)."""
+    import nncf
+    import onnx
+
+    from .export import set_onnx_meta
+
+    model = onnx.load(str(onnx_path))
+    name = model.graph.input[0].name
+    q = nncf.quantize(model, nncf.Dataset(list(calib), lambda x: {name: x}), subset_size=len(calib))
+    set_onnx_meta(q, _int8_meta(meta, "nncf-onnx-qdq"))
+    with atomic_path(out) as tmp:
+        onnx.save(q, str(tmp))
+    return out
+
+
+def quantize_onnx_ort(onnx_path: Path, calib: Sequence[np.ndarray], out: Path, meta: ModelMeta) -> Path:
+    """onnxruntime static quantization: QDQ format, per-channel int8 weights, uint8 activations (MinMax)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from .export import set_onnx_meta
+
+    name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(calib)
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {name: x}
+
+    with atomic_path(out) as tmp:
+        quantize_static(str(onnx_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        q = onnx.load(str(tmp))
+        set_onnx_meta(q, _int8_meta(meta, "onnxruntime-static-qdq"))
+        onnx.save(q, str(tmp))
+    return out
+
+
+def _int8_meta(meta: ModelMeta, method: str) -> ModelMeta:
+    from dataclasses import replace
+
+    return replace(meta, extra={**meta.extra, "precision": "int8", "quantization": method})
+
+
+def dynamic_quantize_torch(model):
+    """The brief's dynamic quantization (Linear layers only: an HRNet has none in its heatmap path)."""
+    import torch
+
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

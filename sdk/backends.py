@@ -1,0 +1,125 @@
+"""Inference backends behind one small interface: ``run((N, C, H, W) float32) -> (N, K, h, w) float32``.
+
+onnxruntime runs ``.onnx``; OpenVINO runs ``.xml`` (IR) and ``.onnx``. Both are thread-safe as used here.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .errors import BackendError, ModelError
+from .metadata import META_KEY, ModelMeta, missing_metadata_error
+
+BACKENDS = ("auto", "openvino", "onnxruntime")
+
+
+def available_backends():
+    return [b for b, mod in (("openvino", "openvino"), ("onnxruntime", "onnxruntime"))
+            if importlib.util.find_spec(mod) is not None]
+
+
+def default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class Backend:
+    name = ""
+    meta: ModelMeta
+    threads: int
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        if path.suffix.lower() != ".onnx":
+            raise BackendError(f"onnxruntime runs .onnx files, not {path.name}; use backend='openvino' for IR")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ModelError(f"model {path}: onnxruntime cannot load it ({str(e)[:300]})") from e
+        props = self.session.get_modelmeta().custom_metadata_map
+        if META_KEY not in props:
+            raise missing_metadata_error(str(path))
+        self.meta = ModelMeta.from_json(props[META_KEY], str(path))
+        self.input_name = self.session.get_inputs()[0].name
+        self.threads = threads
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+
+    def __init__(self, path: Path, threads: int):
+        import openvino as ov
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as e:
+            raise ModelError(f"model {path}: OpenVINO cannot read it ({str(e)[:300]})") from e
+        text = _ov_meta(model, path)
+        if text is None:
+            raise missing_metadata_error(str(path))
+        self.meta = ModelMeta.from_json(text, str(path))
+        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                          "PERFORMANCE_HINT": "LATENCY"})
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        self._local = threading.local()  # an InferRequest is not shareable between threads
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        req = getattr(self._local, "req", None)
+        if req is None:
+            req = self._local.req = self.compiled.create_infer_request()
+        res = req.infer({0: x})
+        return np.array(res[self.compiled.output(0)], copy=True)
+
+
+def _ov_meta(model, path: Path) -> Optional[str]:
+    if model.has_rt_info([META_KEY]):
+        return str(model.get_rt_info([META_KEY]).astype(str))
+    # An ONNX file read by OpenVINO keeps its metadata_props under 'framework'.
+    if model.has_rt_info(["framework", META_KEY]):
+        return str(model.get_rt_info(["framework", META_KEY]).astype(str))
+    if path.suffix.lower() == ".onnx" and importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime as ort
+
+        props = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+        return props.get(META_KEY)
+    return None
+
+
+def open_backend(path: Path, backend: str = "auto", threads: Optional[int] = None) -> Backend:
+    """Open ``path`` with the named backend; ``auto`` prefers OpenVINO when installed (faster INT8 on x86)."""
+    if backend not in BACKENDS:
+        raise BackendError(f"backend {backend!r} is not one of {BACKENDS}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise BackendError(f"threads must be a positive integer, got {threads!r}")
+    threads = threads or default_threads()
+    have = available_backends()
+    if backend == "auto":
+        if not have:
+            raise BackendError("no inference backend installed: pip install onnxruntime or openvino")
+        backend = "openvino" if "openvino" in have else "onnxruntime"
+        if backend == "onnxruntime" and path.suffix.lower() == ".xml":
+            raise BackendError(f"model {path} is OpenVINO IR but OpenVINO is not installed: pip install openvino")
+    elif backend not in have:
+        raise BackendError(f"backend {backend!r} is not installed: pip install {backend}")
+    cls = OpenVinoBackend if backend == "openvino" else OnnxRuntimeBackend
+    return cls(path, threads)

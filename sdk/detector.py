@@ -1,0 +1,168 @@
+"""``Detector``: image -> landmarks in original pixels and mm. ``preprocess -> backend.run -> postprocess``."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .backends import open_backend
+from .decode import decode_to_image
+from .errors import CephaloError, ImageError, ModelError
+from .image_io import ImageInput, LoadedImage, load_image
+from .measurements import measure
+from .preprocess import Letterbox, preprocess
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = "isbi19_hrnet_w32_int8.onnx"
+
+
+@dataclass(frozen=True)
+class Landmarks:
+    """The landmarks of one image.
+
+    xy: (K, 2) float64, original-image pixels (pixel centres at integers). scores: (K,) float32 in [0, 1], the
+    heatmap peak (low = unsure). spacing: mm per pixel or None; spacing_source: 'caller' | 'dicom' | 'ruler' | None.
+    """
+
+    xy: np.ndarray
+    scores: np.ndarray
+    names: Tuple[str, ...]
+    image_size: Tuple[int, int]           # (height, width) in pixels
+    spacing: Optional[float] = None
+    spacing_source: Optional[str] = None
+    schema: str = ""
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """(2,) point of landmark ``name``, original pixels."""
+        try:
+            return self.xy[self.names.index(name)]
+        except ValueError:
+            raise KeyError(f"no landmark {name!r}; this model has {list(self.names)}") from None
+
+    def mm(self, spacing: Optional[float] = None) -> np.ndarray:
+        """(K, 2) points in mm from the image's top-left pixel centre; ``spacing`` overrides the known one."""
+        s = spacing if spacing is not None else self.spacing
+        if s is None:
+            raise CephaloError("no pixel spacing known for this image: pass spacing= (mm per pixel) to the "
+                               "Detector call or to mm(), use a DICOM file, or a model with ruler points")
+        if not s > 0:
+            raise CephaloError(f"pixel spacing must be > 0 mm, got {s!r}")
+        return self.xy * float(s)
+
+    def distance_mm(self, a: str, b: str) -> float:
+        """Distance between landmarks ``a`` and ``b`` in mm."""
+        pts = self.mm()
+        return float(np.linalg.norm(pts[self.names.index(a)] - pts[self.names.index(b)]))
+
+    def measurements(self) -> Dict[str, Dict]:
+        """Cephalometric angles/ratios computable from this schema (see :mod:`sdk.measurements`)."""
+        return measure({n: self.xy[i] for i, n in enumerate(self.names)})
+
+    def to_dict(self) -> Dict:
+        d = {
+            "schema": self.schema,
+            "image_size": {"height": self.image_size[0], "width": self.image_size[1]},
+            "spacing_mm": self.spacing,
+            "spacing_source": self.spacing_source,
+            "landmarks": [
+                {"name": n, "x": round(float(self.xy[i, 0]), 3), "y": round(float(self.xy[i, 1]), 3),
+                 "score": round(float(self.scores[i]), 4)} for i, n in enumerate(self.names)],
+            "measurements": self.measurements(),
+        }
+        if self.spacing is not None:
+            mm = self.mm()
+            for i, lm in enumerate(d["landmarks"]):
+                lm["x_mm"], lm["y_mm"] = round(float(mm[i, 0]), 3), round(float(mm[i, 1]), 3)
+        return d
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+
+class Detector:
+    """Finds cephalometric landmarks with an ONNX or OpenVINO model that carries the cephalo metadata.
+
+    ``Detector()`` uses the bundled model. ``backend``: 'auto' (OpenVINO when installed, else onnxruntime),
+    'openvino' or 'onnxruntime'. ``threads``: inference threads (default: all cores). Calls are thread-safe.
+    """
+
+    def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None):
+        path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
+        if not path.is_file():
+            raise ModelError(f"model file {path} does not exist" +
+                             ("" if model is not None else " (the bundled model is missing from this install)"))
+        self.model_path = path
+        self._backend = open_backend(path, backend, threads)
+        self.meta = self._backend.meta
+        self.schema = self.meta.schema
+
+    @property
+    def info(self) -> Dict:
+        """Model metadata plus the backend and thread count actually in use."""
+        m = self.meta
+        return {"model": str(self.model_path), "backend": self._backend.name, "threads": self._backend.threads,
+                "schema": m.schema.id, "landmarks": list(m.schema.names), "input_hw": list(m.input_hw),
+                "channels": m.channels, "heatmap_stride": m.heatmap_stride, "sigma": m.sigma, "decoder": m.decoder,
+                "trained_on": m.trained_on, "accuracy": m.accuracy, **m.extra}
+
+    # -- the three steps -----------------------------------------------------------------------------------------
+    def preprocess(self, image: ImageInput) -> Tuple[np.ndarray, Letterbox, LoadedImage]:
+        """Image -> ((C, H, W) float32 input, its Letterbox, the decoded image)."""
+        loaded = load_image(image)
+        m = self.meta
+        x, lb = preprocess(loaded.gray, m.input_hw, m.mean, m.std, m.pad_value, m.channels)
+        return x, lb, loaded
+
+    def postprocess(self, heatmaps: np.ndarray, lb: Letterbox, loaded: LoadedImage,
+                    spacing: Optional[float]) -> Landmarks:
+        """(K, h, w) heatmaps -> Landmarks in original pixels (and mm when a spacing is known)."""
+        m = self.meta
+        if heatmaps.shape[0] != m.schema.k:
+            raise ModelError(f"model {self.model_path} outputs {heatmaps.shape[0]} heatmaps, its schema "
+                             f"{m.schema.id!r} has {m.schema.k} landmarks")
+        xy, scores = decode_to_image(heatmaps, lb, m.heatmap_stride, m.sigma, m.decoder)
+        src = None
+        if spacing is not None:
+            if not (isinstance(spacing, (int, float)) and np.isfinite(spacing) and spacing > 0):
+                raise CephaloError(f"spacing must be a positive number of mm per pixel, got {spacing!r}")
+            spacing, src = float(spacing), "caller"
+        elif loaded.spacing is not None:
+            spacing, src = loaded.spacing, "dicom"
+        elif m.schema.ruler is not None:
+            a, b, mm = m.schema.ruler
+            d = float(np.linalg.norm(xy[m.schema.names.index(a)] - xy[m.schema.names.index(b)]))
+            if d > 1.0:
+                spacing, src = mm / d, "ruler"
+        return Landmarks(xy, scores, m.schema.names, (lb.src_h, lb.src_w), spacing, src, m.schema.id)
+
+    def __call__(self, image: ImageInput, spacing: Optional[float] = None) -> Landmarks:
+        """Landmarks of one image (path, file bytes, or (H, W[, C]) uint8/uint16 array)."""
+        x, lb, loaded = self.preprocess(image)
+        hm = self._backend.run(x[None])
+        return self.postprocess(hm[0], lb, loaded, spacing)
+
+    def batch(self, images: Sequence[ImageInput], spacing: Optional[Union[float, Sequence[Optional[float]]]] = None,
+              batch_size: int = 4) -> List[Landmarks]:
+        """Landmarks of several images, ``batch_size`` per model call. ``spacing``: one value or one per image."""
+        images = list(images)
+        spacings = list(spacing) if isinstance(spacing, (list, tuple)) else [spacing] * len(images)
+        if len(spacings) != len(images):
+            raise CephaloError(f"got {len(spacings)} spacings for {len(images)} images")
+        out: List[Landmarks] = []
+        for i in range(0, len(images), max(1, int(batch_size))):
+            prepared = [self.preprocess(im) for im in images[i:i + batch_size]]
+            hm = self._backend.run(np.stack([p[0] for p in prepared]))
+            out += [self.postprocess(hm[j], p[1], p[2], spacings[i + j]) for j, p in enumerate(prepared)]
+        return out
+
+    def draw(self, image: ImageInput, result: Landmarks) -> np.ndarray:
+        """(H, W, 3) uint8 BGR overlay of ``result`` on ``image``."""
+        from .draw import draw_landmarks
+
+        return draw_landmarks(load_image(image).gray, result.xy)

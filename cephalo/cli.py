@@ -228,5 +228,13 @@ def _write_csv(res, path: Path) -> None:
                         "" if mm is None else f"{mm[i, 0]:.3f}", "" if mm is None else f"{mm[i, 1]:.3f}"])
 
 
+def _add_bench():
+    from benchmarks.cpu_bench import main as bench_main
+
+    main.add_command(bench_main, "bench")
+
+
+_add_bench()
+
 if __name__ == "__main__":
     main()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 from sdk.errors import AnnotationError
 from sdk.schemas import Schema
@@ -13,12 +13,18 @@ FORMATS = ("isbi", "labelme")
 
 
 def load_folder(root: Path, schema: Schema, fmt: str = "auto", split: Optional[Sequence[str]] = None,
-                annotators: Sequence[str] = ("senior",), spacing: float = ISBI_SPACING_MM) -> List[Sample]:
+                annotators: Sequence[str] = ("senior",), spacing: Optional[float] = None) -> List[Sample]:
     """Samples of a data folder: ``isbi`` (``images/`` + ``<annotator>.csv`` + ``splits.csv``) or ``labelme``
-    (``*.json`` beside the images). ``auto`` picks by what the folder holds."""
+    (``*.json`` beside the images). ``auto`` picks by what the folder holds.
+
+    Pixel spacing: ``spacing`` (mm) when given, else the folder's ``spacing.csv`` (``image,spacing``) when present,
+    else ISBI's 0.1 mm.
+    """
     root = Path(root)
     if not root.is_dir():
         raise AnnotationError(f"data folder {root} does not exist")
+    if spacing is None:
+        spacing = root / "spacing.csv" if (root / "spacing.csv").is_file() else ISBI_SPACING_MM
     if fmt == "auto":
         fmt = "isbi" if (root / f"{annotators[0]}.csv").is_file() else "labelme"
     if fmt == "isbi":
@@ -27,5 +33,7 @@ def load_folder(root: Path, schema: Schema, fmt: str = "auto", split: Optional[S
         files = sorted(root.glob("*.json"))
         if not files:
             raise AnnotationError(f"data folder {root}: no LabelMe *.json files")
+        if not isinstance(spacing, float):
+            raise AnnotationError(f"data folder {root}: give one pixel spacing for LabelMe data")
         return [read_labelme(f, schema, spacing) for f in files]
     raise AnnotationError(f"data format {fmt!r} is not one of {FORMATS}")

@@ -160,7 +160,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.opt.step()
             self.sched.step(self.epoch + (step + 1) / n_steps)
-            parts["loss"] = float(loss)
+            parts["loss"] = float(loss.detach())
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * len(x)
             n_img += len(x)

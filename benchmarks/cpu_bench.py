@@ -1,0 +1,296 @@
+"""Every way to run the model, side by side on one machine: latency, throughput, size, memory, load time, accuracy.
+
+    python -m benchmarks.cpu_bench --checkpoint best.pt --models-dir converted/ --images DIR [--quick]
+    cephalo bench ...   (same options)
+
+Each row runs in its own process (so load time and peak memory are its own) on the same images and thread count.
+"SDK" latency is ``sdk.Detector`` end to end (decode file, preprocess, model, decode heatmaps); "model" latency is
+the raw model call on a prepared input. Ratios are against PyTorch eager FP32 in the same run. Results go to
+``<out>/bench.json``, ``bench.md`` and ``bench.png``.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import click
+import numpy as np
+
+ROWS = {
+    "torch_fp32": ("PyTorch eager FP32", None, None),
+    "torch_dynamic_int8": ("PyTorch dynamic quant (brief)", None, None),
+    "ort_fp32": ("onnxruntime FP32", "{stem}.onnx", "onnxruntime"),
+    "ort_int8_qdq": ("onnxruntime INT8 QDQ", "{stem}_int8_ort.onnx", "onnxruntime"),
+    "ov_fp32": ("OpenVINO FP32", "{stem}.xml", "openvino"),
+    "ov_int8": ("OpenVINO INT8 (NNCF)", "{stem}_int8.xml", "openvino"),
+    "ov_int8_onnx": ("OpenVINO INT8 (NNCF, QDQ ONNX)", "{stem}_int8.onnx", "openvino"),
+}
+
+
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return r / 1024.0 if sys.platform != "darwin" else r / 2**20
+    except ImportError:  # Windows
+        import psutil
+
+        return psutil.Process().memory_info().peak_wset / 2**20
+
+
+def _times(fn, warmup: int, runs: int) -> List[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def _pct(v: List[float], q: float) -> float:
+    return float(np.percentile(v, q))
+
+
+def run_row(key: str, cfg: Dict) -> Dict:
+    """One row, in a fresh process: load, latency (SDK + raw), batch throughput, memory, accuracy."""
+    import numpy as np
+
+    from sdk.image_io import load_image
+    from sdk.preprocess import preprocess
+
+    threads, images, warmup, runs = cfg["threads"], [Path(p) for p in cfg["images"]], cfg["warmup"], cfg["runs"]
+    label, pattern, backend = ROWS[key]
+    row: Dict = {"key": key, "label": label, "threads": threads}
+    t0 = time.perf_counter()
+    if pattern is None:  # PyTorch rows: the SDK's pre/post-processing around the eager model
+        import torch
+
+        torch.set_num_threads(threads)
+        from sdk.decode import decode_to_image
+        from train.checkpoint import load_checkpoint
+        from convert.export import checkpoint_meta
+        from train.trainer import model_from_checkpoint
+
+        ck = load_checkpoint(Path(cfg["checkpoint"]))
+        model = model_from_checkpoint(ck).float().eval()
+        if key == "torch_dynamic_int8":
+            from convert.quantize import dynamic_quantize_torch
+
+            model = dynamic_quantize_torch(model)
+        meta = checkpoint_meta(ck)
+        # Weights only (the checkpoint file also holds optimiser state, which deployment would not ship).
+        row["file_mb"] = round(sum(v.numel() * v.element_size() for v in ck["model"].values()) / 2**20, 2)
+
+        def raw(x):
+            with torch.inference_mode():
+                return model(torch.from_numpy(x)).numpy()
+
+        def sdk_call(p):
+            g = load_image(p).gray
+            x, lb = preprocess(g, meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)
+            return decode_to_image(raw(x[None])[0], lb, meta.heatmap_stride, meta.sigma, meta.decoder)[0]
+    else:
+        from sdk import Detector
+
+        path = Path(cfg["models_dir"]) / pattern.format(stem=cfg["stem"])
+        if not path.is_file():
+            return {**row, "skipped": f"{path.name} not found"}
+        det = Detector(path, backend=backend, threads=threads)
+        meta = det.meta
+        row["file_mb"] = round((path.stat().st_size + (path.with_suffix(".bin").stat().st_size
+                                                       if path.suffix == ".xml" else 0)) / 2**20, 2)
+        raw = det._backend.run
+
+        def sdk_call(p):
+            return det(p).xy
+    x1 = preprocess(load_image(images[0]).gray, meta.input_hw, meta.mean, meta.std, meta.pad_value,
+                    meta.channels)[0][None]
+    raw(x1)
+    row["load_s"] = round(time.perf_counter() - t0, 2)
+    lat_raw = _times(lambda: raw(x1), warmup, runs)
+    it = iter(images * (1 + (warmup + runs) // len(images)))
+    lat_sdk = _times(lambda: sdk_call(next(it)), warmup, runs)
+    xb = np.repeat(x1, cfg["batch"], axis=0)
+    lat_b = _times(lambda: raw(xb), 1, max(2, runs // 4))
+    row.update(sdk_p50_ms=_pct(lat_sdk, 50), sdk_p95_ms=_pct(lat_sdk, 95), model_p50_ms=_pct(lat_raw, 50),
+               model_p95_ms=_pct(lat_raw, 95), batch=cfg["batch"],
+               throughput_img_s=cfg["batch"] * 1000.0 / statistics.median(lat_b), peak_rss_mb=round(_peak_rss_mb(), 1))
+    if cfg.get("eval"):
+        from sdk.metrics import radial_errors, summarize
+        from sdk.schemas import ISBI19
+        from train.datasets import load_folder
+
+        samples = load_folder(Path(cfg["eval"]["data"]), ISBI19, split=[cfg["eval"]["split"]])[:cfg["eval"]["n"]]
+        pred = np.stack([sdk_call(s.image) for s in samples])
+        m = summarize(radial_errors(pred, np.stack([s.points for s in samples])), np.array([s.spacing for s in samples]))
+        row.update(mre_mm=m["mre_mm"], sdr2_pct=m["sdr"]["2mm"], eval_images=len(samples))
+    return row
+
+
+def conv_macs(checkpoint: Path) -> float:
+    """Multiply-accumulates of one forward pass (convolutions and linear layers), in GMAC."""
+    import torch
+
+    from train.checkpoint import load_checkpoint
+    from train.trainer import model_from_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ck).float().eval()
+    size = ck["config"]["input_size"]
+    total = [0]
+
+    def hook(m, inp, out):
+        if isinstance(m, torch.nn.Conv2d):
+            total[0] += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.zeros(1, ck["config"]["channels"], size, size))
+    for h in hs:
+        h.remove()
+    return total[0] / 1e9
+
+
+def int8_peak_gops(threads: int, tmp: Path) -> float:
+    """Measured INT8 conv throughput of this machine (OpenVINO, NNCF-quantized 3x3 conv stack), GOPS (2 ops/MAC)."""
+    import nncf
+    import openvino as ov
+    import torch
+
+    net = torch.nn.Sequential(*[torch.nn.Conv2d(128, 128, 3, padding=1) for _ in range(4)]).eval()
+    x = torch.randn(1, 128, 96, 96)
+    path = tmp / "peak.onnx"
+    torch.onnx.export(net, (x,), str(path), opset_version=17, dynamo=False)
+    core = ov.Core()
+    q = nncf.quantize(core.read_model(str(path)), nncf.Dataset([x.numpy()]), subset_size=1)
+    comp = core.compile_model(q, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    req = comp.create_infer_request()
+    xs = x.numpy()
+    ms = statistics.median(_times(lambda: req.infer({0: xs}), 3, 15))
+    macs = 4 * 128 * 128 * 9 * 96 * 96
+    return 2 * macs / (ms / 1000) / 1e9
+
+
+def _child(key, cfg, q):
+    try:
+        q.put(run_row(key, cfg))
+    except Exception as e:  # a row's failure is reported in the table, not fatal to the others
+        q.put({"key": key, "label": ROWS[key][0], "error": f"{type(e).__name__}: {e}"})
+
+
+def bench(checkpoint: Path, models_dir: Path, images: List[Path], out: Path, threads: int, backends: List[str],
+          quick: bool, stem: str, eval_data: Optional[Path], eval_split: str, eval_n: int, batch: int) -> Dict:
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = {"checkpoint": str(checkpoint), "models_dir": str(models_dir), "stem": stem, "threads": threads,
+           "images": [str(p) for p in images], "warmup": 2 if quick else 5, "runs": 8 if quick else 30,
+           "batch": batch, "eval": {"data": str(eval_data), "split": eval_split, "n": eval_n} if eval_data else None}
+    ctx = mp.get_context("spawn")  # the same on Windows, macOS and Linux
+    rows = []
+    for key in backends:
+        q = ctx.Queue()
+        p = ctx.Process(target=_child, args=(key, cfg, q))
+        p.start()
+        rows.append(q.get())
+        p.join()
+        click.echo(f"  {key}: " + json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items()
+                                              if k not in ("key", "label")}))
+    gmac = conv_macs(checkpoint)
+    peak = int8_peak_gops(threads, out)
+    base = next((r for r in rows if r["key"] == "torch_fp32" and "sdk_p50_ms" in r), None)
+    for r in rows:
+        if "model_p50_ms" in r:
+            r["achieved_gops"] = 2 * gmac / (r["model_p50_ms"] / 1000)
+            r["pct_of_int8_peak"] = 100 * r["achieved_gops"] / peak
+            if base:
+                r["speedup_vs_torch_fp32"] = base["sdk_p50_ms"] / r["sdk_p50_ms"]
+    result = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                          "cpu_count": os.cpu_count(), "python": platform.python_version()},
+              "threads": threads, "images": len(images), "model_gmac": gmac, "int8_peak_gops": peak,
+              "quick": quick, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M")}
+    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    (out / "bench.md").write_text(markdown(result))
+    plot(result, out / "bench.png")
+    return result
+
+
+def markdown(res: Dict) -> str:
+    lines = [f"Machine: {res['machine']['processor']}, {res['machine']['cpu_count']} cores, {res['threads']} threads; "
+             f"model {res['model_gmac']:.2f} GMAC; measured INT8 peak {res['int8_peak_gops']:.0f} GOPS; {res['date']}",
+             "", "| backend | SDK p50 ms | SDK p95 ms | model p50 ms | img/s (batch) | speed-up vs torch | file MB | "
+             "peak RSS MB | load s | % INT8 peak | MRE mm | SDR@2mm |", "|" + "---|" * 12]
+    for r in res["rows"]:
+        if "sdk_p50_ms" not in r:
+            lines.append(f"| {r['label']} | {r.get('skipped') or r.get('error')} |" + " |" * 10)
+            continue
+        f = lambda k, fmt: (fmt.format(r[k]) if k in r else "")
+        lines.append(f"| {r['label']} | {f('sdk_p50_ms', '{:.1f}')} | {f('sdk_p95_ms', '{:.1f}')} | "
+                     f"{f('model_p50_ms', '{:.1f}')} | {f('throughput_img_s', '{:.1f}')} | "
+                     f"{f('speedup_vs_torch_fp32', '{:.2f}x')} | {f('file_mb', '{:.1f}')} | {f('peak_rss_mb', '{:.0f}')} | "
+                     f"{f('load_s', '{:.2f}')} | {f('pct_of_int8_peak', '{:.0f}%')} | {f('mre_mm', '{:.3f}')} | "
+                     f"{f('sdr2_pct', '{:.1f}%')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: Dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in res["rows"] if "sdk_p50_ms" in r]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        y = r.get("mre_mm", 0.0)
+        ax.scatter(r["sdk_p50_ms"], y, s=40)
+        ax.annotate(r["label"], (r["sdk_p50_ms"], y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("Detector end-to-end p50 latency, ms (log)")
+    ax.set_ylabel("MRE, mm" + ("" if any("mre_mm" in r for r in rows) else " (not measured)"))
+    ax.set_title(f"{res['machine']['processor']}, {res['threads']} threads")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@click.command("bench")
+@click.option("--checkpoint", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--models-dir", type=click.Path(path_type=Path), required=True, help="Output of 'cephalo convert'.")
+@click.option("--stem", default="model", help="File stem used by 'cephalo convert --name'.")
+@click.option("--images", "images_dir", type=click.Path(path_type=Path, exists=True), required=True,
+              help="Folder of images to time on (a data folder with images/ works).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results/bench"), show_default=True)
+@click.option("--threads", type=int, default=os.cpu_count(), show_default=True)
+@click.option("--backends", default=",".join(ROWS), show_default=True, help="Rows to run, comma-separated.")
+@click.option("--batch", type=int, default=4, show_default=True)
+@click.option("--quick", is_flag=True, help="Fewer runs, for a fast look.")
+@click.option("--eval-data", type=click.Path(path_type=Path), default=None, help="ISBI folder for MRE/SDR.")
+@click.option("--eval-split", default="test1")
+@click.option("--eval-n", type=int, default=150, help="At most this many evaluation images per row.")
+def main(checkpoint, models_dir, stem, images_dir, out, threads, backends, batch, quick, eval_data, eval_split, eval_n):
+    """Benchmark every backend side by side; writes bench.json, bench.md and bench.png."""
+    from convert.quantize import calibration_images
+
+    keys = [k for k in backends.split(",") if k]
+    unknown = [k for k in keys if k not in ROWS]
+    if unknown:
+        raise click.BadParameter(f"unknown rows {unknown}; choose from {list(ROWS)}", param_hint="--backends")
+    images = calibration_images(images_dir, split=None, limit=4 if quick else 16)
+    res = bench(checkpoint, models_dir, images, out, threads, keys, quick, stem, eval_data, eval_split,
+                min(eval_n, 10) if quick else eval_n, batch)
+    click.echo(markdown(res))
+    click.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Shared fixtures: the downsized ISBI images in tests/fixtures/isbi, and a tiny model trained on them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ISBI_FIX = FIXTURES / "isbi"
+SHARED_ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2015"
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def tiny_config(**kw):
+    from train.config import TrainConfig
+
+    # The smallest timm HRNet at a small input: seconds per step on 2 cores.
+    base = dict(backbone="hrnet_w18_small", input_size=128, epochs=4, batch_size=4, val_count=2, lr=2e-3,
+                amp="off", threads=2, restart_period=4)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def fixture_samples():
+    from sdk.schemas import ISBI19
+    from train.datasets import load_folder
+
+    return load_folder(ISBI_FIX, ISBI19)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, fixture_samples):
+    """A tiny model trained 4 epochs on the fixture images: (run_dir, history)."""
+    from train.trainer import Trainer, split_train_val
+
+    cfg = tiny_config()
+    run = tmp_path_factory.mktemp("tiny_run")
+    tr, va = split_train_val(fixture_samples, cfg.val_count, cfg.seed)
+    t = Trainer(cfg, tr, va, run, run / "cache", data_info="fixture")
+    hist = t.fit(progress=False)
+    return run, hist
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_run):
+    """The tiny model exported to ONNX (with metadata) and OpenVINO IR: dict of paths."""
+    from convert.pipeline import convert
+
+    out = tmp_path_factory.mktemp("tiny_onnx")
+    rep = convert(tiny_run[0] / "last.pt", out, openvino=True, calib_data=ISBI_FIX, calib_split=None,
+                  check_images=2, progress=False)
+    return {k: Path(v["path"]) for k, v in rep["files"].items()} | {"report": rep}

@@ -1,0 +1,136 @@
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import onnx
+import pytest
+
+from sdk import Detector, Landmarks
+from sdk.errors import BackendError, CephaloError, ImageError, ModelError
+
+from conftest import ISBI_FIX
+
+IMGS = sorted((ISBI_FIX / "images").glob("*.jpg"))
+
+
+def test_sdk_import_is_torch_free():
+    code = ("import sys, sdk; from sdk import Detector; "
+            "print(','.join(m for m in ('torch','timm','nncf') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_result_api(tiny_onnx):
+    det = Detector(tiny_onnx["onnx"], backend="onnxruntime", threads=1)
+    res = det(IMGS[0], spacing=0.4)
+    assert isinstance(res, Landmarks) and res.xy.shape == (19, 2) and res.scores.shape == (19,)
+    assert res.names[0] == "sella" and res.image_size == (600, 484) and res.spacing_source == "caller"
+    assert np.allclose(res.mm(), res.xy * 0.4) and np.allclose(res["sella"], res.xy[0])
+    d = json.loads(res.to_json())
+    assert len(d["landmarks"]) == 19 and "x_mm" in d["landmarks"][0] and "SNA" in d["measurements"]
+    assert det.info["threads"] == 1 and det.info["backend"] == "onnxruntime" and det.info["schema"] == "isbi19"
+    with pytest.raises(CephaloError, match="no pixel spacing"):
+        det(IMGS[0]).mm()
+
+
+def test_inputs_agree_path_bytes_array(tiny_onnx):
+    import cv2
+
+    det = Detector(tiny_onnx["onnx"], backend="onnxruntime")
+    a = det(IMGS[1]).xy
+    b = det(IMGS[1].read_bytes()).xy
+    c = det(cv2.imread(str(IMGS[1]))).xy  # BGR 3-channel
+    assert np.allclose(a, b) and np.abs(a - c).max() < 0.5
+
+
+def test_backend_parity(tiny_onnx):
+    a = Detector(tiny_onnx["onnx"], backend="onnxruntime")
+    b = Detector(tiny_onnx["onnx"], backend="openvino")
+    c = Detector(tiny_onnx["openvino"])
+    assert c.info["backend"] == "openvino"
+    for p in IMGS[:4]:
+        ra = a(p).xy
+        assert np.abs(ra - b(p).xy).max() < 0.05 and np.abs(ra - c(p).xy).max() < 0.05
+
+
+def test_batch_equals_single(tiny_onnx):
+    det = Detector(tiny_onnx["onnx"], backend="onnxruntime")
+    batch = det.batch(IMGS[:5], batch_size=2)
+    for p, r in zip(IMGS[:5], batch):
+        assert np.abs(det(p).xy - r.xy).max() < 1e-3
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_thread_safety(tiny_onnx, backend):
+    det = Detector(tiny_onnx["onnx"], backend=backend, threads=1)
+    ref = {p: det(p).xy for p in IMGS}
+    errors, results = [], []
+
+    def work(paths):
+        try:
+            for p in paths:
+                results.append((p, det(p).xy))
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(IMGS[i % 2::2] * 2,)) for i in range(4)]
+    [t.start() for t in threads]
+    [t.join(60) for t in threads]
+    assert not errors and len(results) == 4 * (len(IMGS) // 2) * 2
+    assert all(np.array_equal(ref[p], xy) for p, xy in results)
+
+
+def test_model_without_metadata_refused(tmp_path, tiny_onnx):
+    m = onnx.load(str(tiny_onnx["onnx"]))
+    del m.metadata_props[:]
+    p = tmp_path / "plain.onnx"
+    onnx.save(m, str(p))
+    for backend in ("onnxruntime", "openvino"):
+        with pytest.raises(ModelError, match="no 'cephalo' metadata"):
+            Detector(p, backend=backend)
+
+
+def test_bad_model_files(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        Detector(tmp_path / "none.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ModelError, match="cannot load"):
+        Detector(junk, backend="onnxruntime")
+    with pytest.raises(BackendError, match="not one of"):
+        Detector(junk, backend="tensorflow")
+    with pytest.raises(BackendError, match="threads"):
+        Detector(junk, threads=0)
+
+
+def test_bad_images_raise_sdk_errors(tiny_onnx, tmp_path):
+    det = Detector(tiny_onnx["onnx"], backend="onnxruntime")
+    (tmp_path / "e.png").write_bytes(b"")
+    for bad in (tmp_path / "missing.jpg", tmp_path / "e.png", b"\x89PNG broken", np.zeros((5, 5), np.uint8),
+                np.zeros((100, 100), np.float64)):
+        with pytest.raises(ImageError):
+            det(bad)
+    with pytest.raises(CephaloError, match="spacing"):
+        det(IMGS[0], spacing=-1.0)
+
+
+def test_ruler_spacing(tmp_path):
+    """A ceph31-style schema derives mm from its two ruler points."""
+    from sdk.detector import Detector as D
+    from sdk.metadata import ModelMeta
+    from sdk.preprocess import letterbox_geometry
+    from sdk.image_io import LoadedImage
+    from sdk.schemas import CEPH31
+    from sdk.decode import gaussian_heatmaps, input_to_heatmap
+
+    det = D.__new__(D)
+    det.meta = ModelMeta(CEPH31, 128, 128, 1, 0.5, 0.25, 0, 4, 1.5)
+    det.model_path = "synthetic"
+    lb = letterbox_geometry((512, 512), (128, 128))
+    pts = np.full((31, 2), 200.0)
+    pts[29], pts[30] = (100.0, 400.0), (100.0, 300.0)  # P1-P2 100 px apart = 10 mm
+    hm = gaussian_heatmaps(input_to_heatmap(lb.to_input(pts), 4), (32, 32), 1.5)
+    res = det.postprocess(hm, lb, LoadedImage(np.zeros((512, 512), np.uint8)), None)
+    assert res.spacing_source == "ruler" and res.spacing == pytest.approx(0.1, rel=0.01)

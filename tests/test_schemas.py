@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from sdk.errors import SchemaError
+from sdk.schemas import AARIZ29, CEPH31, ISBI19, get_schema, schema_from_dict
+
+from conftest import SHARED_ISBI
+
+
+def test_builtin_sizes():
+    assert (ISBI19.k, AARIZ29.k, CEPH31.k) == (19, 29, 31)
+    assert CEPH31.names[:29] == AARIZ29.names and CEPH31.ruler[:2] == ("ruler_p1", "ruler_p2")
+
+
+@pytest.mark.skipif(not SHARED_ISBI.is_dir(), reason="shared ISBI data not present")
+def test_isbi_order_matches_the_dataset():
+    names = (SHARED_ISBI / "landmarks.txt").read_text().split()
+    assert list(ISBI19.names) == names
+
+
+def test_aliases():
+    assert ISBI19.index("A-point") == ISBI19.names.index("subspinale")
+    assert AARIZ29.index("Soft Tissue Nasion") == AARIZ29.names.index("soft_tissue_nasion")
+    with pytest.raises(KeyError):
+        ISBI19.index("pronasale")
+
+
+def test_custom_schema_files(tmp_path):
+    t = tmp_path / "mine.txt"
+    t.write_text("# my points\nsella\nnasion\n\nmenton\n")
+    s = get_schema(t)
+    assert s.id == "mine" and s.names == ("sella", "nasion", "menton")
+    j = tmp_path / "r.json"
+    j.write_text(json.dumps({"id": "r", "landmarks": ["a", "b", "c"], "ruler": ["a", "b", 20]}))
+    assert get_schema(j).ruler == ("a", "b", 20.0)
+    assert schema_from_dict(CEPH31.to_dict()) is CEPH31
+
+
+@pytest.mark.parametrize("data,match", [
+    ({"landmarks": ["a", "a"]}, "twice"),
+    ({"landmarks": []}, "no landmarks"),
+    ({"landmarks": ["a b"]}, "must be letters"),
+    ({"landmarks": ["a", "b"], "ruler": ["a", "z", 10]}, "ruler point"),
+    ({"landmarks": ["a", "b"], "ruler": ["a", "b", -1]}, "> 0"),
+    ({"names": ["a"]}, "'landmarks'"),
+])
+def test_bad_schemas(data, match):
+    with pytest.raises(SchemaError, match=match):
+        schema_from_dict(data)
+
+
+def test_unknown_schema():
+    with pytest.raises(SchemaError, match="unknown schema"):
+        get_schema("isbi20")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from sdk.backends import open_backend
+from sdk.errors import CephaloError
 from sdk.decode import decode_to_image
 from sdk.image_io import load_image
 from sdk.metadata import ModelMeta
@@ -18,7 +19,7 @@ FP32_HEATMAP_TOL = 1e-4      # max |difference| of heatmap values
 FP32_POINT_TOL_PX = 0.01     # max point difference, original pixels
 
 
-class ParityError(RuntimeError):
+class ParityError(CephaloError, RuntimeError):
     """A converted model disagrees with its source beyond tolerance."""
 
 

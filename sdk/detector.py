@@ -16,7 +16,7 @@ from .measurements import measure
 from .preprocess import Letterbox, preprocess
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = "isbi19_hrnet_w32_int8.onnx"
+DEFAULT_MODEL = "isbi19_default_int8.onnx"  # see models/MODEL_CARD.md for what it is
 
 
 @dataclass(frozen=True)

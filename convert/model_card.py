@@ -1,0 +1,105 @@
+"""Accuracy report and model card of a converted model on ISBI 2015 Test1/Test2, embedded in the file's metadata."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from sdk import Detector
+from sdk.metadata import ModelMeta
+from sdk.metrics import radial_errors, summarize
+from sdk.schemas import ISBI19
+from train.datasets import load_folder
+
+LABELS = {"senior": ("senior",), "mean": ("senior", "junior")}
+
+
+def isbi_accuracy(model: Path, data: Path, splits: Sequence[str] = ("test1", "test2"),
+                  backend: str = "auto") -> Dict:
+    """{split: {labels: summarize()}} for ``model`` run through ``sdk.Detector``; labels 'senior' and 'mean'."""
+    det = Detector(model, backend=backend)
+    out: Dict = {}
+    for split in splits:
+        samples = {}
+        for key, ann in LABELS.items():
+            samples[key] = load_folder(data, ISBI19, split=[split], annotators=ann)
+        base = samples["senior"]
+        res = [det(s.image, spacing=s.spacing) for s in base]
+        preds = np.stack([r.xy for r in res])
+        in_px = np.array([max(r.image_size) / max(det.meta.input_hw) for r in res])
+        out[split] = {}
+        for key, ss in samples.items():
+            err = radial_errors(preds, np.stack([s.points for s in ss]))
+            out[split][key] = summarize(err, np.array([s.spacing for s in ss]), in_px, list(ISBI19.names))
+    return out
+
+
+def headline(acc: Dict) -> Dict:
+    """The compact figures that go into a model's metadata."""
+    return {split: {k: {"mre_mm": round(m["mre_mm"], 4), "sd_mm": round(m["sd_mm"], 4),
+                        "mre_input_px": round(m["mre_input_px"], 3),
+                        "sdr": {t: round(v, 2) for t, v in m["sdr"].items()}} for k, m in d.items()}
+            for split, d in acc.items()}
+
+
+def embed_accuracy(onnx_path: Path, accuracy: Dict, extra: Optional[Dict] = None) -> ModelMeta:
+    """Rewrite the metadata of ``onnx_path`` with ``accuracy`` (weights untouched, atomic)."""
+    import onnx
+
+    from .export import set_onnx_meta
+    from .files import atomic_path
+
+    meta = Detector(onnx_path, backend="onnxruntime").meta
+    meta = replace(meta, accuracy={**meta.accuracy, "isbi2015": accuracy}, extra={**meta.extra, **(extra or {})})
+    model = onnx.load(str(onnx_path))
+    set_onnx_meta(model, meta)
+    with atomic_path(onnx_path) as tmp:
+        onnx.save(model, str(tmp))
+    return meta
+
+
+def render(meta: ModelMeta, file_name: str, size_mb: float, results: Dict[str, Dict], notes: str = "") -> str:
+    """Markdown model card. ``results``: {'FP32': isbi_accuracy(), 'INT8': isbi_accuracy()}."""
+    r = meta.extra.get("recipe", {})
+    lines = [f"# Model card: `{file_name}`", "",
+             f"- Task: {meta.schema.k} cephalometric landmarks, schema `{meta.schema.id}` (ISBI 2015 order).",
+             f"- Architecture: HRNet-{str(r.get('backbone', '?')).upper()} heatmap model, input {meta.input_h}x"
+             f"{meta.input_w} letterboxed gray, heatmaps at stride {meta.heatmap_stride}, sigma {meta.sigma} "
+             f"(heatmap px), DARK decoding.",
+             f"- File: {size_mb:.1f} MB, precision {meta.extra.get('precision')}, quantization "
+             f"{meta.extra.get('quantization', '-')}.",
+             f"- Trained on: {meta.trained_on}; from scratch (no pretrained weights); "
+             f"{meta.extra.get('epochs_trained')} epochs. Recipe: `{json.dumps(r)}`.",
+             "- Data licence: ISBI 2015 Grand Challenge data, CC BY-NC 4.0. This model is derived from it and is "
+             "for **non-commercial research use only**. Cite Wang et al., Medical Image Analysis 31 (2016) and "
+             "IEEE TMI (2015).",
+             "- Not a medical device. Check every landmark before clinical use.", ""]
+    lines += ["## Accuracy (ISBI 2015, `sdk.Detector`, 0.1 mm/px)", "",
+              "| model | split | labels | MRE mm | SD mm | MRE input px | SDR 2mm | 2.5mm | 3mm | 4mm |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for prec, acc in results.items():
+        for split, d in acc.items():
+            for key, m in d.items():
+                s = m["sdr"]
+                lines.append(f"| {prec} | {split} | {key} | {m['mre_mm']:.3f} | {m['sd_mm']:.3f} | "
+                             f"{m['mre_input_px']:.2f} | {s['2mm']:.1f}% | {s['2.5mm']:.1f}% | {s['3mm']:.1f}% | "
+                             f"{s['4mm']:.1f}% |")
+    last = list(results)[-1]
+    lines += ["", f"## Per landmark ({last}, senior labels)", "",
+              "| landmark | Test1 MRE mm | Test1 SDR 2mm | Test2 MRE mm | Test2 SDR 2mm |", "|---|---|---|---|---|"]
+    acc = results[last]
+    for name in meta.schema.names:
+        cells = []
+        for split in ("test1", "test2"):
+            if split in acc:
+                m = acc[split]["senior"]["per_landmark"][name]
+                cells += [f"{m['mre_mm']:.2f}", f"{m['sdr']['2mm']:.1f}%"]
+            else:
+                cells += ["", ""]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "## Notes", "", notes]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,61 @@
+"""The bundled default model on fixture images: a broken model or pipeline fails these bounds."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sdk import Detector
+from sdk.detector import DEFAULT_MODEL, MODELS_DIR
+from sdk.metrics import radial_errors
+
+from conftest import ISBI_FIX
+
+# The fixture images are ISBI images downsized 4x (0.4 mm/px). The bundled model's Test1 MRE is in
+# sdk/models/MODEL_CARD.md; these bounds leave room for the 8-image sample, far below what a broken pipeline
+# (wrong letterbox, swapped axes, shuffled landmarks, untrained weights: > 10 mm) gives.
+MRE_BOUND_MM = 4.0
+MEDIAN_BOUND_MM = 3.0
+
+
+@pytest.fixture(scope="module")
+def det():
+    return Detector()
+
+
+def test_bundled_model_present_and_described(det):
+    assert (MODELS_DIR / DEFAULT_MODEL).is_file()
+    info = det.info
+    assert info["schema"] == "isbi19" and info["precision"] == "int8"
+    assert "CC BY-NC" in info["licence"]
+    assert info["accuracy"]["isbi2015"]["test1"]["senior"]["mre_mm"] > 0
+    assert (MODELS_DIR / "MODEL_CARD.md").is_file()
+
+
+def test_bundled_model_accuracy_on_fixtures(det, fixture_samples):
+    pred = np.stack([det(s.image, spacing=s.spacing).xy for s in fixture_samples])
+    err_mm = radial_errors(pred, np.stack([s.points for s in fixture_samples])) * 0.4
+    assert err_mm.mean() < MRE_BOUND_MM, err_mm.mean(axis=0)
+    assert np.median(err_mm) < MEDIAN_BOUND_MM
+
+
+def test_bundled_backends_agree(det, fixture_samples):
+    a = Detector(backend="onnxruntime")
+    b = Detector(backend="openvino")
+    for s in fixture_samples[:3]:
+        # INT8 kernels differ a little between runtimes; both must land on the same sub-pixel peak region.
+        assert np.abs(a(s.image).xy - b(s.image).xy).max() < 1.0
+
+
+def test_main_job_cli(tmp_path):
+    from conftest import FIXTURES
+
+    img = FIXTURES.parent.parent / "examples" / "data" / "isbi_152.jpg"
+    out = subprocess.run([sys.executable, "-m", "cephalo", "predict", str(img), "--spacing", "0.1", "--out",
+                          str(tmp_path), "--csv", "--overlay"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    d = json.loads((tmp_path / "isbi_152.json").read_text())
+    assert len(d["landmarks"]) == 19 and d["spacing_source"] == "caller"
+    assert (tmp_path / "isbi_152_landmarks.png").stat().st_size > 10000
+    assert len((tmp_path / "isbi_152.csv").read_text().splitlines()) == 20

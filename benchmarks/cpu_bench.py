@@ -161,7 +161,7 @@ def conv_macs(checkpoint: Path) -> float:
     return total[0] / 1e9
 
 
-def int8_peak_gops(threads: int, tmp: Path) -> float:
+def int8_peak_gops(threads: int) -> float:
     """Measured INT8 conv throughput of this machine (OpenVINO, NNCF-quantized 3x3 conv stack), GOPS (2 ops/MAC)."""
     import nncf
     import openvino as ov
@@ -169,10 +169,13 @@ def int8_peak_gops(threads: int, tmp: Path) -> float:
 
     net = torch.nn.Sequential(*[torch.nn.Conv2d(128, 128, 3, padding=1) for _ in range(4)]).eval()
     x = torch.randn(1, 128, 96, 96)
-    path = tmp / "peak.onnx"
-    torch.onnx.export(net, (x,), str(path), opset_version=17, dynamo=False)
+    import tempfile
+
     core = ov.Core()
-    q = nncf.quantize(core.read_model(str(path)), nncf.Dataset([x.numpy()]), subset_size=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "peak.onnx"
+        torch.onnx.export(net, (x,), str(path), opset_version=17, dynamo=False)
+        q = nncf.quantize(core.read_model(str(path)), nncf.Dataset([x.numpy()]), subset_size=1)
     comp = core.compile_model(q, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
     req = comp.create_infer_request()
     xs = x.numpy()
@@ -205,7 +208,7 @@ def bench(checkpoint: Path, models_dir: Path, images: List[Path], out: Path, thr
         click.echo(f"  {key}: " + json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items()
                                               if k not in ("key", "label")}))
     gmac = conv_macs(checkpoint)
-    peak = int8_peak_gops(threads, out)
+    peak = int8_peak_gops(threads)
     base = next((r for r in rows if r["key"] == "torch_fp32" and "sdk_p50_ms" in r), None)
     for r in rows:
         if "model_p50_ms" in r:

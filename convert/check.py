@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from sdk.errors import CephaloError
 from sdk.decode import decode_to_image
 from sdk.image_io import load_image
 from sdk.metadata import ModelMeta
-from sdk.preprocess import preprocess
+from sdk.preprocess import letterbox_geometry, preprocess
 
 FP32_HEATMAP_TOL = 1e-4      # max |difference| of heatmap values
 FP32_POINT_TOL_PX = 0.01     # max point difference, original pixels
@@ -72,16 +72,22 @@ def require_int8(p: Parity, tol_input_px: float) -> None:
                           f"average from the FP32 model (limit {tol_input_px}; max {p.max_point_diff_input_px:.2f})")
 
 
+def detector_predictions(det, samples) -> Tuple[np.ndarray, np.ndarray]:
+    """``det`` on labelled samples: ((N, K, 2) points in original pixels, (N,) original pixels per input pixel)."""
+    pred, in_px = [], []
+    for s in samples:
+        res = det(s.image, spacing=s.spacing)
+        pred.append(res.xy)
+        in_px.append(letterbox_geometry(res.image_size, det.meta.input_hw).input_px_size)
+    return np.stack(pred), np.array(in_px)
+
+
 def detector_accuracy(model_path: Path, samples, backend: str = "auto", threads: Optional[int] = None) -> Dict:
     """:func:`sdk.metrics.summarize` of ``sdk.Detector(model_path)`` on labelled samples (train.data Samples)."""
     from sdk import Detector
     from sdk.metrics import radial_errors, summarize
 
     det = Detector(model_path, backend=backend, threads=threads)
-    pred, in_px = [], []
-    for s in samples:
-        res = det(s.image, spacing=s.spacing)
-        pred.append(res.xy)
-        in_px.append(max(res.image_size) / max(det.meta.input_hw))
-    err = radial_errors(np.stack(pred), np.stack([s.points for s in samples]))
-    return summarize(err, np.array([s.spacing for s in samples]), np.array(in_px), list(det.schema.names))
+    pred, in_px = detector_predictions(det, samples)
+    err = radial_errors(pred, np.stack([s.points for s in samples]))
+    return summarize(err, np.array([s.spacing for s in samples]), in_px, list(det.schema.names))

@@ -14,6 +14,8 @@ from sdk.metrics import radial_errors, summarize
 from sdk.schemas import ISBI19
 from train.datasets import load_folder
 
+from .check import detector_predictions
+
 LABELS = {"senior": ("senior",), "mean": ("senior", "junior")}
 
 
@@ -27,9 +29,7 @@ def isbi_accuracy(model: Path, data: Path, splits: Sequence[str] = ("test1", "te
         for key, ann in LABELS.items():
             samples[key] = load_folder(data, ISBI19, split=[split], annotators=ann)
         base = samples["senior"]
-        res = [det(s.image, spacing=s.spacing) for s in base]
-        preds = np.stack([r.xy for r in res])
-        in_px = np.array([max(r.image_size) / max(det.meta.input_hw) for r in res])
+        preds, in_px = detector_predictions(det, base)
         out[split] = {}
         for key, ss in samples.items():
             err = radial_errors(preds, np.stack([s.points for s in ss]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -24,7 +25,8 @@ def main(verbose: bool):
 
 # ---------------------------------------------------------------------------------------------------------- train
 @main.command()
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="Labelled data folder.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="Labelled data folder, or a data pack (.npz) from 'cephalo pack'.")
 @click.option("--out", "run_dir", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints).")
 @click.option("--preset", type=click.Choice(["high_accuracy", "max_accuracy", "max_speed"]), default="high_accuracy")
 @click.option("--format", "fmt", default="auto", help="Data layout: auto | isbi | labelme.")
@@ -52,11 +54,18 @@ def main(verbose: bool):
 @click.option("--max-steps-per-epoch", type=int, default=None)
 @click.option("--no-augment", is_flag=True, default=False)
 @click.option("--progress/--no-progress", default=True)
+@click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
+@click.option("--checkpoint-every", type=float, default=0.0, show_default=True,
+              help="Write checkpoints at most every N seconds (0 = every epoch); always at the end.")
+@click.option("--time-budget", type=float, default=None,
+              help="Seconds this (fresh) run may take: the epoch count and LR schedule are fitted to it after timing "
+                   "a few epochs, and the run stops before the budget ends.")
 def train(data_dir, run_dir, preset, fmt, split, annotators, resume, cache_dir, epochs_now, progress, no_augment,
-          **overrides):
+          device, checkpoint_every, time_budget, **overrides):
     """Train a heatmap model (resumable; last.pt every epoch, best.pt by validation MRE)."""
     from train.config import PRESETS
     from train.data.cache import default_cache_dir
+    from train.data.pack import is_pack, read_pack
     from train.datasets import load_folder
     from train.trainer import Trainer, split_train_val
     from sdk.schemas import get_schema
@@ -75,17 +84,63 @@ def train(data_dir, run_dir, preset, fmt, split, annotators, resume, cache_dir, 
             cfg = saved.override(**{k: overrides[k] for k in ("epochs", "threads", "workers", "max_steps_per_epoch")
                                     if overrides.get(k) is not None})
         schema = get_schema(cfg.schema)
-        samples = load_folder(data_dir, schema, fmt, [s for s in split.split(",") if s] or None,
-                              tuple(a for a in annotators.split(",") if a))
+        cache = None
+        if is_pack(data_dir):
+            samples, cache, pack_info = read_pack(data_dir, schema.k)
+            info = f"{data_dir.name} (pack of {pack_info or 'labelled images'})"
+        else:
+            samples = load_folder(data_dir, schema, fmt, [s for s in split.split(",") if s] or None,
+                                  tuple(a for a in annotators.split(",") if a))
+            info = f"{data_dir.name} ({split or 'all'}; {annotators})"
         tr, va = split_train_val(samples, cfg.val_count, cfg.seed)
-        info = f"{data_dir.name}: {len(tr)} train / {len(va)} val images ({split or 'all'}; {annotators})"
+        info = f"{info}: {len(tr)} train / {len(va)} val images"
         click.echo(info)
-        trainer = Trainer(cfg, tr, va, run_dir, cache_dir or default_cache_dir(), data_info=info)
-        if resume and last.is_file():
+        started = time.perf_counter()
+        trainer = Trainer(cfg, tr, va, run_dir, cache_dir or default_cache_dir(), device=device, data_info=info,
+                          cache=cache, checkpoint_every_s=checkpoint_every)
+        resumed = resume and last.is_file()
+        if resumed:
             trainer.resume(last)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        trainer.fit(progress=progress, stop_after=epochs_now)
+        deadline = None
+        if time_budget is not None:
+            deadline = started + time_budget
+            if not resumed:
+                n = trainer.fit_epochs_to_time(deadline - time.perf_counter(), progress)
+                click.echo(f"time budget {time_budget:.0f} s: {n} epochs")
+        (run_dir / "config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=2))
+        trainer.fit(progress=progress, stop_after=epochs_now, deadline=deadline)
         click.echo(f"done: epoch {trainer.epoch}, best val MRE {trainer.best_mre:.3f} mm -> {run_dir / 'best.pt'}")
+    except (CephaloError, ValueError, OSError) as e:
+        _fail(e)
+
+
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="Labelled data folder.")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), required=True, help="Pack file (.npz).")
+@click.option("--input-size", type=int, default=384, show_default=True, help="Model input size the pack is for.")
+@click.option("--schema", default="isbi19", show_default=True)
+@click.option("--format", "fmt", default="auto")
+@click.option("--split", default="train", help="Split(s) of splits.csv, comma-separated ('' = all).")
+@click.option("--annotators", default="senior", help="Annotator CSVs to average, comma-separated.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Decoded-image cache folder.")
+def pack(data_dir, out_file, input_size, schema, fmt, split, annotators, cache_dir):
+    """Write a data pack: the labelled images resized for one input size, in one small .npz for 'train --data'
+    on another machine."""
+    from sdk.schemas import get_schema
+    from train.data.cache import ImageCache, default_cache_dir
+    from train.data.pack import write_pack
+    from train.datasets import load_folder
+
+    try:
+        if out_file.suffix.lower() != ".npz":
+            raise ValueError(f"the pack file must end in .npz, got {out_file.name!r}")
+        sch = get_schema(schema)
+        samples = load_folder(data_dir, sch, fmt, [s for s in split.split(",") if s] or None,
+                              tuple(a for a in annotators.split(",") if a))
+        cache = ImageCache(cache_dir or default_cache_dir(), (input_size, input_size))
+        info = f"{data_dir.name} {split or 'all'} ({annotators}), {sch.id}"
+        write_pack(samples, cache, out_file, info)
+        click.echo(f"{out_file}: {len(samples)} images at {input_size}, {out_file.stat().st_size / 1e6:.1f} MB")
     except (CephaloError, ValueError, OSError) as e:
         _fail(e)
 

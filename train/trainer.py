@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 
 from sdk.decode import input_to_heatmap
@@ -23,7 +23,7 @@ from .checkpoint import FORMAT, load_checkpoint, save_atomic
 from .config import TrainConfig
 from .data.augment import AugmentConfig
 from .data.cache import ImageCache
-from .data.dataset import LandmarkDataset
+from .data.dataset import EpochSampler, LandmarkDataset
 from .data.readers import Sample
 from .evaluate import evaluate
 from .losses import combined_loss
@@ -73,10 +73,17 @@ def model_from_checkpoint(ck: Dict) -> HeatmapNet:
 
 
 class Trainer:
-    """Trains ``cfg`` on ``train_samples``; writes ``last.pt``, ``best.pt`` and ``history.jsonl`` into ``run_dir``."""
+    """Trains ``cfg`` on ``train_samples``; writes ``last.pt``, ``best.pt`` and ``history.jsonl`` into ``run_dir``.
+
+    ``cache``: where decoded, resized images come from (an :class:`ImageCache` under ``cache_dir`` by default, or a
+    data pack's). ``checkpoint_every_s``: write ``last.pt``/``best.pt`` at most this often (0 = every epoch); on a
+    fast GPU an epoch takes about a second and writing 360 MB each epoch would cost more than the training. The
+    best weights are held in memory between writes, and both files are written when ``fit`` returns.
+    """
 
     def __init__(self, cfg: TrainConfig, train_samples: Sequence[Sample], val_samples: Sequence[Sample],
-                 run_dir: Path, cache_dir: Path, device: Optional[str] = None, data_info: str = ""):
+                 run_dir: Path, cache_dir: Optional[Path] = None, device: Optional[str] = None, data_info: str = "",
+                 cache=None, checkpoint_every_s: float = 0.0):
         self.cfg = cfg
         self.schema: Schema = get_schema(cfg.schema)
         self.run_dir = Path(run_dir)
@@ -84,12 +91,21 @@ class Trainer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        else:
+            torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
         torch.manual_seed(cfg.seed)
         for s in list(train_samples) + list(val_samples):
             if s.points.shape != (self.schema.k, 2):
                 raise ValueError(f"sample {s.id} has {s.points.shape[0]} points, schema {self.schema.id} has "
                                  f"{self.schema.k}")
-        self.cache = ImageCache(cache_dir, cfg.input_hw)
+        if cache is None and cache_dir is None:
+            raise ValueError("give cache_dir or cache")
+        self.cache = cache if cache is not None else ImageCache(cache_dir, cfg.input_hw)
+        if tuple(self.cache.input_hw) != cfg.input_hw:
+            raise ValueError(f"the image cache holds {self.cache.input_hw} inputs; the config needs {cfg.input_hw}")
+        self.checkpoint_every_s = float(checkpoint_every_s)
+        self._last_save = -math.inf
+        self._best_weights: Optional[Dict] = None   # best model weights (CPU copy) not yet written
         self.data_info = data_info
         common = dict(stride=cfg.heatmap_stride, sigma=cfg.sigma, mean=cfg.mean, std=cfg.std,
                       pad_value=cfg.pad_value, channels=cfg.channels)
@@ -107,13 +123,41 @@ class Trainer:
         self.epoch = 0           # epochs completed
         self.best_mre = math.inf
         self.history: List[Dict] = []
+        self.sampler = EpochSampler(len(self.train_set), cfg.seed)
+        self._loader: Optional[DataLoader] = None
+
+    @property
+    def loader(self) -> DataLoader:
+        """One loader for the whole run; its workers persist across epochs (starting them costs ~0.1 s each)."""
+        if self._loader is None:
+            cfg = self.cfg
+            batches = BatchSampler(self.sampler, cfg.batch_size, drop_last=len(self.train_set) > cfg.batch_size)
+            self._loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=cfg.workers,
+                                      persistent_workers=cfg.workers > 0, pin_memory=self.device.type == "cuda")
+        return self._loader
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
-    def state(self) -> Dict:
-        return {"format": FORMAT, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "epoch": self.epoch, "config": self.cfg.to_dict(),
-                "schema": self.schema.to_dict(), "best_mre_mm": self.best_mre, "history": self.history,
-                "data": self.data_info, "torch": str(torch.__version__)}
+    def state(self, weights_only: bool = False) -> Dict:
+        """The checkpoint dict; ``weights_only`` leaves out the optimizer and scheduler (``best.pt``)."""
+        st = {"format": FORMAT, "model": self.model.state_dict(), "epoch": self.epoch, "config": self.cfg.to_dict(),
+              "schema": self.schema.to_dict(), "best_mre_mm": self.best_mre, "history": self.history,
+              "data": self.data_info, "torch": str(torch.__version__)}
+        if not weights_only:
+            st.update(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict())
+        return st
+
+    def _save(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last_save < self.checkpoint_every_s:
+            return
+        if self._best_weights is not None:
+            best = self.state(weights_only=True)
+            best.update(model=self._best_weights["model"], epoch=self._best_weights["epoch"],
+                        history=self.history[:self._best_weights["epoch"]])
+            save_atomic(best, self.run_dir / "best.pt")
+            self._best_weights = None
+        save_atomic(self.state(), self.run_dir / "last.pt")
+        self._last_save = time.perf_counter()
 
     def resume(self, path: Path) -> None:
         ck = load_checkpoint(path)
@@ -132,9 +176,8 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         self.train_set.set_epoch(self.epoch)
-        g = torch.Generator().manual_seed(cfg.seed * 100003 + self.epoch)
-        loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True, generator=g,
-                            num_workers=cfg.workers, drop_last=len(self.train_set) > cfg.batch_size)
+        self.sampler.set_epoch(self.epoch)
+        loader = self.loader
         n_steps = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
         sums: Dict[str, float] = {}
         n_img, t0 = 0, time.perf_counter()
@@ -142,13 +185,13 @@ class Trainer:
         for step, batch in enumerate(loader):
             if step >= n_steps:
                 break
-            x = batch["image"].to(self.device)
+            x = batch["image"].to(self.device, non_blocking=True)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            target = batch["heatmaps"].to(self.device)
+            target = batch["heatmaps"].to(self.device, non_blocking=True)
             txy = torch.as_tensor(input_to_heatmap(batch["points"].numpy(), cfg.heatmap_stride),
                                   dtype=torch.float32, device=self.device)
-            vis = batch["visible"].to(self.device)
+            vis = batch["visible"].to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 pred = self.model(x)
             loss, parts = combined_loss(pred, target, txy, vis, cfg.sigma, cfg.focal_weight, cfg.coord_weight,
@@ -178,25 +221,65 @@ class Trainer:
         return evaluate(self.model, self.val_samples, self.cache, list(self.schema.names),
                         autocast_dtype=self.amp_dtype, batch_size=self.cfg.batch_size, **self.eval_kw)
 
-    def fit(self, progress: bool = True, stop_after: Optional[int] = None) -> List[Dict]:
-        """Train until ``cfg.epochs`` (or ``stop_after`` more epochs); checkpoint after each."""
+    def fit_epochs_to_time(self, seconds: float, progress: bool = True, calib_epochs: int = 3) -> int:
+        """Set ``cfg.epochs`` so the whole run ends within ``seconds`` from now (for a machine lent for a fixed
+        time): trains ``calib_epochs`` epochs, times the last of them, and re-plans the LR schedule for the new
+        length. Returns the new epoch count. Only for a fresh run (the schedule of a resumed one is kept)."""
+        if self.epoch:
+            raise ValueError("fit_epochs_to_time is for a fresh run, not a resumed one")
+        start = time.perf_counter()
+        self.fit(progress, stop_after=1, final_save=False)      # warm-up: workers, kernel choice, first save
+        t1 = time.perf_counter()
+        self.fit(progress, stop_after=max(1, calib_epochs - 1), final_save=False)
+        per_epoch = (time.perf_counter() - t1) / max(1, calib_epochs - 1)
+        left = seconds - (time.perf_counter() - start)
+        epochs = max(self.epoch + 1, self.epoch + int(left * 0.97 / per_epoch))
+        self.cfg = self.cfg.override(epochs=epochs, restart_period=self.cfg.restart_period or max(1, epochs // 3))
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(self.opt, T_0=self.cfg.t0, T_mult=2,
+                                                                          eta_min=self.cfg.lr * 1e-3)
+        self.sched.step(self.epoch)
+        log.info("%.2f s per epoch: %d epochs fit in %.0f s", per_epoch, epochs, seconds)
+        return epochs
+
+    def fit(self, progress: bool = True, stop_after: Optional[int] = None, deadline: Optional[float] = None,
+            final_save: bool = True) -> List[Dict]:
+        """Train until ``cfg.epochs`` (or ``stop_after`` more epochs, or until an epoch would end after
+        ``deadline``, a ``time.perf_counter()`` value); checkpoints as ``checkpoint_every_s`` says and at the end."""
         target = self.cfg.epochs if stop_after is None else min(self.cfg.epochs, self.epoch + stop_after)
         started = time.perf_counter()
         first = self.epoch
+        try:
+            self._fit_loop(progress, target, started, first, deadline)
+        except BaseException:  # interrupted (Ctrl-C, SIGINT from a driver): keep what was trained
+            if self.epoch > first:
+                self._save(force=True)
+            raise
+        if final_save and self.epoch > first:
+            self._save(force=True)
+        return self.history
+
+    def _fit_loop(self, progress, target, started, first, deadline) -> None:
         while self.epoch < target:
+            if deadline is not None and self.epoch > first:
+                per_epoch = (time.perf_counter() - started) / (self.epoch - first)
+                if time.perf_counter() + per_epoch > deadline:
+                    log.warning("stopping at epoch %d: the next epoch would pass the deadline", self.epoch)
+                    break
             tr = self.train_epoch(progress)
             val = self.validate()
             self.epoch += 1
-            rec = {"epoch": self.epoch, "lr": self.opt.param_groups[0]["lr"], **{f"train_{k}": v for k, v in tr.items()}}
+            rec = {"epoch": self.epoch, "lr": self.opt.param_groups[0]["lr"], "epoch_sec": tr["epoch_sec"],
+                   **{f"train_{k}": v for k, v in tr.items() if k != "epoch_sec"}}
             if val is not None:
                 rec.update(val_mre_mm=val["mre_mm"], val_sdr2=val["sdr"]["2mm"], val_mre_input_px=val["mre_input_px"])
             self.history.append(rec)
             improved = val is not None and val["mre_mm"] < self.best_mre
             if improved:
                 self.best_mre = val["mre_mm"]
-            save_atomic(self.state(), self.run_dir / "last.pt")
-            if improved or (val is None):
-                save_atomic(self.state(), self.run_dir / "best.pt")
+            if improved or val is None:
+                self._best_weights = {"epoch": self.epoch, "model": {k: v.detach().to("cpu", copy=True)
+                                                                     for k, v in self.model.state_dict().items()}}
+            self._save()
             with open(self.run_dir / "history.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
             done = self.epoch - first
@@ -207,4 +290,3 @@ class Trainer:
             log.info(msg)
             if progress:
                 tqdm.write(msg)
-        return self.history

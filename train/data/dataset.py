@@ -5,7 +5,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from sdk.decode import gaussian_heatmaps, input_to_heatmap
 from sdk.preprocess import normalize, pad_to_input
@@ -39,14 +39,21 @@ class LandmarkDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _split(self, idx: int) -> Tuple[int, int]:
+        # Indices >= len come from EpochSampler and carry their epoch: persistent loader workers hold a copy of
+        # the dataset and never see set_epoch().
+        n = len(self.samples)
+        return (idx // n - 1, idx % n) if idx >= n else (self.epoch, idx)
+
     def input_and_points(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
         """(C, H, W) float32 input and (K, 2) input-pixel points of sample ``i`` (augmented if configured)."""
+        epoch, i = self._split(i)
         s = self.samples[i]
         resized, lb = self.cache.get(s)
         img = pad_to_input(resized, lb, self.pad_value)
         pts = lb.to_input(s.points)
         if self.augment is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, i])
+            rng = np.random.default_rng([self.seed, epoch, i])
             content = (slice(lb.pad_top, lb.pad_top + lb.new_h), slice(lb.pad_left, lb.pad_left + lb.new_w))
             img = random_intensity(img, rng, self.augment, content)
             m = random_affine(rng, img.shape, self.augment)
@@ -65,5 +72,24 @@ class LandmarkDataset(Dataset):
             "heatmaps": torch.from_numpy(target),
             "points": torch.from_numpy(pts.astype(np.float32)),
             "visible": torch.from_numpy(visible.astype(np.float32)),
-            "index": i,
+            "index": self._split(i)[1],
         }
+
+
+class EpochSampler(Sampler):
+    """A shuffled pass over ``n`` samples per epoch, seeded by (seed, epoch); yields indices that encode the epoch
+    (``(epoch + 1) * n + i``) for :class:`LandmarkDataset`, so one persistent loader serves every epoch."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        base = (self.epoch + 1) * self.n
+        return iter((base + torch.randperm(self.n, generator=g)).tolist())

@@ -28,6 +28,7 @@ ROWS = {
     "torch_dynamic_int8": ("PyTorch dynamic quant (brief)", None, None),
     "ort_fp32": ("onnxruntime FP32", "{stem}.onnx", "onnxruntime"),
     "ort_int8_qdq": ("onnxruntime INT8 QDQ", "{stem}_int8_ort.onnx", "onnxruntime"),
+    "ort_int8_nncf": ("onnxruntime INT8 (NNCF, QDQ ONNX)", "{stem}_int8.onnx", "onnxruntime"),
     "ov_fp32": ("OpenVINO FP32", "{stem}.xml", "openvino"),
     "ov_int8": ("OpenVINO INT8 (NNCF)", "{stem}_int8.xml", "openvino"),
     "ov_int8_onnx": ("OpenVINO INT8 (NNCF, QDQ ONNX)", "{stem}_int8.onnx", "openvino"),
@@ -279,7 +280,8 @@ def plot(res: Dict, path: Path) -> None:
 @click.option("--quick", is_flag=True, help="Fewer runs, for a fast look.")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None, help="ISBI folder for MRE/SDR.")
 @click.option("--eval-split", default="test1")
-@click.option("--eval-n", type=int, default=150, help="At most this many evaluation images per row.")
+@click.option("--eval-n", type=int, default=None,
+              help="At most this many evaluation images per row (default 150; 10 with --quick).")
 def main(checkpoint, models_dir, stem, images_dir, out, threads, backends, batch, quick, eval_data, eval_split, eval_n):
     """Benchmark every backend side by side; writes bench.json, bench.md and bench.png."""
     from convert.quantize import calibration_images
@@ -290,7 +292,7 @@ def main(checkpoint, models_dir, stem, images_dir, out, threads, backends, batch
         raise click.BadParameter(f"unknown rows {unknown}; choose from {list(ROWS)}", param_hint="--backends")
     images = calibration_images(images_dir, split=None, limit=4 if quick else 16)
     res = bench(checkpoint, models_dir, images, out, threads, keys, quick, stem, eval_data, eval_split,
-                min(eval_n, 10) if quick else eval_n, batch)
+                eval_n if eval_n is not None else (10 if quick else 150), batch)
     click.echo(markdown(res))
     click.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
 

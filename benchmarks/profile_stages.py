@@ -1,0 +1,91 @@
+"""Where one ``Detector`` call spends its time: read, decode, grey, resize, normalise, model, decode heatmaps.
+
+    python -m benchmarks.profile_stages [--model FILE] [--backend openvino] [--threads 2] IMAGE...
+
+Each stage is the SDK's own function, timed on its own over several runs (median, ms); ``sum`` is their total and
+``end-to-end`` one ``Detector.__call__`` on the same file. Writes ``stages.json`` and ``stages.md`` to ``--out``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+
+
+def profile_image(det, image: Path, runs: int) -> dict:
+    """Median ms of each stage. Stages run in rounds (each stage once per round) so that the shared machine's
+    slow spells fall on all of them alike, rather than on whichever stage was timed then."""
+    from sdk.decode import decode_to_image
+    from sdk.image_io import to_gray_u8
+    from sdk.preprocess import letterbox_geometry, normalize, pad_to_input, resize_for_letterbox
+
+    m = det.meta
+    data = Path(image).read_bytes()
+    buf = np.frombuffer(data, np.uint8)
+    raw = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    gray = to_gray_u8(raw)
+    lb = letterbox_geometry(gray.shape, m.input_hw)
+    small = resize_for_letterbox(gray, lb)
+    x = normalize(pad_to_input(small, lb, m.pad_value), m.mean, m.std, m.channels)
+    hm = det._backend.run(x[None])
+    stages = {
+        "read file": lambda: Path(image).read_bytes(),
+        "decode": lambda: cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH),
+        "to grey uint8": lambda: to_gray_u8(raw),
+        "letterbox resize": lambda: resize_for_letterbox(gray, lb),
+        "pad + normalise": lambda: normalize(pad_to_input(small, lb, m.pad_value), m.mean, m.std, m.channels),
+        "model": lambda: det._backend.run(x[None]),
+        "decode heatmaps": lambda: decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder),
+        "end-to-end": lambda: det(image),
+    }
+    times = {k: [] for k in stages}
+    for r in range(runs + 2):
+        for k, fn in stages.items():
+            t = time.perf_counter()
+            fn()
+            if r >= 2:  # two warm-up rounds
+                times[k].append((time.perf_counter() - t) * 1000)
+    row = {k: statistics.median(v) for k, v in times.items() if k != "end-to-end"}
+    row["sum"] = sum(row.values())
+    row["end-to-end"] = statistics.median(times["end-to-end"])
+    return {"image": str(image), "size": [int(gray.shape[1]), int(gray.shape[0])], "ms": row}
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--model", type=click.Path(exists=True, path_type=Path), default=None, help="Default: bundled model.")
+@click.option("--backend", default="openvino", show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--runs", type=int, default=15, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/stages"), show_default=True)
+def main(images, model, backend, threads, runs, out_dir):
+    """Per-stage timing of Detector calls."""
+    from sdk import Detector
+
+    cv2.setNumThreads(threads)
+    det = Detector(model, backend=backend, threads=threads)
+    rows = [profile_image(det, p, runs) for p in images]
+    res = {"model": str(det.model_path), "backend": det.info["backend"], "threads": det.info["threads"],
+           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs",
+           "opencv_threads": cv2.getNumThreads(), "rows": rows}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "stages.json").write_text(json.dumps(res, indent=2))
+    stages = list(rows[0]["ms"])
+    lines = [f"Model `{Path(res['model']).name}`, {res['backend']}, {res['threads']} threads; median of {runs} runs, ms.",
+             "", "| stage | " + " | ".join(f"{Path(r['image']).name} ({r['size'][0]}x{r['size'][1]})" for r in rows)
+             + " |", "|---|" + "---|" * len(rows)]
+    for s in stages:
+        lines.append(f"| {s} | " + " | ".join(f"{r['ms'][s]:.1f}" for r in rows) + " |")
+    (out_dir / "stages.md").write_text("\n".join(lines) + "\n")
+    click.echo("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -23,6 +24,15 @@ import time
 from pathlib import Path
 
 PART = 16_000_000  # bytes; the lending tool returns files of at most 16 MiB
+
+
+def _interrupt(p: subprocess.Popen) -> None:
+    # SIGINT lets a run write its checkpoints on the way out (KeyboardInterrupt -> the trainer's handler);
+    # Windows has no SIGINT for a child process, only terminate.
+    if os.name == "nt":
+        p.terminate()
+    else:
+        p.send_signal(signal.SIGINT)
 
 
 def run_variants(args) -> dict:
@@ -49,12 +59,11 @@ def run_variants(args) -> dict:
         if failed and args.fail_fast:
             for p, _ in procs.values():
                 if p.poll() is None:
-                    p.send_signal(signal.SIGINT)
+                    _interrupt(p)
         if time.monotonic() > hard_stop:
-            # SIGINT lets each run write its checkpoints on the way out (KeyboardInterrupt -> finally).
             for p, _ in procs.values():
                 if p.poll() is None:
-                    p.send_signal(signal.SIGINT)
+                    _interrupt(p)
             hard_stop = time.monotonic() + 60
     for _, log in procs.values():
         log.close()

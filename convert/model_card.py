@@ -69,7 +69,7 @@ def render(meta: ModelMeta, file_name: str, size_mb: float, results: Dict[str, D
              f"- Architecture: HRNet-{str(r.get('backbone', '?')).upper()} heatmap model, input {meta.input_h}x"
              f"{meta.input_w} letterboxed gray, heatmaps at stride {meta.heatmap_stride}, sigma {meta.sigma} "
              f"(heatmap px), DARK decoding.",
-             f"- File: {size_mb:.1f} MB, precision {meta.extra.get('precision')}, quantization "
+             f"- File: {size_mb:.1f} MiB ({size_mb * 2**20 / 1e6:.1f} MB), precision {meta.extra.get('precision')}, quantization "
              f"{meta.extra.get('quantization', '-')}.",
              f"- Trained on: {meta.trained_on}; from scratch (no pretrained weights); "
              f"{meta.extra.get('epochs_trained')} epochs. Recipe: `{json.dumps(r)}`.",
@@ -87,18 +87,21 @@ def render(meta: ModelMeta, file_name: str, size_mb: float, results: Dict[str, D
                 lines.append(f"| {prec} | {split} | {key} | {m['mre_mm']:.3f} | {m['sd_mm']:.3f} | "
                              f"{m['mre_input_px']:.2f} | {s['2mm']:.1f}% | {s['2.5mm']:.1f}% | {s['3mm']:.1f}% | "
                              f"{s['4mm']:.1f}% |")
-    last = list(results)[-1]
-    lines += ["", f"## Per landmark ({last}, senior labels)", "",
-              "| landmark | Test1 MRE mm | Test1 SDR 2mm | Test2 MRE mm | Test2 SDR 2mm |", "|---|---|---|---|---|"]
-    acc = results[last]
+    precs = list(results)
+    shipped = precs[-1]
+    head = ["landmark"]
+    for split in ("Test1", "Test2"):
+        head += [f"{split} MRE mm {p}" for p in precs] + [f"{split} SDR 2mm {shipped}"]
+    lines += ["", f"## Per landmark (senior labels; the shipped file is {shipped})", "",
+              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name in meta.schema.names:
         cells = []
         for split in ("test1", "test2"):
-            if split in acc:
-                m = acc[split]["senior"]["per_landmark"][name]
-                cells += [f"{m['mre_mm']:.2f}", f"{m['sdr']['2mm']:.1f}%"]
-            else:
-                cells += ["", ""]
+            for p in precs:
+                m = results[p].get(split, {}).get("senior", {}).get("per_landmark", {}).get(name)
+                cells.append(f"{m['mre_mm']:.2f}" if m else "")
+            m = results[shipped].get(split, {}).get("senior", {}).get("per_landmark", {}).get(name)
+            cells.append(f"{m['sdr']['2mm']:.1f}%" if m else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if notes:
         lines += ["", "## Notes", "", notes]

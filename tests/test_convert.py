@@ -82,3 +82,25 @@ def test_bad_checkpoints_refused_and_nothing_written(tmp_path, tiny_run):
     assert not out.exists() or not any(out.iterdir())
     with pytest.raises(ValueError, match="calibration"):
         convert(tiny_run[0] / "last.pt", out, int8=True, progress=False)
+
+
+def test_model_card_lists_both_precisions_per_landmark():
+    from convert.model_card import render
+    from sdk import Detector
+
+    meta = Detector().meta
+    names = meta.schema.names
+
+    def acc(off):
+        per = {n: {"mre_mm": 1.0 + off + i / 100, "sdr": {"2mm": 80.0}} for i, n in enumerate(names)}
+        m = {"mre_mm": 1.5 + off, "sd_mm": 1.0, "mre_input_px": 2.4, "sdr": {"2mm": 70.0, "2.5mm": 80.0,
+                                                                            "3mm": 85.0, "4mm": 90.0},
+             "per_landmark": per}
+        return {"test1": {"senior": m}, "test2": {"senior": m}}
+
+    card = render(meta, "x.onnx", 29.35, {"FP32": acc(0.0), "INT8": acc(0.5)}, "notes here")
+    assert "29.4 MiB (30.8 MB)" in card or "29.3 MiB (30.8 MB)" in card
+    assert "| Test1 MRE mm FP32 | Test1 MRE mm INT8 |" in card
+    row = next(l for l in card.splitlines() if l.startswith(f"| {names[1]} |"))
+    assert row.split(" | ")[1:3] == ["1.01", "1.51"]
+    assert card.rstrip().endswith("notes here")

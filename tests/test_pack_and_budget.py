@@ -147,3 +147,4 @@ def test_cli_pack_then_train_from_pack(tmp_path):
     assert res.exit_code != 0 and "config needs (160, 160)" in res.output
     res = r.invoke(main, ["pack", "--data", str(ISBI_FIX), "--out", str(tmp_path / "x.zip")])
     assert res.exit_code != 0 and "must end in .npz" in res.output
+

@@ -45,6 +45,7 @@ def main(verbose: bool):
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
+@click.option("--warmup-epochs", type=float, default=None, help="Linear LR warm-up length (epochs).")
 @click.option("--val-count", type=int, default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default=None)

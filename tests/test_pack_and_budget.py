@@ -148,3 +148,27 @@ def test_cli_pack_then_train_from_pack(tmp_path):
     res = r.invoke(main, ["pack", "--data", str(ISBI_FIX), "--out", str(tmp_path / "x.zip")])
     assert res.exit_code != 0 and "must end in .npz" in res.output
 
+
+
+def test_lr_warmup_and_schedule_positions(tmp_path, fixture_samples):
+    """LR in effect at each step: cosine schedule at the step's position, scaled by a linear warm-up."""
+    seen = {}
+    for warm in (0.0, 2.0):
+        cfg = tiny_config(epochs=4, warmup_epochs=warm, restart_period=4)   # 6 train images, batch 4: 1 step
+        tr, va = split_train_val(fixture_samples, cfg.val_count, cfg.seed)
+        t = Trainer(cfg, tr, va, tmp_path / f"w{warm}", tmp_path / "cache")
+        lrs = []
+        orig = t.opt.step
+
+        def spy(*a, **k):
+            lrs.append(t.opt.param_groups[0]["lr"])
+            return orig(*a, **k)
+
+        t.opt.step = spy
+        t.fit(progress=False, stop_after=2)
+        seen[warm] = lrs
+    import math
+    base = 2e-3
+    cos = [1e-3 * base + (base - 1e-3 * base) * (1 + math.cos(math.pi * p / 4)) / 2 for p in (0, 1)]
+    assert seen[0.0] == pytest.approx(cos)
+    assert seen[2.0] == pytest.approx([c * f for c, f in zip(cos, (0.5, 1.0))])

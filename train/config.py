@@ -20,6 +20,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     restart_period: int = 0          # CosineAnnealingWarmRestarts T_0 in epochs; 0 = epochs // 3 (with T_mult 2)
+    warmup_epochs: float = 0.0       # linear LR warm-up at the start (0 = none, as the shipped model)
     grad_clip: float = 5.0
     val_count: int = 30              # images carved from the training split for model choice
     seed: int = 0

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -201,8 +202,8 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self._set_lr(self.epoch + step / n_steps, n_steps)
             self.opt.step()
-            self.sched.step(self.epoch + (step + 1) / n_steps)
             parts["loss"] = float(loss.detach())
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * len(x)
@@ -214,6 +215,19 @@ class Trainer:
         out = {k: v / max(n_img, 1) for k, v in sums.items()}
         out.update(sec_per_img=dt / max(n_img, 1), epoch_sec=dt)
         return out
+
+    def _set_lr(self, t: float, n_steps: int) -> None:
+        """LR for training position ``t`` (epochs, fractional): the cosine schedule, times a linear warm-up over
+        the first ``cfg.warmup_epochs`` (large batches and stride-2 heatmaps spiked at the full initial LR)."""
+        with warnings.catch_warnings():
+            # The schedule is set before each optimizer step on purpose (the step must use it).
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            self.sched.step(t)
+        w = self.cfg.warmup_epochs
+        if w > 0 and t < w:
+            scale = min(1.0, (t + 1.0 / max(1, n_steps)) / w)
+            for g in self.opt.param_groups:
+                g["lr"] *= scale
 
     def validate(self) -> Optional[Dict]:
         if not self.val_samples:

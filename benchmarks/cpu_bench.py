@@ -66,8 +66,7 @@ def run_row(key: str, cfg: Dict) -> Dict:
     """One row, in a fresh process: load, latency (SDK + raw), batch throughput, memory, accuracy."""
     import numpy as np
 
-    from sdk.image_io import load_image
-    from sdk.preprocess import preprocess
+    from sdk.preprocess import prepare
 
     threads, images, warmup, runs = cfg["threads"], [Path(p) for p in cfg["images"]], cfg["warmup"], cfg["runs"]
     label, pattern, backend = ROWS[key]
@@ -97,8 +96,7 @@ def run_row(key: str, cfg: Dict) -> Dict:
                 return model(torch.from_numpy(x)).numpy()
 
         def sdk_call(p):
-            g = load_image(p).gray
-            x, lb = preprocess(g, meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)
+            x, lb, _ = prepare(p, meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)
             return decode_to_image(raw(x[None])[0], lb, meta.heatmap_stride, meta.sigma, meta.decoder)[0]
     else:
         from sdk import Detector
@@ -114,8 +112,7 @@ def run_row(key: str, cfg: Dict) -> Dict:
 
         def sdk_call(p):
             return det(p).xy
-    x1 = preprocess(load_image(images[0]).gray, meta.input_hw, meta.mean, meta.std, meta.pad_value,
-                    meta.channels)[0][None]
+    x1 = prepare(images[0], meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)[0][None]
     raw(x1)
     row["load_s"] = round(time.perf_counter() - t0, 2)
     lat_raw = _times(lambda: raw(x1), warmup, runs)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -245,13 +244,14 @@ def convert(checkpoint, out_dir, stem, openvino, int8, int8_onnx, ort_qdq, calib
               help="Write <image>.json (and .csv / overlay) here; without it JSON goes to stdout.")
 @click.option("--csv", "write_csv", is_flag=True, help="Also write <image>.csv.")
 @click.option("--overlay", is_flag=True, help="Also write <image>_landmarks.png.")
-def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay):
+@click.option("--fast-decode", is_flag=True, help="Decode large JPEGs at reduced scale (faster, ~0.1 mm shift).")
+def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay, fast_decode):
     """Detect landmarks on images (no torch needed)."""
     from sdk import Detector
     from sdk.draw import save_png
 
     try:
-        det = Detector(model, backend=backend, threads=threads)
+        det = Detector(model, backend=backend, threads=threads, fast_decode=fast_decode)
         for path in images:
             res = det(path, spacing=spacing)
             if out_dir is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -11,9 +11,8 @@ import torch
 from sdk.backends import open_backend
 from sdk.errors import CephaloError
 from sdk.decode import decode_to_image
-from sdk.image_io import load_image
 from sdk.metadata import ModelMeta
-from sdk.preprocess import letterbox_geometry, preprocess
+from sdk.preprocess import letterbox_geometry, prepare
 
 FP32_HEATMAP_TOL = 1e-4      # max |difference| of heatmap values
 FP32_POINT_TOL_PX = 0.01     # max point difference, original pixels
@@ -44,7 +43,7 @@ def parity(model: torch.nn.Module, path: Path, images: Sequence[Path], meta: Mod
     model = model.float().eval()
     hm_d, pt_d, pt_in = [], [], []
     for p in images:
-        x, lb = preprocess(load_image(p).gray, meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)
+        x, lb, _ = prepare(p, meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)
         with torch.no_grad():
             ref = model(torch.from_numpy(x[None])).numpy()[0]
         out = be.run(x[None])[0]

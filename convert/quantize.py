@@ -15,9 +15,8 @@ from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from sdk.image_io import load_image
 from sdk.metadata import META_KEY, ModelMeta
-from sdk.preprocess import preprocess
+from sdk.preprocess import prepare
 
 from .files import atomic_ir, atomic_path
 
@@ -47,7 +46,7 @@ def model_inputs(paths: Iterable[Path], meta: ModelMeta) -> List[np.ndarray]:
     """(1, C, H, W) float32 model inputs of ``paths`` by the SDK's preprocessing."""
     out = []
     for p in paths:
-        x, _ = preprocess(load_image(p).gray, meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)
+        x, _, _ = prepare(p, meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)
         out.append(x[None])
     return out
 

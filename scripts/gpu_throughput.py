@@ -14,7 +14,6 @@ import time
 
 import torch
 
-from sdk.decode import input_to_heatmap
 from sdk.schemas import get_schema
 from train.config import PRESETS
 from train.data.augment import AugmentConfig

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -10,10 +10,10 @@ import numpy as np
 
 from .backends import open_backend
 from .decode import decode_to_image
-from .errors import CephaloError, ImageError, ModelError
+from .errors import CephaloError, ModelError
 from .image_io import ImageInput, LoadedImage, load_image
 from .measurements import measure
-from .preprocess import Letterbox, preprocess
+from .preprocess import Letterbox, prepare
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "isbi19_default_int8.onnx"  # see models/MODEL_CARD.md for what it is
@@ -89,10 +89,13 @@ class Detector:
     """Finds cephalometric landmarks with an ONNX or OpenVINO model that carries the cephalo metadata.
 
     ``Detector()`` uses the bundled model. ``backend``: 'auto' (OpenVINO when installed, else onnxruntime),
-    'openvino' or 'onnxruntime'. ``threads``: inference threads (default: all cores). Calls are thread-safe.
+    'openvino' or 'onnxruntime'. ``threads``: inference threads (default: all cores). ``fast_decode``: decode
+    large JPEG files at 1/2-1/8 scale (about 12 ms less per 4.6 MP image here; points move ~0.1 mm on average,
+    Test1 MRE +0.003 mm with the bundled model). Calls are thread-safe.
     """
 
-    def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None):
+    def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
+                 fast_decode: bool = False):
         path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist" +
@@ -101,6 +104,7 @@ class Detector:
         self._backend = open_backend(path, backend, threads)
         self.meta = self._backend.meta
         self.schema = self.meta.schema
+        self.fast_decode = bool(fast_decode)
 
     @property
     def info(self) -> Dict:
@@ -114,10 +118,8 @@ class Detector:
     # -- the three steps -----------------------------------------------------------------------------------------
     def preprocess(self, image: ImageInput) -> Tuple[np.ndarray, Letterbox, LoadedImage]:
         """Image -> ((C, H, W) float32 input, its Letterbox, the decoded image)."""
-        loaded = load_image(image)
         m = self.meta
-        x, lb = preprocess(loaded.gray, m.input_hw, m.mean, m.std, m.pad_value, m.channels)
-        return x, lb, loaded
+        return prepare(image, m.input_hw, m.mean, m.std, m.pad_value, m.channels, self.fast_decode)
 
     def postprocess(self, heatmaps: np.ndarray, lb: Letterbox, loaded: LoadedImage,
                     spacing: Optional[float]) -> Landmarks:

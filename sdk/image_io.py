@@ -4,13 +4,17 @@ says one (DICOM).
 Accepted: a path (PNG, JPEG with EXIF orientation applied, BMP, TIFF, DICOM), the bytes of such a file, or a numpy
 array (H, W) / (H, W, 1|3|4) of uint8 or uint16. 16-bit data is windowed linearly from its min to its max into
 8 bits, the range the models are trained on.
+
+``reduce_for=(h, w)``: an 8-bit JPEG much larger than the model input is decoded at 1/2, 1/4 or 1/8 scale by
+libjpeg's DCT scaling (a cephalogram is ~10x the model input; full decoding and the area resize were ~10% of a
+``Detector`` call), keeping at least ``REDUCE_MARGIN`` times the size it will be resized to.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -19,6 +23,9 @@ from .errors import ImageError
 
 MIN_SIDE = 32            # smaller than this is not a cephalogram
 MAX_PIXELS = 200_000_000  # 200 MP: larger is an error, not a scan (and would exhaust memory)
+REDUCE_MARGIN = 2.0      # a reduced decode keeps >= 2x the letterboxed size, so the area resize still averages
+_REDUCED = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 
@@ -30,14 +37,25 @@ class LoadedImage:
     gray: np.ndarray
     spacing: Optional[float] = None
     source: str = "<array>"
+    reduction: int = 1                # gray is the image decoded at 1/reduction scale (JPEG DCT scaling)
+    src_hw: Optional[Tuple[int, int]] = None   # the full image's (H, W), displayed orientation
+
+    @property
+    def full_hw(self) -> Tuple[int, int]:
+        """(H, W) of the full-resolution image (coordinates are reported in its pixels)."""
+        return self.src_hw if self.src_hw is not None else (int(self.gray.shape[0]), int(self.gray.shape[1]))
 
 
-def load_image(image: ImageInput) -> LoadedImage:
-    """Decode ``image`` (path, file bytes or array) to a :class:`LoadedImage`; :class:`ImageError` names the problem."""
+def load_image(image: ImageInput, reduce_for: Optional[Tuple[int, int]] = None) -> LoadedImage:
+    """Decode ``image`` (path, file bytes or array) to a :class:`LoadedImage`; :class:`ImageError` names the problem.
+
+    ``reduce_for``: the model input (h, w) the image is for; large 8-bit JPEGs are then decoded at reduced scale
+    (see the module doc). Arrays and other formats are never reduced.
+    """
     if isinstance(image, np.ndarray):
         return LoadedImage(to_gray_u8(image, "<array>"))
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return _decode_bytes(bytes(image), "<bytes>")
+        return _decode_bytes(bytes(image), "<bytes>", reduce_for)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.exists():
@@ -48,7 +66,7 @@ def load_image(image: ImageInput) -> LoadedImage:
             data = path.read_bytes()
         except OSError as e:
             raise ImageError(f"image file {path}: cannot read it ({e})") from e
-        return _decode_bytes(data, str(path))
+        return _decode_bytes(data, str(path), reduce_for)
     raise ImageError(f"image must be a path, bytes or a numpy array, got {type(image).__name__}")
 
 
@@ -56,7 +74,68 @@ def _is_dicom(data: bytes) -> bool:
     return len(data) > 132 and data[128:132] == b"DICM"
 
 
-def _decode_bytes(data: bytes, source: str) -> LoadedImage:
+def jpeg_header(data: bytes) -> Optional[Tuple[int, int, int]]:
+    """(height, width, bits per sample) from a JPEG's frame header, or None if ``data`` is not a JPEG whose frame
+    header comes before its first scan."""
+    n = len(data)
+    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    i = 2
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:              # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            i += 2
+            continue
+        if marker in _SOF:
+            if i + 9 > n:
+                return None
+            return (int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big"), data[i + 4])
+        if marker in (0xDA, 0xD9):      # scan or end before any frame header
+            return None
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _reduced_jpeg(buf: np.ndarray, data: bytes, reduce_for: Tuple[int, int], source: str) -> Optional[LoadedImage]:
+    """A reduced-scale decode of an 8-bit JPEG, or None when none applies (small image, other format)."""
+    head = jpeg_header(data)
+    if head is None or head[2] != 8 or min(head[:2]) < MIN_SIDE:
+        return None
+    h, w = head[0], head[1]
+    for r in (8, 4, 2):
+        # The letterboxed size for either orientation (EXIF may swap the axes) must stay well under the decode.
+        for hh, ww in ((h, w), (w, h)):
+            s = min(reduce_for[0] / hh, reduce_for[1] / ww)
+            if min(hh / r, ww / r) < REDUCE_MARGIN * min(hh, ww) * s:
+                break
+        else:
+            img = cv2.imdecode(buf, _REDUCED[r])
+            if img is None:
+                return None
+            got = img.shape[:2]
+            if got == (_ceil_div(h, r), _ceil_div(w, r)):
+                full = (h, w)
+            elif got == (_ceil_div(w, r), _ceil_div(h, r)):   # EXIF orientation turned it
+                full = (w, h)
+            else:
+                return None
+            if full[0] * full[1] > MAX_PIXELS:
+                raise ImageError(f"image {source}: {full[1]}x{full[0]} pixels exceeds the limit of {MAX_PIXELS} "
+                                 f"pixels")
+            return LoadedImage(img, None, source, r, full)
+    return None
+
+
+def _decode_bytes(data: bytes, source: str, reduce_for: Optional[Tuple[int, int]] = None) -> LoadedImage:
     if not data:
         raise ImageError(f"image {source} is empty (0 bytes)")
     if _is_dicom(data):
@@ -65,6 +144,10 @@ def _decode_bytes(data: bytes, source: str) -> LoadedImage:
         gray, spacing = read_dicom(data, source)
         return LoadedImage(to_gray_u8(gray, source), spacing, source)
     buf = np.frombuffer(data, dtype=np.uint8)
+    if reduce_for is not None:
+        reduced = _reduced_jpeg(buf, data, reduce_for, source)
+        if reduced is not None:
+            return reduced
     # GRAYSCALE|ANYDEPTH keeps 16-bit data and, unlike IMREAD_UNCHANGED, applies the EXIF orientation.
     img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     if img is None:

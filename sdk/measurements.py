@@ -8,7 +8,7 @@ Norms are the commonly cited adult means ± SD.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Tuple
 
 import numpy as np
 

@@ -59,3 +59,16 @@ def test_main_job_cli(tmp_path):
     assert len(d["landmarks"]) == 19 and d["spacing_source"] == "caller"
     assert (tmp_path / "isbi_152_landmarks.png").stat().st_size > 10000
     assert len((tmp_path / "isbi_152.csv").read_text().splitlines()) == 20
+
+
+def test_fast_decode_matches_full_decode(det):
+    from conftest import FIXTURES
+
+    img = FIXTURES.parent.parent / "examples" / "data" / "isbi_152.jpg"   # 1935x2400: decoded at 1/2
+    fast = Detector(fast_decode=True)
+    loaded = fast.preprocess(img)[2]
+    assert loaded.reduction == 2 and loaded.full_hw == (2400, 1935)
+    a, b = det(img), fast(img)
+    assert a.image_size == b.image_size
+    shift = np.linalg.norm(a.xy - b.xy, axis=1)
+    assert shift.mean() < 3.0 and shift.max() < 15.0     # original pixels (0.1 mm): the same landmarks

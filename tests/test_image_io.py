@@ -121,3 +121,42 @@ def test_absurdly_large_refused():
 def test_wrong_type():
     with pytest.raises(ImageError, match="path, bytes or a numpy array"):
         load_image(12345)
+
+
+def test_jpeg_header_and_reduced_decode(tmp_path):
+    import cv2
+
+    from sdk.image_io import jpeg_header
+
+    g = (np.add.outer(np.arange(1001), np.arange(777)) % 251).astype(np.uint8)
+    ok, enc = cv2.imencode(".jpg", g)
+    data = enc.tobytes()
+    assert jpeg_header(data) == (1001, 777, 8)
+    assert jpeg_header(b"\x89PNG\r\n\x1a\n" + data) is None and jpeg_header(data[:2]) is None
+    half = load_image(data, reduce_for=(192, 192))          # letterboxed 192x149: 1/2 keeps > 2x, 1/4 does not
+    assert half.reduction == 2 and half.gray.shape == (501, 389) and half.full_hw == (1001, 777)
+    assert load_image(data, reduce_for=(64, 64)).reduction == 4
+    full = load_image(data, reduce_for=(384, 384))          # 2x margin not met at 1/2: full decode
+    assert full.reduction == 1 and full.full_hw == (1001, 777) and full.gray.shape == (1001, 777)
+    assert load_image(data).reduction == 1                  # never without reduce_for
+    png = cv2.imencode(".png", g)[1].tobytes()
+    assert load_image(png, reduce_for=(64, 64)).reduction == 1   # only JPEGs are reduced
+
+
+def test_reduced_decode_keeps_exif_orientation_and_geometry():
+    PIL = pytest.importorskip("PIL.Image")
+    from sdk.preprocess import prepare
+
+    g = np.zeros((600, 1000), np.uint8)
+    g[50:150, 50:150] = 255                   # bright square near the top-left (stored orientation)
+    im = PIL.fromarray(g)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    fast = load_image(buf.getvalue(), reduce_for=(128, 128))
+    assert fast.reduction == 2 and fast.full_hw == (1000, 600)   # displayed (turned) size of the full image
+    a, lb_a, _ = prepare(buf.getvalue(), (128, 128), 0.5, 0.25, 0.0, fast_decode=True)
+    b, lb_b, _ = prepare(buf.getvalue(), (128, 128), 0.5, 0.25, 0.0)
+    assert lb_a == lb_b
+    assert np.abs(a - b).mean() < 0.05        # same picture, a little different filtering

@@ -1,8 +1,8 @@
 """Training configuration and the brief's presets. Every field can be overridden from the CLI."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Dict, Optional, Tuple
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Dict, Tuple
 
 
 @dataclass(frozen=True)

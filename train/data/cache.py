@@ -50,14 +50,15 @@ class ImageCache:
                 return img, lb
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache file is rebuilt
-        gray = load_image(sample.image).gray
-        check_points_inside(sample, gray.shape)
-        lb = letterbox_geometry(gray.shape, self.input_hw)
-        img = resize_for_letterbox(gray, lb)
+        # The SDK's own decode and resize (full decode, as Detector's default), so cached inputs equal a Detector's.
+        loaded = load_image(sample.image)
+        check_points_inside(sample, loaded.full_hw)
+        lb = letterbox_geometry(loaded.full_hw, self.input_hw)
+        img = resize_for_letterbox(loaded.gray, lb, loaded.reduction)
         fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, image=img, src_hw=np.array(gray.shape[:2]))
+                np.savez(fh, image=img, src_hw=np.array(loaded.full_hw))
             os.replace(tmp, f)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from sdk.errors import AnnotationError, SchemaError
+from sdk.errors import AnnotationError
 from sdk.schemas import Schema
 
 ISBI_SPACING_MM = 0.1

@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import Iterator
 
 
+def current_umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; on success it is renamed to ``path``, on error removed."""
@@ -18,6 +24,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -1,4 +1,5 @@
 import json
+import os
 import math
 
 import numpy as np
@@ -86,3 +87,16 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path):
         save_atomic({"a": Boom()}, p)
     assert torch.load(p, weights_only=True) == {"a": 1}
     assert [f.name for f in tmp_path.iterdir()] == ["x.pt"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_atomic_outputs_get_usual_permissions(tmp_path):
+    from convert.files import atomic_path
+
+    save_atomic({"a": 1}, tmp_path / "c.pt")
+    with atomic_path(tmp_path / "m.onnx") as t:
+        t.write_bytes(b"x")
+    m = os.umask(0)
+    os.umask(m)
+    for f in ("c.pt", "m.onnx"):
+        assert (tmp_path / f).stat().st_mode & 0o777 == 0o666 & ~m

@@ -21,6 +21,9 @@ def save_atomic(obj: Dict[str, Any], path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        m = os.umask(0)
+        os.umask(m)
+        os.chmod(tmp, 0o666 & ~m)   # mkstemp makes 0600; checkpoints get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

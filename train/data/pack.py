@@ -49,6 +49,9 @@ def write_pack(samples: Sequence[Sample], cache: ImageCache, path: Path, info: s
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez_compressed(fh, **arrays)
+        m = os.umask(0)
+        os.umask(m)
+        os.chmod(tmp, 0o666 & ~m)   # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

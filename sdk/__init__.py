@@ -4,11 +4,11 @@
 >>> res = Detector()("ceph.jpg", spacing=0.1)
 >>> res.xy, res.names, res.mm(), res.measurements()
 """
-from .detector import Detector, Landmarks
+from .detector import LOW_CONFIDENCE, Detector, Landmarks
 from .errors import AnnotationError, BackendError, CephaloError, ImageError, ModelError, SchemaError
 from .metadata import ModelMeta
 from .schemas import AARIZ29, CEPH31, ISBI19, Schema, get_schema
 
 __version__ = "0.1.0"
-__all__ = ["Detector", "Landmarks", "ModelMeta", "Schema", "get_schema", "ISBI19", "AARIZ29", "CEPH31",
+__all__ = ["Detector", "Landmarks", "LOW_CONFIDENCE", "ModelMeta", "Schema", "get_schema", "ISBI19", "AARIZ29", "CEPH31",
            "CephaloError", "ImageError", "ModelError", "SchemaError", "AnnotationError", "BackendError"]

@@ -72,3 +72,24 @@ def test_fast_decode_matches_full_decode(det):
     assert a.image_size == b.image_size
     shift = np.linalg.norm(a.xy - b.xy, axis=1)
     assert shift.mean() < 3.0 and shift.max() < 15.0     # original pixels (0.1 mm): the same landmarks
+
+
+def test_facing_left_and_negative_images_are_read(det, fixture_samples):
+    from sdk import LOW_CONFIDENCE
+    from sdk.image_io import load_image
+
+    s = fixture_samples[5]
+    g = load_image(s.image).gray
+    w = g.shape[1]
+    plain = det(g)
+    assert plain.view == "as given" and plain.confidence >= LOW_CONFIDENCE
+    mirrored = det(g[:, ::-1].copy())
+    assert mirrored.view == "mirrored"
+    back = mirrored.xy.copy()
+    back[:, 0] = w - 1 - back[:, 0]                    # the mirrored image's points, mirrored back
+    assert np.linalg.norm(back - plain.xy, axis=1).mean() < 2.0      # fixture pixels (0.4 mm)
+    assert det(255 - g).view == "inverted"
+    strict = Detector(auto_view=False)(g[:, ::-1].copy())
+    assert strict.view == "as given" and strict.confidence < LOW_CONFIDENCE
+    assert "low confidence" in strict.to_dict()["warning"] and "warning" not in plain.to_dict()
+    assert [r.view for r in det.batch([g, g[:, ::-1].copy()])] == ["as given", "mirrored"]

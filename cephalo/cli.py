@@ -51,6 +51,8 @@ def main(verbose: bool):
 @click.option("--threads", type=int, default=None)
 @click.option("--workers", type=int, default=None)
 @click.option("--hflip-p", type=float, default=None)
+@click.option("--aug-scale-min", type=float, default=None, help="Augmentation zoom range, lower end (0.9).")
+@click.option("--aug-scale-max", type=float, default=None, help="Augmentation zoom range, upper end (1.1).")
 @click.option("--max-steps-per-epoch", type=int, default=None)
 @click.option("--no-augment", is_flag=True, default=False)
 @click.option("--progress/--no-progress", default=True)

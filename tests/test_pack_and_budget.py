@@ -172,3 +172,12 @@ def test_lr_warmup_and_schedule_positions(tmp_path, fixture_samples):
     cos = [1e-3 * base + (base - 1e-3 * base) * (1 + math.cos(math.pi * p / 4)) / 2 for p in (0, 1)]
     assert seen[0.0] == pytest.approx(cos)
     assert seen[2.0] == pytest.approx([c * f for c, f in zip(cos, (0.5, 1.0))])
+
+
+def test_augmentation_scale_range_from_config(tmp_path, fixture_samples):
+    t = Trainer(tiny_config(aug_scale_min=0.7, aug_scale_max=1.3), fixture_samples[:4], [], tmp_path / "r",
+                tmp_path / "cache")
+    assert t.train_set.augment.scale == (0.7, 1.3)
+    with pytest.raises(ValueError, match="scale range"):
+        Trainer(tiny_config(aug_scale_min=1.2, aug_scale_max=1.1), fixture_samples[:4], [], tmp_path / "r",
+                tmp_path / "cache")

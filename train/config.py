@@ -30,6 +30,8 @@ class TrainConfig:
     channels: int = 1
     augment: bool = True
     hflip_p: float = 0.0
+    aug_scale_min: float = 0.9       # random zoom range of the geometric augmentation
+    aug_scale_max: float = 1.1
     amp: str = "auto"                # auto | bf16 | off  (bf16 autocast on CPU, fp16/bf16 on CUDA)
     channels_last: bool = True
     threads: int = 0                 # 0 = all cores

@@ -111,7 +111,10 @@ class Trainer:
         common = dict(stride=cfg.heatmap_stride, sigma=cfg.sigma, mean=cfg.mean, std=cfg.std,
                       pad_value=cfg.pad_value, channels=cfg.channels)
         self.eval_kw = common
-        aug = AugmentConfig(hflip_p=cfg.hflip_p) if cfg.augment else None
+        if not 0 < cfg.aug_scale_min <= cfg.aug_scale_max:
+            raise ValueError(f"augmentation scale range {cfg.aug_scale_min}..{cfg.aug_scale_max} is not 0 < min <= max")
+        aug = (AugmentConfig(hflip_p=cfg.hflip_p, scale=(cfg.aug_scale_min, cfg.aug_scale_max))
+               if cfg.augment else None)
         self.train_set = LandmarkDataset(list(train_samples), self.cache, augment=aug, seed=cfg.seed, **common)
         self.val_samples = list(val_samples)
         self.model = build_model(cfg, self.schema.k).to(self.device)

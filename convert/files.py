@@ -8,11 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-
-def current_umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
+from train.checkpoint import publish
 
 
 @contextmanager
@@ -24,8 +20,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp makes 0600; outputs get the usual permissions
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 

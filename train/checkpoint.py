@@ -13,6 +13,15 @@ from sdk.errors import ModelError
 FORMAT = "cephalo-checkpoint/1"
 
 
+def publish(tmp, path) -> None:
+    """Move a finished temporary file onto ``path`` (atomic rename) with the permissions a plain write would give
+    (``mkstemp`` makes files 0600)."""
+    m = os.umask(0)
+    os.umask(m)
+    os.chmod(tmp, 0o666 & ~m)
+    os.replace(tmp, path)
+
+
 def save_atomic(obj: Dict[str, Any], path: Path) -> None:
     """Write ``obj`` to ``path`` through a temporary file in the same folder: a kill leaves the old file whole."""
     path = Path(path)
@@ -21,10 +30,7 @@ def save_atomic(obj: Dict[str, Any], path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
-        m = os.umask(0)
-        os.umask(m)
-        os.chmod(tmp, 0o666 & ~m)   # mkstemp makes 0600; checkpoints get the usual permissions
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

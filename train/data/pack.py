@@ -18,6 +18,7 @@ import numpy as np
 from sdk.errors import AnnotationError
 from sdk.preprocess import Letterbox, letterbox_geometry
 
+from ..checkpoint import publish
 from .cache import ImageCache
 from .readers import Sample
 
@@ -49,10 +50,7 @@ def write_pack(samples: Sequence[Sample], cache: ImageCache, path: Path, info: s
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez_compressed(fh, **arrays)
-        m = os.umask(0)
-        os.umask(m)
-        os.chmod(tmp, 0o666 & ~m)   # mkstemp makes 0600
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -2,7 +2,7 @@
 
     python -m benchmarks.profile_stages [--model FILE] [--backend openvino] [--threads 2] IMAGE...
 
-Each stage is the SDK's own function, timed on its own over several runs (median, ms); ``sum`` is their total and
+Each stage is the SDK's own function, timed in interleaved rounds (median, ms); ``sum`` is their total and
 ``end-to-end`` one ``Detector.__call__`` on the same file. Writes ``stages.json`` and ``stages.md`` to ``--out``.
 """
 from __future__ import annotations

@@ -34,6 +34,8 @@ def main(verbose: bool):
 @click.option("--resume/--no-resume", default=True, help="Continue from OUT/last.pt when it exists.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Decoded-image cache folder.")
 @click.option("--epochs-now", type=int, default=None, help="Stop after this many more epochs (resumable).")
+@click.option("--init", "init_ckpt", type=click.Path(path_type=Path), default=None,
+              help="Start from this checkpoint's weights (fine-tuning; fresh optimizer and schedule).")
 @click.option("--schema", default=None)
 @click.option("--backbone", default=None)
 @click.option("--input-size", type=int, default=None)
@@ -45,6 +47,8 @@ def main(verbose: bool):
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
 @click.option("--warmup-epochs", type=float, default=None, help="Linear LR warm-up length (epochs).")
+@click.option("--restart-period", type=int, default=None,
+              help="LR cosine period in epochs (restarts double it); 0 = epochs // 3. Equal to --epochs: one decay.")
 @click.option("--val-count", type=int, default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default=None)
@@ -62,8 +66,8 @@ def main(verbose: bool):
 @click.option("--time-budget", type=float, default=None,
               help="Seconds this (fresh) run may take: the epoch count and LR schedule are fitted to it after timing "
                    "a few epochs, and the run stops before the budget ends.")
-def train(data_dir, run_dir, preset, fmt, split, annotators, resume, cache_dir, epochs_now, progress, no_augment,
-          device, checkpoint_every, time_budget, **overrides):
+def train(data_dir, run_dir, preset, fmt, split, annotators, resume, cache_dir, epochs_now, init_ckpt, progress,
+          no_augment, device, checkpoint_every, time_budget, **overrides):
     """Train a heatmap model (resumable; last.pt every epoch, best.pt by validation MRE)."""
     from train.config import PRESETS
     from train.data.cache import default_cache_dir
@@ -103,6 +107,10 @@ def train(data_dir, run_dir, preset, fmt, split, annotators, resume, cache_dir, 
         resumed = resume and last.is_file()
         if resumed:
             trainer.resume(last)
+            if init_ckpt is not None:
+                click.echo(f"resuming {last}: --init {init_ckpt} applied when the run started, not again")
+        elif init_ckpt is not None:
+            click.echo(trainer.init_from(init_ckpt))
         deadline = None
         if time_budget is not None:
             deadline = started + time_budget

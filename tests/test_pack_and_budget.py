@@ -142,6 +142,10 @@ def test_cli_pack_then_train_from_pack(tmp_path):
     assert res.exit_code == 0, res.output
     assert "6 train / 2 val" in res.output
     assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 1
+    res = r.invoke(main, ["train", "--data", str(pack), "--out", str(tmp_path / "ft"), "--input-size", "128",
+                          "--init", str(tmp_path / "run" / "best.pt"), "--restart-period", "1", *common])
+    assert res.exit_code == 0 and "initialised from best.pt (epoch 1" in res.output, res.output
+    assert load_checkpoint(tmp_path / "ft" / "last.pt")["config"]["restart_period"] == 1
     res = r.invoke(main, ["train", "--data", str(pack), "--out", str(tmp_path / "run2"), "--input-size", "160",
                           *common])
     assert res.exit_code != 0 and "config needs (160, 160)" in res.output
@@ -181,3 +185,33 @@ def test_augmentation_scale_range_from_config(tmp_path, fixture_samples):
     with pytest.raises(ValueError, match="scale range"):
         Trainer(tiny_config(aug_scale_min=1.2, aug_scale_max=1.1), fixture_samples[:4], [], tmp_path / "r",
                 tmp_path / "cache")
+
+
+def test_init_from_checkpoint_fine_tunes_and_checks_architecture(tmp_path, fixture_samples):
+    from sdk.errors import ModelError
+
+    cfg = tiny_config(epochs=1, max_steps_per_epoch=1)
+    tr, va = split_train_val(fixture_samples, cfg.val_count, cfg.seed)
+    src = Trainer(cfg, tr, va, tmp_path / "src", tmp_path / "cache")
+    src.fit(progress=False)
+    best = load_checkpoint(tmp_path / "src" / "best.pt")
+
+    ft = Trainer(cfg.override(epochs=2, lr=1e-4), tr, va, tmp_path / "ft", tmp_path / "cache")
+    line = ft.init_from(tmp_path / "src" / "best.pt")
+    assert "best.pt" in line and "epoch 1" in line and ft.epoch == 0
+    for k, v in ft.model.state_dict().items():
+        assert torch.equal(v, best["model"][k]), k
+    ft.fit(progress=False, stop_after=1)
+    assert load_checkpoint(tmp_path / "ft" / "last.pt")["init"] == line
+    again = Trainer(cfg.override(epochs=2, lr=1e-4), tr, va, tmp_path / "ft", tmp_path / "cache")
+    again.resume(tmp_path / "ft" / "last.pt")
+    assert again.init_info == line                    # the source survives a resume
+
+    with pytest.raises(ModelError, match="heatmap_stride=4"):
+        Trainer(cfg.override(heatmap_stride=2), tr, va, tmp_path / "s2", tmp_path / "cache").init_from(
+            tmp_path / "src" / "best.pt")
+    with pytest.raises(ModelError, match="schema 'isbi19', not 'aariz29'"):
+        Trainer(cfg.override(schema="aariz29"), [], [], tmp_path / "a", tmp_path / "cache").init_from(
+            tmp_path / "src" / "best.pt")
+    with pytest.raises(ModelError, match="does not exist"):
+        ft.init_from(tmp_path / "nope.pt")

@@ -108,6 +108,7 @@ class Trainer:
         self._last_save = -math.inf
         self._best_weights: Optional[Dict] = None   # best model weights (CPU copy) not yet written
         self.data_info = data_info
+        self.init_info = ""      # where the starting weights came from (--init), kept across resumes
         common = dict(stride=cfg.heatmap_stride, sigma=cfg.sigma, mean=cfg.mean, std=cfg.std,
                       pad_value=cfg.pad_value, channels=cfg.channels)
         self.eval_kw = common
@@ -145,7 +146,7 @@ class Trainer:
         """The checkpoint dict; ``weights_only`` leaves out the optimizer and scheduler (``best.pt``)."""
         st = {"format": FORMAT, "model": self.model.state_dict(), "epoch": self.epoch, "config": self.cfg.to_dict(),
               "schema": self.schema.to_dict(), "best_mre_mm": self.best_mre, "history": self.history,
-              "data": self.data_info, "torch": str(torch.__version__)}
+              "data": self.data_info, "init": self.init_info, "torch": str(torch.__version__)}
         if not weights_only:
             st.update(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict())
         return st
@@ -173,7 +174,31 @@ class Trainer:
         self.epoch = int(ck["epoch"])
         self.best_mre = float(ck.get("best_mre_mm", math.inf))
         self.history = list(ck.get("history", []))
+        self.init_info = str(ck.get("init", ""))
         log.info("resumed %s at epoch %d (best val MRE %.3f mm)", path, self.epoch, self.best_mre)
+
+    def init_from(self, path: Path) -> str:
+        """Start from another run's weights (fine-tuning: the bundled model on a clinic's own images, or on more
+        data). The optimizer and schedule start fresh; the architecture and schema must match. Returns a line
+        naming the source, kept in the checkpoints' ``data``."""
+        ck = load_checkpoint(path)
+        if ck["schema"] != self.schema.to_dict():
+            raise ModelError(f"checkpoint {path} is for schema {ck['schema'].get('id')!r}, not {self.schema.id!r}")
+        src = TrainConfig.from_dict(ck["config"])
+        for key in ("backbone", "heatmap_stride", "channels"):
+            if getattr(src, key) != getattr(self.cfg, key):
+                raise ModelError(f"checkpoint {path} has {key}={getattr(src, key)!r}; this run has "
+                                 f"{key}={getattr(self.cfg, key)!r}")
+        try:
+            self.model.load_state_dict(ck["model"])
+        except RuntimeError as e:
+            raise ModelError(f"checkpoint {path} weights do not fit this model: {str(e)[:300]}") from e
+        if self.cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.init_info = (f"initialised from {Path(path).name} (epoch {ck['epoch']}, "
+                          f"val MRE {float(ck.get('best_mre_mm', math.nan)):.3f} mm)")
+        log.debug(self.init_info)
+        return self.init_info
 
     # -- loop ----------------------------------------------------------------------------------------------------
     def train_epoch(self, progress: bool = True) -> Dict:

@@ -1,6 +1,5 @@
 import cv2
 import numpy as np
-import pytest
 
 from sdk.preprocess import preprocess
 from train.data.augment import AugmentConfig, random_affine, warp_image, warp_points

@@ -10,8 +10,6 @@ from sdk import Detector
 from sdk.detector import DEFAULT_MODEL, MODELS_DIR
 from sdk.metrics import radial_errors
 
-from conftest import ISBI_FIX
-
 # The fixture images are ISBI images downsized 4x (0.4 mm/px). The bundled model's Test1 MRE is in
 # sdk/models/MODEL_CARD.md; these bounds leave room for the 8-image sample, far below what a broken pipeline
 # (wrong letterbox, swapped axes, shuffled landmarks, untrained weights: > 10 mm) gives.

@@ -56,7 +56,7 @@ def test_exif_orientation_applied(tmp_path):
 
 
 def _dicom(tmp_path, photometric="MONOCHROME2", spacing_tag="ImagerPixelSpacing"):
-    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("pydicom")
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

@@ -2,7 +2,6 @@ import json
 import os
 import math
 
-import numpy as np
 import pytest
 import torch
 

@@ -30,12 +30,12 @@ def checkpoint_meta(ck: Dict, accuracy: Optional[Dict] = None, extra: Optional[D
     recipe = {k: getattr(cfg, k) for k in ("backbone", "input_size", "heatmap_stride", "sigma", "coord_weight",
                                             "focal_weight", "epochs", "batch_size", "lr", "warmup_epochs",
                                             "restart_period", "augment", "aug_scale_min", "aug_scale_max")}
-    trained_on = "; ".join(t for t in (str(ck.get("data", "")), str(ck.get("init", ""))) if t)
     return ModelMeta(schema=schema_from_dict(ck["schema"]), input_h=cfg.input_size, input_w=cfg.input_size,
                      channels=cfg.channels, mean=cfg.mean, std=cfg.std, pad_value=cfg.pad_value,
                      heatmap_stride=cfg.heatmap_stride, sigma=cfg.sigma, decoder="dark",
-                     trained_on=trained_on, accuracy=acc,
+                     trained_on=str(ck.get("data", "")), accuracy=acc,
                      extra={"precision": "fp32", "epochs_trained": int(ck["epoch"]), "recipe": recipe,
+                            **({"fine_tuned_from": ck["init"]} if ck.get("init") else {}),
                             **(extra or {})})
 
 

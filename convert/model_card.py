@@ -72,7 +72,9 @@ def render(meta: ModelMeta, file_name: str, size_mb: float, results: Dict[str, D
              f"- File: {size_mb:.1f} MiB ({size_mb * 2**20 / 1e6:.1f} MB), precision {meta.extra.get('precision')}, quantization "
              f"{meta.extra.get('quantization', '-')}.",
              f"- Trained on: {meta.trained_on}; from scratch (no pretrained weights); "
-             f"{meta.extra.get('epochs_trained')} epochs. Recipe: `{json.dumps(r)}`.",
+             + (f"{meta.extra['epochs_trained']} epochs of fine-tuning, {meta.extra['fine_tuned_from']}"
+                if meta.extra.get("fine_tuned_from") else f"{meta.extra.get('epochs_trained')} epochs")
+             + f". Recipe: `{json.dumps(r)}`.",
              "- Data licence: ISBI 2015 Grand Challenge data, CC BY-NC 4.0. This model is derived from it and is "
              "for **non-commercial research use only**. Cite Wang et al., Medical Image Analysis 31 (2016) and "
              "IEEE TMI (2015).",

@@ -84,6 +84,8 @@ def test_bad_checkpoints_refused_and_nothing_written(tmp_path, tiny_run):
 
 
 def test_model_card_lists_both_precisions_per_landmark():
+    from dataclasses import replace
+
     from convert.model_card import render
     from sdk import Detector
 
@@ -103,3 +105,7 @@ def test_model_card_lists_both_precisions_per_landmark():
     row = next(l for l in card.splitlines() if l.startswith(f"| {names[1]} |"))
     assert row.split(" | ")[1:3] == ["1.01", "1.51"]
     assert card.rstrip().endswith("notes here")
+    assert "epochs of fine-tuning" not in card
+    ft = replace(meta, extra={**meta.extra, "epochs_trained": 16, "fine_tuned_from": "initialised from a.pt (epoch 9)"})
+    card = render(ft, "x.onnx", 29.35, {"INT8": acc(0.5)})
+    assert "16 epochs of fine-tuning, initialised from a.pt (epoch 9)." in card

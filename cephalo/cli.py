@@ -119,7 +119,9 @@ def train(data_dir, run_dir, preset, fmt, split, annotators, resume, cache_dir, 
                 click.echo(f"time budget {time_budget:.0f} s: {n} epochs")
         (run_dir / "config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=2))
         trainer.fit(progress=progress, stop_after=epochs_now, deadline=deadline)
-        click.echo(f"done: epoch {trainer.epoch}, best val MRE {trainer.best_mre:.3f} mm -> {run_dir / 'best.pt'}")
+        best = (f"best val MRE {trainer.best_mre:.3f} mm" if trainer.val_samples
+                else "no validation images: best.pt is the last epoch")
+        click.echo(f"done: epoch {trainer.epoch}, {best} -> {run_dir / 'best.pt'}")
     except (CephaloError, ValueError, OSError) as e:
         _fail(e)
 

@@ -164,10 +164,13 @@ class Trainer:
         save_atomic(self.state(), self.run_dir / "last.pt")
         self._last_save = time.perf_counter()
 
-    def resume(self, path: Path) -> None:
-        ck = load_checkpoint(path)
+    def _check_schema(self, ck: Dict, path: Path) -> None:
         if ck["schema"] != self.schema.to_dict():
             raise ModelError(f"checkpoint {path} is for schema {ck['schema'].get('id')!r}, not {self.schema.id!r}")
+
+    def resume(self, path: Path) -> None:
+        ck = load_checkpoint(path)
+        self._check_schema(ck, path)
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
@@ -180,10 +183,9 @@ class Trainer:
     def init_from(self, path: Path) -> str:
         """Start from another run's weights (fine-tuning: the bundled model on a clinic's own images, or on more
         data). The optimizer and schedule start fresh; the architecture and schema must match. Returns a line
-        naming the source, kept in the checkpoints' ``data``."""
+        naming the source, kept in the checkpoints' ``init``."""
         ck = load_checkpoint(path)
-        if ck["schema"] != self.schema.to_dict():
-            raise ModelError(f"checkpoint {path} is for schema {ck['schema'].get('id')!r}, not {self.schema.id!r}")
+        self._check_schema(ck, path)
         src = TrainConfig.from_dict(ck["config"])
         for key in ("backbone", "heatmap_stride", "channels"):
             if getattr(src, key) != getattr(self.cfg, key):
@@ -193,10 +195,9 @@ class Trainer:
             self.model.load_state_dict(ck["model"])
         except RuntimeError as e:
             raise ModelError(f"checkpoint {path} weights do not fit this model: {str(e)[:300]}") from e
-        if self.cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.init_info = (f"initialised from {Path(path).name} (epoch {ck['epoch']}, "
-                          f"val MRE {float(ck.get('best_mre_mm', math.nan)):.3f} mm)")
+        val = float(ck.get("best_mre_mm", math.inf))
+        self.init_info = (f"initialised from {Path(path).name} (epoch {ck['epoch']}"
+                          + (f", val MRE {val:.3f} mm)" if math.isfinite(val) else ")"))
         log.debug(self.init_info)
         return self.init_info
 

@@ -48,7 +48,13 @@ def set_onnx_meta(model: onnx.ModelProto, meta: ModelMeta) -> None:
 def export_onnx(ck: Dict, out: Path, meta: ModelMeta, simplify: bool = True, opset: int = OPSET) -> Path:
     """Write the checkpoint's model as ONNX with ``meta`` to ``out`` (atomically). Input ``image`` (N, C, H, W),
     output ``heatmaps`` (N, K, h, w), batch dimension dynamic."""
-    model = model_from_checkpoint(ck).float()
+    return export_module(model_from_checkpoint(ck), out, meta, simplify, opset)
+
+
+def export_module(model: torch.nn.Module, out: Path, meta: ModelMeta, simplify: bool = True,
+                  opset: int = OPSET) -> Path:
+    """Any heatmap network (first or local stage) -> ONNX under the model contract, written atomically."""
+    model = model.float().eval()
     x = torch.zeros(1, meta.channels, meta.input_h, meta.input_w)
     with atomic_path(out) as tmp:
         with torch.no_grad():

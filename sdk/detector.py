@@ -14,6 +14,7 @@ from .errors import CephaloError, ModelError
 from .image_io import ImageInput, LoadedImage, load_image
 from .measurements import measure
 from .preprocess import Letterbox, prepare, preprocess
+from .refine import LocalStage, local_stage_path
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "isbi19_default_int8.onnx"  # see models/MODEL_CARD.md for what it is
@@ -112,11 +113,13 @@ class Detector:
     large JPEG files at 1/2-1/8 scale (about 12 ms less per 4.6 MP image here; points move ~0.1 mm on average,
     Test1 MRE +0.003 mm with the bundled model). ``auto_view``: when a result's confidence is low, also read the
     image mirrored (a facing-left cephalogram), inverted (a negative) and both, and keep the reading the model is
-    sure of; costs nothing on a normal image. Calls are thread-safe.
+    sure of; costs nothing on a normal image. ``refine``: run the model's local stage (a second, small model on
+    crops around each landmark at a finer scale, :mod:`sdk.refine`): True uses ``<model>.local.onnx`` beside the
+    model file when there is one, a path names the file, False turns it off. Calls are thread-safe.
     """
 
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
-                 fast_decode: bool = False, auto_view: bool = True):
+                 fast_decode: bool = False, auto_view: bool = True, refine: Union[bool, str, Path] = True):
         path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist" +
@@ -127,6 +130,12 @@ class Detector:
         self.schema = self.meta.schema
         self.fast_decode = bool(fast_decode)
         self.auto_view = bool(auto_view)
+        self.local: Optional[LocalStage] = None
+        if refine is True and local_stage_path(path).is_file():
+            refine = local_stage_path(path)
+        if refine is not True and refine is not False and refine is not None:
+            self.local = LocalStage(refine, backend, threads)
+            self.local.check_pairs_with(self.meta, path)
 
     @property
     def info(self) -> Dict:
@@ -135,7 +144,8 @@ class Detector:
         return {"model": str(self.model_path), "backend": self._backend.name, "threads": self._backend.threads,
                 "schema": m.schema.id, "landmarks": list(m.schema.names), "input_hw": list(m.input_hw),
                 "channels": m.channels, "heatmap_stride": m.heatmap_stride, "sigma": m.sigma, "decoder": m.decoder,
-                "trained_on": m.trained_on, "accuracy": m.accuracy, **m.extra}
+                "trained_on": m.trained_on, "accuracy": m.accuracy, **m.extra,
+                "local_stage": str(self.local.path) if self.local else None}
 
     # -- the three steps -----------------------------------------------------------------------------------------
     def preprocess(self, image: ImageInput) -> Tuple[np.ndarray, Letterbox, LoadedImage]:
@@ -144,13 +154,19 @@ class Detector:
         return prepare(image, m.input_hw, m.mean, m.std, m.pad_value, m.channels, self.fast_decode)
 
     def postprocess(self, heatmaps: np.ndarray, lb: Letterbox, loaded: LoadedImage,
-                    spacing: Optional[float]) -> Landmarks:
-        """(K, h, w) heatmaps -> Landmarks in original pixels (and mm when a spacing is known)."""
+                    spacing: Optional[float], gray: Optional[np.ndarray] = None) -> Landmarks:
+        """(K, h, w) heatmaps -> Landmarks in original pixels (and mm when a spacing is known).
+
+        With a local stage, each point is then refined on ``gray`` (default ``loaded.gray``: the pixels the first
+        stage saw). Scores stay the first stage's heatmap peaks.
+        """
         m = self.meta
         if heatmaps.shape[0] != m.schema.k:
             raise ModelError(f"model {self.model_path} outputs {heatmaps.shape[0]} heatmaps, its schema "
                              f"{m.schema.id!r} has {m.schema.k} landmarks")
         xy, scores = decode_to_image(heatmaps, lb, m.heatmap_stride, m.sigma, m.decoder)
+        if self.local is not None:
+            xy = self.local.refine(loaded.gray if gray is None else gray, lb, xy, loaded.reduction)
         src = None
         if spacing is not None:
             if not (isinstance(spacing, (int, float)) and np.isfinite(spacing) and spacing > 0):
@@ -182,7 +198,7 @@ class Detector:
             img = 255 - img if view.endswith("inverted") else img
             x, lb = preprocess(np.ascontiguousarray(img), m.input_hw, m.mean, m.std, m.pad_value, m.channels,
                                loaded.full_hw, loaded.reduction)
-            cand = self.postprocess(self._backend.run(x[None])[0], lb, loaded, spacing)
+            cand = self.postprocess(self._backend.run(x[None])[0], lb, loaded, spacing, np.ascontiguousarray(img))
             if view.startswith("mirrored"):
                 xy = cand.xy.copy()
                 xy[:, 0] = loaded.full_hw[1] - 1 - xy[:, 0]    # back to the given image's pixels

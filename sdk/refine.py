@@ -1,0 +1,213 @@
+"""The second, local stage: square crops around the first stage's points at a finer scale, and the way back.
+
+The first stage sees the whole cephalogram at its input size (0.625 mm per input pixel for ISBI at 384); its
+heatmaps have stride 4. The local stage crops ``size x size`` patches from the same image resized to ``factor``
+times the first stage's scale (a "fine" image), centred on each first-stage point, and a small model finds the
+landmark in its patch. Scales are relative to the letterbox, not to a pixel spacing, so images without a known
+spacing work the same way.
+
+Coordinates: pixel centres at integers everywhere (see :mod:`sdk.preprocess`). A patch is cut by a 2x3 affine
+matrix ``fine -> patch``; at inference it is a pure integer translation (no resampling), in training it also
+rotates and scales about the patch centre. Training and the Detector both call :func:`patch_matrix` and
+:func:`cut_patches`, so the two cannot drift apart.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+from .backends import open_backend
+from .decode import decode_heatmaps, heatmap_to_input
+from .errors import ImageError, ModelError
+from .preprocess import Letterbox, normalize
+
+
+@dataclass(frozen=True)
+class FineImage:
+    """The source image resized by ``(sx, sy)`` fine pixels per original pixel."""
+
+    pixels: np.ndarray      # (h, w) uint8
+    sx: float
+    sy: float
+
+    def to_fine(self, xy: np.ndarray) -> np.ndarray:
+        """(..., 2) original pixels -> fine pixels."""
+        xy = np.asarray(xy, dtype=np.float64)
+        return np.stack([(xy[..., 0] + 0.5) * self.sx - 0.5, (xy[..., 1] + 0.5) * self.sy - 0.5], axis=-1)
+
+    def to_image(self, xy: np.ndarray) -> np.ndarray:
+        """(..., 2) fine pixels -> original pixels (inverse of :meth:`to_fine`)."""
+        xy = np.asarray(xy, dtype=np.float64)
+        return np.stack([(xy[..., 0] + 0.5) / self.sx - 0.5, (xy[..., 1] + 0.5) / self.sy - 0.5], axis=-1)
+
+
+def fine_image(gray: np.ndarray, lb: Letterbox, factor: float, reduction: int = 1) -> FineImage:
+    """``gray`` (the source, or its 1/``reduction`` decode) resized to ``factor`` x the letterbox's scale.
+
+    Area interpolation when shrinking (anti-aliased, like the first stage's input), linear when enlarging.
+    """
+    if not factor > 0:
+        raise ValueError(f"fine factor must be > 0, got {factor!r}")
+    want = (-(-lb.src_h // reduction), -(-lb.src_w // reduction))
+    if gray.shape[:2] != want:
+        raise ImageError(f"image is {gray.shape[:2]}, letterbox was computed for {(lb.src_h, lb.src_w)}")
+    fw = max(1, int(round(lb.src_w * lb.scale_x * factor)))
+    fh = max(1, int(round(lb.src_h * lb.scale_y * factor)))
+    if (fh, fw) == gray.shape[:2]:
+        pixels = np.ascontiguousarray(gray)
+    else:
+        interp = cv2.INTER_AREA if fh < gray.shape[0] else cv2.INTER_LINEAR
+        pixels = cv2.resize(gray, (fw, fh), interpolation=interp)
+    return FineImage(pixels, fw / lb.src_w, fh / lb.src_h)
+
+
+def patch_matrix(center: np.ndarray, size: int, angle_deg: float = 0.0, scale: float = 1.0) -> np.ndarray:
+    """2x3 float64 matrix fine pixels -> patch pixels placing ``center`` at patch pixel ``(size // 2, size // 2)``,
+    rotated by ``angle_deg`` and scaled by ``scale`` about it. Round ``center`` first for a resampling-free cut."""
+    a = math.radians(angle_deg)
+    ca, sa = scale * math.cos(a), scale * math.sin(a)
+    lin = np.array([[ca, -sa], [sa, ca]])
+    c = np.asarray(center, dtype=np.float64)
+    t = np.array([size // 2, size // 2], dtype=np.float64) - lin @ c
+    return np.hstack([lin, t[:, None]])
+
+
+def cut_patches(fine: np.ndarray, matrices: np.ndarray, size: int, pad_value: float) -> np.ndarray:
+    """(N, 2, 3) matrices -> (N, size, size) uint8 patches of ``fine``; outside the image = ``pad_value``."""
+    out = np.empty((len(matrices), size, size), dtype=np.uint8)
+    for i, m in enumerate(matrices):
+        out[i] = cv2.warpAffine(fine, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                borderValue=float(pad_value))
+    return out
+
+
+def apply_matrix(xy: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """(..., 2) points moved by the 2x3 matrix ``m``."""
+    return np.asarray(xy, dtype=np.float64) @ m[:, :2].T + m[:, 2]
+
+
+def patch_to_fine(xy: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """(..., 2) patch pixels -> fine pixels for the patch cut with matrix ``m``."""
+    return apply_matrix(xy, cv2.invertAffineTransform(m))
+
+
+def centred_matrices(points_fine: np.ndarray, size: int) -> np.ndarray:
+    """(K, 2) fine-pixel points -> (K, 2, 3) inference matrices: integer translations centring each point."""
+    return np.stack([patch_matrix(np.round(p), size) for p in np.asarray(points_fine, dtype=np.float64)])
+
+
+def patch_field_mm(size: int, factor: float, lb: Letterbox, spacing: float) -> float:
+    """Width of one patch in mm (for reports): ``size`` fine pixels at ``spacing`` mm per original pixel."""
+    return size / (factor * lb.scale_x) * spacing
+
+
+def check_patch_size(size: int, stride: int) -> Tuple[int, int]:
+    """The (h, w) of a patch model's heatmaps; ``size`` must be a multiple of ``stride``."""
+    if size <= 0 or size % stride:
+        raise ValueError(f"patch size {size} must be a positive multiple of the heatmap stride {stride}")
+    return size // stride, size // stride
+
+
+STAGE_KEY = "stage"          # ModelMeta.extra[STAGE_KEY] == LOCAL_STAGE marks a local-stage model file
+LOCAL_STAGE = "local"
+LOCAL_SUFFIX = ".local"      # model.onnx -> model.local.onnx: the local stage found beside a first-stage file
+
+
+def local_stage_path(model_path) -> Path:
+    """Where the local stage of ``model_path`` lives by convention: ``<stem>.local<suffix>`` beside it."""
+    p = Path(model_path)
+    return p.with_name(p.stem + LOCAL_SUFFIX + p.suffix)
+
+
+class LocalStage:
+    """A local-stage model file (an ONNX/IR with the cephalo metadata and ``extra.stage == 'local'``) at run time.
+
+    Its metadata gives the patch size (``input_h``), the heatmap stride and sigma, the normalisation, and in
+    ``extra``: ``factor`` (fine scale over the first stage's letterbox scale) and ``first_stage_input`` (the
+    first-stage input size it was trained behind).
+    """
+
+    def __init__(self, path, backend: str = "auto", threads=None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"local-stage model {self.path} does not exist")
+        self._backend = open_backend(self.path, backend, threads)
+        m = self.meta = self._backend.meta
+        if m.extra.get(STAGE_KEY) != LOCAL_STAGE:
+            raise ModelError(f"model {self.path} is not a local-stage model (its metadata has no "
+                             f"extra.{STAGE_KEY} = {LOCAL_STAGE!r})")
+        try:
+            self.factor = float(m.extra["factor"])
+            self.first_input = tuple(int(v) for v in m.extra["first_stage_input"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"local-stage model {self.path}: metadata needs extra.factor and "
+                             f"extra.first_stage_input ({e})") from None
+        if m.input_h != m.input_w or self.factor <= 0:
+            raise ModelError(f"local-stage model {self.path}: square patches and factor > 0 expected, got "
+                             f"{m.input_h}x{m.input_w}, factor {self.factor}")
+        self.size = m.input_h
+        self.params = LocalParams(m.input_h, self.factor, m.heatmap_stride, m.sigma, m.mean, m.std, m.pad_value,
+                                  m.channels, m.decoder)
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    def check_pairs_with(self, first_meta, first_path) -> None:
+        """A local stage must share the first stage's landmarks and letterbox scale."""
+        if first_meta.schema.names != self.meta.schema.names:
+            raise ModelError(f"local-stage model {self.path} has landmarks {list(self.meta.schema.names)[:4]}..., "
+                             f"model {first_path} has {list(first_meta.schema.names)[:4]}...: they do not pair")
+        if tuple(first_meta.input_hw) != self.first_input:
+            raise ModelError(f"local-stage model {self.path} was trained behind a {self.first_input} first stage, "
+                             f"model {first_path} takes {tuple(first_meta.input_hw)}")
+
+    def refine(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1) -> np.ndarray:
+        """(K, 2) first-stage points in original pixels -> (K, 2) refined points, one model call for K patches.
+
+        ``gray`` is the image the first stage saw (or its 1/``reduction`` decode); ``lb`` its letterbox.
+        """
+        fine = fine_image(gray, lb, self.factor, reduction)
+        x, mats = local_inputs(fine, xy, self.params)
+        hm = self._backend.run(x)
+        if hm.shape[:2] != (len(xy), self.meta.schema.k):
+            raise ModelError(f"local-stage model {self.path} gave heatmaps {hm.shape} for {len(xy)} patches")
+        return local_points(hm, mats, fine, self.params)
+
+
+@dataclass(frozen=True)
+class LocalParams:
+    """What cutting and reading patches needs; from a local-stage file's metadata or a training config."""
+
+    size: int
+    factor: float
+    stride: int
+    sigma: float
+    mean: float
+    std: float
+    pad_value: float
+    channels: int = 1
+    decoder: str = "dark"
+
+
+def local_inputs(fine: FineImage, xy: np.ndarray, p: LocalParams) -> Tuple[np.ndarray, np.ndarray]:
+    """(K, 2) points (original pixels) -> ((K, C, size, size) float32 patches of the fine image centred on them,
+    (K, 2, 3) matrices). Patch ``i`` belongs to landmark ``i``."""
+    mats = centred_matrices(fine.to_fine(xy), p.size)
+    patches = cut_patches(fine.pixels, mats, p.size, p.pad_value * 255)
+    return np.stack([normalize(q, p.mean, p.std, p.channels) for q in patches]), mats
+
+
+def local_points(heatmaps: np.ndarray, mats: np.ndarray, fine: FineImage, p: LocalParams) -> np.ndarray:
+    """(K, K, h, w) patch-model output for the patches of :func:`local_inputs` -> (K, 2) original pixels: patch
+    ``i`` is read on its own landmark's channel ``i``."""
+    k = len(mats)
+    own = np.asarray(heatmaps)[np.arange(k), np.arange(k)]
+    pxy, _ = decode_heatmaps(own[:, None], p.sigma, p.decoder)
+    patch_xy = heatmap_to_input(pxy[:, 0], p.stride)
+    return fine.to_image(np.stack([patch_to_fine(patch_xy[i], mats[i]) for i in range(k)]))

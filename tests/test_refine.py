@@ -1,0 +1,153 @@
+"""The local stage's geometry: patches cut around points and read back land on the same sub-pixel spot."""
+import numpy as np
+import pytest
+
+from sdk.decode import gaussian_heatmaps, input_to_heatmap
+from sdk.errors import ImageError, ModelError
+from sdk.preprocess import letterbox_geometry
+from sdk.refine import (LocalParams, LocalStage, apply_matrix, centred_matrices, cut_patches, fine_image,
+                        local_inputs, local_points, local_stage_path, patch_matrix, patch_to_fine)
+
+PARAMS = LocalParams(size=64, factor=3.0, stride=2, sigma=1.5, mean=0.5, std=0.25, pad_value=0.0)
+
+
+@pytest.mark.parametrize("hw", [(2400, 1935), (1001, 1500), (300, 280)])
+def test_fine_mapping_round_trip(hw):
+    lb = letterbox_geometry(hw, (384, 384))
+    f = fine_image(np.zeros(hw, np.uint8), lb, 3.0)
+    # fine scale = 3 x the letterbox scale, per axis, up to the rounding of the fine size
+    assert abs(f.sx / lb.scale_x - 3.0) < 3.0 / min(hw) * 2 and abs(f.sy / lb.scale_y - 3.0) < 3.0 / min(hw) * 2
+    xy = np.random.default_rng(0).uniform(0, min(hw) - 1, size=(19, 2))
+    assert np.abs(f.to_image(f.to_fine(xy)) - xy).max() < 1e-9
+    # pixel-centre convention: the image's corner (-0.5, -0.5) maps to the fine image's corner
+    assert np.allclose(f.to_fine(np.array([-0.5, -0.5])), [-0.5, -0.5])
+    assert np.allclose(f.to_fine(np.array([hw[1] - 0.5, hw[0] - 0.5])),
+                       [f.pixels.shape[1] - 0.5, f.pixels.shape[0] - 0.5])
+
+
+def test_patch_cut_is_an_exact_integer_crop():
+    img = np.random.default_rng(1).integers(0, 255, size=(200, 150), dtype=np.uint8)
+    m = centred_matrices(np.array([[40.4, 70.6], [3.0, 5.0]]), 32)
+    p = cut_patches(img, m, 32, 7)
+    # centre pixel (16, 16) of patch 0 is image pixel (round(40.4), round(70.6)) = (40, 71); no resampling
+    assert np.array_equal(p[0], img[71 - 16:71 + 16, 40 - 16:40 + 16])
+    # off the image: the pad value
+    assert p[1][0, 0] == 7 and p[1][16, 16] == img[5, 3]
+
+
+def test_rotated_patch_maps_back():
+    m = patch_matrix(np.array([50.0, 60.0]), 64, angle_deg=12.0, scale=1.1)
+    pts = np.array([[47.3, 58.2], [55.1, 61.9]])
+    assert np.abs(patch_to_fine(apply_matrix(pts, m), m) - pts).max() < 1e-9
+    assert np.allclose(apply_matrix(np.array([50.0, 60.0]), m), [32, 32])
+
+
+def test_local_points_recover_subpixel_positions():
+    """Ideal patch heatmaps drawn at the true points read back within 0.05 original pixels."""
+    hw = (2400, 1935)
+    lb = letterbox_geometry(hw, (384, 384))
+    fine = fine_image(np.zeros(hw, np.uint8), lb, PARAMS.factor)
+    rng = np.random.default_rng(2)
+    truth = rng.uniform(100, 1800, size=(5, 2))
+    first = truth + rng.uniform(-15, 15, size=truth.shape)     # first-stage guesses ~1 mm off
+    x, mats = local_inputs(fine, first, PARAMS)
+    assert x.shape == (5, 1, 64, 64) and x.dtype == np.float32
+    h = PARAMS.size // PARAMS.stride
+    hm = np.zeros((5, 5, h, h), np.float32)
+    for i in range(5):
+        at = input_to_heatmap(apply_matrix(fine.to_fine(truth[i]), mats[i]), PARAMS.stride)
+        hm[i, i] = gaussian_heatmaps(at[None], (h, h), PARAMS.sigma)[0]
+        hm[i, (i + 1) % 5] = 0.9   # other channels are ignored: patch i is read on channel i
+    got = local_points(hm, mats, fine, PARAMS)
+    assert np.abs(got - truth).max() < 0.05
+
+
+def test_fine_image_checks_its_input():
+    lb = letterbox_geometry((100, 80), (64, 64))
+    with pytest.raises(ImageError):
+        fine_image(np.zeros((50, 80), np.uint8), lb, 3.0)
+    with pytest.raises(ValueError):
+        fine_image(np.zeros((100, 80), np.uint8), lb, 0.0)
+
+
+def test_local_stage_refuses_a_first_stage_file(tiny_onnx):
+    with pytest.raises(ModelError, match="not a local-stage model"):
+        LocalStage(tiny_onnx["onnx"])
+    with pytest.raises(ModelError, match="does not exist"):
+        LocalStage(tiny_onnx["onnx"].with_name("nope.onnx"))
+    assert local_stage_path(tiny_onnx["onnx"]).name.endswith(".local.onnx")
+
+
+def test_local_stage_training_resumes_and_refuses_other_settings(tiny_local, tiny_run, fixture_samples):
+    import shutil
+
+    import torch
+
+    from train.refine import RefineConfig, load_local_checkpoint, train_refiner
+
+    ck = load_local_checkpoint(tiny_local["run"] / "last.pt")
+    assert ck["epoch"] == 2 and len(ck["history"]) == 2
+    assert all(np.isfinite(h["loss"]) and h["mre_mm"] > 0 for h in ck["history"])
+    # one more epoch continues the same run: history grows, the first two records are kept
+    cfg = RefineConfig(input_size=128, patch=32, widths=(8, 16, 24, 32), epochs=3, batch_size=16)
+    first = {s.id: s.points for s in fixture_samples[6:]}
+    run = tiny_local["run"].parent / "resumed"
+    shutil.copytree(tiny_local["run"], run)
+    train_refiner(fixture_samples[:6], fixture_samples[6:], first, 19, cfg, run, threads=2)
+    ck3 = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert ck3["epoch"] == 3 and ck3["history"][:2] == ck["history"]
+    with pytest.raises(ModelError, match="patch"):
+        train_refiner(fixture_samples[:6], fixture_samples[6:], first, 19,
+                      RefineConfig(input_size=128, patch=48, widths=(8, 16, 24, 32), epochs=4), run, threads=2)
+    with pytest.raises(ModelError, match="not a local-stage checkpoint"):
+        load_local_checkpoint(tiny_run[0] / "last.pt")      # a first-stage checkpoint
+
+
+def test_detector_runs_the_local_stage(tiny_onnx, tiny_local, fixture_samples, tmp_path):
+    import shutil
+
+    from sdk import Detector
+
+    first_path = tiny_onnx["onnx"]
+    plain = Detector(first_path, refine=False)
+    assert plain.info["local_stage"] is None
+    for key in ("fp32", "int8"):
+        det = Detector(first_path, refine=tiny_local[key])
+        assert det.info["local_stage"] == str(tiny_local[key])
+        s = fixture_samples[0]
+        a, b = plain(s.image), det(s.image)
+        assert np.array_equal(a.scores, b.scores)          # confidence stays the first stage's
+        lb = letterbox_geometry(a.image_size, tuple(plain.meta.input_hw))
+        half = 16 / (3.0 * lb.scale_x)                       # half a patch in original pixels
+        moved = np.abs(b.xy - a.xy).max(axis=1)
+        assert moved.max() <= half + 1 and moved.max() > 0   # refined, and only within its patch
+        # batch and single calls agree with the local stage too
+        assert np.allclose(det.batch([s.image, s.image])[1].xy, b.xy)
+    # found by name beside the first-stage file
+    d = tmp_path / "m"
+    d.mkdir()
+    shutil.copy(first_path, d / "model.onnx")
+    assert Detector(d / "model.onnx").local is None
+    shutil.copy(tiny_local["fp32"], d / "model.local.onnx")
+    assert Detector(d / "model.onnx").info["local_stage"] == str(d / "model.local.onnx")
+    assert Detector(d / "model.onnx", refine=False).local is None
+    with pytest.raises(ModelError, match="does not exist"):
+        Detector(first_path, refine=d / "missing.local.onnx")
+
+
+def test_local_stage_must_pair_with_its_first_stage(tiny_onnx, tiny_local, tmp_path):
+    from dataclasses import replace
+
+    import onnx
+
+    from convert.export import set_onnx_meta
+    from sdk import Detector
+    from sdk.metadata import META_KEY, ModelMeta
+
+    proto = onnx.load(str(tiny_local["fp32"]))
+    meta = ModelMeta.from_json(next(p.value for p in proto.metadata_props if p.key == META_KEY), "x")
+    set_onnx_meta(proto, replace(meta, extra={**meta.extra, "first_stage_input": [384, 384]}))
+    bad = tmp_path / "bad.local.onnx"
+    onnx.save(proto, str(bad))
+    with pytest.raises(ModelError, match="trained behind"):
+        Detector(tiny_onnx["onnx"], refine=bad)

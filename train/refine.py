@@ -1,0 +1,254 @@
+"""Training the local stage (:mod:`sdk.refine`, :class:`train.refine_model.PatchNet`).
+
+Training patches are centred on the true point plus a random displacement that imitates the first stage's errors
+(mostly Gaussian, a share spread evenly over the patch), rotated, scaled and intensity-jittered. Validation uses
+the first stage's real guesses on the held-out images, so the number it prints is what the two stages give
+together. Checkpoints are written atomically every epoch; a rerun with the same ``--out`` resumes.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from sdk.decode import gaussian_heatmaps, input_to_heatmap
+from sdk.image_io import load_image
+from sdk.preprocess import letterbox_geometry, normalize
+from sdk.refine import FineImage, LocalParams, apply_matrix, cut_patches, fine_image, local_inputs, local_points, \
+    patch_matrix
+
+from .checkpoint import save_atomic
+from .data.augment import AugmentConfig, random_intensity
+from .data.readers import Sample
+from .losses import combined_loss
+from .refine_model import PatchNet, pick_channel
+
+log = logging.getLogger("cephalo.refine")
+
+
+@dataclass
+class RefineConfig:
+    input_size: int = 384          # the first stage's input: fine scale = factor x its letterbox scale
+    factor: float = 3.0
+    patch: int = 96
+    stride: int = 2
+    sigma: float = 1.5             # heatmap pixels
+    widths: Tuple[int, ...] = (24, 48, 96, 160)
+    mean: float = 0.5
+    std: float = 0.25
+    pad_value: float = 0.0
+    # displacement of training patch centres from the true point, in first-stage input pixels
+    shift_sd: float = 3.0
+    shift_uniform_p: float = 0.3
+    rotate_deg: float = 15.0
+    scale: Tuple[float, float] = (0.85, 1.15)
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    focal_weight: float = 1.0
+    coord_weight: float = 5.0
+    clip: float = 1.0
+    seed: int = 0
+    bf16: bool = False             # bf16 autocast is ~10x slower than fp32 on this AVX2-only CPU
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "RefineConfig":
+        """The config saved in a checkpoint (tuples come back from JSON/pickle as lists)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    @property
+    def params(self) -> LocalParams:
+        return LocalParams(self.patch, self.factor, self.stride, self.sigma, self.mean, self.std, self.pad_value)
+
+    @property
+    def max_shift(self) -> float:
+        """Largest training displacement in fine pixels: the true point stays 8 pixels inside the patch."""
+        return self.patch / 2 - 8
+
+
+@dataclass
+class FineSample:
+    id: str
+    fine: FineImage
+    points: np.ndarray     # (K, 2) fine pixels
+    truth: np.ndarray      # (K, 2) original pixels
+    spacing: float
+
+
+def load_fine(samples: Sequence[Sample], cfg: RefineConfig) -> List[FineSample]:
+    """Decode each image once and keep it at the fine scale (uint8, ~1 MB for an ISBI image)."""
+    out = []
+    for s in samples:
+        gray = load_image(s.image).gray
+        lb = letterbox_geometry(gray.shape[:2], (cfg.input_size, cfg.input_size))
+        f = fine_image(gray, lb, cfg.factor)
+        out.append(FineSample(s.id, f, f.to_fine(s.points), np.asarray(s.points, dtype=np.float64), s.spacing))
+    return out
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Item ``i`` of epoch ``e``: image ``i // K``, landmark ``i % K``, augmentation seeded by (seed, e, i)."""
+
+    def __init__(self, data: List[FineSample], cfg: RefineConfig, k: int, augment: bool = True):
+        self.data, self.cfg, self.k, self.augment, self.epoch = data, cfg, k, augment, 0
+        self.aug = AugmentConfig()
+        self.hm = cfg.patch // cfg.stride
+
+    def __len__(self) -> int:
+        return len(self.data) * self.k
+
+    def __getitem__(self, i: int):
+        cfg, d = self.cfg, self.data[i // self.k]
+        lm = i % self.k
+        rng = np.random.default_rng([cfg.seed, self.epoch, i])
+        true = d.points[lm]
+        in_px = cfg.factor  # fine pixels per first-stage input pixel
+        if rng.random() < cfg.shift_uniform_p:
+            shift = rng.uniform(-cfg.max_shift, cfg.max_shift, size=2)
+        else:
+            shift = np.clip(rng.normal(0, cfg.shift_sd * in_px, size=2), -cfg.max_shift, cfg.max_shift)
+        angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg) if self.augment else 0.0
+        scale = rng.uniform(*cfg.scale) if self.augment else 1.0
+        m = patch_matrix(np.round(true + shift), cfg.patch, angle, scale)
+        patch = cut_patches(d.fine.pixels, m[None], cfg.patch, cfg.pad_value * 255)[0]
+        if self.augment:
+            patch = random_intensity(patch, rng, self.aug)
+        x = normalize(patch, cfg.mean, cfg.std, 1)
+        pt = input_to_heatmap(apply_matrix(true, m), cfg.stride)
+        target = gaussian_heatmaps(pt[None], (self.hm, self.hm), cfg.sigma)
+        return torch.from_numpy(x), torch.from_numpy(target), lm, torch.from_numpy(pt.astype(np.float32))
+
+
+@torch.no_grad()
+def refine_points(model: PatchNet, fine: FineImage, first: np.ndarray, cfg: RefineConfig) -> np.ndarray:
+    """(K, 2) first-stage points (original pixels) -> refined (K, 2): the SDK's cut and read around a torch model."""
+    x, mats = local_inputs(fine, first, cfg.params)
+    return local_points(model(torch.from_numpy(x)).float().numpy(), mats, fine, cfg.params)
+
+
+def evaluate(model: PatchNet, data: List[FineSample], first: Dict[str, np.ndarray], cfg: RefineConfig,
+             passes: int = 1) -> Dict[str, float]:
+    """Val MRE (mm) of the first stage alone and after ``passes`` local refinements."""
+    model.eval()
+    e0, e1 = [], []
+    for d in data:
+        p0 = first[d.id]
+        p = p0
+        for _ in range(passes):
+            p = refine_points(model, d.fine, p, cfg)
+        e0.append(np.linalg.norm(p0 - d.truth, axis=1) * d.spacing)
+        e1.append(np.linalg.norm(p - d.truth, axis=1) * d.spacing)
+    e0, e1 = np.concatenate(e0), np.concatenate(e1)
+    return {"first_mre_mm": float(e0.mean()), "mre_mm": float(e1.mean()), "sdr2": float((e1 <= 2).mean() * 100),
+            "first_sdr2": float((e0 <= 2).mean() * 100)}
+
+
+def first_stage_points(detector, samples: Sequence[Sample]) -> Dict[str, np.ndarray]:
+    """The first stage's (Detector without refinement) points for each sample, original pixels."""
+    return {s.id: detector(str(s.image)).xy for s in samples}
+
+
+def train_refiner(train: Sequence[Sample], val: Sequence[Sample], first_val: Dict[str, np.ndarray], k: int,
+                  cfg: RefineConfig, out: Path, threads: Optional[int] = None) -> Dict:
+    """Train (or resume) the patch model into ``out``; returns the last epoch's record."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    tr, va = load_fine(train, cfg), load_fine(val, cfg)
+    log.info("fine images ready in %.0f s: %d train, %d val", time.time() - t0, len(tr), len(va))
+    ds = PatchDataset(tr, cfg, k)
+    model = PatchNet(k, 1, cfg.widths).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(ds) / cfg.batch_size)
+    total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return cfg.lr * (step + 1) / warm
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    epoch, best, history = 0, math.inf, []
+    last = out / "last.pt"
+    if last.is_file():
+        ck = load_local_checkpoint(last)
+        saved = RefineConfig.from_dict(ck["config"])
+        differ = [k for k in ("input_size", "factor", "patch", "stride", "sigma", "widths", "mean", "std")
+                  if getattr(saved, k) != getattr(cfg, k)]
+        if differ or ck["k"] != k:
+            from sdk.errors import ModelError
+
+            raise ModelError(f"{last} was trained with other settings ({', '.join(differ) or 'landmark count'}): "
+                             f"resume with the same ones or use another output folder")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        epoch, best, history = ck["epoch"], ck["best_mre_mm"], ck["history"]
+        log.info("resumed %s at epoch %d (best val %.3f mm)", last, epoch, best)
+    while epoch < cfg.epochs:
+        model.train()
+        ds.epoch = epoch
+        g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, sampler=torch.randperm(len(ds), generator=g).tolist(),
+                                             num_workers=0, drop_last=True)
+        t, tot, n = time.time(), 0.0, 0
+        for step, (x, target, lm, pt) in enumerate(loader):
+            for grp in opt.param_groups:
+                grp["lr"] = lr_at(epoch * steps_per_epoch + step)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                hm = model(x)
+            pred = pick_channel(hm.float(), lm)
+            loss, _ = combined_loss(pred, target, pt[:, None], torch.ones(len(x), 1), cfg.sigma,
+                                    cfg.focal_weight, cfg.coord_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            tot, n = tot + float(loss.detach()), n + 1
+        epoch += 1
+        rec = {"epoch": epoch, "loss": tot / max(n, 1), "seconds": round(time.time() - t, 1),
+               **evaluate(model, va, first_val, cfg)}
+        history.append(rec)
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "config": asdict(cfg),
+                 "k": k, "history": history, "best_mre_mm": min(best, rec["mre_mm"])}
+        if rec["mre_mm"] < best:
+            best = rec["mre_mm"]
+            save_atomic(state, out / "best.pt")
+        save_atomic(state, last)
+        log.info("epoch %d loss %.4f %.0fs val first-stage %.3f mm -> refined %.3f mm (SDR@2 %.1f -> %.1f%%)",
+                 epoch, rec["loss"], rec["seconds"], rec["first_mre_mm"], rec["mre_mm"], rec["first_sdr2"], rec["sdr2"])
+    return history[-1] if history else {}
+
+
+def model_from_local_checkpoint(ck: Dict) -> PatchNet:
+    """The patch model of a local-stage checkpoint (``best.pt`` / ``last.pt`` of :func:`train_refiner`)."""
+    cfg = RefineConfig.from_dict(ck["config"])
+    model = PatchNet(int(ck["k"]), 1, cfg.widths)
+    model.load_state_dict(ck["model"])
+    return model.eval()
+
+
+def load_local_checkpoint(path: Path) -> Dict:
+    """A local-stage checkpoint; :class:`sdk.ModelError` when it is missing or is not one."""
+    from sdk.errors import ModelError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"local-stage checkpoint {path} does not exist")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ModelError(f"local-stage checkpoint {path}: cannot read it ({str(e)[:200]})") from e
+    if not isinstance(ck, dict) or not {"model", "config", "k", "epoch"} <= set(ck) or "patch" not in ck["config"]:
+        raise ModelError(f"{path} is not a local-stage checkpoint (made by 'cephalo train-local')")
+    return ck

@@ -1,4 +1,5 @@
-"""Where one ``Detector`` call spends its time: read, decode, grey, resize, normalise, model, decode heatmaps.
+"""Where one ``Detector`` call spends its time: read, decode, grey, resize, normalise, model, decode heatmaps, and
+the local stage's fine image, patches, model and decode when the model has one.
 
     python -m benchmarks.profile_stages [--model FILE] [--backend openvino] [--threads 2] IMAGE...
 
@@ -43,8 +44,22 @@ def profile_image(det, image: Path, runs: int) -> dict:
         "pad + normalise": lambda: normalize(pad_to_input(small, lb, m.pad_value), m.mean, m.std, m.channels),
         "model": lambda: det._backend.run(x[None]),
         "decode heatmaps": lambda: decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder),
-        "end-to-end": lambda: det(image),
     }
+    if det.local is not None:   # the local stage (sdk.refine), when the model has one
+        from sdk.refine import fine_image, local_inputs, local_points
+
+        loc = det.local
+        xy = decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder)[0]
+        fine = fine_image(gray, lb, loc.factor)
+        xp, mats = local_inputs(fine, xy, loc.params)
+        hp = loc._backend.run(xp)
+        stages.update({
+            "local: fine image": lambda: fine_image(gray, lb, loc.factor),
+            "local: cut patches": lambda: local_inputs(fine, xy, loc.params),
+            "local: model": lambda: loc._backend.run(xp),
+            "local: decode": lambda: local_points(hp, mats, fine, loc.params, xy),
+        })
+    stages["end-to-end"] = lambda: det(image)
     times = {k: [] for k in stages}
     for r in range(runs + 2):
         for k, fn in stages.items():

@@ -10,35 +10,25 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sdk.decode import decode_heatmaps, heatmap_to_input
-from sdk.refine import local_inputs, patch_to_fine
+from sdk.refine import local_inputs, local_points
 from sdk.schemas import get_schema
 from train.datasets import load_folder
 from train.refine import RefineConfig, load_fine, model_from_local_checkpoint
 from train.trainer import split_train_val
 
 
-def refine(model, fine, first, cfg, prior_sd=None):
-    p = cfg.params
+def refine(model, fine, first, cfg, prior_sd=0.0):
+    p = replace(cfg.params, prior_sd=prior_sd)
     x, mats = local_inputs(fine, first, p)
     with torch.no_grad():
         hm = model(torch.from_numpy(x)).float().numpy()
-    k = len(first)
-    own = hm[np.arange(k), np.arange(k)]
-    if prior_sd:
-        h = own.shape[-1]
-        c = heatmap_to_input(np.arange(h), p.stride) - p.size // 2     # patch px from the centre
-        sd = prior_sd * p.factor
-        w = np.exp(-0.5 * (c[None, :] ** 2 + c[:, None] ** 2) / sd ** 2)
-        own = own * w[None]
-    xy, _ = decode_heatmaps(own[:, None], p.sigma, "dark")
-    pxy = heatmap_to_input(xy[:, 0], p.stride)
-    return fine.to_image(np.stack([patch_to_fine(pxy[i], mats[i]) for i in range(k)]))
+    return local_points(hm, mats, fine, p, first)
 
 
 def main() -> None:
@@ -57,7 +47,7 @@ def main() -> None:
     data = load_fine(val, cfg)
     first = dict(np.load(a.run / "first_stage_val.npz"))
     variants = {"first stage": [], "refined": [], "refined x2": [], "mean of both": []}
-    priors = (4.0, 8.0)
+    priors = (2.0, 3.0, 4.0, 6.0)
     for s in priors:
         variants[f"prior sd {s:g} in-px"] = []
     for d in data:

@@ -55,9 +55,11 @@ VARIANTS = {
 @click.option("--split", default="test1", show_default=True)
 @click.option("--n", "n_images", type=int, default=50, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--refine", default="auto", show_default=True,
+              help="Local stage: 'auto' (the model's own when it has one), 'off', or a .local.onnx file.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/robustness"),
               show_default=True)
-def main(data_dir, model, split, n_images, threads, out_dir):
+def main(data_dir, model, split, n_images, threads, refine, out_dir):
     """Accuracy under image changes other sites bring."""
     from sdk import Detector
     from sdk.image_io import load_image
@@ -65,7 +67,7 @@ def main(data_dir, model, split, n_images, threads, out_dir):
     from sdk.schemas import ISBI19
     from train.datasets import load_folder
 
-    det = Detector(model, threads=threads)
+    det = Detector(model, threads=threads, refine={"auto": True, "off": False}.get(refine, refine))
     samples = load_folder(data_dir, ISBI19, split=[split])[:n_images]
     grays = [load_image(s.image).gray for s in samples]
     rows = []
@@ -80,9 +82,11 @@ def main(data_dir, model, split, n_images, threads, out_dir):
                      "worst_landmark": ISBI19.names[int(e.mean(0).argmax())], "worst_mm": float(e.mean(0).max())})
         click.echo(f"{name:34s} MRE {rows[-1]['mre_mm']:6.3f} mm  SDR@2mm {rows[-1]['sdr2_pct']:5.1f}%")
     out_dir.mkdir(parents=True, exist_ok=True)
-    res = {"model": str(det.model_path), "split": split, "images": len(samples), "rows": rows}
+    res = {"model": str(det.model_path), "local_stage": det.info["local_stage"], "split": split,
+           "images": len(samples), "rows": rows}
     (out_dir / "robustness.json").write_text(json.dumps(res, indent=2))
-    lines = [f"`{Path(res['model']).name}` on the first {len(samples)} {split} images (senior labels), "
+    local = f" + local stage `{Path(res['local_stage']).name}`" if res["local_stage"] else " (no local stage)"
+    lines = [f"`{Path(res['model']).name}`{local} on the first {len(samples)} {split} images (senior labels), "
              f"each changed as named; labels moved with the pixels.", "",
              "| variant | MRE mm | SDR@2mm | worst landmark (mm) |", "|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['mre_mm']:.3f} | {r['sdr2_pct']:.1f}% | {r['worst_landmark']} "

@@ -126,6 +126,67 @@ def train(data_dir, run_dir, preset, fmt, split, annotators, resume, cache_dir, 
         _fail(e)
 
 
+# ---------------------------------------------------------------------------------------------------- train-local
+@main.command("train-local")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="Labelled data folder (full-resolution images; a pack is too coarse for the local stage).")
+@click.option("--out", "run_dir", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints).")
+@click.option("--first-model", type=click.Path(path_type=Path), default=None,
+              help="First-stage model whose points validation refines (default: the bundled one).")
+@click.option("--schema", default="isbi19", show_default=True)
+@click.option("--format", "fmt", default="auto")
+@click.option("--split", default="train", help="Split(s) of splits.csv, comma-separated ('' = all).")
+@click.option("--annotators", default="senior", help="Annotator CSVs to average, comma-separated.")
+@click.option("--val-count", type=int, default=30, show_default=True,
+              help="Held-out images (the same carve as 'train' with the same seed: the first stage never saw them).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=int, default=40, show_default=True)
+@click.option("--epochs-now", type=int, default=None, help="Stop after this many more epochs (resumable).")
+@click.option("--patch", type=int, default=96, show_default=True, help="Patch size, fine pixels.")
+@click.option("--factor", type=float, default=3.0, show_default=True,
+              help="Fine scale over the first stage's input scale.")
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--threads", type=int, default=None)
+def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, val_count, seed, epochs, epochs_now,
+                patch, factor, lr, batch_size, threads):
+    """Train the local (second) stage: a small patch model that refines each first-stage landmark at a finer scale
+    (resumable: rerun with the same --out)."""
+    import numpy as np
+
+    from sdk import Detector
+    from sdk.schemas import get_schema
+    from train.data.pack import is_pack
+    from train.datasets import load_folder
+    from train.refine import RefineConfig, first_stage_points, train_refiner
+    from train.trainer import split_train_val
+
+    try:
+        if is_pack(data_dir):
+            raise CephaloError(f"{data_dir} is a data pack (images at the first stage's input size); the local "
+                               f"stage needs the full-resolution data folder")
+        sch = get_schema(schema)
+        first_input = Detector(first_model, refine=False).meta.input_hw
+        samples = load_folder(data_dir, sch, fmt, [s for s in split.split(",") if s] or None,
+                              tuple(a for a in annotators.split(",") if a))
+        tr, va = split_train_val(samples, val_count, seed)
+        if not va:
+            raise CephaloError("the local stage is chosen on validation images: --val-count must be > 0")
+        cfg = RefineConfig(input_size=int(first_input[0]), patch=patch, factor=factor, epochs=epochs, lr=lr,
+                           batch_size=batch_size, seed=seed)
+        info = f"{data_dir.name} ({split or 'all'}; {annotators}): {len(tr)} train / {len(va)} val images"
+        click.echo(info)
+        first = first_stage_points(first_model, va, threads)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(run_dir / "first_stage_val.npz", **first)      # for benchmarks/refine_probe.py
+        rec = train_refiner(tr, va, first, sch.k, cfg, run_dir, threads, info, epochs_now)
+        if rec:
+            click.echo(f"done: epoch {rec['epoch']}, val first stage {rec['first_mre_mm']:.3f} mm -> refined "
+                       f"{rec['mre_mm']:.3f} mm -> {run_dir / 'best.pt'}")
+    except (CephaloError, ValueError, OSError) as e:
+        _fail(e)
+
+
 @main.command()
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="Labelled data folder.")
 @click.option("--out", "out_file", type=click.Path(path_type=Path), required=True, help="Pack file (.npz).")
@@ -332,6 +393,59 @@ def bundle(checkpoint, data_dir, work_dir, calib_count, install, int8_tol, notes
             shutil.copyfile(int8, MODELS_DIR / DEFAULT_MODEL)
             shutil.copyfile(work_dir / "MODEL_CARD.md", MODELS_DIR / "MODEL_CARD.md")
             click.echo(f"installed {MODELS_DIR / DEFAULT_MODEL}")
+    except (CephaloError, ValueError, OSError) as e:
+        _fail(e)
+
+
+@main.command("bundle-local")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="ISBI 2015 folder.")
+@click.option("--work", "work_dir", type=click.Path(path_type=Path), default=Path("results/bundle_local"),
+              show_default=True)
+@click.option("--prior-sd", type=float, default=None,
+              help="Decode prior around the first-stage point, first-stage input px (default: the checkpoint's).")
+@click.option("--calib-count", type=int, default=100, show_default=True)
+@click.option("--install/--no-install", default=True,
+              help="Copy the INT8 local stage beside the bundled model and update the model card.")
+@click.option("--notes", default="", help="Text for the card's Notes section.")
+def bundle_local(checkpoint, data_dir, work_dir, prior_sd, calib_count, install, notes):
+    """Build the bundled model's local stage: FP32 + INT8 (NNCF QDQ) ONNX, Test1/Test2 accuracy of the two stages
+    together in its metadata, and the model card with the first stage alone beside it."""
+    import shutil
+
+    from convert.local_stage import convert_local
+    from convert.model_card import embed_accuracy, headline, isbi_accuracy, render
+    from sdk.backends import open_backend
+    from sdk.detector import DEFAULT_MODEL, MODELS_DIR
+    from sdk.refine import local_stage_path
+    from sdk.schemas import ISBI19
+    from train.datasets import load_folder
+    from train.refine import load_local_checkpoint
+
+    try:
+        ck = load_local_checkpoint(checkpoint)
+        first = MODELS_DIR / DEFAULT_MODEL
+        work_dir.mkdir(parents=True, exist_ok=True)
+        calib = load_folder(data_dir, ISBI19, split=["train"])[:calib_count]
+        files = convert_local(ck, ISBI19.to_dict(), work_dir / "model.local.onnx", calib, prior_sd=prior_sd)
+        results = {"INT8, first stage only": isbi_accuracy(first, data_dir, backend="onnxruntime"),
+                   "INT8 + local FP32": isbi_accuracy(first, data_dir, backend="onnxruntime", refine=files["fp32"]),
+                   "INT8 + local INT8": isbi_accuracy(first, data_dir, backend="onnxruntime", refine=files["int8"])}
+        local_name = local_stage_path(first).name
+        lmeta = embed_accuracy(files["int8"], headline(results["INT8 + local INT8"]),
+                               {"licence": "CC BY-NC 4.0 (inherited from the ISBI 2015 data)",
+                                "fp32_accuracy": headline(results["INT8 + local FP32"]),
+                                "first_stage": DEFAULT_MODEL})
+        meta = open_backend(first, "onnxruntime").meta
+        card = render(meta, DEFAULT_MODEL, first.stat().st_size / 2**20, results, notes,
+                      local=(lmeta, local_name, files["int8"].stat().st_size / 2**20))
+        (work_dir / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+        (work_dir / "accuracy.json").write_text(json.dumps({"isbi": results}, indent=2))
+        click.echo(card)
+        if install:
+            shutil.copyfile(files["int8"], MODELS_DIR / local_name)
+            shutil.copyfile(work_dir / "MODEL_CARD.md", MODELS_DIR / "MODEL_CARD.md")
+            click.echo(f"installed {MODELS_DIR / local_name}")
     except (CephaloError, ValueError, OSError) as e:
         _fail(e)
 

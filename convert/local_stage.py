@@ -25,13 +25,18 @@ from .quantize import quantize_onnx_nncf
 log = logging.getLogger("cephalo.convert")
 
 
-def local_meta(ck: Dict, schema: Dict, accuracy: Optional[Dict] = None, trained_on: str = "") -> ModelMeta:
-    """Metadata of an exported local-stage model."""
+def local_meta(ck: Dict, schema: Dict, accuracy: Optional[Dict] = None, trained_on: str = "",
+               prior_sd: Optional[float] = None) -> ModelMeta:
+    """Metadata of an exported local-stage model; ``prior_sd`` overrides the checkpoint's decode prior."""
     cfg = RefineConfig.from_dict(ck["config"])
+    prior = cfg.prior_sd if prior_sd is None else float(prior_sd)
+    if prior < 0:
+        raise ValueError(f"prior_sd must be >= 0 first-stage input pixels, got {prior}")
     hist = ck.get("history") or []
     best = min(hist, key=lambda h: h["mre_mm"], default=None)
     acc = {"validation": {"epoch": best["epoch"], "first_stage_mre_mm": best["first_mre_mm"],
                           "mre_mm": best["mre_mm"], "sdr_2mm": best["sdr2"]}} if best else {}
+    trained_on = trained_on or str(ck.get("data", ""))
     acc.update(accuracy or {})
     recipe = {k: getattr(cfg, k) for k in ("patch", "factor", "stride", "sigma", "widths", "shift_sd",
                                             "shift_uniform_p", "rotate_deg", "scale", "epochs", "batch_size", "lr")}
@@ -39,7 +44,8 @@ def local_meta(ck: Dict, schema: Dict, accuracy: Optional[Dict] = None, trained_
                      mean=cfg.mean, std=cfg.std, pad_value=cfg.pad_value, heatmap_stride=cfg.stride, sigma=cfg.sigma,
                      decoder="dark", trained_on=trained_on, accuracy=acc,
                      extra={STAGE_KEY: LOCAL_STAGE, "factor": cfg.factor,
-                            "first_stage_input": [cfg.input_size, cfg.input_size], "precision": "fp32",
+                            "first_stage_input": [cfg.input_size, cfg.input_size], "prior_sd": prior,
+                            "precision": "fp32",
                             "epochs_trained": int(ck["epoch"]), "recipe": recipe})
 
 
@@ -58,10 +64,11 @@ def calibration_patches(samples: Sequence, cfg: RefineConfig, shift_sd_px: float
 
 
 def convert_local(ck: Dict, schema: Dict, out: Path, calib_samples: Sequence, int8: bool = True,
-                  accuracy: Optional[Dict] = None, trained_on: str = "") -> Dict[str, Path]:
+                  accuracy: Optional[Dict] = None, trained_on: str = "", prior_sd: Optional[float] = None
+                  ) -> Dict[str, Path]:
     """Write ``out`` (fp32 ONNX) and, with ``int8``, ``<out stem>_int8 ...``: returns {'fp32': path, 'int8': path}."""
     out = Path(out)
-    meta = local_meta(ck, schema, accuracy, trained_on)
+    meta = local_meta(ck, schema, accuracy, trained_on, prior_sd)
     model = model_from_local_checkpoint(ck)
     files = {"fp32": export_module(model, out, meta)}
     if int8:

@@ -9,6 +9,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from sdk import Detector
+from sdk.backends import open_backend
 from sdk.metadata import ModelMeta
 from sdk.metrics import radial_errors, summarize
 from sdk.schemas import ISBI19
@@ -20,9 +21,10 @@ LABELS = {"senior": ("senior",), "mean": ("senior", "junior")}
 
 
 def isbi_accuracy(model: Path, data: Path, splits: Sequence[str] = ("test1", "test2"),
-                  backend: str = "auto") -> Dict:
-    """{split: {labels: summarize()}} for ``model`` run through ``sdk.Detector``; labels 'senior' and 'mean'."""
-    det = Detector(model, backend=backend)
+                  backend: str = "auto", refine=False) -> Dict:
+    """{split: {labels: summarize()}} for ``model`` run through ``sdk.Detector``; labels 'senior' and 'mean'.
+    ``refine``: the Detector's local stage (False: the first stage alone; a path: that local-stage file)."""
+    det = Detector(model, backend=backend, refine=refine)
     out: Dict = {}
     for split in splits:
         samples = {}
@@ -52,7 +54,7 @@ def embed_accuracy(onnx_path: Path, accuracy: Dict, extra: Optional[Dict] = None
     from .export import set_onnx_meta
     from .files import atomic_path
 
-    meta = Detector(onnx_path, backend="onnxruntime").meta
+    meta = open_backend(Path(onnx_path), "onnxruntime").meta
     meta = replace(meta, accuracy={**meta.accuracy, "isbi2015": accuracy}, extra={**meta.extra, **(extra or {})})
     model = onnx.load(str(onnx_path))
     set_onnx_meta(model, meta)
@@ -61,8 +63,23 @@ def embed_accuracy(onnx_path: Path, accuracy: Dict, extra: Optional[Dict] = None
     return meta
 
 
-def render(meta: ModelMeta, file_name: str, size_mb: float, results: Dict[str, Dict], notes: str = "") -> str:
-    """Markdown model card. ``results``: {'FP32': isbi_accuracy(), 'INT8': isbi_accuracy()}."""
+def _local_lines(meta: ModelMeta, file_name: str, size_mb: float) -> list:
+    r, x = meta.extra.get("recipe", {}), meta.extra
+    v = meta.accuracy.get("validation", {})
+    return [f"- Local stage `{file_name}` ({size_mb:.1f} MiB, {x.get('precision')}, run by the Detector beside the "
+            f"model; `refine=False` turns it off): a small U-Net on {meta.input_h}x{meta.input_w} patches cut "
+            f"around each first-stage point from the image at {x.get('factor')}x the first stage's scale, "
+            f"heatmaps at stride {meta.heatmap_stride}, DARK decoding weighted by a Gaussian of sd "
+            f"{x.get('prior_sd')} first-stage input px around the first-stage point. Trained on {meta.trained_on}, "
+            f"{x.get('epochs_trained')} epochs, patches displaced, rotated, scaled and intensity-jittered. Recipe: "
+            f"`{json.dumps(r)}`."
+            + (f" Validation: first stage {v['first_stage_mre_mm']:.3f} mm -> {v['mre_mm']:.3f} mm." if v else "")]
+
+
+def render(meta: ModelMeta, file_name: str, size_mb: float, results: Dict[str, Dict], notes: str = "",
+           local: Optional[tuple] = None) -> str:
+    """Markdown model card. ``results``: {'FP32': isbi_accuracy(), 'INT8': isbi_accuracy()} (the last one is the
+    shipped configuration). ``local``: (meta, file name, MiB) of the local stage shipped beside the model."""
     r = meta.extra.get("recipe", {})
     lines = [f"# Model card: `{file_name}`", "",
              f"- Task: {meta.schema.k} cephalometric landmarks, schema `{meta.schema.id}` (ISBI 2015 order).",
@@ -75,11 +92,14 @@ def render(meta: ModelMeta, file_name: str, size_mb: float, results: Dict[str, D
              + (f"{meta.extra['epochs_trained']} epochs of fine-tuning, {meta.extra['fine_tuned_from']}"
                 if meta.extra.get("fine_tuned_from") else f"{meta.extra.get('epochs_trained')} epochs")
              + f". Recipe: `{json.dumps(r)}`.",
+             *(_local_lines(*local) if local else []),
              "- Data licence: ISBI 2015 Grand Challenge data, CC BY-NC 4.0. This model is derived from it and is "
              "for **non-commercial research use only**. Cite Wang et al., Medical Image Analysis 31 (2016) and "
              "IEEE TMI (2015).",
              "- Not a medical device. Check every landmark before clinical use.", ""]
     lines += ["## Accuracy (ISBI 2015, `sdk.Detector`, 0.1 mm/px)", "",
+              "Training, the choice of epoch and every setting used validation images carved from Train (001-150); "
+              "Test1 and Test2 were run once per shipped configuration, for this table.", "",
               "| model | split | labels | MRE mm | SD mm | MRE input px | SDR 2mm | 2.5mm | 3mm | 4mm |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for prec, acc in results.items():

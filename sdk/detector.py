@@ -14,7 +14,7 @@ from .errors import CephaloError, ModelError
 from .image_io import ImageInput, LoadedImage, load_image
 from .measurements import measure
 from .preprocess import Letterbox, prepare, preprocess
-from .refine import LocalStage, local_stage_path
+from .refine import LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_path
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "isbi19_default_int8.onnx"  # see models/MODEL_CARD.md for what it is
@@ -118,6 +118,8 @@ class Detector:
     model file when there is one, a path names the file, False turns it off. Calls are thread-safe.
     """
 
+    local: Optional[LocalStage] = None     # the local stage in use, if any
+
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
                  fast_decode: bool = False, auto_view: bool = True, refine: Union[bool, str, Path] = True):
         path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
@@ -127,10 +129,12 @@ class Detector:
         self.model_path = path
         self._backend = open_backend(path, backend, threads)
         self.meta = self._backend.meta
+        if self.meta.extra.get(STAGE_KEY) == LOCAL_STAGE:
+            raise ModelError(f"model {path} is a local-stage model (patches, not whole images): pass it as "
+                             f"refine= beside its first-stage model")
         self.schema = self.meta.schema
         self.fast_decode = bool(fast_decode)
         self.auto_view = bool(auto_view)
-        self.local: Optional[LocalStage] = None
         if refine is True and local_stage_path(path).is_file():
             refine = local_stage_path(path)
         if refine is not True and refine is not False and refine is not None:
@@ -145,7 +149,8 @@ class Detector:
                 "schema": m.schema.id, "landmarks": list(m.schema.names), "input_hw": list(m.input_hw),
                 "channels": m.channels, "heatmap_stride": m.heatmap_stride, "sigma": m.sigma, "decoder": m.decoder,
                 "trained_on": m.trained_on, "accuracy": m.accuracy, **m.extra,
-                "local_stage": str(self.local.path) if self.local else None}
+                "local_stage": str(self.local.path) if self.local else None,
+                "local_stage_accuracy": self.local.meta.accuracy if self.local else None}
 
     # -- the three steps -----------------------------------------------------------------------------------------
     def preprocess(self, image: ImageInput) -> Tuple[np.ndarray, Letterbox, LoadedImage]:

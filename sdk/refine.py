@@ -152,7 +152,7 @@ class LocalStage:
                              f"{m.input_h}x{m.input_w}, factor {self.factor}")
         self.size = m.input_h
         self.params = LocalParams(m.input_h, self.factor, m.heatmap_stride, m.sigma, m.mean, m.std, m.pad_value,
-                                  m.channels, m.decoder)
+                                  m.channels, m.decoder, float(m.extra.get("prior_sd", 0.0)))
 
     @property
     def backend_name(self) -> str:
@@ -177,7 +177,7 @@ class LocalStage:
         hm = self._backend.run(x)
         if hm.shape[:2] != (len(xy), self.meta.schema.k):
             raise ModelError(f"local-stage model {self.path} gave heatmaps {hm.shape} for {len(xy)} patches")
-        return local_points(hm, mats, fine, self.params)
+        return local_points(hm, mats, fine, self.params, xy)
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,8 @@ class LocalParams:
     pad_value: float
     channels: int = 1
     decoder: str = "dark"
+    prior_sd: float = 0.0     # first-stage input pixels; > 0 weights each patch heatmap by a Gaussian around
+                              # the first-stage point (its error spread), so a look-alike far off loses
 
 
 def local_inputs(fine: FineImage, xy: np.ndarray, p: LocalParams) -> Tuple[np.ndarray, np.ndarray]:
@@ -203,11 +205,26 @@ def local_inputs(fine: FineImage, xy: np.ndarray, p: LocalParams) -> Tuple[np.nd
     return np.stack([normalize(q, p.mean, p.std, p.channels) for q in patches]), mats
 
 
-def local_points(heatmaps: np.ndarray, mats: np.ndarray, fine: FineImage, p: LocalParams) -> np.ndarray:
-    """(K, K, h, w) patch-model output for the patches of :func:`local_inputs` -> (K, 2) original pixels: patch
-    ``i`` is read on its own landmark's channel ``i``."""
+def _prior(h: int, centres: np.ndarray, p: LocalParams) -> np.ndarray:
+    """(K, h, h) Gaussian weights around each patch's first-stage point (``centres``: (K, 2) patch pixels, not
+    rounded, so the weight does not jump with the patch's integer cut), sd ``prior_sd`` first-stage input pixels
+    = ``prior_sd * factor`` patch pixels."""
+    c = heatmap_to_input(np.arange(h), p.stride)
+    sd = p.prior_sd * p.factor
+    gx = np.exp(-0.5 * ((c[None, :] - centres[:, 0:1]) / sd) ** 2)
+    gy = np.exp(-0.5 * ((c[None, :] - centres[:, 1:2]) / sd) ** 2)
+    return (gy[:, :, None] * gx[:, None, :]).astype(np.float32)
+
+
+def local_points(heatmaps: np.ndarray, mats: np.ndarray, fine: FineImage, p: LocalParams,
+                 first: np.ndarray) -> np.ndarray:
+    """(K, K, h, w) patch-model output for the patches of :func:`local_inputs` around ``first`` ((K, 2) original
+    pixels) -> (K, 2) original pixels: patch ``i`` is read on its own landmark's channel ``i``."""
     k = len(mats)
-    own = np.asarray(heatmaps)[np.arange(k), np.arange(k)]
+    own = np.asarray(heatmaps, dtype=np.float32)[np.arange(k), np.arange(k)]
+    if p.prior_sd > 0:
+        centres = np.stack([apply_matrix(q, m) for q, m in zip(fine.to_fine(first), mats)])
+        own = own * _prior(own.shape[-1], centres, p)
     pxy, _ = decode_heatmaps(own[:, None], p.sigma, p.decoder)
     patch_xy = heatmap_to_input(pxy[:, 0], p.stride)
     return fine.to_image(np.stack([patch_to_fine(patch_xy[i], mats[i]) for i in range(k)]))

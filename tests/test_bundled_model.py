@@ -38,12 +38,33 @@ def test_bundled_model_accuracy_on_fixtures(det, fixture_samples):
     assert np.median(err_mm) < MEDIAN_BOUND_MM
 
 
+def test_bundled_local_stage(det, fixture_samples):
+    """The bundled model runs with its local stage; turning it off gives the first stage's points, which the
+    local stage moves by millimetres at most (a broken crop or mapping would throw them across the image)."""
+    from sdk.refine import local_stage_path
+
+    assert det.local is not None and det.info["local_stage"] == str(local_stage_path(MODELS_DIR / DEFAULT_MODEL))
+    acc = det.info["local_stage_accuracy"]["isbi2015"]["test1"]["senior"]
+    assert acc["mre_mm"] < det.info["accuracy"]["isbi2015"]["test1"]["senior"]["mre_mm"]
+    first = Detector(refine=False)
+    assert first.local is None
+    for s in fixture_samples[:4]:
+        a, b = first(s.image), det(s.image)
+        moved_mm = np.linalg.norm(a.xy - b.xy, axis=1) * 0.4
+        assert 0 < moved_mm.mean() < 2.0 and moved_mm.max() < 8.0
+
+
 def test_bundled_backends_agree(det, fixture_samples):
-    a = Detector(backend="onnxruntime")
-    b = Detector(backend="openvino")
+    # INT8 kernels differ a little between runtimes; both must land on the same sub-pixel peak region.
+    a = Detector(backend="onnxruntime", refine=False)
+    b = Detector(backend="openvino", refine=False)
     for s in fixture_samples[:3]:
-        # INT8 kernels differ a little between runtimes; both must land on the same sub-pixel peak region.
         assert np.abs(a(s.image).xy - b(s.image).xy).max() < 1.5
+    # With the local stage a flat peak (porion on these 0.4 mm/px images) can tip by a few fine pixels between
+    # runtimes: within 1 mm (2.5 fixture px), and 0.3 px on average.
+    a, b = Detector(backend="onnxruntime"), Detector(backend="openvino")
+    diffs = np.stack([np.abs(a(s.image).xy - b(s.image).xy) for s in fixture_samples[:3]])
+    assert diffs.max() < 2.5 and diffs.mean() < 0.3
 
 
 def test_main_job_cli(tmp_path):
@@ -69,7 +90,12 @@ def test_fast_decode_matches_full_decode(det):
     a, b = det(img), fast(img)
     assert a.image_size == b.image_size
     shift = np.linalg.norm(a.xy - b.xy, axis=1)
-    assert shift.mean() < 3.0 and shift.max() < 15.0     # original pixels (0.1 mm): the same landmarks
+    # original pixels (0.1 mm): the same landmarks. The local stage reads the reduced decode's texture a little
+    # differently: here soft-tissue pogonion tips to a second peak 5 mm away (1.1 px mean shift on Test1 JPEGs
+    # at quality 95, MRE +0.007 mm); the first stage alone moves every point < 4 px.
+    assert np.median(shift) < 2.0 and shift.mean() < 5.0
+    first = np.linalg.norm(Detector(refine=False)(img).xy - Detector(fast_decode=True, refine=False)(img).xy, axis=1)
+    assert first.max() < 15.0
 
 
 def test_facing_left_and_negative_images_are_read(det, fixture_samples):

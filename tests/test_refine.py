@@ -1,4 +1,6 @@
 """The local stage's geometry: patches cut around points and read back land on the same sub-pixel spot."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -58,7 +60,12 @@ def test_local_points_recover_subpixel_positions():
         at = input_to_heatmap(apply_matrix(fine.to_fine(truth[i]), mats[i]), PARAMS.stride)
         hm[i, i] = gaussian_heatmaps(at[None], (h, h), PARAMS.sigma)[0]
         hm[i, (i + 1) % 5] = 0.9   # other channels are ignored: patch i is read on channel i
-    got = local_points(hm, mats, fine, PARAMS)
+    got = local_points(hm, mats, fine, PARAMS, first)
+    # the decode prior (sd 4 input px = 12 patch px; the peak's sd is 3) pulls a point towards the first-stage
+    # guess by 3^2 / (3^2 + 12^2) = 6% of their distance, no more
+    prior = local_points(hm, mats, fine, replace(PARAMS, prior_sd=4.0), first)
+    pull = np.linalg.norm(prior - truth, axis=1) / np.linalg.norm(first - truth, axis=1)
+    assert pull.max() < 0.08 and pull.min() > 0.03
     assert np.abs(got - truth).max() < 0.05
 
 
@@ -151,3 +158,26 @@ def test_local_stage_must_pair_with_its_first_stage(tiny_onnx, tiny_local, tmp_p
     onnx.save(proto, str(bad))
     with pytest.raises(ModelError, match="trained behind"):
         Detector(tiny_onnx["onnx"], refine=bad)
+
+
+def test_cli_train_local(tmp_path, tiny_onnx):
+    from click.testing import CliRunner
+
+    from cephalo.cli import main
+    from conftest import ISBI_FIX
+    from train.refine import load_local_checkpoint
+
+    r = CliRunner()
+    args = ["train-local", "--data", str(ISBI_FIX), "--out", str(tmp_path / "loc"), "--first-model",
+            str(tiny_onnx["onnx"]), "--split", "", "--val-count", "2", "--epochs", "2", "--epochs-now", "1",
+            "--patch", "32", "--batch-size", "16", "--threads", "2"]
+    res = r.invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "6 train / 2 val" in res.output and "done: epoch 1" in res.output
+    ck = load_local_checkpoint(tmp_path / "loc" / "last.pt")
+    assert ck["config"]["input_size"] == 128 and ck["config"]["patch"] == 32   # the first stage's input size
+    assert (tmp_path / "loc" / "first_stage_val.npz").is_file()
+    res = r.invoke(main, args)                                                # resumes to epoch 2
+    assert res.exit_code == 0 and "done: epoch 2" in res.output, res.output
+    res = r.invoke(main, ["train-local", "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "l2")])
+    assert res.exit_code != 0

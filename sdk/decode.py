@@ -52,21 +52,28 @@ def decode_heatmaps(heatmaps: np.ndarray, sigma: float = 1.5, method: str = "dar
 
 
 def _dark_offsets(flat: np.ndarray, px: np.ndarray, py: np.ndarray, sigma: float) -> np.ndarray:
-    """(M, 2) Newton offsets of the log of the smoothed heatmaps at their argmax; 0 where undefined."""
+    """(M, 2) Newton offsets of the log of the smoothed heatmaps at their argmax; 0 where undefined.
+
+    Only the 3x3 smoothed values around each argmax are computed (the derivatives need no more), by a loop-based
+    einsum: no BLAS call, whose worker threads would otherwise keep spinning after it and slow the next model
+    run (measured: +60 ms per image for the local stage on a 2-core machine).
+    """
     n, h, w = flat.shape
-    smooth = _blur_matrix(h, sigma) @ flat @ _blur_matrix(w, sigma).T
-    # Keep the peak's height as DARK does, then log of a floor-clipped map (log of <=0 is undefined).
-    peak = flat.reshape(n, -1).max(axis=1)
-    smax = np.maximum(smooth.reshape(n, -1).max(axis=1), 1e-12)
-    smooth *= (peak / smax)[:, None, None]
-    logh = np.log(np.maximum(smooth, 1e-10))
     # Derivatives at the argmax, pushed one pixel in from the border so central differences exist.
     x = np.clip(px, 1, w - 2)
     y = np.clip(py, 1, h - 2)
     i = np.arange(n)
+    rows = _blur_matrix(h, sigma)[y[:, None] + np.arange(-1, 2)[None, :]]      # (n, 3, h)
+    cols = _blur_matrix(w, sigma)[x[:, None] + np.arange(-1, 2)[None, :]]      # (n, 3, w)
+    smooth = np.einsum("nah,nhw,nbw->nab", rows, flat, cols, optimize=False)   # (n, 3, 3) around (y, x)
+    # Keep the peak's height as DARK does (it only moves the log's floor), then log of a floor-clipped map.
+    peak = flat[i, py, px]
+    centre = np.maximum(smooth[:, 1, 1], 1e-12)
+    smooth = smooth * (peak / centre)[:, None, None]
+    logh = np.log(np.maximum(smooth, 1e-10)).astype(np.float64)
 
     def at(dy, dx):
-        return logh[i, y + dy, x + dx].astype(np.float64)
+        return logh[:, 1 + dy, 1 + dx]
 
     c = at(0, 0)
     dx = 0.5 * (at(0, 1) - at(0, -1))

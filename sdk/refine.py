@@ -101,18 +101,6 @@ def centred_matrices(points_fine: np.ndarray, size: int) -> np.ndarray:
     return np.stack([patch_matrix(np.round(p), size) for p in np.asarray(points_fine, dtype=np.float64)])
 
 
-def patch_field_mm(size: int, factor: float, lb: Letterbox, spacing: float) -> float:
-    """Width of one patch in mm (for reports): ``size`` fine pixels at ``spacing`` mm per original pixel."""
-    return size / (factor * lb.scale_x) * spacing
-
-
-def check_patch_size(size: int, stride: int) -> Tuple[int, int]:
-    """The (h, w) of a patch model's heatmaps; ``size`` must be a multiple of ``stride``."""
-    if size <= 0 or size % stride:
-        raise ValueError(f"patch size {size} must be a positive multiple of the heatmap stride {stride}")
-    return size // stride, size // stride
-
-
 STAGE_KEY = "stage"          # ModelMeta.extra[STAGE_KEY] == LOCAL_STAGE marks a local-stage model file
 LOCAL_STAGE = "local"
 LOCAL_SUFFIX = ".local"      # model.onnx -> model.local.onnx: the local stage found beside a first-stage file
@@ -153,10 +141,6 @@ class LocalStage:
         self.size = m.input_h
         self.params = LocalParams(m.input_h, self.factor, m.heatmap_stride, m.sigma, m.mean, m.std, m.pad_value,
                                   m.channels, m.decoder, float(m.extra.get("prior_sd", 0.0)))
-
-    @property
-    def backend_name(self) -> str:
-        return self._backend.name
 
     def check_pairs_with(self, first_meta, first_path) -> None:
         """A local stage must share the first stage's landmarks and letterbox scale."""

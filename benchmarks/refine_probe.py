@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sdk.refine import local_inputs, local_points
 from sdk.schemas import get_schema
 from train.datasets import load_folder
-from train.refine import RefineConfig, load_fine, model_from_local_checkpoint
+from train.refine import RefineConfig, load_fine, load_local_checkpoint, model_from_local_checkpoint, refine_points
 from train.trainer import split_train_val
-
-
-def refine(model, fine, first, cfg, prior_sd=0.0):
-    p = replace(cfg.params, prior_sd=prior_sd)
-    x, mats = local_inputs(fine, first, p)
-    with torch.no_grad():
-        hm = model(torch.from_numpy(x)).float().numpy()
-    return local_points(hm, mats, fine, p, first)
 
 
 def main() -> None:
@@ -40,7 +30,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(2)
     schema = get_schema("isbi19")
-    ck = torch.load(a.run / a.ckpt, map_location="cpu", weights_only=False)
+    ck = load_local_checkpoint(a.run / a.ckpt)
     cfg = RefineConfig.from_dict(ck["config"])
     model = model_from_local_checkpoint(ck)
     _, val = split_train_val(load_folder(a.data, schema, split=["train"]), 30, 0)
@@ -52,11 +42,11 @@ def main() -> None:
         variants[f"prior sd {s:g} in-px"] = []
     for d in data:
         p0 = first[d.id]
-        r1 = refine(model, d.fine, p0, cfg)
-        r2 = refine(model, d.fine, r1, cfg)
+        r1 = refine_points(model, d.fine, p0, cfg, 0.0)
+        r2 = refine_points(model, d.fine, r1, cfg, 0.0)
         pts = {"first stage": p0, "refined": r1, "refined x2": r2, "mean of both": (p0 + r1) / 2}
         for s in priors:
-            pts[f"prior sd {s:g} in-px"] = refine(model, d.fine, p0, cfg, s)
+            pts[f"prior sd {s:g} in-px"] = refine_points(model, d.fine, p0, cfg, s)
         for k, v in pts.items():
             variants[k].append(np.linalg.norm(v - d.truth, axis=1) * d.spacing)
     res = {"checkpoint": str(a.run / a.ckpt), "epoch": int(ck["epoch"]), "variants": {}}

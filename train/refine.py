@@ -132,10 +132,10 @@ class PatchDataset(torch.utils.data.Dataset):
 
 @torch.no_grad()
 def refine_points(model: PatchNet, fine: FineImage, first: np.ndarray, cfg: RefineConfig,
-                  prior: bool = True) -> np.ndarray:
+                  prior_sd: Optional[float] = None) -> np.ndarray:
     """(K, 2) first-stage points (original pixels) -> refined (K, 2): the SDK's cut and read around a torch model
-    (``prior=False``: without the decode's weight around the first-stage point)."""
-    p = cfg.params if prior else replace(cfg.params, prior_sd=0.0)
+    (``prior_sd``: overrides the config's decode prior; 0 = none)."""
+    p = cfg.params if prior_sd is None else replace(cfg.params, prior_sd=prior_sd)
     x, mats = local_inputs(fine, first, p)
     return local_points(model(torch.from_numpy(x)).float().numpy(), mats, fine, p, first)
 
@@ -148,7 +148,7 @@ def evaluate(model: PatchNet, data: List[FineSample], first: Dict[str, np.ndarra
     for d in data:
         p0 = first[d.id]
         for key, p in (("first", p0), ("prior", refine_points(model, d.fine, p0, cfg)),
-                       ("raw", refine_points(model, d.fine, p0, cfg, prior=False))):
+                       ("raw", refine_points(model, d.fine, p0, cfg, prior_sd=0.0))):
             err[key].append(np.linalg.norm(p - d.truth, axis=1) * d.spacing)
     e = {k: np.concatenate(v) for k, v in err.items()}
     return {"first_mre_mm": float(e["first"].mean()), "mre_mm": float(e["prior"].mean()),

@@ -138,7 +138,9 @@ def train(data_dir, run_dir, preset, fmt, split, annotators, resume, cache_dir, 
 @click.option("--split", default="train", help="Split(s) of splits.csv, comma-separated ('' = all).")
 @click.option("--annotators", default="senior", help="Annotator CSVs to average, comma-separated.")
 @click.option("--val-count", type=int, default=30, show_default=True,
-              help="Held-out images (the same carve as 'train' with the same seed: the first stage never saw them).")
+              help="Held-out images (the same carve as 'train' with the same seed: the first stage never saw them); "
+                   "0 = a final fit on all images with a recipe fixed by an earlier run (no validation, use "
+                   "last.pt).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--epochs-now", type=int, default=None, help="Stop after this many more epochs (resumable).")
@@ -169,18 +171,21 @@ def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, 
         first_input = Detector(first_model, refine=False).meta.input_hw
         samples = load_folder(data_dir, sch, fmt, [s for s in split.split(",") if s] or None,
                               tuple(a for a in annotators.split(",") if a))
+        if val_count < 0:
+            raise CephaloError(f"--val-count must be >= 0, got {val_count}")
         tr, va = split_train_val(samples, val_count, seed)
-        if not va:
-            raise CephaloError("the local stage is chosen on validation images: --val-count must be > 0")
         cfg = RefineConfig(input_size=int(first_input[0]), patch=patch, factor=factor, epochs=epochs, lr=lr,
                            batch_size=batch_size, seed=seed)
         info = f"{data_dir.name} ({split or 'all'}; {annotators}): {len(tr)} train / {len(va)} val images"
         click.echo(info)
         first = first_stage_points(first_model, va, threads)
         run_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(run_dir / "first_stage_val.npz", **first)      # for benchmarks/refine_probe.py
+        if va:
+            np.savez(run_dir / "first_stage_val.npz", **first)      # for benchmarks/refine_probe.py
         rec = train_refiner(tr, va, first, sch.k, cfg, run_dir, threads, info, epochs_now)
-        if rec:
+        if rec and not va:
+            click.echo(f"done: epoch {rec['epoch']} (final fit, no validation) -> {run_dir / 'last.pt'}")
+        elif rec:
             click.echo(f"done: epoch {rec['epoch']}, val first stage {rec['first_mre_mm']:.3f} mm -> refined "
                        f"{rec['mre_mm']:.3f} mm -> {run_dir / 'best.pt'}")
     except (CephaloError, ValueError, OSError) as e:

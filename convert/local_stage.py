@@ -32,7 +32,7 @@ def local_meta(ck: Dict, schema: Dict, accuracy: Optional[Dict] = None, trained_
     prior = cfg.prior_sd if prior_sd is None else float(prior_sd)
     if prior < 0:
         raise ValueError(f"prior_sd must be >= 0 first-stage input pixels, got {prior}")
-    hist = ck.get("history") or []
+    hist = [h for h in ck.get("history") or [] if "mre_mm" in h]   # none in a final fit (no validation)
     best = min(hist, key=lambda h: h["mre_mm"], default=None)
     acc = {"validation": {"epoch": best["epoch"], "first_stage_mre_mm": best["first_mre_mm"],
                           "mre_mm": best["mre_mm"], "sdr_2mm": best["sdr2"]}} if best else {}

@@ -181,3 +181,30 @@ def test_cli_train_local(tmp_path, tiny_onnx):
     assert res.exit_code == 0 and "done: epoch 2" in res.output, res.output
     res = r.invoke(main, ["train-local", "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "l2")])
     assert res.exit_code != 0
+
+
+def test_cli_train_local_final_fit_on_all_images(tmp_path, tiny_onnx):
+    """--val-count 0: every image trains, nothing is validated, last.pt is the result and converts."""
+    from click.testing import CliRunner
+
+    from cephalo.cli import main
+    from conftest import ISBI_FIX
+    from convert.local_stage import local_meta
+    from sdk.schemas import get_schema
+    from train.refine import load_local_checkpoint
+
+    out = tmp_path / "fit"
+    args = ["train-local", "--data", str(ISBI_FIX), "--out", str(out), "--first-model", str(tiny_onnx["onnx"]),
+            "--split", "", "--val-count", "0", "--epochs", "1", "--patch", "32", "--batch-size", "16",
+            "--threads", "2"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "8 train / 0 val" in res.output and "final fit" in res.output
+    assert (out / "last.pt").is_file() and not (out / "best.pt").exists()
+    assert not (out / "first_stage_val.npz").exists()
+    ck = load_local_checkpoint(out / "last.pt")
+    assert ck["epoch"] == 1 and "mre_mm" not in ck["history"][0]
+    meta = local_meta(ck, get_schema("isbi19").to_dict())
+    assert "validation" not in meta.accuracy and meta.extra["epochs_trained"] == 1
+    res = CliRunner().invoke(main, args[:-2] + ["--val-count", "-1"])
+    assert res.exit_code != 0 and "--val-count" in res.output

@@ -169,7 +169,8 @@ def train_refiner(train: Sequence[Sample], val: Sequence[Sample], first_val: Dic
                   cfg: RefineConfig, out: Path, threads: Optional[int] = None, data_info: str = "",
                   stop_after: Optional[int] = None) -> Dict:
     """Train (or resume) the patch model into ``out``; returns the last epoch's record. ``stop_after``: at most
-    this many epochs in this call (the run resumes later)."""
+    this many epochs in this call (the run resumes later). With no ``val`` images it is a final fit on a recipe
+    fixed elsewhere: no validation, no ``best.pt``; ``last.pt`` is the result."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -228,18 +229,23 @@ def train_refiner(train: Sequence[Sample], val: Sequence[Sample], first_val: Dic
             opt.step()
             tot, n = tot + float(loss.detach()), n + 1
         epoch += 1
-        rec = {"epoch": epoch, "loss": tot / max(n, 1), "seconds": round(time.time() - t, 1),
-               **evaluate(model, va, first_val, cfg)}
+        rec = {"epoch": epoch, "loss": tot / max(n, 1), "seconds": round(time.time() - t, 1)}
+        if va:
+            rec.update(evaluate(model, va, first_val, cfg))
         history.append(rec)
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "config": asdict(cfg),
-                 "k": k, "history": history, "best_mre_mm": min(best, rec["mre_mm"]), "data": data_info}
-        if rec["mre_mm"] < best:
+                 "k": k, "history": history, "best_mre_mm": min(best, rec.get("mre_mm", math.inf)),
+                 "data": data_info}
+        if va and rec["mre_mm"] < best:
             best = rec["mre_mm"]
             save_atomic(state, out / "best.pt")
         save_atomic(state, last)
-        log.info("epoch %d loss %.4f %.0fs val first-stage %.3f mm -> refined %.3f mm (no prior %.3f; SDR@2 %.1f "
-                 "-> %.1f%%)", epoch, rec["loss"], rec["seconds"], rec["first_mre_mm"], rec["mre_mm"],
-                 rec["raw_mre_mm"], rec["first_sdr2"], rec["sdr2"])
+        if va:
+            log.info("epoch %d loss %.4f %.0fs val first-stage %.3f mm -> refined %.3f mm (no prior %.3f; SDR@2 "
+                     "%.1f -> %.1f%%)", epoch, rec["loss"], rec["seconds"], rec["first_mre_mm"], rec["mre_mm"],
+                     rec["raw_mre_mm"], rec["first_sdr2"], rec["sdr2"])
+        else:
+            log.info("epoch %d loss %.4f %.0fs (final fit: no validation)", epoch, rec["loss"], rec["seconds"])
     return history[-1] if history else {}
 
 

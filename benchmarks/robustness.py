@@ -2,7 +2,8 @@
 
     python -m benchmarks.robustness --data ../shared/data/isbi2015 [--model FILE] [--n 50] [--out DIR]
 
-Each variant changes the Test1 images (and moves their labels with them), runs ``sdk.Detector`` on the pixels and
+Each variant changes the images of ``--split`` (Test1 by default; ``val`` = the 30 training images the bundled model
+held out, for choosing between models) and moves their labels with them, runs ``sdk.Detector`` on the pixels and
 reports MRE in mm (spacing follows the resize) and SDR@2mm. Writes ``robustness.json`` and ``robustness.md``.
 """
 from __future__ import annotations
@@ -52,7 +53,9 @@ VARIANTS = {
 @click.command()
 @click.option("--data", "data_dir", type=click.Path(exists=True, path_type=Path), required=True)
 @click.option("--model", type=click.Path(exists=True, path_type=Path), default=None, help="Default: bundled model.")
-@click.option("--split", default="test1", show_default=True)
+@click.option("--split", default="test1", show_default=True,
+              help="A split of splits.csv, or 'val': the 30 training images the bundled model held out (seed 0), "
+                   "for choosing between models without touching Test1/Test2.")
 @click.option("--n", "n_images", type=int, default=50, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--refine", default="auto", show_default=True,
@@ -68,7 +71,12 @@ def main(data_dir, model, split, n_images, threads, refine, out_dir):
     from train.datasets import load_folder
 
     det = Detector(model, threads=threads, refine={"auto": True, "off": False}.get(refine, refine))
-    samples = load_folder(data_dir, ISBI19, split=[split])[:n_images]
+    if split == "val":
+        from train.trainer import split_train_val
+
+        samples = split_train_val(load_folder(data_dir, ISBI19, split=["train"]), 30, 0)[1][:n_images]
+    else:
+        samples = load_folder(data_dir, ISBI19, split=[split])[:n_images]
     grays = [load_image(s.image).gray for s in samples]
     rows = []
     for name, (fimg, fpts, sp) in VARIANTS.items():

@@ -22,8 +22,10 @@ OPSET = 17
 def checkpoint_meta(ck: Dict, accuracy: Optional[Dict] = None, extra: Optional[Dict] = None) -> ModelMeta:
     """The metadata a model exported from checkpoint ``ck`` carries."""
     cfg = TrainConfig.from_dict(ck["config"])
-    hist = ck.get("history") or []
-    best = min((h for h in hist if "val_mre_mm" in h), key=lambda h: h["val_mre_mm"], default=None)
+    hist = [h for h in ck.get("history") or [] if "val_mre_mm" in h]
+    # the checkpoint's own epoch (last.pt is not always the best epoch); older files without it: the best
+    own = next((h for h in hist if h.get("epoch") == ck.get("epoch")), None)
+    best = own or min(hist, key=lambda h: h["val_mre_mm"], default=None)
     acc = {"validation": {"epoch": best["epoch"], "mre_mm": best["val_mre_mm"], "sdr_2mm": best["val_sdr2"]}} \
         if best else {}
     acc.update(accuracy or {})

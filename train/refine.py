@@ -205,7 +205,7 @@ def train_refiner(train: Sequence[Sample], val: Sequence[Sample], first_val: Dic
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         epoch, best, history = ck["epoch"], ck["best_mre_mm"], ck["history"]
-        log.info("resumed %s at epoch %d (best val %.3f mm)", last, epoch, best)
+        log.info("resumed %s at epoch %d%s", last, epoch, f" (best val {best:.3f} mm)" if math.isfinite(best) else "")
     stop = cfg.epochs if stop_after is None else min(cfg.epochs, epoch + stop_after)
     while epoch < stop:
         model.train()

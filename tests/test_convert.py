@@ -90,6 +90,7 @@ def test_model_card_lists_both_precisions_per_landmark():
     from sdk import Detector
 
     meta = Detector().meta
+    meta = replace(meta, extra={k: v for k, v in meta.extra.items() if k != "fine_tuned_from"})  # from scratch
     names = meta.schema.names
 
     def acc(off):

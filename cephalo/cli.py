@@ -22,6 +22,10 @@ def main(verbose: bool):
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
 
 
+def _labels_info(annotators: str, anns, align: bool) -> str:
+    return f"{annotators} aligned to {anns[0]}" if align and len(anns) > 1 else annotators
+
+
 # ---------------------------------------------------------------------------------------------------------- train
 @main.command()
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
@@ -31,6 +35,9 @@ def main(verbose: bool):
 @click.option("--format", "fmt", default="auto", help="Data layout: auto | isbi | labelme.")
 @click.option("--split", default="train", help="Split(s) of splits.csv to train on, comma-separated ('' = all).")
 @click.option("--annotators", default="senior", help="Annotator CSVs to average, comma-separated.")
+@click.option("--align-annotators", is_flag=True, default=False,
+              help="Move each annotator after the first onto the first's convention (mean offset per landmark, fitted "
+                   "on the training images) before averaging; validation scores against the first annotator.")
 @click.option("--resume/--no-resume", default=True, help="Continue from OUT/last.pt when it exists.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Decoded-image cache folder.")
 @click.option("--epochs-now", type=int, default=None, help="Stop after this many more epochs (resumable).")
@@ -66,13 +73,13 @@ def main(verbose: bool):
 @click.option("--time-budget", type=float, default=None,
               help="Seconds this (fresh) run may take: the epoch count and LR schedule are fitted to it after timing "
                    "a few epochs, and the run stops before the budget ends.")
-def train(data_dir, run_dir, preset, fmt, split, annotators, resume, cache_dir, epochs_now, init_ckpt, progress,
-          no_augment, device, checkpoint_every, time_budget, **overrides):
+def train(data_dir, run_dir, preset, fmt, split, annotators, align_annotators, resume, cache_dir, epochs_now, init_ckpt,
+          progress, no_augment, device, checkpoint_every, time_budget, **overrides):
     """Train a heatmap model (resumable; last.pt every epoch, best.pt by validation MRE)."""
     from train.config import PRESETS
     from train.data.cache import default_cache_dir
     from train.data.pack import is_pack, read_pack
-    from train.datasets import load_folder
+    from train.datasets import load_train_val
     from train.trainer import Trainer, split_train_val
     from sdk.schemas import get_schema
 
@@ -92,13 +99,17 @@ def train(data_dir, run_dir, preset, fmt, split, annotators, resume, cache_dir, 
         schema = get_schema(cfg.schema)
         cache = None
         if is_pack(data_dir):
+            if align_annotators:
+                raise CephaloError("--align-annotators applies to a data folder; a pack holds the labels it was "
+                                   "written with ('cephalo pack --align-annotators')")
             samples, cache, pack_info = read_pack(data_dir, schema.k)
             info = f"{data_dir.name} (pack of {pack_info or 'labelled images'})"
+            tr, va = split_train_val(samples, cfg.val_count, cfg.seed)
         else:
-            samples = load_folder(data_dir, schema, fmt, [s for s in split.split(",") if s] or None,
-                                  tuple(a for a in annotators.split(",") if a))
-            info = f"{data_dir.name} ({split or 'all'}; {annotators})"
-        tr, va = split_train_val(samples, cfg.val_count, cfg.seed)
+            anns = tuple(a for a in annotators.split(",") if a)
+            tr, va = load_train_val(data_dir, schema, fmt, [s for s in split.split(",") if s] or None, anns,
+                                    cfg.val_count, cfg.seed, align_annotators)
+            info = f"{data_dir.name} ({split or 'all'}; {_labels_info(annotators, anns, align_annotators)})"
         info = f"{info}: {len(tr)} train / {len(va)} val images"
         click.echo(info)
         started = time.perf_counter()
@@ -137,6 +148,9 @@ def train(data_dir, run_dir, preset, fmt, split, annotators, resume, cache_dir, 
 @click.option("--format", "fmt", default="auto")
 @click.option("--split", default="train", help="Split(s) of splits.csv, comma-separated ('' = all).")
 @click.option("--annotators", default="senior", help="Annotator CSVs to average, comma-separated.")
+@click.option("--align-annotators", is_flag=True, default=False,
+              help="Move each annotator after the first onto the first's convention (mean offset per landmark, fitted "
+                   "on the training images) before averaging; validation scores against the first annotator.")
 @click.option("--val-count", type=int, default=30, show_default=True,
               help="Held-out images (the same carve as 'train' with the same seed: the first stage never saw them); "
                    "0 = a final fit on all images with a recipe fixed by an earlier run (no validation, use "
@@ -150,8 +164,8 @@ def train(data_dir, run_dir, preset, fmt, split, annotators, resume, cache_dir, 
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--threads", type=int, default=None)
-def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, val_count, seed, epochs, epochs_now,
-                patch, factor, lr, batch_size, threads):
+def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, align_annotators, val_count, seed,
+                epochs, epochs_now, patch, factor, lr, batch_size, threads):
     """Train the local (second) stage: a small patch model that refines each first-stage landmark at a finer scale
     (resumable: rerun with the same --out)."""
     import numpy as np
@@ -159,9 +173,8 @@ def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, 
     from sdk import Detector
     from sdk.schemas import get_schema
     from train.data.pack import is_pack
-    from train.datasets import load_folder
+    from train.datasets import load_train_val
     from train.refine import RefineConfig, first_stage_points, train_refiner
-    from train.trainer import split_train_val
 
     try:
         if is_pack(data_dir):
@@ -169,14 +182,15 @@ def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, 
                                f"stage needs the full-resolution data folder")
         sch = get_schema(schema)
         first_input = Detector(first_model, refine=False).meta.input_hw
-        samples = load_folder(data_dir, sch, fmt, [s for s in split.split(",") if s] or None,
-                              tuple(a for a in annotators.split(",") if a))
         if val_count < 0:
             raise CephaloError(f"--val-count must be >= 0, got {val_count}")
-        tr, va = split_train_val(samples, val_count, seed)
+        anns = tuple(a for a in annotators.split(",") if a)
+        tr, va = load_train_val(data_dir, sch, fmt, [s for s in split.split(",") if s] or None, anns, val_count, seed,
+                                align_annotators)
         cfg = RefineConfig(input_size=int(first_input[0]), patch=patch, factor=factor, epochs=epochs, lr=lr,
                            batch_size=batch_size, seed=seed)
-        info = f"{data_dir.name} ({split or 'all'}; {annotators}): {len(tr)} train / {len(va)} val images"
+        info = (f"{data_dir.name} ({split or 'all'}; {_labels_info(annotators, anns, align_annotators)}): "
+                f"{len(tr)} train / {len(va)} val images")
         click.echo(info)
         first = first_stage_points(first_model, va, threads)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -200,23 +214,34 @@ def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, 
 @click.option("--format", "fmt", default="auto")
 @click.option("--split", default="train", help="Split(s) of splits.csv, comma-separated ('' = all).")
 @click.option("--annotators", default="senior", help="Annotator CSVs to average, comma-separated.")
+@click.option("--align-annotators", is_flag=True, default=False,
+              help="As for 'train': offsets fitted on the training carve that 'train' will make with the same "
+                   "--val-count and --seed; the carve's validation images keep the first annotator's labels.")
+@click.option("--val-count", type=int, default=30, show_default=True, help="With --align-annotators: the carve.")
+@click.option("--seed", type=int, default=0, show_default=True, help="With --align-annotators: the carve.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Decoded-image cache folder.")
-def pack(data_dir, out_file, input_size, schema, fmt, split, annotators, cache_dir):
+def pack(data_dir, out_file, input_size, schema, fmt, split, annotators, align_annotators, val_count, seed,
+         cache_dir):
     """Write a data pack: the labelled images resized for one input size, in one small .npz for 'train --data'
     on another machine."""
     from sdk.schemas import get_schema
     from train.data.cache import ImageCache, default_cache_dir
     from train.data.pack import write_pack
-    from train.datasets import load_folder
+    from train.datasets import load_train_val
 
     try:
         if out_file.suffix.lower() != ".npz":
             raise ValueError(f"the pack file must end in .npz, got {out_file.name!r}")
         sch = get_schema(schema)
-        samples = load_folder(data_dir, sch, fmt, [s for s in split.split(",") if s] or None,
-                              tuple(a for a in annotators.split(",") if a))
+        anns = tuple(a for a in annotators.split(",") if a)
+        tr, va = load_train_val(data_dir, sch, fmt, [s for s in split.split(",") if s] or None, anns,
+                                val_count if align_annotators else 0, seed, align_annotators)
+        samples = tr + va
         cache = ImageCache(cache_dir or default_cache_dir(), (input_size, input_size))
-        info = f"{data_dir.name} {split or 'all'} ({annotators}), {sch.id}"
+        labels = _labels_info(annotators, anns, align_annotators)
+        if align_annotators and len(anns) > 1:
+            labels += f", carve val-count {val_count} seed {seed}"
+        info = f"{data_dir.name} {split or 'all'} ({labels}), {sch.id}"
         write_pack(samples, cache, out_file, info)
         click.echo(f"{out_file}: {len(samples)} images at {input_size}, {out_file.stat().st_size / 1e6:.1f} MB")
     except (CephaloError, ValueError, OSError) as e:

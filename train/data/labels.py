@@ -1,0 +1,51 @@
+"""Combining several annotators' labels of the same images.
+
+ISBI's two orthodontists differ by ~2.3 mm per landmark, and much of that is *convention*, not noise: on the 150
+training images the junior places soft-tissue pogonion 9 mm and gonion 3 mm from where the senior does, on average
+(``benchmarks/label_drift.py``). A plain mean of both moves every target halfway to the other convention (a model
+trained on it loses on the senior's labels). :func:`aligned_mean` first moves each other annotator's points by their
+mean offset from the reference annotator, per landmark, then averages: the reference's convention with the
+per-image noise of one annotator halved where the two are independent.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Collection, List, Sequence, Tuple
+
+import numpy as np
+
+from sdk.errors import AnnotationError
+
+from .readers import Sample
+
+
+def annotator_offsets(reference: Sequence[Sample], other: Sequence[Sample], fit_ids: Collection[str]) -> np.ndarray:
+    """(K, 2) mean of ``reference - other`` in mm over the images ``fit_ids``."""
+    ref = {s.id: s for s in reference}
+    oth = {s.id: s for s in other}
+    ids = [i for i in fit_ids if i in ref and i in oth]
+    if not ids:
+        raise AnnotationError("annotator alignment: no image is labelled by both annotators among the fitting images")
+    return np.mean([(ref[i].points - oth[i].points) * ref[i].spacing for i in ids], axis=0)
+
+
+def aligned_mean(per_annotator: Sequence[Sequence[Sample]], fit_ids: Collection[str]
+                 ) -> Tuple[List[Sample], np.ndarray]:
+    """Samples whose points are the mean of all annotators after moving each one after the first by its mean
+    per-landmark offset from the first, fitted on ``fit_ids`` only (the training images: validation labels must
+    not shape the targets). Returns the samples (the first annotator's order) and the offsets, (A - 1, K, 2) mm."""
+    if not per_annotator:
+        raise AnnotationError("annotator alignment: no annotators given")
+    reference = list(per_annotator[0])
+    others = [{s.id: s for s in o} for o in per_annotator[1:]]
+    for o in others:
+        missing = [s.id for s in reference if s.id not in o]
+        if missing:
+            raise AnnotationError(f"annotator alignment: images labelled by one annotator only (e.g. {missing[:3]})")
+    offsets = np.array([annotator_offsets(reference, list(o.values()), fit_ids) for o in others]).reshape(
+        len(others), *reference[0].points.shape) if others else np.zeros((0,) + reference[0].points.shape)
+    out = []
+    for s in reference:
+        moved = [o[s.id].points + off / o[s.id].spacing for o, off in zip(others, offsets)]
+        out.append(replace(s, points=np.mean([s.points] + moved, axis=0)))
+    return out, offsets

@@ -1,6 +1,7 @@
 """How the local stage changes the first stage's points on the 30 held-out training images, per landmark.
 
-python -m benchmarks.refine_probe --data ../shared/data/isbi2015 --run ~/cephalo-runs/refine96 [--out FILE]
+python -m benchmarks.refine_probe --data ../shared/data/isbi2015 --run ~/cephalo-runs/refine96 [--ckpt last.pt]
+    [--first OTHER_RUN/first_stage_val.npz] [--out FILE]
 
 Reads ``first_stage_val.npz`` (the bundled Detector's points) and ``best.pt`` from the run folder. Reports, in mm:
 first stage alone, refined (1 and 2 passes), the mean of both points, and a refinement whose heatmap is weighted
@@ -27,6 +28,8 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--ckpt", default="best.pt")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--first", type=Path, help="first-stage points (.npz by image id; default RUN/first_stage_val.npz), "
+                                               "to compare runs from the same points")
     a = ap.parse_args()
     torch.set_num_threads(2)
     schema = get_schema("isbi19")
@@ -35,7 +38,7 @@ def main() -> None:
     model = model_from_local_checkpoint(ck)
     _, val = split_train_val(load_folder(a.data, schema, split=["train"]), 30, 0)
     data = load_fine(val, cfg)
-    first = dict(np.load(a.run / "first_stage_val.npz"))
+    first = dict(np.load(a.first or a.run / "first_stage_val.npz"))
     variants = {"first stage": [], "refined": [], "refined x2": [], "mean of both": []}
     priors = (2.0, 3.0, 4.0, 6.0)
     for s in priors:
@@ -49,7 +52,8 @@ def main() -> None:
             pts[f"prior sd {s:g} in-px"] = refine_points(model, d.fine, p0, cfg, s)
         for k, v in pts.items():
             variants[k].append(np.linalg.norm(v - d.truth, axis=1) * d.spacing)
-    res = {"checkpoint": str(a.run / a.ckpt), "epoch": int(ck["epoch"]), "variants": {}}
+    res = {"checkpoint": str(a.run / a.ckpt), "epoch": int(ck["epoch"]), "data": ck.get("data", ""),
+           "first_stage_points": str(a.first or a.run / "first_stage_val.npz"), "variants": {}}
     for k, v in variants.items():
         e = np.stack(v)                                    # (images, K)
         res["variants"][k] = {"mre_mm": round(float(e.mean()), 4), "sdr2": round(float((e <= 2).mean() * 100), 1),

@@ -1,0 +1,70 @@
+"""What the local stage costs: one ``Detector`` per backend, its local stage toggled on the same object.
+
+    python -m benchmarks.latency_ab [--model FILE] [--image FILE] [--backends openvino,onnxruntime] [--out DIR]
+
+Calls alternate between the two configurations (two stages, first stage alone) so that the shared machine's slow
+spells fall on both alike. Reports p50/p90 end-to-end ms of ``Detector.__call__`` on one full-size image, and the
+ratio of the medians. Writes ``latency_ab.json`` and ``latency_ab.md``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@click.command()
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="First-stage file (default: bundled).")
+@click.option("--image", type=click.Path(path_type=Path, exists=True), default=ROOT / "examples/data/isbi_152.jpg")
+@click.option("--backends", default="openvino,onnxruntime", show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--runs", type=int, default=25, show_default=True, help="Timed calls per configuration.")
+@click.option("--warmup", type=int, default=3, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("benchmarks/results_latency"))
+def main(model, image, backends, threads, runs, warmup, out_dir):
+    from sdk import Detector
+
+    rows = {}
+    for backend in [b for b in backends.split(",") if b]:
+        det = Detector(model, backend=backend, threads=threads)
+        if det.local is None:
+            raise click.ClickException(f"{model or 'the bundled model'} has no local stage beside it")
+        local, times = det.local, {"two stages": [], "first stage only": []}
+        for i in range(warmup + runs):
+            for key in times:
+                det.local = local if key == "two stages" else None
+                t = time.perf_counter()
+                det(image)
+                if i >= warmup:
+                    times[key].append((time.perf_counter() - t) * 1000)
+        det.local = local
+        r = {k: {"p50_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90))} for k, v in times.items()}
+        r["local_adds_ms"] = r["two stages"]["p50_ms"] - r["first stage only"]["p50_ms"]
+        r["ratio"] = r["two stages"]["p50_ms"] / r["first stage only"]["p50_ms"]
+        rows[det.info["backend"]] = r
+    meta = {"image": str(image), "threads": threads, "runs": runs, "warmup": warmup, "machine": platform.machine(),
+            "cpus": os.cpu_count(), "model": str(model or "bundled")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latency_ab.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = [f"One Detector per backend, end to end on {Path(image).name}, {threads} threads, {runs} interleaved calls "
+             f"per configuration after {warmup} warm-up, local stage toggled on the same object; "
+             f"{meta['machine']}, {meta['cpus']} CPUs", "",
+             "| backend | two stages p50 ms | p90 | first stage only p50 ms | p90 | local stage adds | ratio |",
+             "|---|---|---|---|---|---|---|"]
+    for b, r in rows.items():
+        t, f = r["two stages"], r["first stage only"]
+        lines.append(f"| {b} | {t['p50_ms']:.1f} | {t['p90_ms']:.1f} | {f['p50_ms']:.1f} | {f['p90_ms']:.1f} | "
+                     f"{r['local_adds_ms']:.1f} ms | {r['ratio']:.2f}x |")
+    (out_dir / "latency_ab.md").write_text("\n".join(lines) + "\n")
+    click.echo("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

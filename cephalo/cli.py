@@ -252,7 +252,9 @@ def pack(data_dir, out_file, input_size, schema, fmt, split, annotators, align_a
 @main.command("eval")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
-@click.option("--split", default="test1", help="Split(s) to evaluate, comma-separated.")
+@click.option("--split", default="test1",
+              help="Split(s) to evaluate, comma-separated; 'val' = the validation carve of 'train' that the "
+                   "checkpoint's own --val-count and --seed made (the images it held out).")
 @click.option("--annotators", default="senior", help="Label sets to average, comma-separated (senior,junior).")
 @click.option("--format", "fmt", default="auto")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
@@ -266,15 +268,21 @@ def eval_cmd(checkpoint, data_dir, split, annotators, fmt, cache_dir, json_out):
     from train.data.cache import ImageCache, default_cache_dir
     from train.datasets import load_folder
     from train.evaluate import evaluate
-    from train.trainer import autocast_dtype, model_from_checkpoint
+    from train.trainer import autocast_dtype, model_from_checkpoint, split_train_val
 
     try:
         ck = load_checkpoint(checkpoint)
         cfg = TrainConfig.from_dict(ck["config"])
         schema = schema_from_dict(ck["schema"])
         model = model_from_checkpoint(ck)
-        samples = load_folder(data_dir, schema, fmt, [s for s in split.split(",") if s] or None,
-                              tuple(annotators.split(",")))
+        if split == "val":
+            samples = split_train_val(load_folder(data_dir, schema, fmt, ["train"], tuple(annotators.split(","))),
+                                      cfg.val_count, cfg.seed)[1]
+            if not samples:
+                raise CephaloError(f"{checkpoint} was trained with no validation images (val_count 0)")
+        else:
+            samples = load_folder(data_dir, schema, fmt, [s for s in split.split(",") if s] or None,
+                                  tuple(annotators.split(",")))
         cache = ImageCache(cache_dir or default_cache_dir(), cfg.input_hw)
         import torch
 

@@ -142,12 +142,20 @@ def test_cli_pack_then_train_from_pack(tmp_path):
     assert res.exit_code == 0, res.output
     assert "6 train / 2 val" in res.output
     assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 1
+    # 'eval --split val': the checkpoint's own carve (val_count 2, seed 0) of the folder's train split
+    js = tmp_path / "val.json"
+    res = r.invoke(main, ["eval", str(tmp_path / "run" / "best.pt"), "--data", str(ISBI_FIX), "--split", "val",
+                          "--cache-dir", str(tmp_path / "cache"), "--json-out", str(js)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(js.read_text())["n_images"] == 2
     res = r.invoke(main, ["train", "--data", str(pack), "--out", str(tmp_path / "ft"), "--input-size", "128",
                           "--init", str(tmp_path / "run" / "best.pt"), "--restart-period", "1", *common,
                           "--val-count", "0"])
     assert res.exit_code == 0 and "initialised from best.pt (epoch 1" in res.output, res.output
     assert "8 train / 0 val" in res.output and "no validation images: best.pt is the last epoch" in res.output
     assert load_checkpoint(tmp_path / "ft" / "last.pt")["config"]["restart_period"] == 1
+    res = r.invoke(main, ["eval", str(tmp_path / "ft" / "last.pt"), "--data", str(ISBI_FIX), "--split", "val"])
+    assert res.exit_code != 0 and "no validation images" in res.output
     res = r.invoke(main, ["train", "--data", str(pack), "--out", str(tmp_path / "run2"), "--input-size", "160",
                           *common])
     assert res.exit_code != 0 and "config needs (160, 160)" in res.output

@@ -266,9 +266,9 @@ def eval_cmd(checkpoint, data_dir, split, annotators, fmt, cache_dir, json_out):
     from train.checkpoint import load_checkpoint
     from train.config import TrainConfig
     from train.data.cache import ImageCache, default_cache_dir
-    from train.datasets import load_folder
+    from train.datasets import load_folder, load_train_val
     from train.evaluate import evaluate
-    from train.trainer import autocast_dtype, model_from_checkpoint, split_train_val
+    from train.trainer import autocast_dtype, model_from_checkpoint
 
     try:
         ck = load_checkpoint(checkpoint)
@@ -276,8 +276,8 @@ def eval_cmd(checkpoint, data_dir, split, annotators, fmt, cache_dir, json_out):
         schema = schema_from_dict(ck["schema"])
         model = model_from_checkpoint(ck)
         if split == "val":
-            samples = split_train_val(load_folder(data_dir, schema, fmt, ["train"], tuple(annotators.split(","))),
-                                      cfg.val_count, cfg.seed)[1]
+            samples = load_train_val(data_dir, schema, fmt, ["train"], tuple(annotators.split(",")), cfg.val_count,
+                                     cfg.seed)[1]
             if not samples:
                 raise CephaloError(f"{checkpoint} was trained with no validation images (val_count 0)")
         else:

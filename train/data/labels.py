@@ -43,7 +43,7 @@ def aligned_mean(per_annotator: Sequence[Sequence[Sample]], fit_ids: Collection[
         if missing:
             raise AnnotationError(f"annotator alignment: images labelled by one annotator only (e.g. {missing[:3]})")
     offsets = np.array([annotator_offsets(reference, list(o.values()), fit_ids) for o in others]).reshape(
-        len(others), *reference[0].points.shape) if others else np.zeros((0,) + reference[0].points.shape)
+        (len(others),) + reference[0].points.shape)
     out = []
     for s in reference:
         moved = [o[s.id].points + off / o[s.id].spacing for o, off in zip(others, offsets)]

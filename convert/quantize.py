@@ -19,6 +19,7 @@ from sdk.metadata import META_KEY, ModelMeta
 from sdk.preprocess import prepare
 
 from .files import atomic_ir, atomic_path
+from .qdq_concat import requantize_concats
 
 log = logging.getLogger("cephalo.convert")
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}
@@ -76,6 +77,9 @@ def quantize_onnx_nncf(onnx_path: Path, calib: Sequence[np.ndarray], out: Path, 
     model = onnx.load(str(onnx_path))
     name = model.graph.input[0].name
     q = nncf.quantize(model, nncf.Dataset(list(calib), lambda x: {name: x}), subset_size=len(calib))
+    n = requantize_concats(q)     # so that onnxruntime also runs the convolutions after a Concat in INT8
+    if n:
+        log.info("requantized %d Concat output(s) for onnxruntime", n)
     set_onnx_meta(q, _int8_meta(meta, "nncf-onnx-qdq"))
     with atomic_path(out) as tmp:
         onnx.save(q, str(tmp))

@@ -1,8 +1,9 @@
 """What the local stage costs: one ``Detector`` per backend, its local stage toggled on the same object.
 
-    python -m benchmarks.latency_ab [--model FILE] [--image FILE] [--backends openvino,onnxruntime] [--out DIR]
+    python -m benchmarks.latency_ab [--model FILE] [--image FILE] [--backends openvino,onnxruntime]
+        [--also-refine OTHER.local.onnx ...] [--out DIR]
 
-Calls alternate between the two configurations (two stages, first stage alone) so that the shared machine's slow
+Calls alternate between the configurations (two stages, any `--also-refine` file, first stage alone) so that the shared machine's slow
 spells fall on both alike. Reports p50/p90 end-to-end ms of ``Detector.__call__`` on one full-size image, and the
 ratio of the medians. Writes ``latency_ab.json`` and ``latency_ab.md``.
 """
@@ -27,19 +28,25 @@ ROOT = Path(__file__).resolve().parents[1]
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--runs", type=int, default=25, show_default=True, help="Timed calls per configuration.")
 @click.option("--warmup", type=int, default=3, show_default=True)
+@click.option("--also-refine", "extra", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Another local-stage file to time in the same loop (repeatable), e.g. an earlier version.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("benchmarks/results_latency"))
-def main(model, image, backends, threads, runs, warmup, out_dir):
+def main(model, image, backends, threads, runs, warmup, extra, out_dir):
     from sdk import Detector
+    from sdk.refine import LocalStage
 
     rows = {}
     for backend in [b for b in backends.split(",") if b]:
         det = Detector(model, backend=backend, threads=threads)
         if det.local is None:
             raise click.ClickException(f"{model or 'the bundled model'} has no local stage beside it")
-        local, times = det.local, {"two stages": [], "first stage only": []}
+        local = det.local
+        stages = {"two stages": local, **{f"two stages, {f.name}": LocalStage(f, backend, threads) for f in extra},
+                  "first stage only": None}
+        times = {k: [] for k in stages}
         for i in range(warmup + runs):
             for key in times:
-                det.local = local if key == "two stages" else None
+                det.local = stages[key]
                 t = time.perf_counter()
                 det(image)
                 if i >= warmup:
@@ -62,6 +69,13 @@ def main(model, image, backends, threads, runs, warmup, out_dir):
         t, f = r["two stages"], r["first stage only"]
         lines.append(f"| {b} | {t['p50_ms']:.1f} | {t['p90_ms']:.1f} | {f['p50_ms']:.1f} | {f['p90_ms']:.1f} | "
                      f"{r['local_adds_ms']:.1f} ms | {r['ratio']:.2f}x |")
+    if extra:
+        lines += ["", "| backend | configuration | p50 ms | p90 | adds to the first stage |", "|---|---|---|---|---|"]
+        for b, r in rows.items():
+            for k, v in r.items():
+                if isinstance(v, dict) and k != "first stage only":
+                    lines.append(f"| {b} | {k} | {v['p50_ms']:.1f} | {v['p90_ms']:.1f} | "
+                                 f"{v['p50_ms'] - r['first stage only']['p50_ms']:.1f} ms |")
     (out_dir / "latency_ab.md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 

@@ -3,9 +3,9 @@
     python -m benchmarks.latency_ab [--model FILE] [--image FILE] [--backends openvino,onnxruntime]
         [--also-refine OTHER.local.onnx ...] [--out DIR]
 
-Calls alternate between the configurations (two stages, any `--also-refine` file, first stage alone) so that the shared machine's slow
-spells fall on both alike. Reports p50/p90 end-to-end ms of ``Detector.__call__`` on one full-size image, and the
-ratio of the medians. Writes ``latency_ab.json`` and ``latency_ab.md``.
+Calls alternate between the configurations (two stages, any ``--also-refine`` file, first stage alone) so that
+the shared machine's slow spells fall on all alike. Reports p50/p90 end-to-end ms of ``Detector.__call__`` on one
+full-size image, and the ratio of the medians. Writes ``latency_ab.json`` and ``latency_ab.md``.
 """
 from __future__ import annotations
 

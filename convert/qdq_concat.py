@@ -12,6 +12,9 @@ gives back exactly the same integers. The model computes the same function; only
 """
 from __future__ import annotations
 
+from collections import defaultdict
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -32,15 +35,19 @@ def requantize_concats(model: onnx.ModelProto) -> int:
     quantization grid (in place). Returns how many Concats got the pair."""
     g = model.graph
     producer = {o: n for n in g.node for o in n.output}
+    consumers = defaultdict(list)
+    for n in g.node:
+        for name in n.input:
+            consumers[name].append(n)
     inits = {i.name: i for i in g.initializer}
     graph_outputs = {o.name for o in g.output}
-    changed = 0
     new_nodes = []
-    for node in g.node:
+    for node in list(g.node):
         new_nodes.append(node)
-        if node.op_type != "Concat" or node.output[0] in graph_outputs:
+        out = node.output[0]
+        if node.op_type != "Concat" or out in graph_outputs:
             continue
-        if any(n.op_type == "QuantizeLinear" and node.output[0] in n.input for n in g.node):
+        if any(c.op_type == "QuantizeLinear" for c in consumers[out]):
             continue            # already quantized after the Concat
         dqs = [producer.get(i) for i in node.input]
         if not dqs or any(d is None or d.op_type != "DequantizeLinear" for d in dqs):
@@ -48,33 +55,28 @@ def requantize_concats(model: onnx.ModelProto) -> int:
         params = [_per_tensor_params(d, inits) for d in dqs]
         if any(p is None for p in params):
             continue
-        (s0, z0) = params[0]
+        s0, z0 = params[0]
         if any(not (np.array_equal(s, s0) and np.array_equal(z, z0) and z.dtype == z0.dtype) for s, z in params):
             continue
-        out = node.output[0]
-        q_out, dq_out = f"{out}_requant_q", f"{out}_requant_dq"
         # The first input's own scale / zero-point initializers: the same values, no new constants needed.
-        q = onnx.helper.make_node("QuantizeLinear", [out, dqs[0].input[1], dqs[0].input[2]], [q_out],
-                                  name=f"{node.name}_requant_q")
-        dq = onnx.helper.make_node("DequantizeLinear", [q_out, dqs[0].input[1], dqs[0].input[2]], [dq_out],
+        grid = list(dqs[0].input[1:3])
+        q = onnx.helper.make_node("QuantizeLinear", [out, *grid], [f"{out}_requant_q"], name=f"{node.name}_requant_q")
+        dq = onnx.helper.make_node("DequantizeLinear", [q.output[0], *grid], [f"{out}_requant_dq"],
                                    name=f"{node.name}_requant_dq")
-        for other in g.node:
-            if other is not node:
-                for k, name in enumerate(other.input):
-                    if name == out:
-                        other.input[k] = dq_out
+        for c in consumers[out]:
+            for k, name in enumerate(c.input):
+                if name == out:
+                    c.input[k] = dq.output[0]
         new_nodes += [q, dq]
-        changed += 1
-    if changed:
+    added = (len(new_nodes) - len(g.node)) // 2
+    if added:
         del g.node[:]
         g.node.extend(new_nodes)
-    return changed
+    return added
 
 
 def requantize_file(src, dst=None) -> int:
     """:func:`requantize_concats` on an ONNX file, metadata kept; written atomically to ``dst`` (default: in place)."""
-    from pathlib import Path
-
     from .files import atomic_path
 
     src = Path(src)

@@ -23,8 +23,6 @@ from pathlib import Path
 import click
 import numpy as np
 
-from benchmarks.label_drift import _offsets
-
 TAIL_MM = 4.0
 AGREE_MM = 2.0
 
@@ -69,6 +67,7 @@ def tail_figures(model_err: np.ndarray, disagreement: np.ndarray, err_junior: np
 def main(data_dir, model, val_refine, out_dir, threads):
     from sdk import Detector
     from sdk.schemas import get_schema
+    from train.data.labels import annotator_offsets
     from train.datasets import load_folder
     from train.trainer import split_train_val
 
@@ -85,7 +84,7 @@ def main(data_dir, model, val_refine, out_dir, threads):
         if split == "train":
             senior = split_train_val(senior, 30, 0)[1]
         junior = [junior[s.id] for s in senior]
-        habit = _offsets(senior, junior).mean(axis=0)                     # (K, 2) mm, this split's habit
+        habit = annotator_offsets(senior, junior, [s.id for s in senior])  # (K, 2) mm, this split's habit
         pred = np.array([(det(s.image).xy - s.points) * s.spacing for s in senior])        # model - senior, mm
         jun = np.array([(j.points - s.points) * s.spacing for s, j in zip(senior, junior)]) + habit
         results[key] = tail_figures(np.linalg.norm(pred, axis=2), np.linalg.norm(jun, axis=2),

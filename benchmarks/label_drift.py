@@ -23,12 +23,6 @@ import click
 import numpy as np
 
 
-def _offsets(a, b):
-    """(N, K, 2) mm: ``a - b`` for samples matched by id (a's spacing)."""
-    bb = {s.id: s for s in b}
-    return np.array([(s.points - bb[s.id].points) * s.spacing for s in a])
-
-
 @click.command()
 @click.option("--data", "data_dir", type=click.Path(path_type=Path, exists=True), required=True)
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="First-stage file (default: bundled).")
@@ -37,6 +31,7 @@ def _offsets(a, b):
 def main(data_dir, model, out_dir, threads):
     from sdk import Detector
     from sdk.schemas import get_schema
+    from train.data.labels import point_offsets
     from train.datasets import load_folder
     from train.trainer import split_train_val
 
@@ -44,7 +39,8 @@ def main(data_dir, model, out_dir, threads):
     names = list(sch.names)
     load = {(sp, a): load_folder(data_dir, sch, split=[sp], annotators=(a,))
             for sp in ("train", "test1", "test2") for a in ("senior", "junior")}
-    annot = {sp: _offsets(load[(sp, "senior")], load[(sp, "junior")]) for sp in ("train", "test1", "test2")}
+    annot = {sp: point_offsets(load[(sp, "senior")], load[(sp, "junior")], [s.id for s in load[(sp, "senior")]])
+             for sp in ("train", "test1", "test2")}
 
     first = Detector(model, threads=threads, refine=False)
     both = Detector(model, threads=threads)

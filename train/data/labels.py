@@ -19,14 +19,19 @@ from sdk.errors import AnnotationError
 from .readers import Sample
 
 
+def point_offsets(reference: Sequence[Sample], other: Sequence[Sample], ids: Collection[str]) -> np.ndarray:
+    """(N, K, 2) ``reference - other`` in mm, per image, for the ``ids`` both label (reference's order)."""
+    oth = {s.id: s for s in other}
+    ids = set(ids)
+    d = [(s.points - oth[s.id].points) * s.spacing for s in reference if s.id in ids and s.id in oth]
+    if not d:
+        raise AnnotationError("annotator alignment: no image is labelled by both annotators among the fitting images")
+    return np.array(d)
+
+
 def annotator_offsets(reference: Sequence[Sample], other: Sequence[Sample], fit_ids: Collection[str]) -> np.ndarray:
     """(K, 2) mean of ``reference - other`` in mm over the images ``fit_ids``."""
-    ref = {s.id: s for s in reference}
-    oth = {s.id: s for s in other}
-    ids = [i for i in fit_ids if i in ref and i in oth]
-    if not ids:
-        raise AnnotationError("annotator alignment: no image is labelled by both annotators among the fitting images")
-    return np.mean([(ref[i].points - oth[i].points) * ref[i].spacing for i in ids], axis=0)
+    return point_offsets(reference, other, fit_ids).mean(axis=0)
 
 
 def aligned_mean(per_annotator: Sequence[Sequence[Sample]], fit_ids: Collection[str]

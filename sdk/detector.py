@@ -138,7 +138,7 @@ class Detector:
         if refine is True and local_stage_path(path).is_file():
             refine = local_stage_path(path)
         if refine is not True and refine is not False and refine is not None:
-            self.local = LocalStage(refine, backend, threads)
+            self.local = LocalStage(refine, backend, threads, self.meta.input_hw)
             self.local.check_pairs_with(self.meta, path)
 
     @property

@@ -117,10 +117,13 @@ class LocalStage:
 
     Its metadata gives the patch size (``input_h``), the heatmap stride and sigma, the normalisation, and in
     ``extra``: ``factor`` (fine scale over the first stage's letterbox scale) and ``first_stage_input`` (the
-    first-stage input size it was trained behind).
+    first-stage input size it was trained behind). ``first_input``: the input (H, W) of the first stage it runs
+    behind, when that differs: the factor and the decode prior are rescaled so that patches keep the scale the
+    model was trained on (the letterbox scale is proportional to the input size), e.g. a 320 first stage gets
+    factor x 384/320 from a local stage trained behind 384.
     """
 
-    def __init__(self, path, backend: str = "auto", threads=None):
+    def __init__(self, path, backend: str = "auto", threads=None, first_input=None):
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"local-stage model {self.path} does not exist")
@@ -130,25 +133,35 @@ class LocalStage:
             raise ModelError(f"model {self.path} is not a local-stage model (its metadata has no "
                              f"extra.{STAGE_KEY} = {LOCAL_STAGE!r})")
         try:
-            self.factor = float(m.extra["factor"])
-            self.first_input = tuple(int(v) for v in m.extra["first_stage_input"])
+            factor = float(m.extra["factor"])
+            self.trained_behind = tuple(int(v) for v in m.extra["first_stage_input"])
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"local-stage model {self.path}: metadata needs extra.factor and "
                              f"extra.first_stage_input ({e})") from None
-        if m.input_h != m.input_w or self.factor <= 0:
-            raise ModelError(f"local-stage model {self.path}: square patches and factor > 0 expected, got "
-                             f"{m.input_h}x{m.input_w}, factor {self.factor}")
+        if m.input_h != m.input_w or factor <= 0 or min(self.trained_behind) <= 0:
+            raise ModelError(f"local-stage model {self.path}: square patches, factor > 0 and a positive "
+                             f"first_stage_input expected, got {m.input_h}x{m.input_w}, factor {factor}, "
+                             f"{self.trained_behind}")
+        self.first_input = tuple(int(v) for v in (first_input or self.trained_behind))
+        th, tw = self.trained_behind
+        fh, fw = self.first_input
+        if th * fw != tw * fh:
+            raise ModelError(f"local-stage model {self.path} was trained behind a {self.trained_behind} first stage; "
+                             f"a {self.first_input} first stage letterboxes to another aspect ratio, so its "
+                             f"patches would not have the trained scale")
+        ratio = th / fh                 # first-stage input pixels: the trained ones over these
         self.size = m.input_h
+        self.factor = factor * ratio
         self.params = LocalParams(m.input_h, self.factor, m.heatmap_stride, m.sigma, m.mean, m.std, m.pad_value,
-                                  m.channels, m.decoder, float(m.extra.get("prior_sd", 0.0)))
+                                  m.channels, m.decoder, float(m.extra.get("prior_sd", 0.0)) / ratio)
 
     def check_pairs_with(self, first_meta, first_path) -> None:
-        """A local stage must share the first stage's landmarks and letterbox scale."""
+        """A local stage must share the first stage's landmarks, and be set up for its input size."""
         if first_meta.schema.names != self.meta.schema.names:
             raise ModelError(f"local-stage model {self.path} has landmarks {list(self.meta.schema.names)[:4]}..., "
                              f"model {first_path} has {list(first_meta.schema.names)[:4]}...: they do not pair")
         if tuple(first_meta.input_hw) != self.first_input:
-            raise ModelError(f"local-stage model {self.path} was trained behind a {self.first_input} first stage, "
+            raise ModelError(f"local-stage model {self.path} is set up behind a {self.first_input} first stage, "
                              f"model {first_path} takes {tuple(first_meta.input_hw)}")
 
     def refine(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1) -> np.ndarray:

@@ -142,21 +142,48 @@ def test_detector_runs_the_local_stage(tiny_onnx, tiny_local, fixture_samples, t
         Detector(first_path, refine=d / "missing.local.onnx")
 
 
-def test_local_stage_must_pair_with_its_first_stage(tiny_onnx, tiny_local, tmp_path):
-    from dataclasses import replace
-
+def _with_first_input(src, dst, first_input):
     import onnx
 
     from convert.export import set_onnx_meta
-    from sdk import Detector
     from sdk.metadata import META_KEY, ModelMeta
 
-    proto = onnx.load(str(tiny_local["fp32"]))
+    proto = onnx.load(str(src))
     meta = ModelMeta.from_json(next(p.value for p in proto.metadata_props if p.key == META_KEY), "x")
-    set_onnx_meta(proto, replace(meta, extra={**meta.extra, "first_stage_input": [384, 384]}))
-    bad = tmp_path / "bad.local.onnx"
-    onnx.save(proto, str(bad))
-    with pytest.raises(ModelError, match="trained behind"):
+    set_onnx_meta(proto, replace(meta, extra={**meta.extra, "first_stage_input": list(first_input)}))
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def test_local_stage_rescales_to_its_first_stage_size(tiny_onnx, tiny_local, tmp_path, fixture_samples):
+    """Behind a first stage of another input size the patches keep the trained scale: factor and prior rescale."""
+    from sdk import Detector
+    from sdk.image_io import load_image
+    from sdk.preprocess import letterbox_geometry
+    from sdk.refine import LocalStage, fine_image
+
+    own = LocalStage(tiny_local["fp32"])
+    assert own.first_input == own.trained_behind == (128, 128)
+    det = Detector(tiny_onnx["onnx"], refine=_with_first_input(tiny_local["fp32"], tmp_path / "a.local.onnx",
+                                                               (256, 256)))
+    assert det.local.trained_behind == (256, 256) and det.local.first_input == (128, 128)
+    assert det.local.factor == pytest.approx(own.factor * 2)
+    assert det.local.params.prior_sd == pytest.approx(own.params.prior_sd / 2)
+    gray = load_image(fixture_samples[0].image).gray
+    trained = fine_image(gray, letterbox_geometry(gray.shape, (256, 256)), own.factor)
+    here = fine_image(gray, letterbox_geometry(gray.shape, (128, 128)), det.local.factor)
+    # equal up to the letterbox's rounding of the short side to whole input pixels (< 1% on this small image)
+    assert abs(trained.sx - here.sx) < 0.01 * trained.sx and abs(trained.sy - here.sy) < 0.01 * trained.sy
+    assert np.allclose(trained.pixels.shape, here.pixels.shape, rtol=0.01)
+    res = det(fixture_samples[0].image)
+    assert np.isfinite(res.xy).all()
+
+
+def test_local_stage_must_pair_with_its_first_stage(tiny_onnx, tiny_local, tmp_path):
+    from sdk import Detector
+
+    bad = _with_first_input(tiny_local["fp32"], tmp_path / "bad.local.onnx", (384, 256))
+    with pytest.raises(ModelError, match="aspect ratio"):
         Detector(tiny_onnx["onnx"], refine=bad)
 
 

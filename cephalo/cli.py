@@ -442,11 +442,15 @@ def bundle(checkpoint, data_dir, work_dir, calib_count, install, int8_tol, notes
               show_default=True)
 @click.option("--prior-sd", type=float, default=None,
               help="Decode prior around the first-stage point, first-stage input px (default: the checkpoint's).")
+@click.option("--first", "first_model", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="First-stage model (a 'bundle --no-install' output) the accuracy is measured behind; with "
+                   "--install it is installed as the bundled model too, since the card describes the pair. "
+                   "Default: the bundled one.")
 @click.option("--calib-count", type=int, default=100, show_default=True)
 @click.option("--install/--no-install", default=True,
               help="Copy the INT8 local stage beside the bundled model and update the model card.")
 @click.option("--notes", default="", help="Text for the card's Notes section.")
-def bundle_local(checkpoint, data_dir, work_dir, prior_sd, calib_count, install, notes):
+def bundle_local(checkpoint, data_dir, work_dir, prior_sd, first_model, calib_count, install, notes):
     """Build the bundled model's local stage: FP32 + INT8 (NNCF QDQ) ONNX, Test1/Test2 accuracy of the two stages
     together in its metadata, and the model card with the first stage alone beside it."""
     import shutil
@@ -462,14 +466,14 @@ def bundle_local(checkpoint, data_dir, work_dir, prior_sd, calib_count, install,
 
     try:
         ck = load_local_checkpoint(checkpoint)
-        first = MODELS_DIR / DEFAULT_MODEL
+        first = first_model or MODELS_DIR / DEFAULT_MODEL
         work_dir.mkdir(parents=True, exist_ok=True)
         calib = load_folder(data_dir, ISBI19, split=["train"])[:calib_count]
         files = convert_local(ck, ISBI19.to_dict(), work_dir / "model.local.onnx", calib, prior_sd=prior_sd)
         results = {"INT8, first stage only": isbi_accuracy(first, data_dir, backend="onnxruntime"),
                    "INT8 + local FP32": isbi_accuracy(first, data_dir, backend="onnxruntime", refine=files["fp32"]),
                    "INT8 + local INT8": isbi_accuracy(first, data_dir, backend="onnxruntime", refine=files["int8"])}
-        local_name = local_stage_path(first).name
+        local_name = local_stage_path(MODELS_DIR / DEFAULT_MODEL).name   # its name once installed
         lmeta = embed_accuracy(files["int8"], headline(results["INT8 + local INT8"]),
                                {"licence": "CC BY-NC 4.0 (inherited from the ISBI 2015 data)",
                                 "fp32_accuracy": headline(results["INT8 + local FP32"]),
@@ -481,6 +485,9 @@ def bundle_local(checkpoint, data_dir, work_dir, prior_sd, calib_count, install,
         (work_dir / "accuracy.json").write_text(json.dumps({"isbi": results}, indent=2))
         click.echo(card)
         if install:
+            if first_model is not None:
+                shutil.copyfile(first, MODELS_DIR / DEFAULT_MODEL)
+                click.echo(f"installed {MODELS_DIR / DEFAULT_MODEL}")
             shutil.copyfile(files["int8"], MODELS_DIR / local_name)
             shutil.copyfile(work_dir / "MODEL_CARD.md", MODELS_DIR / "MODEL_CARD.md")
             click.echo(f"installed {MODELS_DIR / local_name}")

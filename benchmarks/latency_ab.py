@@ -1,10 +1,11 @@
 """What the local stage costs: one ``Detector`` per backend, its local stage toggled on the same object.
 
     python -m benchmarks.latency_ab [--model FILE] [--image FILE] [--backends openvino,onnxruntime]
-        [--also-refine OTHER.local.onnx ...] [--out DIR]
+        [--also-refine OTHER.local.onnx ...] [--also-model OTHER.onnx ...] [--out DIR]
 
-Calls alternate between the configurations (two stages, any ``--also-refine`` file, first stage alone) so that
-the shared machine's slow spells fall on all alike. Reports p50/p90 end-to-end ms of ``Detector.__call__`` on one
+Calls alternate between the configurations (two stages, any ``--also-refine`` file, first stage alone, and each
+``--also-model`` first stage with the same local stage and alone) so that the shared machine's slow spells fall
+on all alike. Reports p50/p90 end-to-end ms of ``Detector.__call__`` on one
 full-size image, and the ratio of the medians. Writes ``latency_ab.json`` and ``latency_ab.md``.
 """
 from __future__ import annotations
@@ -30,8 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @click.option("--warmup", type=int, default=3, show_default=True)
 @click.option("--also-refine", "extra", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Another local-stage file to time in the same loop (repeatable), e.g. an earlier version.")
+@click.option("--also-model", "models", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Another first-stage file (repeatable), timed with the same local stage and alone.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("benchmarks/results_latency"))
-def main(model, image, backends, threads, runs, warmup, extra, out_dir):
+def main(model, image, backends, threads, runs, warmup, extra, models, out_dir):
     from sdk import Detector
     from sdk.refine import LocalStage
 
@@ -41,14 +44,20 @@ def main(model, image, backends, threads, runs, warmup, extra, out_dir):
         if det.local is None:
             raise click.ClickException(f"{model or 'the bundled model'} has no local stage beside it")
         local = det.local
-        stages = {"two stages": local, **{f"two stages, {f.name}": LocalStage(f, backend, threads) for f in extra},
-                  "first stage only": None}
-        times = {k: [] for k in stages}
+        # label -> (detector, local stage it runs with)
+        configs = {"two stages": (det, local),
+                   **{f"two stages, {f.name}": (det, LocalStage(f, backend, threads, det.meta.input_hw))
+                      for f in extra},
+                   "first stage only": (det, None)}
+        for f in models:
+            other = Detector(f, backend=backend, threads=threads, refine=local.path)
+            configs.update({f"{f.name}, two stages": (other, other.local), f"{f.name}, first stage only": (other, None)})
+        times = {k: [] for k in configs}
         for i in range(warmup + runs):
-            for key in times:
-                det.local = stages[key]
+            for key, (d, loc) in configs.items():
+                d.local = loc
                 t = time.perf_counter()
-                det(image)
+                d(image)
                 if i >= warmup:
                     times[key].append((time.perf_counter() - t) * 1000)
         det.local = local
@@ -57,7 +66,7 @@ def main(model, image, backends, threads, runs, warmup, extra, out_dir):
         r["ratio"] = r["two stages"]["p50_ms"] / r["first stage only"]["p50_ms"]
         rows[det.info["backend"]] = r
     meta = {"image": str(image), "threads": threads, "runs": runs, "warmup": warmup, "machine": platform.machine(),
-            "cpus": os.cpu_count(), "model": str(model or "bundled")}
+            "cpus": os.cpu_count(), "model": str(model or "bundled"), "also_models": [str(f) for f in models]}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latency_ab.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [f"One Detector per backend, end to end on {Path(image).name}, {threads} threads, {runs} interleaved calls "
@@ -69,13 +78,15 @@ def main(model, image, backends, threads, runs, warmup, extra, out_dir):
         t, f = r["two stages"], r["first stage only"]
         lines.append(f"| {b} | {t['p50_ms']:.1f} | {t['p90_ms']:.1f} | {f['p50_ms']:.1f} | {f['p90_ms']:.1f} | "
                      f"{r['local_adds_ms']:.1f} ms | {r['ratio']:.2f}x |")
-    if extra:
-        lines += ["", "| backend | configuration | p50 ms | p90 | adds to the first stage |", "|---|---|---|---|---|"]
+    if extra or models:
+        lines += ["", "| backend | configuration | p50 ms | p90 | vs the first stage only | vs two stages |",
+                  "|---|---|---|---|---|---|"]
         for b, r in rows.items():
             for k, v in r.items():
-                if isinstance(v, dict) and k != "first stage only":
+                if isinstance(v, dict):
                     lines.append(f"| {b} | {k} | {v['p50_ms']:.1f} | {v['p90_ms']:.1f} | "
-                                 f"{v['p50_ms'] - r['first stage only']['p50_ms']:.1f} ms |")
+                                 f"{v['p50_ms'] - r['first stage only']['p50_ms']:+.1f} ms | "
+                                 f"{v['p50_ms'] / r['two stages']['p50_ms']:.2f}x |")
     (out_dir / "latency_ab.md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 

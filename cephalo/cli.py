@@ -400,7 +400,8 @@ def _write_csv(res, path: Path) -> None:
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="ISBI 2015 folder.")
 @click.option("--work", "work_dir", type=click.Path(path_type=Path), default=Path("results/bundle"), show_default=True)
 @click.option("--calib-count", type=int, default=100, show_default=True)
-@click.option("--install/--no-install", default=True, help="Copy the INT8 file and card into sdk/models.")
+@click.option("--install/--no-install", default=False, show_default=True,
+              help="Copy the INT8 file and card into sdk/models (replacing the shipped ones).")
 @click.option("--int8-tol", type=float, default=0.5, show_default=True,
               help="Allowed mean INT8-vs-FP32 point shift, model-input pixels.")
 @click.option("--notes", default="", help="Text for the card's Notes section.")
@@ -443,12 +444,13 @@ def bundle(checkpoint, data_dir, work_dir, calib_count, install, int8_tol, notes
 @click.option("--prior-sd", type=float, default=None,
               help="Decode prior around the first-stage point, first-stage input px (default: the checkpoint's).")
 @click.option("--first", "first_model", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="First-stage model (a 'bundle --no-install' output) the accuracy is measured behind; with "
+              help="First-stage model (a 'bundle' output not yet installed) the accuracy is measured behind; with "
                    "--install it is installed as the bundled model too, since the card describes the pair. "
                    "Default: the bundled one.")
 @click.option("--calib-count", type=int, default=100, show_default=True)
-@click.option("--install/--no-install", default=True,
-              help="Copy the INT8 local stage beside the bundled model and update the model card.")
+@click.option("--install/--no-install", default=False, show_default=True,
+              help="Copy the INT8 local stage beside the bundled model and update the model card (replacing the "
+                   "shipped ones).")
 @click.option("--notes", default="", help="Text for the card's Notes section.")
 def bundle_local(checkpoint, data_dir, work_dir, prior_sd, first_model, calib_count, install, notes):
     """Build the bundled model's local stage: FP32 + INT8 (NNCF QDQ) ONNX, Test1/Test2 accuracy of the two stages

@@ -58,11 +58,12 @@ VARIANTS = {
                    "for choosing between models without touching Test1/Test2.")
 @click.option("--n", "n_images", type=int, default=50, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--backend", default="auto", show_default=True, help="auto | openvino | onnxruntime")
 @click.option("--refine", default="auto", show_default=True,
               help="Local stage: 'auto' (the model's own when it has one), 'off', or a .local.onnx file.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/robustness"),
               show_default=True)
-def main(data_dir, model, split, n_images, threads, refine, out_dir):
+def main(data_dir, model, split, n_images, threads, backend, refine, out_dir):
     """Accuracy under image changes other sites bring."""
     from sdk import Detector
     from sdk.image_io import load_image
@@ -70,7 +71,7 @@ def main(data_dir, model, split, n_images, threads, refine, out_dir):
     from sdk.schemas import ISBI19
     from train.datasets import load_folder
 
-    det = Detector(model, threads=threads, refine={"auto": True, "off": False}.get(refine, refine))
+    det = Detector(model, backend=backend, threads=threads, refine={"auto": True, "off": False}.get(refine, refine))
     if split == "val":
         from train.trainer import split_train_val
 
@@ -99,12 +100,13 @@ def main(data_dir, model, split, n_images, threads, refine, out_dir):
                    + (f"  ({rows[-1]['out_of_frame']} labels out of frame, not scored)" if rows[-1]["out_of_frame"]
                       else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
-    res = {"model": str(det.model_path), "local_stage": det.info["local_stage"], "split": split,
+    res = {"model": str(det.model_path), "local_stage": det.info["local_stage"], "backend": det.info["backend"],
+           "split": split,
            "images": len(samples), "rows": rows}
     (out_dir / "robustness.json").write_text(json.dumps(res, indent=2))
     local = f" + local stage `{Path(res['local_stage']).name}`" if res["local_stage"] else " (no local stage)"
     lines = [f"`{Path(res['model']).name}`{local} on the first {len(samples)} {split} images (senior labels), "
-             f"each changed as named; labels moved with the pixels.", "",
+             f"{res['backend']}, each changed as named; labels moved with the pixels.", "",
              "| variant | MRE mm | SDR@2mm | labels out of frame (not scored) | worst landmark (mm) |",
              "|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['mre_mm']:.3f} | {r['sdr2_pct']:.1f}% | {r['out_of_frame']} | "

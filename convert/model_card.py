@@ -63,14 +63,19 @@ def embed_accuracy(onnx_path: Path, accuracy: Dict, extra: Optional[Dict] = None
     return meta
 
 
-def _local_lines(meta: ModelMeta, file_name: str, size_mb: float) -> list:
+def _local_lines(meta: ModelMeta, file_name: str, size_mb: float, first_hw=None) -> list:
     r, x = meta.extra.get("recipe", {}), meta.extra
     v = meta.accuracy.get("validation", {})
+    trained = tuple(x.get("first_stage_input") or ())
+    ratio = trained[0] / first_hw[0] if first_hw and trained else 1.0   # as sdk.refine.LocalStage rescales
+    factor, prior = float(x.get("factor", 0)) * ratio, float(x.get("prior_sd", 0)) / ratio
+    behind = (f" (trained behind a {trained[0]}x{trained[1]} first stage at {x.get('factor')}x; the Detector "
+              f"rescales it so the patches keep the trained scale)" if ratio != 1.0 else "")
     return [f"- Local stage `{file_name}` ({size_mb:.1f} MiB, {x.get('precision')}, run by the Detector beside the "
             f"model; `refine=False` turns it off): a small U-Net on {meta.input_h}x{meta.input_w} patches cut "
-            f"around each first-stage point from the image at {x.get('factor')}x the first stage's scale, "
+            f"around each first-stage point from the image at {factor:.3g}x the first stage's scale{behind}, "
             f"heatmaps at stride {meta.heatmap_stride}, DARK decoding weighted by a Gaussian of sd "
-            f"{x.get('prior_sd')} first-stage input px around the first-stage point. Trained on {meta.trained_on}, "
+            f"{prior:.3g} first-stage input px around the first-stage point. Trained on {meta.trained_on}, "
             f"{x.get('epochs_trained')} epochs, patches displaced, rotated, scaled and intensity-jittered. Recipe: "
             f"`{json.dumps(r)}`."
             + (f" Validation: first stage {v['first_stage_mre_mm']:.3f} mm -> {v['mre_mm']:.3f} mm." if v else "")]
@@ -92,14 +97,16 @@ def render(meta: ModelMeta, file_name: str, size_mb: float, results: Dict[str, D
              + (f"{meta.extra['epochs_trained']} epochs of fine-tuning, {meta.extra['fine_tuned_from']}"
                 if meta.extra.get("fine_tuned_from") else f"{meta.extra.get('epochs_trained')} epochs")
              + f". Recipe: `{json.dumps(r)}`.",
-             *(_local_lines(*local) if local else []),
+             *(_local_lines(*local, first_hw=meta.input_hw) if local else []),
              "- Data licence: ISBI 2015 Grand Challenge data, CC BY-NC 4.0. This model is derived from it and is "
              "for **non-commercial research use only**. Cite Wang et al., Medical Image Analysis 31 (2016) and "
              "IEEE TMI (2015).",
              "- Not a medical device. Check every landmark before clinical use.", ""]
     lines += ["## Accuracy (ISBI 2015, `sdk.Detector`, 0.1 mm/px)", "",
               "Training, the choice of epoch and every setting used validation images carved from Train (001-150); "
-              "Test1 and Test2 were run once per shipped configuration, for this table.", "",
+              "Test1 and Test2 were run once per shipped configuration, for this table. \"Input px\" are pixels "
+              f"of this model's {meta.input_h}x{meta.input_w} input ({0.1 * 2400 / meta.input_h:.3f} mm on "
+              "ISBI's 1935x2400 images at 0.1 mm/px): compare models of other input sizes in mm.", "",
               "| model | split | labels | MRE mm | SD mm | MRE input px | SDR 2mm | 2.5mm | 3mm | 4mm |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for prec, acc in results.items():

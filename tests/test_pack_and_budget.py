@@ -216,6 +216,10 @@ def test_init_from_checkpoint_fine_tunes_and_checks_architecture(tmp_path, fixtu
     again = Trainer(cfg.override(epochs=2, lr=1e-4), tr, va, tmp_path / "ft", tmp_path / "cache")
     again.resume(tmp_path / "ft" / "last.pt")
     assert again.init_info == line                    # the source survives a resume
+    # a fine-tune of the fine-tune names both sources
+    ft2 = Trainer(cfg.override(epochs=1, lr=1e-4), tr, va, tmp_path / "ft2", tmp_path / "cache")
+    chain = ft2.init_from(tmp_path / "ft" / "last.pt")
+    assert chain.startswith("initialised from ft/last.pt") and chain.endswith("that one " + line)
 
     with pytest.raises(ModelError, match="heatmap_stride=4"):
         Trainer(cfg.override(heatmap_stride=2), tr, va, tmp_path / "s2", tmp_path / "cache").init_from(

@@ -196,8 +196,13 @@ class Trainer:
         except RuntimeError as e:
             raise ModelError(f"checkpoint {path} weights do not fit this model: {str(e)[:300]}") from e
         val = float(ck.get("best_mre_mm", math.inf))
-        self.init_info = (f"initialised from {Path(path).name} (epoch {ck['epoch']}"
-                          + (f", val MRE {val:.3f} mm)" if math.isfinite(val) else ")"))
+        path = Path(path)
+        name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name   # the run folder says which
+        # the source's own origin too, so a chain of fine-tunes stays traceable from the last checkpoint
+        earlier = str(ck.get("init") or "")
+        self.init_info = (f"initialised from {name} (epoch {ck['epoch']}"
+                          + (f", val MRE {val:.3f} mm)" if math.isfinite(val) else ")")
+                          + (f"; that one {earlier}" if earlier else ""))
         log.debug(self.init_info)
         return self.init_info
 

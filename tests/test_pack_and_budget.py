@@ -151,7 +151,7 @@ def test_cli_pack_then_train_from_pack(tmp_path):
     res = r.invoke(main, ["train", "--data", str(pack), "--out", str(tmp_path / "ft"), "--input-size", "128",
                           "--init", str(tmp_path / "run" / "best.pt"), "--restart-period", "1", *common,
                           "--val-count", "0"])
-    assert res.exit_code == 0 and "initialised from best.pt (epoch 1" in res.output, res.output
+    assert res.exit_code == 0 and "initialised from run/best.pt (epoch 1" in res.output, res.output
     assert "8 train / 0 val" in res.output and "no validation images: best.pt is the last epoch" in res.output
     assert load_checkpoint(tmp_path / "ft" / "last.pt")["config"]["restart_period"] == 1
     res = r.invoke(main, ["eval", str(tmp_path / "ft" / "last.pt"), "--data", str(ISBI_FIX), "--split", "val"])

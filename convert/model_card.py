@@ -12,6 +12,7 @@ from sdk import Detector
 from sdk.backends import open_backend
 from sdk.metadata import ModelMeta
 from sdk.metrics import radial_errors, summarize
+from sdk.refine import rescale_for_first_stage
 from sdk.schemas import ISBI19
 from train.datasets import load_folder
 
@@ -67,10 +68,12 @@ def _local_lines(meta: ModelMeta, file_name: str, size_mb: float, first_hw=None)
     r, x = meta.extra.get("recipe", {}), meta.extra
     v = meta.accuracy.get("validation", {})
     trained = tuple(x.get("first_stage_input") or ())
-    ratio = trained[0] / first_hw[0] if first_hw and trained else 1.0   # as sdk.refine.LocalStage rescales
-    factor, prior = float(x.get("factor", 0)) * ratio, float(x.get("prior_sd", 0)) / ratio
+    factor, prior = float(x.get("factor", 0)), float(x.get("prior_sd", 0))
+    if first_hw and trained:
+        factor, prior = rescale_for_first_stage(factor, prior, trained, first_hw)
     behind = (f" (trained behind a {trained[0]}x{trained[1]} first stage at {x.get('factor')}x; the Detector "
-              f"rescales it so the patches keep the trained scale)" if ratio != 1.0 else "")
+              f"rescales it so the patches keep the trained scale)" if trained and first_hw and
+              tuple(first_hw) != trained else "")
     return [f"- Local stage `{file_name}` ({size_mb:.1f} MiB, {x.get('precision')}, run by the Detector beside the "
             f"model; `refine=False` turns it off): a small U-Net on {meta.input_h}x{meta.input_w} patches cut "
             f"around each first-stage point from the image at {factor:.3g}x the first stage's scale{behind}, "

@@ -112,6 +112,18 @@ def local_stage_path(model_path) -> Path:
     return p.with_name(p.stem + LOCAL_SUFFIX + p.suffix)
 
 
+def rescale_for_first_stage(factor: float, prior_sd: float, trained_behind, first_input) -> Tuple[float, float]:
+    """(factor, prior sd) of a local stage trained behind a ``trained_behind`` (H, W) first stage when it runs behind
+    a ``first_input`` one. The letterbox scale is proportional to the input size, so factor x trained/first keeps
+    the patches at the trained scale, and the prior (first-stage input px) shrinks by the same ratio."""
+    (th, tw), (fh, fw) = trained_behind, first_input
+    if th * fw != tw * fh:
+        raise ValueError(f"trained behind a {tuple(trained_behind)} first stage; a {tuple(first_input)} first stage "
+                         f"letterboxes to another aspect ratio, so its patches would not have the trained scale")
+    ratio = th / fh
+    return factor * ratio, prior_sd / ratio
+
+
 class LocalStage:
     """A local-stage model file (an ONNX/IR with the cephalo metadata and ``extra.stage == 'local'``) at run time.
 
@@ -143,17 +155,14 @@ class LocalStage:
                              f"first_stage_input expected, got {m.input_h}x{m.input_w}, factor {factor}, "
                              f"{self.trained_behind}")
         self.first_input = tuple(int(v) for v in (first_input or self.trained_behind))
-        th, tw = self.trained_behind
-        fh, fw = self.first_input
-        if th * fw != tw * fh:
-            raise ModelError(f"local-stage model {self.path} was trained behind a {self.trained_behind} first stage; "
-                             f"a {self.first_input} first stage letterboxes to another aspect ratio, so its "
-                             f"patches would not have the trained scale")
-        ratio = th / fh                 # first-stage input pixels: the trained ones over these
+        try:
+            self.factor, prior = rescale_for_first_stage(factor, float(m.extra.get("prior_sd", 0.0)),
+                                                         self.trained_behind, self.first_input)
+        except ValueError as e:
+            raise ModelError(f"local-stage model {self.path}: {e}") from None
         self.size = m.input_h
-        self.factor = factor * ratio
         self.params = LocalParams(m.input_h, self.factor, m.heatmap_stride, m.sigma, m.mean, m.std, m.pad_value,
-                                  m.channels, m.decoder, float(m.extra.get("prior_sd", 0.0)) / ratio)
+                                  m.channels, m.decoder, prior)
 
     def check_pairs_with(self, first_meta, first_path) -> None:
         """A local stage must share the first stage's landmarks, and be set up for its input size."""

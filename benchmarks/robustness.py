@@ -25,6 +25,32 @@ def _contrast(g, c):
     return np.clip((g.astype(np.float32) - m) * c + m, 0, 255).astype(np.uint8)
 
 
+def _unsharp(g, amount, sigma):
+    """Edge enhancement as many digital cephalostats apply before export: g + amount * (g - blur(g))."""
+    g32 = g.astype(np.float32)
+    return np.clip(g32 + amount * (g32 - cv2.GaussianBlur(g32, (0, 0), sigma)), 0, 255).astype(np.uint8)
+
+
+def _jpeg(g, quality):
+    ok, buf = cv2.imencode(".jpg", g, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+
+
+def _u16_hot_pixel(g):
+    """12-bit data in a 16-bit container with one saturated marker pixel (a burned-in overlay), as some exports
+    have: the SDK's 16-bit windowing must not squeeze the anatomy into a few grey levels because of it."""
+    out = g.astype(np.uint16) * 16
+    out[0, 0] = 65535
+    return out
+
+
+def _u16_label(g):
+    """The same with a burned-in white label block (0.4% of the pixels) at 65535."""
+    out = g.astype(np.uint16) * 16
+    out[20:100, 20:260] = 65535
+    return out
+
+
 def _scale(g, s):
     h, w = g.shape
     return cv2.resize(g, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
@@ -47,7 +73,27 @@ VARIANTS = {
                                                                       cv2.BORDER_CONSTANT, value=0),
                                          lambda p, hw: p + np.array([hw[1] // 4, 0]), 1.0),
     "facing left (mirrored)": (lambda g: g[:, ::-1].copy(), lambda p, hw: np.c_[hw[1] - 1 - p[:, 0], p[:, 1]], 1.0),
+    # processing other sites' machines and viewers apply before export (none of it is in the training augmentation)
+    "CLAHE (clip 2, 8x8 tiles)": (lambda g: cv2.createCLAHE(2.0, (8, 8)).apply(g), lambda p, hw: p, 1.0),
+    "unsharp mask (x1.5, sigma 20 px)": (lambda g: _unsharp(g, 1.5, 20.0), lambda p, hw: p, 1.0),
+    "JPEG quality 20": (lambda g: _jpeg(g, 20), lambda p, hw: p, 1.0),
+    "16-bit, 12-bit data + a saturated pixel": (_u16_hot_pixel, lambda p, hw: p, 1.0),
+    "16-bit, 12-bit data + a burned-in label": (_u16_label, lambda p, hw: p, 1.0),
 }
+
+
+def pick_variants(spec: str):
+    """Names of VARIANTS named in ``spec`` (comma-separated names or name prefixes), in table order; all if empty."""
+    wanted = [w.strip() for w in spec.split(",") if w.strip()]
+    if not wanted:
+        return list(VARIANTS)
+    out = set()
+    for w in wanted:
+        hits = [n for n in VARIANTS if n.startswith(w)]
+        if not hits:
+            raise click.BadParameter(f"{w!r} names no variant; choose from {list(VARIANTS)}", param_hint="--variants")
+        out.update(hits)
+    return [n for n in VARIANTS if n in out]
 
 
 @click.command()
@@ -61,9 +107,11 @@ VARIANTS = {
 @click.option("--backend", default="auto", show_default=True, help="auto | openvino | onnxruntime")
 @click.option("--refine", default="auto", show_default=True,
               help="Local stage: 'auto' (the model's own when it has one), 'off', or a .local.onnx file.")
+@click.option("--variants", default="", help="Comma-separated names or name prefixes of the variants to run; "
+              "default all.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/robustness"),
               show_default=True)
-def main(data_dir, model, split, n_images, threads, backend, refine, out_dir):
+def main(data_dir, model, split, n_images, threads, backend, refine, variants, out_dir):
     """Accuracy under image changes other sites bring."""
     from sdk import Detector
     from sdk.image_io import load_image
@@ -80,7 +128,8 @@ def main(data_dir, model, split, n_images, threads, backend, refine, out_dir):
         samples = load_folder(data_dir, ISBI19, split=[split])[:n_images]
     grays = [load_image(s.image).gray for s in samples]
     rows = []
-    for name, (fimg, fpts, sp) in VARIANTS.items():
+    for name in pick_variants(variants):
+        fimg, fpts, sp = VARIANTS[name]
         errs = []
         for s, g in zip(samples, grays):
             img = fimg(g)

@@ -119,3 +119,17 @@ def test_facing_left_and_negative_images_are_read(det, fixture_samples):
     assert strict.view == "as given" and strict.confidence < LOW_CONFIDENCE
     assert "low confidence" in strict.to_dict()["warning"] and "warning" not in plain.to_dict()
     assert [r.view for r in det.batch([g, g[:, ::-1].copy()])] == ["as given", "mirrored"]
+
+
+def test_16bit_image_with_a_burned_in_label_reads_like_its_8bit_self(det, fixture_samples):
+    # 12-bit data in a 16-bit container with a label block at 65535: a plain min-max window squeezed the anatomy
+    # into 16 grey levels and the model missed by ~11 mm (benchmarks/robustness.py's 16-bit variants)
+    from sdk.image_io import load_image
+
+    s = fixture_samples[2]
+    g = load_image(s.image).gray
+    g16 = g.astype(np.uint16) * 16
+    g16[2:8, 2:40] = 65535
+    plain, wide = det(g), det(g16)
+    assert wide.view == "as given" and wide.confidence > 0.8
+    assert np.linalg.norm(wide.xy - plain.xy, axis=1).mean() < 0.5     # fixture pixels (0.4 mm)

@@ -32,6 +32,30 @@ def test_rgb_rgba_and_16bit():
     assert np.abs(out.astype(int) - np.rint(g * 255.0 / 252)).max() <= 1
 
 
+def test_16bit_outliers_do_not_squeeze_the_anatomy():
+    # 12-bit anatomy in a 16-bit container beside a saturated pixel, a burned-in label at 65535 and a dead pixel at 0
+    rng = np.random.default_rng(0)
+    anat = rng.integers(900, 3800, size=(200, 300)).astype(np.uint16)
+    img = anat.copy()
+    img[0, 0] = 65535
+    img[10:25, 10:30] = 65535          # 0.5% of the pixels (the window tolerates up to 1% at each end)
+    img[-1, -1] = 0
+    out = to_gray_u8(img)
+    lo, hi = float(anat.min()), float(anat.max())
+    want = np.clip(np.rint((anat.astype(np.float32) - lo) * np.float32(255.0 / (hi - lo))), 0, 255)
+    keep = np.ones(img.shape, bool)
+    keep[0, 0] = keep[-1, -1] = False
+    keep[10:25, 10:30] = False
+    assert np.abs(out[keep].astype(int) - want[keep]).max() <= 1     # the anatomy spans 0..255 as on its own
+    assert out[0, 0] == 255 and out[15, 15] == 255 and out[-1, -1] == 0   # outliers clip to the ends
+
+
+def test_16bit_without_outliers_keeps_its_min_max_window():
+    g = np.tile(np.arange(256, dtype=np.uint8), (40, 1))
+    assert np.array_equal(to_gray_u8(g.astype(np.uint16) * 257), g)
+    assert to_gray_u8(np.full((40, 40), 7, np.uint16)).max() == 0
+
+
 def test_16bit_png_file(tmp_path):
     g16 = (np.tile(np.linspace(0, 4095, 100), (80, 1))).astype(np.uint16)
     p = tmp_path / "x16.png"

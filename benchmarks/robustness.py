@@ -73,9 +73,11 @@ VARIANTS = {
                                                                       cv2.BORDER_CONSTANT, value=0),
                                          lambda p, hw: p + np.array([hw[1] // 4, 0]), 1.0),
     "facing left (mirrored)": (lambda g: g[:, ::-1].copy(), lambda p, hw: np.c_[hw[1] - 1 - p[:, 0], p[:, 1]], 1.0),
-    # processing other sites' machines and viewers apply before export (none of it is in the training augmentation)
+    # processing other sites' machines and viewers apply before export (CLAHE and unsharp masking are in the
+    # training augmentation only with --aug-processing-p; histogram equalisation and JPEG never)
     "CLAHE (clip 2, 8x8 tiles)": (lambda g: cv2.createCLAHE(2.0, (8, 8)).apply(g), lambda p, hw: p, 1.0),
     "unsharp mask (x1.5, sigma 20 px)": (lambda g: _unsharp(g, 1.5, 20.0), lambda p, hw: p, 1.0),
+    "histogram equalised": (cv2.equalizeHist, lambda p, hw: p, 1.0),
     "JPEG quality 20": (lambda g: _jpeg(g, 20), lambda p, hw: p, 1.0),
     "16-bit, 12-bit data + a saturated pixel": (_u16_hot_pixel, lambda p, hw: p, 1.0),
     "16-bit, 12-bit data + a burned-in label": (_u16_label, lambda p, hw: p, 1.0),

@@ -64,6 +64,9 @@ def _labels_info(annotators: str, anns, align: bool) -> str:
 @click.option("--hflip-p", type=float, default=None)
 @click.option("--aug-scale-min", type=float, default=None, help="Augmentation zoom range, lower end (0.9).")
 @click.option("--aug-scale-max", type=float, default=None, help="Augmentation zoom range, upper end (1.1).")
+@click.option("--aug-processing-p", type=float, default=None,
+              help="Probability of each of CLAHE and unsharp masking (other sites' export processing); 0 = none.")
+@click.option("--aug-gamma-max", type=float, default=None, help="Gamma augmentation up to this (1.5), down to 1/it.")
 @click.option("--max-steps-per-epoch", type=int, default=None)
 @click.option("--no-augment", is_flag=True, default=False)
 @click.option("--progress/--no-progress", default=True)
@@ -164,9 +167,18 @@ def train(data_dir, run_dir, preset, fmt, split, annotators, align_annotators, r
                    "first stage, i.e. 3.6 behind the bundled 320 one (0.21 mm per fine pixel on ISBI).")
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--aug-processing-p", type=float, default=0.0, show_default=True,
+              help="Probability of each of CLAHE and unsharp masking on a patch (other sites' export processing).")
+@click.option("--aug-gamma-max", type=float, default=1.5, show_default=True,
+              help="Gamma augmentation up to this, down to 1/it.")
+@click.option("--init", "init_ckpt", type=click.Path(path_type=Path), default=None,
+              help="Fine-tune: start from this local-stage checkpoint's weights, keeping its recipe (patch, factor, "
+                   "first-stage input, displacements, prior); --epochs, --lr, --seed and the augmentation options "
+                   "apply. --patch and --factor are ignored.")
 @click.option("--threads", type=int, default=None)
 def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, align_annotators, val_count, seed,
-                epochs, epochs_now, patch, factor, lr, batch_size, threads):
+                epochs, epochs_now, patch, factor, lr, batch_size, aug_processing_p, aug_gamma_max, init_ckpt,
+                threads):
     """Train the local (second) stage: a small patch model that refines each first-stage landmark at a finer scale
     (resumable: rerun with the same --out)."""
     import numpy as np
@@ -175,7 +187,7 @@ def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, 
     from sdk.schemas import get_schema
     from train.data.pack import is_pack
     from train.datasets import load_train_val
-    from train.refine import RefineConfig, first_stage_points, train_refiner
+    from train.refine import RefineConfig, first_stage_points, init_config, train_refiner
 
     try:
         if is_pack(data_dir):
@@ -188,8 +200,14 @@ def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, 
         anns = tuple(a for a in annotators.split(",") if a)
         tr, va = load_train_val(data_dir, sch, fmt, [s for s in split.split(",") if s] or None, anns, val_count, seed,
                                 align_annotators)
-        cfg = RefineConfig(input_size=int(first_input[0]), patch=patch, factor=factor, epochs=epochs, lr=lr,
-                           batch_size=batch_size, seed=seed)
+        common = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, aug_processing_p=aug_processing_p,
+                      aug_gamma_max=aug_gamma_max)
+        if init_ckpt is not None:
+            cfg = init_config(init_ckpt, **common)
+            click.echo(f"fine-tuning {init_ckpt}: patch {cfg.patch}, factor {cfg.factor} behind a {cfg.input_size} "
+                       f"first stage (validation points from the {tuple(first_input)} first stage)")
+        else:
+            cfg = RefineConfig(input_size=int(first_input[0]), patch=patch, factor=factor, **common)
         info = (f"{data_dir.name} ({split or 'all'}; {_labels_info(annotators, anns, align_annotators)}): "
                 f"{len(tr)} train / {len(va)} val images")
         click.echo(info)
@@ -197,7 +215,7 @@ def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, 
         run_dir.mkdir(parents=True, exist_ok=True)
         if va:
             np.savez(run_dir / "first_stage_val.npz", **first)      # for benchmarks/refine_probe.py
-        rec = train_refiner(tr, va, first, sch.k, cfg, run_dir, threads, info, epochs_now)
+        rec = train_refiner(tr, va, first, sch.k, cfg, run_dir, threads, info, epochs_now, init_ckpt)
         if rec and not va:
             click.echo(f"done: epoch {rec['epoch']} (final fit, no validation) -> {run_dir / 'last.pt'}")
         elif rec:

@@ -1,4 +1,7 @@
+from dataclasses import replace
+
 import cv2
+import pytest
 import numpy as np
 
 from sdk.preprocess import preprocess
@@ -70,3 +73,23 @@ def test_augmentation_is_reproducible_per_epoch(tmp_path, fixture_samples):
     b = ds[0]["image"]
     ds.set_epoch(2)
     assert not np.array_equal(a, b) and np.array_equal(a, ds[0]["image"])
+
+
+def test_processing_augmentation_is_off_by_default_and_changes_pixels_when_on():
+    from train.data.augment import random_intensity, with_processing
+
+    img = np.clip(_blobs((96, 96), [(30, 40), (60, 50)], sigma=6) * 200 + 20, 0, 255).astype(np.uint8)
+    base = AugmentConfig()
+    assert with_processing(base, 0.0, 1.5) == base          # old recipes: same config, same random stream
+    a = random_intensity(img, np.random.default_rng(5), base)
+    b = random_intensity(img, np.random.default_rng(5), with_processing(base, 0.0, 1.5))
+    assert np.array_equal(a, b)
+    on = with_processing(base, 1.0, 1.8, px_scale=3.0, clahe_tiles=1)
+    assert on.gamma == (1 / 1.8, 1.8) and on.unsharp_sigma == (4.5, 24.0) and on.clahe_tiles == 1
+    c = random_intensity(img, np.random.default_rng(5), replace(on, p_intensity=1.0))
+    assert c.dtype == np.float32 and c.shape == img.shape and 0 <= c.min() and c.max() <= 255
+    assert np.abs(c - a).mean() > 1.0
+    with pytest.raises(ValueError, match="probability"):
+        with_processing(base, 1.5, 1.5)
+    with pytest.raises(ValueError, match="gamma"):
+        with_processing(base, 0.3, 0.8)

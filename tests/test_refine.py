@@ -235,3 +235,34 @@ def test_cli_train_local_final_fit_on_all_images(tmp_path, tiny_onnx):
     assert "validation" not in meta.accuracy and meta.extra["epochs_trained"] == 1
     res = CliRunner().invoke(main, args[:-2] + ["--val-count", "-1"])
     assert res.exit_code != 0 and "--val-count" in res.output
+
+
+def test_cli_train_local_init_fine_tunes_with_the_source_recipe(tmp_path, tiny_onnx, tiny_local):
+    """--init starts from a local checkpoint's weights and keeps its patch geometry; the run records its origin."""
+    import torch
+    from click.testing import CliRunner
+
+    from cephalo.cli import main
+    from conftest import ISBI_FIX
+    from train.refine import load_local_checkpoint
+
+    src = load_local_checkpoint(tiny_local["run"] / "last.pt")
+    out = tmp_path / "ft"
+    args = ["train-local", "--data", str(ISBI_FIX), "--out", str(out), "--first-model", str(tiny_onnx["onnx"]),
+            "--split", "", "--val-count", "2", "--epochs", "1", "--lr", "1e-9", "--batch-size", "16",
+            "--patch", "48", "--aug-processing-p", "0.5", "--aug-gamma-max", "1.8", "--threads", "2",
+            "--init", str(tiny_local["run"] / "last.pt")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "fine-tuning" in res.output
+    ck = load_local_checkpoint(out / "last.pt")
+    assert ck["config"]["patch"] == src["config"]["patch"] == 32          # the source's recipe, not --patch 48
+    assert ck["config"]["aug_processing_p"] == 0.5 and ck["config"]["aug_gamma_max"] == 1.8
+    assert str((tiny_local["run"] / "last.pt").resolve()) in ck["init"]
+    # lr 1e-9 (warm-up makes it smaller still): the weights are the source's, so the init was applied (batch-norm
+    # running statistics move whatever the learning rate)
+    for k, v in src["model"].items():
+        if v.dtype.is_floating_point and "running" not in k:
+            assert torch.allclose(ck["model"][k], v, atol=1e-5), k
+    res = CliRunner().invoke(main, args[:-1] + [str(tmp_path / "missing.pt")])
+    assert res.exit_code != 0 and "does not exist" in res.output

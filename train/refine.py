@@ -24,7 +24,7 @@ from sdk.refine import FineImage, LocalParams, apply_matrix, cut_patches, fine_i
     patch_matrix
 
 from .checkpoint import save_atomic
-from .data.augment import AugmentConfig, random_intensity
+from .data.augment import AugmentConfig, random_intensity, with_processing
 from .data.readers import Sample
 from .losses import combined_loss
 from .refine_model import PatchNet, pick_channel
@@ -60,6 +60,8 @@ class RefineConfig:
     clip: float = 1.0
     seed: int = 0
     bf16: bool = False             # bf16 autocast is ~10x slower than fp32 on this AVX2-only CPU
+    aug_processing_p: float = 0.0  # other sites' processing (CLAHE, unsharp mask) on patches, each at this probability
+    aug_gamma_max: float = 1.5
 
     @classmethod
     def from_dict(cls, d: Dict) -> "RefineConfig":
@@ -102,7 +104,9 @@ class PatchDataset(torch.utils.data.Dataset):
 
     def __init__(self, data: List[FineSample], cfg: RefineConfig, k: int, augment: bool = True):
         self.data, self.cfg, self.k, self.augment, self.epoch = data, cfg, k, augment, 0
-        self.aug = AugmentConfig()
+        # the unsharp mask's radius in patch pixels keeps its size in mm; CLAHE on a ~20 mm patch: one tile
+        self.aug = with_processing(AugmentConfig(), cfg.aug_processing_p, cfg.aug_gamma_max,
+                                   px_scale=cfg.factor * cfg.input_size / 384, clahe_tiles=1)
         self.hm = cfg.patch // cfg.stride
 
     def __len__(self) -> int:
@@ -165,12 +169,19 @@ def first_stage_points(model: Optional[Path], samples: Sequence[Sample], threads
     return {s.id: det(s.image).xy for s in samples}
 
 
+def init_config(init: Path, **changes) -> RefineConfig:
+    """The recipe of a fine-tune from local-stage checkpoint ``init``: its own (patch geometry, scale, targets,
+    displacements, prior), with ``changes`` (schedule, seed, augmentation) applied."""
+    return replace(RefineConfig.from_dict(load_local_checkpoint(init)["config"]), **changes)
+
+
 def train_refiner(train: Sequence[Sample], val: Sequence[Sample], first_val: Dict[str, np.ndarray], k: int,
                   cfg: RefineConfig, out: Path, threads: Optional[int] = None, data_info: str = "",
-                  stop_after: Optional[int] = None) -> Dict:
+                  stop_after: Optional[int] = None, init: Optional[Path] = None) -> Dict:
     """Train (or resume) the patch model into ``out``; returns the last epoch's record. ``stop_after``: at most
     this many epochs in this call (the run resumes later). With no ``val`` images it is a final fit on a recipe
-    fixed elsewhere: no validation, no ``best.pt``; ``last.pt`` is the result."""
+    fixed elsewhere: no validation, no ``best.pt``; ``last.pt`` is the result. ``init``: a local-stage checkpoint
+    whose weights a fresh run starts from (a fine-tune; its config should come from :func:`init_config`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -190,8 +201,18 @@ def train_refiner(train: Sequence[Sample], val: Sequence[Sample], first_val: Dic
             return cfg.lr * (step + 1) / warm
         return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
-    epoch, best, history = 0, math.inf, []
+    epoch, best, history, origin = 0, math.inf, [], ""
     last = out / "last.pt"
+    if init is not None and not last.is_file():
+        ck = load_local_checkpoint(init)
+        if ck["k"] != k or RefineConfig.from_dict(ck["config"]).widths != cfg.widths:
+            from sdk.errors import ModelError
+
+            raise ModelError(f"{init} has {ck['k']} landmarks and widths {ck['config'].get('widths')}; this run "
+                             f"needs {k} and {cfg.widths}")
+        model.load_state_dict(ck["model"])
+        origin = f"{Path(init).resolve()} (epoch {ck['epoch']}; {ck.get('data', '')})"
+        log.info("starting from %s", origin)
     if last.is_file():
         ck = load_local_checkpoint(last)
         saved = RefineConfig.from_dict(ck["config"])
@@ -204,7 +225,9 @@ def train_refiner(train: Sequence[Sample], val: Sequence[Sample], first_val: Dic
                              f"resume with the same ones or use another output folder")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
-        epoch, best, history = ck["epoch"], ck["best_mre_mm"], ck["history"]
+        epoch, best, history, origin = ck["epoch"], ck["best_mre_mm"], ck["history"], ck.get("init", "")
+        if init is not None:
+            log.info("resuming %s: the init weights were applied when the run started, not again", last)
         log.info("resumed %s at epoch %d%s", last, epoch, f" (best val {best:.3f} mm)" if math.isfinite(best) else "")
     stop = cfg.epochs if stop_after is None else min(cfg.epochs, epoch + stop_after)
     while epoch < stop:
@@ -235,7 +258,7 @@ def train_refiner(train: Sequence[Sample], val: Sequence[Sample], first_val: Dic
         history.append(rec)
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "config": asdict(cfg),
                  "k": k, "history": history, "best_mre_mm": min(best, rec.get("mre_mm", math.inf)),
-                 "data": data_info}
+                 "data": data_info, "init": origin}
         if va and rec["mre_mm"] < best:
             best = rec["mre_mm"]
             save_atomic(state, out / "best.pt")

@@ -22,7 +22,7 @@ from sdk.schemas import Schema, get_schema, schema_from_dict
 
 from .checkpoint import FORMAT, load_checkpoint, save_atomic
 from .config import TrainConfig
-from .data.augment import AugmentConfig
+from .data.augment import AugmentConfig, with_processing
 from .data.cache import ImageCache
 from .data.dataset import EpochSampler, LandmarkDataset
 from .data.readers import Sample
@@ -114,7 +114,8 @@ class Trainer:
         self.eval_kw = common
         if not 0 < cfg.aug_scale_min <= cfg.aug_scale_max:
             raise ValueError(f"augmentation scale range {cfg.aug_scale_min}..{cfg.aug_scale_max} is not 0 < min <= max")
-        aug = (AugmentConfig(hflip_p=cfg.hflip_p, scale=(cfg.aug_scale_min, cfg.aug_scale_max))
+        aug = (with_processing(AugmentConfig(hflip_p=cfg.hflip_p, scale=(cfg.aug_scale_min, cfg.aug_scale_max)),
+                               cfg.aug_processing_p, cfg.aug_gamma_max, px_scale=cfg.input_size / 384)
                if cfg.augment else None)
         self.train_set = LandmarkDataset(list(train_samples), self.cache, augment=aug, seed=cfg.seed, **common)
         self.val_samples = list(val_samples)

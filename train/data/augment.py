@@ -2,12 +2,13 @@
 
 Geometric: one affine (rotation, scale, translation, optional horizontal flip) applied to the letterboxed input by
 ``cv2.warpAffine``; points move by the same 2x3 matrix in pixel-centre coordinates, so they stay exactly on their
-pixels. Intensity: gamma, contrast/brightness, Gaussian noise, Gaussian blur.
+pixels. Intensity: gamma, contrast/brightness, Gaussian noise, Gaussian blur, and (``processing_p`` > 0) the
+processing other sites' machines and viewers apply before export: CLAHE and unsharp masking (edge enhancement).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Tuple
 
 import cv2
@@ -27,6 +28,28 @@ class AugmentConfig:
     blur_sigma: float = 1.0          # upper bound, pixels
     p_geometric: float = 0.9
     p_intensity: float = 0.9
+    # other sites' processing: each of CLAHE and unsharp masking applies with this probability (0 = never, as the
+    # recipe of the models up to the 320 first stage)
+    processing_p: float = 0.0
+    clahe_clip: Tuple[float, float] = (1.5, 4.0)
+    clahe_tiles: int = 8             # tiles per side of the augmented image (8 = ~30 mm on a whole cephalogram)
+    unsharp_amount: Tuple[float, float] = (0.3, 2.0)
+    unsharp_sigma: Tuple[float, float] = (1.5, 8.0)   # pixels of the augmented image (~1-5 mm at 384 input)
+
+
+def with_processing(cfg: AugmentConfig, p: float, gamma_max: float, px_scale: float = 1.0,
+                    clahe_tiles: int = 8) -> AugmentConfig:
+    """``cfg`` with other sites' processing at probability ``p`` and, when ``gamma_max`` differs from its upper
+    gamma, the gamma range (min(lower, 1/gamma_max), gamma_max). ``px_scale``: pixels of the augmented image per first-stage input pixel at
+    384 (the local stage's patches are finer), so that the unsharp mask's radius keeps its size in mm."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"processing probability must be in [0, 1], got {p}")
+    if not gamma_max >= 1:
+        raise ValueError(f"largest augmentation gamma must be >= 1, got {gamma_max}")
+    lo, hi = cfg.unsharp_sigma
+    gamma = cfg.gamma if gamma_max == cfg.gamma[1] else (min(cfg.gamma[0], 1.0 / gamma_max), gamma_max)
+    return replace(cfg, processing_p=p, gamma=gamma,
+                   unsharp_sigma=(lo * px_scale, hi * px_scale), clahe_tiles=clahe_tiles)
 
 
 def random_affine(rng: np.random.Generator, hw: Tuple[int, int], cfg: AugmentConfig) -> np.ndarray:
@@ -63,9 +86,14 @@ def random_intensity(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConf
     x = img.astype(np.float32) * np.float32(1 / 255.0)
     if rng.random() < cfg.p_intensity:
         c = x[content]
+        if cfg.processing_p > 0 and rng.random() < cfg.processing_p:
+            clahe = cv2.createCLAHE(rng.uniform(*cfg.clahe_clip), (cfg.clahe_tiles, cfg.clahe_tiles))
+            c = clahe.apply(np.ascontiguousarray(img[content]).astype(np.uint8)).astype(np.float32) / 255.0
         c = np.power(c, rng.uniform(*cfg.gamma), dtype=np.float32)
         m = c.mean()
         c = (c - m) * rng.uniform(*cfg.contrast) + m + rng.uniform(-cfg.brightness, cfg.brightness)
+        if cfg.processing_p > 0 and rng.random() < cfg.processing_p:
+            c = c + rng.uniform(*cfg.unsharp_amount) * (c - cv2.GaussianBlur(c, (0, 0), rng.uniform(*cfg.unsharp_sigma)))
         sigma = rng.uniform(0, cfg.blur_sigma)
         if sigma > 0.3:
             c = cv2.GaussianBlur(c, (0, 0), sigma)

@@ -150,10 +150,11 @@ def test_cli_pack_then_train_from_pack(tmp_path):
     assert json.loads(js.read_text())["n_images"] == 2
     res = r.invoke(main, ["train", "--data", str(pack), "--out", str(tmp_path / "ft"), "--input-size", "128",
                           "--init", str(tmp_path / "run" / "best.pt"), "--restart-period", "1", *common,
-                          "--val-count", "0"])
+                          "--val-count", "0", "--aug-processing-p", "0.3", "--aug-gamma-max", "1.8"])
     assert res.exit_code == 0 and "initialised from run/best.pt (epoch 1" in res.output, res.output
     assert "8 train / 0 val" in res.output and "no validation images: best.pt is the last epoch" in res.output
-    assert load_checkpoint(tmp_path / "ft" / "last.pt")["config"]["restart_period"] == 1
+    ft_cfg = load_checkpoint(tmp_path / "ft" / "last.pt")["config"]
+    assert ft_cfg["restart_period"] == 1 and ft_cfg["aug_processing_p"] == 0.3 and ft_cfg["aug_gamma_max"] == 1.8
     res = r.invoke(main, ["eval", str(tmp_path / "ft" / "last.pt"), "--data", str(ISBI_FIX), "--split", "val"])
     assert res.exit_code != 0 and "no validation images" in res.output
     res = r.invoke(main, ["train", "--data", str(pack), "--out", str(tmp_path / "run2"), "--input-size", "160",

@@ -1,3 +1,5 @@
+# One-off probe kept as the record of a TRAINING.md figure: run from the repository root; it reads the run
+# folders under ~/cephalo-runs named below (bundle_ft320, bundle_local96), which are not in the repository.
 """Probe: match each image's grey-level histogram to the training images' mean before the Detector."""
 import numpy as np, json
 from pathlib import Path

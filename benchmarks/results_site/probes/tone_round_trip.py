@@ -1,3 +1,5 @@
+# One-off probe kept as the record of a TRAINING.md figure: run from the repository root; it reads the run
+# folders under ~/cephalo-runs named below (bundle_ft320, bundle_local96), which are not in the repository.
 import numpy as np
 from sdk import Detector
 from sdk.image_io import load_image

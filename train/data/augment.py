@@ -40,8 +40,9 @@ class AugmentConfig:
 def with_processing(cfg: AugmentConfig, p: float, gamma_max: float, px_scale: float = 1.0,
                     clahe_tiles: int = 8) -> AugmentConfig:
     """``cfg`` with other sites' processing at probability ``p`` and, when ``gamma_max`` differs from its upper
-    gamma, the gamma range (min(lower, 1/gamma_max), gamma_max). ``px_scale``: pixels of the augmented image per first-stage input pixel at
-    384 (the local stage's patches are finer), so that the unsharp mask's radius keeps its size in mm."""
+    gamma, the gamma range (min(lower, 1/gamma_max), gamma_max). ``px_scale``: pixels of the augmented image per
+    first-stage input pixel at 384 (the local stage's patches are finer), so that the unsharp mask's radius keeps
+    its size in mm."""
     if not 0 <= p <= 1:
         raise ValueError(f"processing probability must be in [0, 1], got {p}")
     if not gamma_max >= 1:
@@ -93,7 +94,8 @@ def random_intensity(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConf
         m = c.mean()
         c = (c - m) * rng.uniform(*cfg.contrast) + m + rng.uniform(-cfg.brightness, cfg.brightness)
         if cfg.processing_p > 0 and rng.random() < cfg.processing_p:
-            c = c + rng.uniform(*cfg.unsharp_amount) * (c - cv2.GaussianBlur(c, (0, 0), rng.uniform(*cfg.unsharp_sigma)))
+            amount, radius = rng.uniform(*cfg.unsharp_amount), rng.uniform(*cfg.unsharp_sigma)
+            c = c + amount * (c - cv2.GaussianBlur(c, (0, 0), radius))
         sigma = rng.uniform(0, cfg.blur_sigma)
         if sigma > 0.3:
             c = cv2.GaussianBlur(c, (0, 0), sigma)

@@ -365,52 +365,102 @@ def convert(checkpoint, out_dir, stem, openvino, int8, int8_onnx, ort_qdq, calib
 
 # -------------------------------------------------------------------------------------------------------- predict
 @main.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True)
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="Model file (default: bundled).")
 @click.option("--backend", type=click.Choice(["auto", "openvino", "onnxruntime"]), default="auto")
 @click.option("--threads", type=int, default=None)
 @click.option("--spacing", type=float, default=None, help="mm per pixel (else DICOM tags or ruler points).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Write <image>.json (and .csv / overlay) here; without it JSON goes to stdout.")
-@click.option("--csv", "write_csv", is_flag=True, help="Also write <image>.csv.")
-@click.option("--overlay", is_flag=True, help="Also write <image>_landmarks.png.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write <name>.json (and .csv / overlay) here, mirroring the inputs' folders; without it, one "
+                   "JSON line per image goes to stdout.")
+@click.option("--csv", "write_csv", is_flag=True, help="Also write <name>.csv (needs --out).")
+@click.option("--overlay", is_flag=True, help="Also write <name>_landmarks.png (needs --out).")
+@click.option("--jsonl", "jsonl_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also append every image's record (result or error) to this JSON Lines file.")
+@click.option("-r", "--recursive", is_flag=True, help="Read folders' sub-folders too ('**' in patterns).")
+@click.option("--skip-done", is_flag=True,
+              help="Skip images whose JSON in --out is complete (resume an interrupted run).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal, >= 10 images).")
 @click.option("--fast-decode", is_flag=True, help="Decode large JPEGs at reduced scale (faster, ~0.1 mm shift).")
-def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay, fast_decode):
-    """Detect landmarks on images (no torch needed)."""
-    from sdk import Detector
-    from sdk.draw import save_png
+def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay, jsonl_path, recursive, skip_done,
+            progress, fast_decode):
+    """Detect landmarks on images: files, folders or glob patterns (no torch needed).
 
+    Each image is read on its own: one that fails is named with its reason and the rest go on. A summary ends
+    the run. Exit code: 0 all read and none flagged, 1 some failed, 3 none failed but some flagged (check them),
+    2 usage error.
+    """
+    import sys
+
+    from sdk import Detector
+    from sdk.spacing import check_spacing
+
+    from .run import collect_inputs, exit_code, run_images
+
+    if (overlay or write_csv or skip_done) and out_dir is None:
+        raise click.UsageError("--overlay, --csv and --skip-done need --out (a folder for the files)")
     try:
+        if spacing is not None:
+            spacing = check_spacing(spacing, "--spacing")
+        files, missing = collect_inputs(images, recursive)
         det = Detector(model, backend=backend, threads=threads, fast_decode=fast_decode)
-        for path in images:
-            res = det(path, spacing=spacing)
-            if out_dir is None:
-                click.echo(res.to_json(indent=2))
-                if overlay or write_csv:
-                    raise click.UsageError("--overlay and --csv need --out")
-                continue
-            out_dir.mkdir(parents=True, exist_ok=True)
-            base = out_dir / Path(path).stem
-            base.with_suffix(".json").write_text(res.to_json(indent=2), encoding="utf-8")
-            if write_csv:
-                _write_csv(res, base.with_suffix(".csv"))
-            if overlay:
-                save_png(det.draw(path, res), base.parent / f"{base.name}_landmarks.png")
-            click.echo(f"{path}: {len(res)} landmarks -> {base.with_suffix('.json')}")
     except CephaloError as e:
         _fail(e)
+    counts = {"ok": 0, "flagged": 0, "failed": 0, "skipped": 0}
+    for spec, why in missing:
+        click.echo(f"{spec}: FAILED: {why}", err=True)
+        counts["failed"] += 1
+    show_bar = progress if progress is not None else (sys.stderr.isatty() and len(files) >= 10)
+    jsonl = open(jsonl_path, "a", encoding="utf-8") if jsonl_path else None
+    try:
+        with click.progressbar(length=len(files), label="images", file=sys.stderr) if show_bar else _NoBar() as bar:
+            for o in run_images(det, files, out_dir, spacing, write_csv, overlay, skip_done):
+                counts[o.status] += 1
+                bar.update(1)
+                if jsonl is not None and o.status != "skipped":
+                    jsonl.write(json.dumps(o.record()) + "\n")
+                    jsonl.flush()
+                if out_dir is None:
+                    click.echo(json.dumps(o.record()))
+                    if o.status == "failed":
+                        click.echo(f"{o.file}: FAILED: {o.error}", err=True)
+                    continue
+                if o.status == "failed":
+                    click.echo(f"{o.file}: FAILED: {o.error}", err=True)
+                elif not show_bar or o.status == "flagged":
+                    click.echo(_line(o))
+    finally:
+        if jsonl is not None:
+            jsonl.close()
+    n = sum(counts.values())
+    summary = (f"{n} image(s): {counts['ok']} ok, {counts['flagged']} flagged, {counts['failed']} failed"
+               + (f", {counts['skipped']} skipped (done before)" if counts["skipped"] else ""))
+    click.echo(summary, err=True)
+    sys.exit(exit_code(counts))
 
 
-def _write_csv(res, path: Path) -> None:
-    import csv
+class _NoBar:
+    def __enter__(self):
+        return self
 
-    mm = res.mm() if res.spacing else None
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "name", "x", "y", "score", "x_mm", "y_mm"])
-        for i, n in enumerate(res.names):
-            w.writerow([i + 1, n, f"{res.xy[i, 0]:.3f}", f"{res.xy[i, 1]:.3f}", f"{res.scores[i]:.4f}",
-                        "" if mm is None else f"{mm[i, 0]:.3f}", "" if mm is None else f"{mm[i, 1]:.3f}"])
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n):
+        pass
+
+
+def _line(o) -> str:
+    """One stdout line per image: its status, why it is flagged, and every file written."""
+    files = ", ".join(str(p) for p in o.written)
+    if o.status == "skipped":
+        return f"{o.file}: skipped (done: {files})"
+    res = o.result
+    head = f"{o.file}: {o.status.upper() if o.status != 'ok' else 'ok'}, {len(res)} landmarks"
+    if res.view != "as given":
+        head += f" (read {res.view})"
+    why = "; ".join(res.messages())
+    return head + (f" [{why}]" if why else "") + f" -> {files}"
 
 
 # --------------------------------------------------------------------------------------------------------- bundle

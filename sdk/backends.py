@@ -78,8 +78,11 @@ class OpenVinoBackend(Backend):
         if text is None:
             raise missing_metadata_error(str(path))
         self.meta = ModelMeta.from_json(text, str(path))
+        # f32: on CPUs with native bf16 (AVX-512 BF16, AMX) OpenVINO would otherwise run the float parts in bf16,
+        # and the points would no longer be those the model was checked and measured with.
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                          "PERFORMANCE_HINT": "LATENCY"})
+                                                          "PERFORMANCE_HINT": "LATENCY",
+                                                          "INFERENCE_PRECISION_HINT": "f32"})
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self._local = threading.local()  # an InferRequest is not shareable between threads
 

@@ -10,11 +10,13 @@ import numpy as np
 
 from .backends import open_backend
 from .decode import decode_to_image
-from .errors import CephaloError, ModelError
+from .errors import BatchError, CephaloError, ModelError
 from .image_io import ImageInput, LoadedImage, load_image
 from .measurements import measure
 from .preprocess import Letterbox, prepare, preprocess
+from .quality import assess
 from .refine import LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_path
+from .spacing import check_spacing
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "isbi19_default_int8.onnx"  # see models/MODEL_CARD.md for what it is
@@ -27,7 +29,11 @@ class Landmarks:
     xy: (K, 2) float64, original-image pixels (pixel centres at integers). scores: (K,) float32 in [0, 1], the
     heatmap peak (low = unsure). spacing: mm per pixel or None; spacing_source: 'caller' | 'dicom' | 'ruler' | None.
     view: how the image was read: 'as given', or 'mirrored' / 'inverted' / 'mirrored+inverted' when the image was
-    a facing-left or negative cephalogram (points are always in the given image's pixels).
+    a facing-left or negative cephalogram, or 'rotated90' / 'rotated180' / 'rotated270' when the image had to be
+    turned by that many degrees counter-clockwise to be read (points are always in the given image's pixels).
+    point_flags: (K,) why each landmark is doubtful ('' = not flagged; :mod:`sdk.quality`). flags: image-level
+    codes ('low_confidence', 'implausible_shape', 'points_outside_image'). notes: facts the user should know
+    (e.g. an unusable DICOM spacing). source: the file the result belongs to ('<array>' / '<bytes>' otherwise).
     """
 
     xy: np.ndarray
@@ -38,11 +44,39 @@ class Landmarks:
     spacing_source: Optional[str] = None
     schema: str = ""
     view: str = "as given"
+    point_flags: Tuple[str, ...] = ()
+    flags: Tuple[str, ...] = ()
+    notes: Tuple[str, ...] = ()
+    source: str = ""
 
     @property
     def confidence(self) -> float:
         """Mean heatmap peak over the landmarks; below ``LOW_CONFIDENCE`` the result is not to be trusted."""
         return float(np.mean(self.scores)) if len(self.scores) else 0.0
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """(K,) bool: landmarks whose position is doubtful (see ``point_flags`` for why)."""
+        return np.array([bool(f) for f in self.point_flags] if self.point_flags else [False] * len(self.names))
+
+    @property
+    def status(self) -> str:
+        """'ok', or 'flagged' when the image or any landmark is doubtful: check it before use."""
+        return "flagged" if self.flags or self.flagged.any() else "ok"
+
+    @property
+    def is_cephalogram(self) -> bool:
+        """False when the model could not read the image as a lateral cephalogram (low confidence in every view,
+        or a configuration no skull has): its points and measurements mean nothing."""
+        return not ({"low_confidence", "implausible_shape"} & set(self.flags))
+
+    def messages(self) -> List[str]:
+        """Human-readable lines for the image-level flags and the flagged landmarks."""
+        out = [FLAG_TEXT.get(f, f).format(conf=self.confidence, bar=LOW_CONFIDENCE) for f in self.flags]
+        bad = [f"{n} ({why})" for n, why in zip(self.names, self.point_flags) if why]
+        if bad and self.is_cephalogram:
+            out.append(f"{len(bad)} landmark(s) flagged: " + ", ".join(bad))
+        return out + list(self.notes)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -60,9 +94,7 @@ class Landmarks:
         if s is None:
             raise CephaloError("no pixel spacing known for this image: pass spacing= (mm per pixel) to the "
                                "Detector call or to mm(), use a DICOM file, or a model with ruler points")
-        if not s > 0:
-            raise CephaloError(f"pixel spacing must be > 0 mm, got {s!r}")
-        return self.xy * float(s)
+        return self.xy * check_spacing(s)
 
     def distance_mm(self, a: str, b: str) -> float:
         """Distance between landmarks ``a`` and ``b`` in mm."""
@@ -70,11 +102,18 @@ class Landmarks:
         return float(np.linalg.norm(pts[self.names.index(a)] - pts[self.names.index(b)]))
 
     def measurements(self) -> Dict[str, Dict]:
-        """Cephalometric angles/ratios computable from this schema (see :mod:`sdk.measurements`)."""
+        """Cephalometric angles/ratios computable from this schema (see :mod:`sdk.measurements`); empty when the
+        image was not read as a cephalogram."""
+        if not self.is_cephalogram:
+            return {}
         return measure({n: self.xy[i] for i, n in enumerate(self.names)})
 
     def to_dict(self) -> Dict:
         d = {
+            "file": self.source,
+            "status": self.status,
+            "flags": list(self.flags),
+            "messages": self.messages(),
             "schema": self.schema,
             "image_size": {"height": self.image_size[0], "width": self.image_size[1]},
             "spacing_mm": self.spacing,
@@ -83,12 +122,11 @@ class Landmarks:
             "confidence": round(self.confidence, 4),
             "landmarks": [
                 {"name": n, "x": round(float(self.xy[i, 0]), 3), "y": round(float(self.xy[i, 1]), 3),
-                 "score": round(float(self.scores[i]), 4)} for i, n in enumerate(self.names)],
+                 "score": round(float(self.scores[i]), 4),
+                 "flag": (self.point_flags[i] or None) if self.point_flags else None}
+                for i, n in enumerate(self.names)],
             "measurements": self.measurements(),
         }
-        if self.confidence < LOW_CONFIDENCE:
-            d["warning"] = (f"low confidence ({self.confidence:.2f} < {LOW_CONFIDENCE}): the image may not be a "
-                            f"lateral cephalogram this model knows; check the landmarks")
         if self.spacing is not None:
             mm = self.mm()
             for i, lm in enumerate(d["landmarks"]):
@@ -99,12 +137,44 @@ class Landmarks:
         return json.dumps(self.to_dict(), **kw)
 
 
+FLAG_TEXT = {
+    "low_confidence": "low confidence ({conf:.2f} < {bar}) in every view tried: the image may not be a lateral "
+                      "cephalogram this model knows; its landmarks and measurements mean nothing",
+    "implausible_shape": "the landmarks form no skull's configuration: the image may not be a lateral cephalogram",
+    "points_outside_image": "some landmarks lie outside the image (a cropped or unusual field of view)",
+}
+
 # Mean heatmap peak below which a result is doubted (and, with auto_view, the other views are tried). The bundled
 # 320 model gives 0.88-0.93 on 40 ISBI Test1/Test2 images, 0.11-0.44 on them mirrored, 0.04-0.15 inverted (the
 # 384 model before it: 0.04-0.34 mirrored, so 0.5 was the bar); 0.6 keeps a margin on both sides. A 256-input
 # candidate read one mirrored validation image at 0.52 and kept it as given.
 LOW_CONFIDENCE = 0.6
-_VIEWS = ("mirrored", "inverted", "mirrored+inverted")
+_VIEWS = ("mirrored", "inverted", "mirrored+inverted", "rotated90", "rotated270", "rotated180")
+
+
+def view_image(gray: np.ndarray, view: str) -> np.ndarray:
+    """(H, W) image as the model reads it in ``view`` (mirrored, inverted, turned counter-clockwise)."""
+    img = gray[:, ::-1] if view.startswith("mirrored") else gray
+    img = 255 - img if view.endswith("inverted") else img
+    if view.startswith("rotated"):
+        img = np.rot90(img, int(view[7:]) // 90)
+    return np.ascontiguousarray(img)
+
+
+def view_points_back(xy: np.ndarray, view: str, given_hw: Tuple[int, int]) -> np.ndarray:
+    """(K, 2) points read in ``view`` -> the given image's pixels (exact inverse of :func:`view_image`)."""
+    h, w = given_hw
+    x, y = xy[:, 0], xy[:, 1]
+    if view.startswith("mirrored"):
+        return np.stack([w - 1 - x, y], axis=1)
+    turns = int(view[7:]) // 90 if view.startswith("rotated") else 0
+    if turns == 1:           # np.rot90: reading (x, y) came from given (w - 1 - y, x)
+        return np.stack([w - 1 - y, x], axis=1)
+    if turns == 2:
+        return np.stack([w - 1 - x, h - 1 - y], axis=1)
+    if turns == 3:
+        return np.stack([y, h - 1 - x], axis=1)
+    return np.asarray(xy, np.float64).copy()
 
 
 class Detector:
@@ -162,23 +232,31 @@ class Detector:
 
     def postprocess(self, heatmaps: np.ndarray, lb: Letterbox, loaded: LoadedImage,
                     spacing: Optional[float], gray: Optional[np.ndarray] = None) -> Landmarks:
-        """(K, h, w) heatmaps -> Landmarks in original pixels (and mm when a spacing is known).
+        """(K, h, w) heatmaps -> Landmarks in original pixels (and mm when a spacing is known), with its flags.
 
         With a local stage, each point is then refined on ``gray`` (default ``loaded.gray``: the pixels the first
         stage saw). Scores stay the first stage's heatmap peaks.
         """
+        res, shift = self._read(heatmaps, lb, loaded, None if spacing is None else check_spacing(spacing), gray)
+        return self._assess(res, shift)
+
+    def _read(self, heatmaps: np.ndarray, lb: Letterbox, loaded: LoadedImage, spacing: Optional[float],
+              gray: Optional[np.ndarray] = None) -> Tuple[Landmarks, Optional[np.ndarray]]:
+        """Decoded (and refined) points without flags, and the local stage's move per point (first-stage input
+        px; None without a local stage)."""
         m = self.meta
         if heatmaps.shape[0] != m.schema.k:
             raise ModelError(f"model {self.model_path} outputs {heatmaps.shape[0]} heatmaps, its schema "
                              f"{m.schema.id!r} has {m.schema.k} landmarks")
         xy, scores = decode_to_image(heatmaps, lb, m.heatmap_stride, m.sigma, m.decoder)
+        shift = None
         if self.local is not None:
-            xy = self.local.refine(loaded.gray if gray is None else gray, lb, xy, loaded.reduction)
+            refined = self.local.refine(loaded.gray if gray is None else gray, lb, xy, loaded.reduction)
+            shift = np.linalg.norm((refined - xy) * np.array([lb.scale_x, lb.scale_y]), axis=1)
+            xy = refined
         src = None
         if spacing is not None:
-            if not (isinstance(spacing, (int, float)) and np.isfinite(spacing) and spacing > 0):
-                raise CephaloError(f"spacing must be a positive number of mm per pixel, got {spacing!r}")
-            spacing, src = float(spacing), "caller"
+            src = "caller"
         elif loaded.spacing is not None:
             spacing, src = loaded.spacing, "dicom"
         elif m.schema.ruler is not None:
@@ -186,51 +264,128 @@ class Detector:
             d = float(np.linalg.norm(xy[m.schema.names.index(a)] - xy[m.schema.names.index(b)]))
             if d > 1.0:
                 spacing, src = mm / d, "ruler"
-        return Landmarks(xy, scores, m.schema.names, (lb.src_h, lb.src_w), spacing, src, m.schema.id)
+        res = Landmarks(xy, scores, m.schema.names, (lb.src_h, lb.src_w), spacing, src, m.schema.id,
+                        notes=loaded.notes, source=loaded.source)
+        return res, shift
+
+    def _assess(self, res: Landmarks, shift: Optional[np.ndarray]) -> Landmarks:
+        """``res`` with its flags (:mod:`sdk.quality`), in the given image's pixels."""
+        reasons, flags = assess(res.xy, res.scores, res.image_size, res.schema, res.names, shift)
+        if res.confidence < LOW_CONFIDENCE:
+            flags = ["low_confidence"] + flags
+        return replace(res, point_flags=reasons, flags=tuple(flags))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        try:
+            return self._backend.run(x)
+        except CephaloError:
+            raise
+        except Exception as e:   # a runtime's own error type: say which model, keep the cause
+            raise ModelError(f"model {self.model_path}: inference failed ({type(e).__name__}: "
+                             f"{str(e)[:300]})") from e
 
     def __call__(self, image: ImageInput, spacing: Optional[float] = None) -> Landmarks:
         """Landmarks of one image (path, file bytes, or (H, W[, C]) uint8/uint16 array)."""
-        x, lb, loaded = self.preprocess(image)
-        hm = self._backend.run(x[None])
-        return self._other_views(self.postprocess(hm[0], lb, loaded, spacing), loaded, spacing)
+        spacing = None if spacing is None else check_spacing(spacing)   # before any work
+        try:
+            x, lb, loaded = self.preprocess(image)
+            hm = self._run(x[None])
+            return self._settle(self._read(hm[0], lb, loaded, spacing), loaded, spacing)
+        except CephaloError:
+            raise
+        except Exception as e:   # never a bare library error: name the image and keep the cause
+            raise CephaloError(f"image {_name(image)}: {type(e).__name__}: {str(e)[:300]}") from e
 
-    def _other_views(self, res: Landmarks, loaded: LoadedImage, spacing: Optional[float]) -> Landmarks:
-        """``res`` itself, or, when it is doubtful, the reading of a mirrored/inverted image the model is sure of."""
+    def _settle(self, read: Tuple[Landmarks, Optional[np.ndarray]], loaded: LoadedImage,
+                spacing: Optional[float]) -> Landmarks:
+        """The reading as given or, when it is doubtful, the view (mirrored, inverted, turned) the model is sure
+        of; flags assessed on the reading kept."""
+        res, shift = read
         if not self.auto_view or res.confidence >= LOW_CONFIDENCE:
-            return res
+            return self._assess(res, shift)
         m, g = self.meta, loaded.gray
-        best = res
+        best, best_shift = res, shift
         for view in _VIEWS:
-            img = g[:, ::-1] if view.startswith("mirrored") else g
-            img = 255 - img if view.endswith("inverted") else img
-            x, lb = preprocess(np.ascontiguousarray(img), m.input_hw, m.mean, m.std, m.pad_value, m.channels,
-                               loaded.full_hw, loaded.reduction)
-            cand = self.postprocess(self._backend.run(x[None])[0], lb, loaded, spacing, np.ascontiguousarray(img))
-            if view.startswith("mirrored"):
-                xy = cand.xy.copy()
-                xy[:, 0] = loaded.full_hw[1] - 1 - xy[:, 0]    # back to the given image's pixels
-                cand = replace(cand, xy=xy)
+            img = view_image(g, view)
+            turned = view in ("rotated90", "rotated270")
+            full = loaded.full_hw[::-1] if turned else loaded.full_hw
+            x, lb = preprocess(img, m.input_hw, m.mean, m.std, m.pad_value, m.channels, full, loaded.reduction)
+            cand, cshift = self._read(self._run(x[None])[0], lb, loaded, spacing, img)
             if cand.confidence > best.confidence:
-                best = replace(cand, view=view)
-        return best if best.confidence >= LOW_CONFIDENCE else res
+                best = replace(cand, xy=view_points_back(cand.xy, view, loaded.full_hw),
+                               image_size=tuple(loaded.full_hw), view=view)
+                best_shift = cshift
+            if best.confidence >= LOW_CONFIDENCE:
+                break     # the first view the model is sure of: the rest cost a model call each
+        return self._assess(best if best.confidence >= LOW_CONFIDENCE else res,
+                            best_shift if best.confidence >= LOW_CONFIDENCE else shift)
 
     def batch(self, images: Sequence[ImageInput], spacing: Optional[Union[float, Sequence[Optional[float]]]] = None,
-              batch_size: int = 4) -> List[Landmarks]:
-        """Landmarks of several images, ``batch_size`` per model call. ``spacing``: one value or one per image."""
+              batch_size: int = 4, on_error: str = "raise") -> List[Union[Landmarks, CephaloError]]:
+        """Landmarks of several images, ``batch_size`` per model call. ``spacing``: one value or one per image.
+
+        Every image is read even when some fail. ``on_error='raise'`` (default): if any failed, a
+        :class:`sdk.BatchError` is raised after all were read; its ``results`` holds each image's Landmarks or
+        its error, in order. ``on_error='return'``: that list is returned instead.
+        """
+        if on_error not in ("raise", "return"):
+            raise CephaloError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise CephaloError(f"batch_size must be a positive integer, got {batch_size!r}")
         images = list(images)
         spacings = list(spacing) if isinstance(spacing, (list, tuple)) else [spacing] * len(images)
         if len(spacings) != len(images):
             raise CephaloError(f"got {len(spacings)} spacings for {len(images)} images")
-        out: List[Landmarks] = []
-        for i in range(0, len(images), max(1, int(batch_size))):
-            prepared = [self.preprocess(im) for im in images[i:i + batch_size]]
-            hm = self._backend.run(np.stack([p[0] for p in prepared]))
-            out += [self._other_views(self.postprocess(hm[j], p[1], p[2], spacings[i + j]), p[2], spacings[i + j])
-                    for j, p in enumerate(prepared)]
+        spacings = [None if s is None else check_spacing(s, f"spacing= of image {i}") for i, s in enumerate(spacings)]
+        out: List[Union[Landmarks, CephaloError]] = [None] * len(images)   # type: ignore[list-item]
+        for i in range(0, len(images), batch_size):
+            ready = []
+            for j in range(i, min(i + batch_size, len(images))):
+                try:
+                    ready.append((j, self.preprocess(images[j])))
+                except Exception as e:
+                    out[j] = _as_error(e, images[j], j)
+            if not ready:
+                continue
+            try:
+                hm = self._run(np.stack([p[0] for _, p in ready]))
+            except Exception:       # read them one by one, so one image's failure stays its own
+                for j, _ in ready:
+                    try:
+                        out[j] = self(images[j], spacings[j])
+                    except Exception as e:
+                        out[j] = _as_error(e, images[j], j)
+                continue
+            for n, (j, p) in enumerate(ready):
+                try:
+                    out[j] = self._settle(self._read(hm[n], p[1], p[2], spacings[j]), p[2], spacings[j])
+                except Exception as e:
+                    out[j] = _as_error(e, images[j], j)
+        failed = [(j, r) for j, r in enumerate(out) if isinstance(r, Exception)]
+        if failed and on_error == "raise":
+            raise BatchError(out, failed)
         return out
 
     def draw(self, image: ImageInput, result: Landmarks) -> np.ndarray:
-        """(H, W, 3) uint8 BGR overlay of ``result`` on ``image``."""
+        """(H, W, 3) uint8 BGR overlay of ``result`` on ``image``: numbered points, flagged ones marked, and a
+        legend of the names."""
         from .draw import draw_landmarks
 
-        return draw_landmarks(load_image(image).gray, result.xy)
+        return draw_landmarks(load_image(image).gray, result.xy, names=result.names, flagged=result.flagged)
+
+
+def _name(image: ImageInput) -> str:
+    if isinstance(image, (str, Path)):
+        return str(image)
+    return "<array>" if isinstance(image, np.ndarray) else f"<{type(image).__name__}>"
+
+
+def _as_error(e: Exception, image: ImageInput, index: int) -> CephaloError:
+    """Any failure of one image as a CephaloError whose message names it (path, or its index in the batch)."""
+    name = _name(image)
+    where = name if not name.startswith("<") else f"{name} #{index}"
+    if isinstance(e, CephaloError):
+        return e if where in str(e) else type(e)(f"{where}: {e}")
+    err = CephaloError(f"{where}: {type(e).__name__}: {str(e)[:300]}")
+    err.__cause__ = e
+    return err

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import io
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from .errors import ImageError
+from .spacing import PLAUSIBLE_MM, plausible
 
 
-def read_dicom(data: bytes, source: str) -> Tuple[np.ndarray, Optional[float]]:
-    """DICOM bytes -> ((H, W) uint8|uint16 pixels, mm per pixel or None).
+def read_dicom(data: bytes, source: str) -> Tuple[np.ndarray, Optional[float], Tuple[str, ...]]:
+    """DICOM bytes -> ((H, W) uint8|uint16 pixels, mm per pixel or None, notes).
 
     Spacing comes from ``ImagerPixelSpacing`` (detector plane, what a cephalostat calibrates), then ``PixelSpacing``.
-    Non-square spacing is averaged; the SDK reports one spacing per image.
+    Non-square spacing is averaged; the SDK reports one spacing per image. A tag that is present but zero,
+    unreadable or outside the plausible range is skipped, and ``notes`` says so (the caller shows it to the user).
     """
     try:
         import pydicom
@@ -36,10 +38,22 @@ def read_dicom(data: bytes, source: str) -> Tuple[np.ndarray, Optional[float]]:
         px = px.max() - px  # MONOCHROME1: high values are dark
     lo, hi = px.min(), px.max()
     scaled = np.zeros(px.shape, np.uint16) if hi <= lo else np.rint((px - lo) * (65535.0 / (hi - lo))).astype(np.uint16)
-    spacing = None
+    spacing, notes = None, []   # type: Optional[float], List[str]
     for tag in ("ImagerPixelSpacing", "PixelSpacing"):
         val = getattr(ds, tag, None)
-        if val is not None and len(val) >= 2 and float(val[0]) > 0 and float(val[1]) > 0:
-            spacing = 0.5 * (float(val[0]) + float(val[1]))
+        if val is None:
+            continue
+        try:
+            pair = [float(v) for v in val][:2]
+            s = 0.5 * (pair[0] + pair[1])
+        except (TypeError, ValueError, IndexError):
+            notes.append(f"DICOM {tag} {val!r} is not a pair of numbers; ignored")
+            continue
+        if min(pair) > 0 and plausible(s):
+            spacing = s
             break
-    return scaled, spacing
+        notes.append(f"DICOM {tag} {list(pair)} mm is not a usable spacing (expected {PLAUSIBLE_MM[0]:g}-"
+                     f"{PLAUSIBLE_MM[1]:g} mm); ignored")
+    if spacing is None and notes:
+        notes.append("no pixel spacing from the file: pass spacing= (--spacing) for millimetres")
+    return scaled, spacing, tuple(notes)

@@ -1,29 +1,58 @@
-"""Overlay drawing: numbered landmarks on the image, written as PNG (paths handled as bytes: non-ASCII and
-Windows paths work)."""
+"""Overlay drawing: numbered landmarks on the image with a legend of their names, flagged ones marked, written as
+PNG (paths handled as bytes: non-ASCII and Windows paths work)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
 from .errors import ImageError
 
+_OK, _FLAGGED, _TEXT = (0, 0, 255), (0, 165, 255), (0, 255, 255)   # BGR: red points, orange when flagged
 
-def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 0) -> np.ndarray:
-    """(H, W) uint8 gray + (K, 2) points -> (H, W, 3) uint8 BGR overlay with numbered points (1-based)."""
+
+def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 0,
+                   names: Optional[Sequence[str]] = None, flagged: Optional[np.ndarray] = None) -> np.ndarray:
+    """(H, W) uint8 gray + (K, 2) points -> BGR overlay with numbered points (1-based, or ``labels``).
+
+    ``names``: a legend panel ``number  name`` is added on the right, so numbers beside the points stay short
+    and the image itself is not covered. ``flagged`` (K,) bool: those points are drawn as rings, in orange, and
+    marked in the legend. Sizes scale with the image so the overlay reads at its own size."""
     img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     scale = max(gray.shape) / 1000.0
     r = radius or max(2, int(round(6 * scale)))
     thick = max(1, int(round(2 * scale)))
+    flagged = np.zeros(len(xy), bool) if flagged is None else np.asarray(flagged, bool)
     for i, (x, y) in enumerate(np.asarray(xy, float)):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
         c = (int(round(x)), int(round(y)))
-        cv2.circle(img, c, r, (0, 0, 255), -1, cv2.LINE_AA)
+        colour = _FLAGGED if flagged[i] else _OK
+        cv2.circle(img, c, r + (thick if flagged[i] else 0), colour, thick if flagged[i] else -1, cv2.LINE_AA)
         text = str(labels[i]) if labels is not None else str(i + 1)
-        cv2.putText(img, text, (c[0] + r + 2, c[1] - r - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 255, 255),
+        cv2.putText(img, text, (c[0] + r + 2, c[1] - r - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, _TEXT,
                     thick, cv2.LINE_AA)
-    return img
+    if names is None:
+        return img
+    return np.hstack([img, _legend(names, flagged, img.shape[0], scale, labels)])
+
+
+def _legend(names: Sequence[str], flagged: np.ndarray, height: int, scale: float, labels=None) -> np.ndarray:
+    """A dark panel listing ``number  name`` per landmark (flagged ones in orange with '(check)')."""
+    font, fs, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.55 * scale, max(1, int(round(1.5 * scale)))
+    lines = [f"{labels[i] if labels is not None else i + 1:>2}  {n}" + ("  (check)" if flagged[i] else "")
+             for i, n in enumerate(names)]
+    (tw, th), _ = cv2.getTextSize(max(lines, key=len), font, fs, thick)
+    step = max(th + 4, min(int(th * 2.0), (height - 2 * th) // max(1, len(lines))))
+    panel = np.full((height, tw + 2 * th, 3), 32, np.uint8)
+    for i, line in enumerate(lines):
+        y = th + (i + 1) * step
+        if y > height - 2:
+            break
+        cv2.putText(panel, line, (th, y), font, fs, _FLAGGED if flagged[i] else _TEXT, thick, cv2.LINE_AA)
+    return panel
 
 
 def save_png(img: np.ndarray, path: Union[str, Path]) -> Path:

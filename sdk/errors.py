@@ -23,3 +23,13 @@ class AnnotationError(CephaloError, ValueError):
 
 class BackendError(CephaloError, RuntimeError):
     """The requested inference backend is not installed or cannot run the model."""
+
+
+class BatchError(CephaloError):
+    """Some images of a ``Detector.batch`` call failed. ``results``: every image's Landmarks or its error, in the
+    order given; ``failed``: (index, error) of the failures."""
+
+    def __init__(self, results, failed):
+        self.results, self.failed = results, failed
+        shown = "; ".join(str(e) for _, e in failed[:5]) + ("; ..." if len(failed) > 5 else "")
+        super().__init__(f"{len(failed)} of {len(results)} images failed: {shown}")

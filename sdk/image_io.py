@@ -12,17 +12,23 @@ libjpeg's DCT scaling (a cephalogram is ~10x the model input; full decoding and 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
-import cv2
-import numpy as np
-
-from .errors import ImageError
-
 MIN_SIDE = 32            # smaller than this is not a cephalogram
 MAX_PIXELS = 200_000_000  # 200 MP: larger is an error, not a scan (and would exhaust memory)
+# OpenCV's own decoder limit (read once, at its first decode), for formats whose header is not read here.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+# The SDK is quiet: a corrupt file is an ImageError, not lines of OpenCV's log on the host's stderr.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+
+import cv2  # noqa: E402  (after the limit above)
+import numpy as np  # noqa: E402
+
+from .errors import ImageError  # noqa: E402
+
 REDUCE_MARGIN = 2.0      # a reduced decode keeps >= 2x the letterboxed size, so the area resize still averages
 _REDUCED = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -39,6 +45,7 @@ class LoadedImage:
     source: str = "<array>"
     reduction: int = 1                # gray is the image decoded at 1/reduction scale (JPEG DCT scaling)
     src_hw: Optional[Tuple[int, int]] = None   # the full image's (H, W), displayed orientation
+    notes: Tuple[str, ...] = ()       # what the user should know about the file (e.g. an unusable spacing tag)
 
     @property
     def full_hw(self) -> Tuple[int, int]:
@@ -135,23 +142,99 @@ def _reduced_jpeg(buf: np.ndarray, data: bytes, reduce_for: Tuple[int, int], sou
     return None
 
 
+def header_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(height, width) from the header of a PNG, JPEG, BMP, TIFF or PNM file, without decoding; None for other
+    formats or a header too short to say."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    head = jpeg_header(data)
+    if head is not None:
+        return head[0], head[1]
+    if data[:2] == b"BM" and len(data) >= 26:
+        return abs(int.from_bytes(data[22:26], "little", signed=True)), abs(int.from_bytes(data[18:22], "little",
+                                                                                           signed=True))
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_size(data)
+    m = re.match(rb"P[1-6](?:\s+|#[^\n]*\n)+(\d+)(?:\s+|#[^\n]*\n)+(\d+)", data[:512])
+    if m:
+        return int(m.group(2)), int(m.group(1))
+    return None
+
+
+def _tiff_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(height, width) of a TIFF's first image (tags 257/256 of its first IFD), or None."""
+    order = "little" if data[:2] == b"II" else "big"
+    at = int.from_bytes(data[4:8], order)
+    if at + 2 > len(data):
+        return None
+    count = int.from_bytes(data[at:at + 2], order)
+    size = {}
+    for i in range(min(count, 4096)):
+        e = at + 2 + 12 * i
+        if e + 12 > len(data):
+            break
+        tag, typ = int.from_bytes(data[e:e + 2], order), int.from_bytes(data[e + 2:e + 4], order)
+        if tag in (256, 257) and typ in (3, 4):
+            size[tag] = int.from_bytes(data[e + 8:e + (10 if typ == 3 else 12)], order)
+    return (size[257], size[256]) if len(size) == 2 else None
+
+
+def _check_png_chunks(data: bytes, source: str) -> None:
+    """:class:`ImageError` when a PNG's chunk lengths run past its end: a decoder would allocate what the length
+    claims (up to 4 GB for a 12 kB file) before finding the data missing."""
+    i = 8
+    while i + 8 <= len(data):
+        length, kind = int.from_bytes(data[i:i + 4], "big"), data[i + 4:i + 8]
+        if i + 12 + length > len(data):
+            raise ImageError(f"image {source}: PNG chunk {kind!r} claims {length} bytes past the end of the file "
+                             f"(corrupt or truncated)")
+        if kind == b"IEND":
+            return
+        i += 12 + length
+    raise ImageError(f"image {source}: PNG file ends before its IEND chunk (truncated)")
+
+
+def check_size(h: int, w: int, source: str) -> None:
+    """:class:`ImageError` when an ``h x w`` image is too small to be a cephalogram or too large to decode."""
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ImageError(f"image {source}: {w}x{h} pixels is too small (each side must be >= {MIN_SIDE})")
+    if h * w > MAX_PIXELS:
+        raise ImageError(f"image {source}: {w}x{h} pixels exceeds the limit of {MAX_PIXELS} pixels")
+
+
 def _decode_bytes(data: bytes, source: str, reduce_for: Optional[Tuple[int, int]] = None) -> LoadedImage:
     if not data:
         raise ImageError(f"image {source} is empty (0 bytes)")
     if _is_dicom(data):
         from .dicom import read_dicom  # pydicom is an optional extra
 
-        gray, spacing = read_dicom(data, source)
-        return LoadedImage(to_gray_u8(gray, source), spacing, source)
+        gray, spacing, notes = read_dicom(data, source)
+        return LoadedImage(to_gray_u8(gray, source), spacing, source, notes=notes)
+    size = header_size(data)
+    if size is not None:          # refuse absurd sizes before a decoder allocates them
+        check_size(size[0], size[1], source)
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        _check_png_chunks(data, source)
     buf = np.frombuffer(data, dtype=np.uint8)
-    if reduce_for is not None:
-        reduced = _reduced_jpeg(buf, data, reduce_for, source)
-        if reduced is not None:
-            return reduced
-    # GRAYSCALE|ANYDEPTH keeps 16-bit data and, unlike IMREAD_UNCHANGED, applies the EXIF orientation.
-    img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    try:
+        if reduce_for is not None:
+            reduced = _reduced_jpeg(buf, data, reduce_for, source)
+            if reduced is not None:
+                return reduced
+        # GRAYSCALE|ANYDEPTH keeps 16-bit data and, unlike IMREAD_UNCHANGED, applies the EXIF orientation.
+        img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as e:
+        msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+        raise ImageError(f"image {source}: the decoder refused it ({msg})") from None
+    except MemoryError:
+        raise ImageError(f"image {source}: not enough memory to decode it") from None
     if img is None:
+        if size is not None:
+            raise ImageError(f"image {source}: its header says {size[1]}x{size[0]} pixels but the image data is "
+                             f"corrupt or truncated")
         raise ImageError(f"image {source} is not a readable image file (corrupt or unsupported format)")
+    if img.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"image {source}: {img.dtype} pixels are not supported; give 8- or 16-bit images")
     return LoadedImage(to_gray_u8(img, source), None, source)
 
 
@@ -171,11 +254,7 @@ def to_gray_u8(arr: np.ndarray, source: str = "<array>") -> np.ndarray:
             arr = np.clip(np.rint(lum), 0, np.iinfo(arr.dtype).max).astype(arr.dtype)
     elif arr.ndim != 2:
         raise ImageError(f"image {source}: shape {arr.shape} is not (H, W) or (H, W, 1|3|4)")
-    h, w = arr.shape
-    if h < MIN_SIDE or w < MIN_SIDE:
-        raise ImageError(f"image {source}: {w}x{h} pixels is too small (each side must be >= {MIN_SIDE})")
-    if h * w > MAX_PIXELS:
-        raise ImageError(f"image {source}: {w}x{h} pixels exceeds the limit of {MAX_PIXELS} pixels")
+    check_size(arr.shape[0], arr.shape[1], source)
     if arr.dtype == np.uint16:
         arr = window_to_u8(arr)
     return np.ascontiguousarray(arr)

@@ -178,12 +178,16 @@ class LocalStage:
 
         ``gray`` is the image the first stage saw (or its 1/``reduction`` decode); ``lb`` its letterbox.
         """
+        return self.refine_with_peaks(gray, lb, xy, reduction)[0]
+
+    def refine_with_peaks(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1):
+        """:meth:`refine`, plus the (K,) local heatmap peak each point was read at."""
         fine = fine_image(gray, lb, self.factor, reduction)
         x, mats = local_inputs(fine, xy, self.params)
         hm = self._backend.run(x)
         if hm.shape[:2] != (len(xy), self.meta.schema.k):
             raise ModelError(f"local-stage model {self.path} gave heatmaps {hm.shape} for {len(xy)} patches")
-        return local_points(hm, mats, fine, self.params, xy)
+        return local_points(hm, mats, fine, self.params, xy, return_peaks=True)
 
 
 @dataclass(frozen=True)
@@ -223,14 +227,17 @@ def _prior(h: int, centres: np.ndarray, p: LocalParams) -> np.ndarray:
 
 
 def local_points(heatmaps: np.ndarray, mats: np.ndarray, fine: FineImage, p: LocalParams,
-                 first: np.ndarray) -> np.ndarray:
+                 first: np.ndarray, return_peaks: bool = False):
     """(K, K, h, w) patch-model output for the patches of :func:`local_inputs` around ``first`` ((K, 2) original
-    pixels) -> (K, 2) original pixels: patch ``i`` is read on its own landmark's channel ``i``."""
+    pixels) -> (K, 2) original pixels: patch ``i`` is read on its own landmark's channel ``i``. With
+    ``return_peaks``: also the (K,) peak each point was read at (prior-weighted; low = the patch model is unsure
+    or found its landmark far from the first stage's point)."""
     k = len(mats)
     own = np.asarray(heatmaps, dtype=np.float32)[np.arange(k), np.arange(k)]
     if p.prior_sd > 0:
         centres = np.stack([apply_matrix(q, m) for q, m in zip(fine.to_fine(first), mats)])
         own = own * _prior(own.shape[-1], centres, p)
-    pxy, _ = decode_heatmaps(own[:, None], p.sigma, p.decoder)
+    pxy, peaks = decode_heatmaps(own[:, None], p.sigma, p.decoder)
     patch_xy = heatmap_to_input(pxy[:, 0], p.stride)
-    return fine.to_image(np.stack([patch_to_fine(patch_xy[i], mats[i]) for i in range(k)]))
+    xy = fine.to_image(np.stack([patch_to_fine(patch_xy[i], mats[i]) for i in range(k)]))
+    return (xy, peaks[:, 0]) if return_peaks else xy

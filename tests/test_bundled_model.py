@@ -117,7 +117,8 @@ def test_facing_left_and_negative_images_are_read(det, fixture_samples):
     assert det(255 - g).view == "inverted"
     strict = Detector(auto_view=False)(g[:, ::-1].copy())
     assert strict.view == "as given" and strict.confidence < LOW_CONFIDENCE
-    assert "low confidence" in strict.to_dict()["warning"] and "warning" not in plain.to_dict()
+    assert "low_confidence" in strict.flags and strict.status == "flagged" and strict.measurements() == {}
+    assert "low confidence" in strict.to_dict()["messages"][0] and plain.flags == () and plain.status == "ok"
     assert [r.view for r in det.batch([g, g[:, ::-1].copy()])] == ["as given", "mirrored"]
 
 

@@ -98,7 +98,7 @@ def test_model_card_lists_both_precisions_per_landmark():
         m = {"mre_mm": 1.5 + off, "sd_mm": 1.0, "mre_input_px": 2.4, "sdr": {"2mm": 70.0, "2.5mm": 80.0,
                                                                             "3mm": 85.0, "4mm": 90.0},
              "per_landmark": per}
-        return {"test1": {"senior": m}, "test2": {"senior": m}}
+        return {"test1": {"mean": m, "senior": m}, "test2": {"mean": m, "senior": m}}
 
     card = render(meta, "x.onnx", 29.35, {"FP32": acc(0.0), "INT8": acc(0.5)}, "notes here")
     assert "29.4 MiB (30.8 MB)" in card or "29.3 MiB (30.8 MB)" in card

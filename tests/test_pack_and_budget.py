@@ -1,6 +1,5 @@
 """Data packs (training away from the data folder), checkpoint intervals, time budgets, persistent loader workers."""
 import json
-import time
 
 import numpy as np
 import pytest
@@ -80,14 +79,26 @@ def test_epoch_sampler_encodes_epoch(fixture_samples, tmp_path):
     assert torch.equal(plain["image"], encoded["image"]) and encoded["index"] == 4
 
 
+class FakeClock:
+    """A clock that advances ``step`` seconds each time it is read: time-based decisions become deterministic."""
+
+    def __init__(self, step: float):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
 def test_checkpoint_interval_and_deadline(tmp_path, fixture_samples):
     cfg = tiny_config(epochs=50, max_steps_per_epoch=1)
     tr, va = split_train_val(fixture_samples, cfg.val_count, cfg.seed)
-    t = Trainer(cfg, tr, va, tmp_path / "run", tmp_path / "cache", checkpoint_every_s=3600)
-    t0 = time.perf_counter()
+    clock = FakeClock(1.0)                            # every read advances 1 s: no dependence on machine speed
+    t = Trainer(cfg, tr, va, tmp_path / "run", tmp_path / "cache", checkpoint_every_s=3600, clock=clock)
+    t0 = clock()
     t.fit(progress=False, stop_after=2)
-    per_epoch = (time.perf_counter() - t0) / 2
-    hist = t.fit(progress=False, deadline=time.perf_counter() + 2.5 * per_epoch)
+    per_epoch = (clock() - t0) / 2
+    hist = t.fit(progress=False, deadline=clock() + 2.5 * per_epoch)
     assert 3 <= len(hist) < 50                        # stopped by the deadline, not by the epoch count
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     best = load_checkpoint(tmp_path / "run" / "best.pt")
@@ -100,7 +111,7 @@ def test_checkpoint_interval_and_deadline(tmp_path, fixture_samples):
 def test_fit_epochs_to_time_replans_schedule(tmp_path, fixture_samples):
     cfg = tiny_config(epochs=1000, max_steps_per_epoch=1, restart_period=0)
     tr, va = split_train_val(fixture_samples, cfg.val_count, cfg.seed)
-    t = Trainer(cfg, tr, va, tmp_path / "run", tmp_path / "cache")
+    t = Trainer(cfg, tr, va, tmp_path / "run", tmp_path / "cache", clock=FakeClock(10.0))
     n = t.fit_epochs_to_time(1.0, progress=False, calib_epochs=2)   # already over budget after calibration
     assert n == 3 and t.cfg.epochs == 3 and t.cfg.restart_period == 1
     t.fit(progress=False)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
 import os
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -84,8 +85,9 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, train_samples: Sequence[Sample], val_samples: Sequence[Sample],
                  run_dir: Path, cache_dir: Optional[Path] = None, device: Optional[str] = None, data_info: str = "",
-                 cache=None, checkpoint_every_s: float = 0.0):
+                 cache=None, checkpoint_every_s: float = 0.0, clock: Callable[[], float] = time.perf_counter):
         self.cfg = cfg
+        self.clock = clock      # seconds; every time-based decision reads it (tests pass a fake one)
         self.schema: Schema = get_schema(cfg.schema)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -138,8 +140,13 @@ class Trainer:
         if self._loader is None:
             cfg = self.cfg
             batches = BatchSampler(self.sampler, cfg.batch_size, drop_last=len(self.train_set) > cfg.batch_size)
+            # forkserver, not fork: a process that already runs inference runtimes' thread pools (onnxruntime,
+            # OpenVINO: conversion checks, tests) can crash when forked; Windows and macOS spawn anyway
+            ctx = ("forkserver" if cfg.workers > 0 and "forkserver" in multiprocessing.get_all_start_methods()
+                   else None)
             self._loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=cfg.workers,
-                                      persistent_workers=cfg.workers > 0, pin_memory=self.device.type == "cuda")
+                                      persistent_workers=cfg.workers > 0, pin_memory=self.device.type == "cuda",
+                                      multiprocessing_context=ctx)
         return self._loader
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
@@ -153,7 +160,7 @@ class Trainer:
         return st
 
     def _save(self, force: bool = False) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         if not force and now - self._last_save < self.checkpoint_every_s:
             return
         if self._best_weights is not None:
@@ -163,7 +170,7 @@ class Trainer:
             save_atomic(best, self.run_dir / "best.pt")
             self._best_weights = None
         save_atomic(self.state(), self.run_dir / "last.pt")
-        self._last_save = time.perf_counter()
+        self._last_save = self.clock()
 
     def _check_schema(self, ck: Dict, path: Path) -> None:
         if ck["schema"] != self.schema.to_dict():
@@ -216,7 +223,7 @@ class Trainer:
         loader = self.loader
         n_steps = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
         sums: Dict[str, float] = {}
-        n_img, t0 = 0, time.perf_counter()
+        n_img, t0 = 0, self.clock()
         bar = tqdm(total=n_steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for step, batch in enumerate(loader):
             if step >= n_steps:
@@ -246,7 +253,7 @@ class Trainer:
             bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{self.opt.param_groups[0]['lr']:.2e}")
             bar.update(1)
         bar.close()
-        dt = time.perf_counter() - t0
+        dt = self.clock() - t0
         out = {k: v / max(n_img, 1) for k, v in sums.items()}
         out.update(sec_per_img=dt / max(n_img, 1), epoch_sec=dt)
         return out
@@ -276,12 +283,12 @@ class Trainer:
         length. Returns the new epoch count. Only for a fresh run (the schedule of a resumed one is kept)."""
         if self.epoch:
             raise ValueError("fit_epochs_to_time is for a fresh run, not a resumed one")
-        start = time.perf_counter()
+        start = self.clock()
         self.fit(progress, stop_after=1, final_save=False)      # warm-up: workers, kernel choice, first save
-        t1 = time.perf_counter()
+        t1 = self.clock()
         self.fit(progress, stop_after=max(1, calib_epochs - 1), final_save=False)
-        per_epoch = (time.perf_counter() - t1) / max(1, calib_epochs - 1)
-        left = seconds - (time.perf_counter() - start)
+        per_epoch = (self.clock() - t1) / max(1, calib_epochs - 1)
+        left = seconds - (self.clock() - start)
         epochs = max(self.epoch + 1, self.epoch + int(left * 0.97 / per_epoch))
         self.cfg = self.cfg.override(epochs=epochs, restart_period=self.cfg.restart_period or max(1, epochs // 3))
         self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(self.opt, T_0=self.cfg.t0, T_mult=2,
@@ -293,9 +300,10 @@ class Trainer:
     def fit(self, progress: bool = True, stop_after: Optional[int] = None, deadline: Optional[float] = None,
             final_save: bool = True) -> List[Dict]:
         """Train until ``cfg.epochs`` (or ``stop_after`` more epochs, or until an epoch would end after
-        ``deadline``, a ``time.perf_counter()`` value); checkpoints as ``checkpoint_every_s`` says and at the end."""
+        ``deadline``, a ``self.clock()`` value: ``time.perf_counter()`` by default); checkpoints as
+        ``checkpoint_every_s`` says and at the end."""
         target = self.cfg.epochs if stop_after is None else min(self.cfg.epochs, self.epoch + stop_after)
-        started = time.perf_counter()
+        started = self.clock()
         first = self.epoch
         try:
             self._fit_loop(progress, target, started, first, deadline)
@@ -310,8 +318,8 @@ class Trainer:
     def _fit_loop(self, progress, target, started, first, deadline) -> None:
         while self.epoch < target:
             if deadline is not None and self.epoch > first:
-                per_epoch = (time.perf_counter() - started) / (self.epoch - first)
-                if time.perf_counter() + per_epoch > deadline:
+                per_epoch = (self.clock() - started) / (self.epoch - first)
+                if self.clock() + per_epoch > deadline:
                     log.warning("stopping at epoch %d: the next epoch would pass the deadline", self.epoch)
                     break
             tr = self.train_epoch(progress)
@@ -332,10 +340,11 @@ class Trainer:
             with open(self.run_dir / "history.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
             done = self.epoch - first
-            eta = (time.perf_counter() - started) / done * (target - self.epoch)
+            eta = (self.clock() - started) / done * (target - self.epoch)
             msg = (f"epoch {self.epoch}/{self.cfg.epochs} loss {tr['loss']:.4f} ({tr['sec_per_img']:.3f} s/img)"
                    + (f" val MRE {val['mre_mm']:.3f} mm SDR@2mm {val['sdr']['2mm']:.1f}%" if val else "")
                    + (" *best*" if improved else "") + f" ETA {eta / 3600:.2f} h")
-            log.info(msg)
             if progress:
-                tqdm.write(msg)
+                tqdm.write(msg)      # above the bar; logging it as well printed every line twice
+            else:
+                log.info(msg)

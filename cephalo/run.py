@@ -1,0 +1,176 @@
+"""Running the Detector over many images: inputs (files, folders, glob patterns), output names that cannot
+collide, a resumable run, one outcome per image, a summary and the exit code.
+
+Each image is independent: one that cannot be read is reported with its reason and the run goes on. Exit codes
+(``cephalo predict``): 0 every image read and none flagged; 1 at least one image failed; 3 none failed but at
+least one result is flagged (doubtful landmarks, or not a cephalogram); 2 a usage error (click's).
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FLAGGED = 0, 1, 2, 3
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".pgm", ".ppm", ".pbm",
+                  ".pnm", ".webp", ".jp2"}
+_GLOB_CHARS = set("*?[")
+
+
+def collect_inputs(specs: Sequence[str], recursive: bool = False) -> Tuple[List[Path], List[Tuple[str, str]]]:
+    """Image files named by ``specs`` (files, folders, glob patterns), sorted within each spec, each once; and
+    (spec, problem) for specs that name nothing. A folder gives its image files (by suffix, or no suffix as
+    DICOM archives often have), its sub-folders too when ``recursive``; hidden files are skipped."""
+    files: List[Path] = []
+    problems: List[Tuple[str, str]] = []
+    seen = set()
+
+    def add(p: Path) -> None:
+        key = os.path.normcase(str(p.resolve()))
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for spec in specs:
+        p = Path(spec)
+        if p.is_file():
+            add(p)
+        elif p.is_dir():
+            found = sorted(q for q in (p.rglob("*") if recursive else p.glob("*"))
+                           if q.is_file() and not q.name.startswith(".")
+                           and (q.suffix.lower() in IMAGE_SUFFIXES or q.suffix == ""))
+            if not found:
+                problems.append((spec, "folder holds no image files" + ("" if recursive else
+                                                                        " (use --recursive for sub-folders)")))
+            for q in found:
+                add(q)
+        elif _GLOB_CHARS & set(spec):
+            found = sorted(Path(q) for q in glob.glob(spec, recursive=recursive) if Path(q).is_file())
+            if not found:
+                problems.append((spec, "pattern matches no file"))
+            for q in found:
+                add(q)
+        else:
+            problems.append((spec, "no such file or folder"))
+    return files, problems
+
+
+def output_keys(files: Sequence[Path]) -> Dict[Path, str]:
+    """Each file's output name (POSIX, no suffix): its path relative to the inputs' deepest common folder, so
+    ``x/151.jpg`` and ``y/151.jpg`` become ``x/151`` and ``y/151``; files that would still collide
+    (``a.jpg``, ``a.png``) keep their suffix (``a.jpg``, ``a.png``)."""
+    if not files:
+        return {}
+    parents = [os.path.abspath(p.parent) for p in files]
+    try:
+        root = os.path.commonpath(parents)
+    except ValueError:                      # different drives (Windows): no common folder
+        root = ""
+    rel = {p: Path(os.path.relpath(os.path.abspath(p), root) if root else Path(p).name) for p in files}
+    keys = {p: r.with_suffix("").as_posix() for p, r in rel.items()}
+    counts: Dict[str, int] = {}
+    for k in keys.values():
+        counts[os.path.normcase(k)] = counts.get(os.path.normcase(k), 0) + 1
+    return {p: (rel[p].as_posix() if counts[os.path.normcase(k)] > 1 else k) for p, k in keys.items()}
+
+
+@dataclass
+class Outcome:
+    """What happened to one image: ``status`` 'ok' | 'flagged' | 'failed' | 'skipped' (done by an earlier run)."""
+
+    file: Path
+    key: str
+    status: str
+    result: object = None          # sdk.Landmarks when read
+    error: str = ""
+    written: List[Path] = field(default_factory=list)
+
+    def record(self) -> Dict:
+        """The JSON record of this outcome (the result's own dict when it was read)."""
+        if self.result is not None:
+            return {**self.result.to_dict(), "file": str(self.file)}
+        return {"file": str(self.file), "status": self.status, "error": self.error or None}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` so that ``path`` is either absent or complete (a resumed run trusts what it finds)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _done(json_path: Path) -> bool:
+    try:
+        return json.loads(json_path.read_text(encoding="utf-8")).get("status") in ("ok", "flagged")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_csv(res, path: Path) -> None:
+    """One row per landmark: pixels, score, mm (when a spacing is known), its flag, and the image's flags."""
+    mm = res.mm() if res.spacing else None
+    image_flags = ";".join(res.flags)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "name", "x", "y", "score", "x_mm", "y_mm", "flag", "image_status", "image_flags"])
+        for i, n in enumerate(res.names):
+            w.writerow([i + 1, n, f"{res.xy[i, 0]:.3f}", f"{res.xy[i, 1]:.3f}", f"{res.scores[i]:.4f}",
+                        "" if mm is None else f"{mm[i, 0]:.3f}", "" if mm is None else f"{mm[i, 1]:.3f}",
+                        res.point_flags[i] if res.point_flags else "", res.status, image_flags])
+    os.replace(tmp, path)
+
+
+def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing: Optional[float] = None,
+               csv_too: bool = False, overlay: bool = False, skip_done: bool = False) -> Iterator[Outcome]:
+    """Read each file with ``det`` and, with ``out_dir``, write ``<key>.json`` (and ``.csv``,
+    ``_landmarks.png``) there; yields one Outcome per file, in order. Nothing raised by one image stops the run."""
+    from sdk.errors import CephaloError
+
+    keys = output_keys(files)
+    for path in files:
+        key = keys[path]
+        base = out_dir / key if out_dir is not None else None
+        json_path = base.with_name(base.name + ".json") if base is not None else None
+        if skip_done and json_path is not None and _done(json_path):
+            yield Outcome(path, key, "skipped", written=[json_path])
+            continue
+        try:
+            res = det(path, spacing=spacing)
+        except CephaloError as e:
+            yield Outcome(path, key, "failed", error=str(e))
+            continue
+        except MemoryError:
+            yield Outcome(path, key, "failed", error=f"image {path}: not enough memory")
+            continue
+        out = Outcome(path, key, res.status, res)
+        if base is not None:
+            try:
+                base.parent.mkdir(parents=True, exist_ok=True)
+                if csv_too:
+                    write_csv(res, base.with_name(base.name + ".csv"))
+                    out.written.append(base.with_name(base.name + ".csv"))
+                if overlay:
+                    from sdk.draw import save_png
+
+                    png = base.with_name(base.name + "_landmarks.png")
+                    save_png(det.draw(path, res), png.with_name(png.name + ".part"))
+                    os.replace(png.with_name(png.name + ".part"), png)
+                    out.written.append(png)
+                # the JSON last: its presence marks the image done for a resumed run
+                _write_atomic(json_path, json.dumps(out.record(), indent=2))
+                out.written.insert(0, json_path)
+            except (OSError, CephaloError) as e:
+                out.status, out.error = "failed", f"{path}: cannot write the results ({e})"
+        yield out
+
+
+def exit_code(counts: Dict[str, int]) -> int:
+    if counts.get("failed"):
+        return EXIT_FAILED
+    return EXIT_FLAGGED if counts.get("flagged") else EXIT_OK

@@ -1,0 +1,123 @@
+"""Whether a result can be trusted: per-landmark flags and per-image flags, computed from the points alone.
+
+- **Shape**: the schema's mean landmark configuration (``sdk/shapes/<schema>.json``, fitted on clinicians'
+  labels by :mod:`train.shape_model`) is fitted to the points by a similarity transform (Umeyama 1991) with
+  iterative reweighting, so one point far off (porion on the ruler) cannot drag the fit. A point whose residual
+  exceeds ``SHAPE_Z`` times its landmark's training residual (RMS) cannot be where the skull's configuration puts
+  it. When a large share of the points is off, the image is not a cephalogram this model reads.
+- **Outside the image**: a point outside the image's pixels.
+- **Low score**: the heatmap peak below ``LOW_SCORE``.
+- **Stages disagree**: the local stage moved the first stage's point by more than ``MAX_SHIFT`` first-stage
+  input pixels: one of the two has locked onto something else.
+
+The thresholds are chosen on held-out validation images (``lab/`` notes), not on the test sets.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+SHAPES_DIR = Path(__file__).resolve().parent / "shapes"
+SHAPE_Z = 5.0             # residual / landmark RMS residual above which a point is implausible
+SHAPE_IMAGE_SHARE = 0.25  # share of implausible points above which the whole configuration is
+LOW_SCORE = 0.25          # heatmap peak below which a point is doubted
+MAX_SHIFT = 6.0           # first-stage input px the local stage may move a point before the two disagree
+
+
+@dataclass(frozen=True)
+class ShapeModel:
+    """Mean configuration of a schema's landmarks. ``mean``: (K, 2), centred, unit RMS radius. ``rms``: (K,)
+    each landmark's RMS residual after a similarity fit, same units. ``names``: the schema's landmark order."""
+
+    schema: str
+    names: Tuple[str, ...]
+    mean: np.ndarray
+    rms: np.ndarray
+    source: str = ""
+
+    def to_dict(self) -> Dict:
+        return {"schema": self.schema, "names": list(self.names), "mean": np.round(self.mean, 6).tolist(),
+                "rms": np.round(self.rms, 6).tolist(), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "ShapeModel":
+        return cls(d["schema"], tuple(d["names"]), np.asarray(d["mean"], np.float64),
+                   np.asarray(d["rms"], np.float64), d.get("source", ""))
+
+    def z_scores(self, xy: np.ndarray) -> np.ndarray:
+        """(K, 2) points -> (K,) residual of each point from the fitted mean shape, in units of its RMS."""
+        xy = np.asarray(xy, np.float64)
+        w = np.ones(len(xy))
+        z = np.zeros(len(xy))
+        for _ in range(4):
+            fitted, scale = similarity_fit(self.mean, xy, w)
+            z = np.linalg.norm(xy - fitted, axis=1) / np.maximum(self.rms * scale, 1e-9)
+            # refit on the points that fit, keeping at least half of them
+            keep = z <= max(3.0, float(np.quantile(z, 0.5)))
+            if keep.sum() < 3 or np.array_equal(keep, w > 0):
+                break
+            w = keep.astype(np.float64)
+        return z
+
+
+def similarity_fit(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> Tuple[np.ndarray, float]:
+    """``src`` moved by the rotation, uniform scale and translation that best fit it to ``dst`` in weighted
+    least squares (Umeyama, IEEE TPAMI 1991; no reflection); returns ((K, 2) moved points, scale)."""
+    w = np.asarray(w, np.float64) / max(float(np.sum(w)), 1e-12)
+    ms, md = w @ src, w @ dst
+    s0, d0 = src - ms, dst - md
+    cov = (d0 * w[:, None]).T @ s0
+    u, sv, vt = np.linalg.svd(cov)
+    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rot = u @ d @ vt
+    var = float(w @ (s0 ** 2).sum(axis=1))
+    scale = float(np.trace(np.diag(sv) @ d) / max(var, 1e-12))
+    return scale * s0 @ rot.T + md, scale
+
+
+@lru_cache(maxsize=None)
+def shape_model(schema_id: str, names: Tuple[str, ...]) -> Optional[ShapeModel]:
+    """The bundled shape model of a schema whose landmark names match, or None (no shape check)."""
+    path = SHAPES_DIR / f"{schema_id}.json"
+    if not path.is_file():
+        return None
+    m = ShapeModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    return m if m.names == tuple(names) else None
+
+
+# Per-landmark flag reasons, in the order they are reported when several apply.
+OUTSIDE, IMPLAUSIBLE, DISAGREE, LOW = "outside the image", "implausible position", "stages disagree", "low score"
+
+
+def assess(xy: np.ndarray, scores: np.ndarray, image_hw: Tuple[int, int], schema_id: str, names: Tuple[str, ...],
+           shift: Optional[np.ndarray] = None) -> Tuple[Tuple[str, ...], List[str]]:
+    """Flags of one result. ``xy`` (K, 2) original pixels, ``scores`` (K,), ``image_hw`` (H, W), ``shift`` (K,)
+    local-stage move in first-stage input px (None without a local stage).
+
+    Returns (one reason per landmark, '' when it is not flagged; image-level flag codes)."""
+    h, w = image_hw
+    k = len(xy)
+    reasons = [""] * k
+    outside = (xy[:, 0] < -0.5) | (xy[:, 1] < -0.5) | (xy[:, 0] > w - 0.5) | (xy[:, 1] > h - 0.5)
+    model = shape_model(schema_id, tuple(names))
+    z = model.z_scores(xy) if model is not None else np.zeros(k)
+    implausible = z > SHAPE_Z
+    disagree = shift > MAX_SHIFT if shift is not None else np.zeros(k, bool)
+    low = np.asarray(scores) < LOW_SCORE
+    for i in range(k):
+        for hit, why in ((outside[i], OUTSIDE), (implausible[i], IMPLAUSIBLE), (disagree[i], DISAGREE),
+                         (low[i], LOW)):
+            if hit:
+                reasons[i] = why
+                break
+    image_flags = []
+    if outside.any():
+        image_flags.append("points_outside_image")
+    if model is not None and implausible.mean() > SHAPE_IMAGE_SHARE:
+        image_flags.append("implausible_shape")
+    return tuple(reasons), image_flags

@@ -1,0 +1,42 @@
+"""Pixel spacing (mm per pixel): the one check every spacing passes before it is used.
+
+Cephalostats image at about 0.08-0.15 mm per pixel, scanned films at 0.04-0.3. Outside ``PLAUSIBLE_MM`` a value
+is a mistake (pixels per mm instead of mm per pixel, a DICOM tag in another unit, a typo), and millimetres
+computed from it would be silently absurd, so it is refused before the model runs.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .errors import CephaloError
+
+PLAUSIBLE_MM: Tuple[float, float] = (0.01, 1.0)
+
+
+def check_spacing(value, where: str = "spacing=") -> float:
+    """``value`` as a float of mm per pixel, or :class:`CephaloError` naming ``where`` (the option or argument
+    the user set) and the accepted range. Python and numpy numbers are accepted; booleans are not."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise CephaloError(f"{where}: pixel spacing must be a number of mm per pixel, got {value!r} "
+                           f"({type(value).__name__})")
+    v = float(value)
+    lo, hi = PLAUSIBLE_MM
+    if not math.isfinite(v) or not lo <= v <= hi:
+        hint = (f" (did you give pixels per mm? {v:g} px/mm is {1 / v:.4g} mm/px)"
+                if math.isfinite(v) and v > hi else "")
+        raise CephaloError(f"{where}: pixel spacing {value!r} mm per pixel is outside the plausible range "
+                           f"{lo:g}-{hi:g} mm for a radiograph{hint}")
+    return v
+
+
+def plausible(value: Optional[float]) -> bool:
+    """True when ``value`` is a spacing :func:`check_spacing` would accept."""
+    try:
+        check_spacing(value)
+    except CephaloError:
+        return False
+    return True

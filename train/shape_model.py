@@ -1,0 +1,75 @@
+"""Fit :class:`sdk.quality.ShapeModel` (a schema's mean landmark configuration) from labelled images.
+
+Generalised Procrustes analysis: every label set is centred and scaled to unit RMS radius, then each is rotated
+onto the running mean until the mean settles. The residual RMS per landmark is measured after a similarity fit,
+as the SDK's check measures it.
+
+    python -m train.shape_model --data ../shared/data/isbi2015 --annotators senior,junior --out sdk/shapes/isbi19.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from sdk.quality import ShapeModel, similarity_fit
+from sdk.schemas import Schema, get_schema
+
+
+def _normalise(xy: np.ndarray) -> np.ndarray:
+    c = xy - xy.mean(axis=0)
+    return c / np.sqrt((c ** 2).sum(axis=1).mean())
+
+
+def fit_shape_model(point_sets: Sequence[np.ndarray], schema: Schema, source: str = "") -> ShapeModel:
+    """(N, K, 2) label sets (any pixels) -> the schema's ShapeModel."""
+    sets = [_normalise(np.asarray(p, np.float64)) for p in point_sets]
+    if len(sets) < 3:
+        raise ValueError(f"a shape model needs at least 3 labelled images, got {len(sets)}")
+    mean = sets[0]
+    ones = np.ones(schema.k)
+    for _ in range(20):
+        aligned = [similarity_fit(p, mean, ones)[0] for p in sets]
+        new = _normalise(np.mean(aligned, axis=0))
+        done = np.abs(new - mean).max() < 1e-9
+        mean = new
+        if done:
+            break
+    res = []
+    for p in sets:
+        fitted, scale = similarity_fit(mean, p, ones)
+        res.append(np.linalg.norm(p - fitted, axis=1) / scale)
+    rms = np.sqrt(np.mean(np.square(res), axis=0))
+    return ShapeModel(schema.id, schema.names, mean, rms, source)
+
+
+def main(argv=None) -> None:
+    from train.datasets import load_folder
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--schema", default="isbi19")
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--annotators", default="senior,junior",
+                    help="each annotator's labels are one shape each (both clinicians' variation)")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    schema = get_schema(a.schema)
+    sets, n = [], 0
+    for ann in a.annotators.split(","):
+        samples = load_folder(a.data, schema, split=[a.split], annotators=(ann,))
+        sets += [s.points for s in samples]
+        n = len(samples)
+    model = fit_shape_model(sets, schema, f"{a.data.name} {a.split} ({n} images; {a.annotators}), "
+                                          f"python -m train.shape_model")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(model.to_dict()), encoding="utf-8")
+    print(f"{a.out}: {schema.id}, {len(sets)} label sets; RMS residual per landmark "
+          f"{np.round(model.rms, 3).tolist()}")
+
+
+if __name__ == "__main__":
+    main()

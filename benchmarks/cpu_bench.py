@@ -108,7 +108,7 @@ def run_row(key: str, cfg: Dict) -> Dict:
         meta = det.meta
         row["file_mb"] = round((path.stat().st_size + (path.with_suffix(".bin").stat().st_size
                                                        if path.suffix == ".xml" else 0)) / 2**20, 2)
-        raw = det._backend.run
+        raw = det.run_network
 
         def sdk_call(p):
             return det(p).xy

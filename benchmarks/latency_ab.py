@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
               help="Another local-stage file to time in the same loop (repeatable), e.g. an earlier version.")
 @click.option("--also-model", "models", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Another first-stage file (repeatable), timed with the same local stage and alone.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("benchmarks/results_latency"))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("lab/results/latency"))
 def main(model, image, backends, threads, runs, warmup, extra, models, out_dir):
     from sdk import Detector
     from sdk.refine import LocalStage

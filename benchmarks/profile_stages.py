@@ -35,14 +35,14 @@ def profile_image(det, image: Path, runs: int) -> dict:
     lb = letterbox_geometry(gray.shape, m.input_hw)
     small = resize_for_letterbox(gray, lb)
     x = normalize(pad_to_input(small, lb, m.pad_value), m.mean, m.std, m.channels)
-    hm = det._backend.run(x[None])
+    hm = det.run_network(x[None])
     stages = {
         "read file": lambda: Path(image).read_bytes(),
         "decode": lambda: cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH),
         "to grey uint8": lambda: to_gray_u8(raw),
         "letterbox resize": lambda: resize_for_letterbox(gray, lb),
         "pad + normalise": lambda: normalize(pad_to_input(small, lb, m.pad_value), m.mean, m.std, m.channels),
-        "model": lambda: det._backend.run(x[None]),
+        "model": lambda: det.run_network(x[None]),
         "decode heatmaps": lambda: decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder),
     }
     if det.local is not None:   # the local stage (sdk.refine), when the model has one
@@ -52,11 +52,11 @@ def profile_image(det, image: Path, runs: int) -> dict:
         xy = decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder)[0]
         fine = fine_image(gray, lb, loc.factor)
         xp, mats = local_inputs(fine, xy, loc.params)
-        hp = loc._backend.run(xp)
+        hp = loc.run_network(xp)
         stages.update({
             "local: fine image": lambda: fine_image(gray, lb, loc.factor),
             "local: cut patches": lambda: local_inputs(fine, xy, loc.params),
-            "local: model": lambda: loc._backend.run(xp),
+            "local: model": lambda: loc.run_network(xp),
             "local: decode": lambda: local_points(hp, mats, fine, loc.params, xy),
         })
     stages["end-to-end"] = lambda: det(image)

@@ -214,7 +214,7 @@ def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, 
         first = first_stage_points(first_model, va, threads)
         run_dir.mkdir(parents=True, exist_ok=True)
         if va:
-            np.savez(run_dir / "first_stage_val.npz", **first)      # for benchmarks/refine_probe.py
+            np.savez(run_dir / "first_stage_val.npz", **first)      # for lab/studies/refine_probe.py
         rec = train_refiner(tr, va, first, sch.k, cfg, run_dir, threads, info, epochs_now, init_ckpt)
         if rec and not va:
             click.echo(f"done: epoch {rec['epoch']} (final fit, no validation) -> {run_dir / 'last.pt'}")

@@ -275,6 +275,11 @@ class Detector:
             flags = ["low_confidence"] + flags
         return replace(res, point_flags=reasons, flags=tuple(flags))
 
+    def run_network(self, x: np.ndarray) -> np.ndarray:
+        """The first-stage network alone: (N, C, H, W) float32 input (as :meth:`preprocess` makes) -> (N, K, h, w)
+        heatmaps. For benchmarks and studies that time or probe the network without the pipeline around it."""
+        return self._run(np.ascontiguousarray(x, dtype=np.float32))
+
     def _run(self, x: np.ndarray) -> np.ndarray:
         try:
             return self._backend.run(x)

@@ -173,6 +173,10 @@ class LocalStage:
             raise ModelError(f"local-stage model {self.path} is set up behind a {self.first_input} first stage, "
                              f"model {first_path} takes {tuple(first_meta.input_hw)}")
 
+    def run_network(self, x: np.ndarray) -> np.ndarray:
+        """The patch network alone: (K, C, size, size) float32 patches -> (K, K, h, w) heatmaps."""
+        return self._backend.run(np.ascontiguousarray(x, dtype=np.float32))
+
     def refine(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1) -> np.ndarray:
         """(K, 2) first-stage points in original pixels -> (K, 2) refined points, one model call for K patches.
 
@@ -184,7 +188,7 @@ class LocalStage:
         """:meth:`refine`, plus the (K,) local heatmap peak each point was read at."""
         fine = fine_image(gray, lb, self.factor, reduction)
         x, mats = local_inputs(fine, xy, self.params)
-        hm = self._backend.run(x)
+        hm = self.run_network(x)
         if hm.shape[:2] != (len(xy), self.meta.schema.k):
             raise ModelError(f"local-stage model {self.path} gave heatmaps {hm.shape} for {len(xy)} patches")
         return local_points(hm, mats, fine, self.params, xy, return_peaks=True)

@@ -2,7 +2,7 @@
 
 ISBI's two orthodontists differ by ~2.3 mm per landmark, and much of that is *convention*, not noise: on the 150
 training images the junior places soft-tissue pogonion 9 mm and gonion 3 mm from where the senior does, on average
-(``benchmarks/label_drift.py``). A plain mean of both moves every target halfway to the other convention (a model
+(``lab/studies/label_drift.py``). A plain mean of both moves every target halfway to the other convention (a model
 trained on it loses on the senior's labels). :func:`aligned_mean` first moves each other annotator's points by their
 mean offset from the reference annotator, per landmark, then averages: the reference's convention with the
 per-image noise of one annotator halved where the two are independent.

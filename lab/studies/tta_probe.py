@@ -1,6 +1,6 @@
 """Would test-time augmentation buy accuracy? Shifted and zoomed copies of each model input, points averaged.
 
-    python -m benchmarks.tta_probe --data ../shared/data/isbi2015 [--model FILE] [--val-count 30 --seed 0] [--out DIR]
+    python -m lab.studies.tta_probe --data ../shared/data/isbi2015 [--model FILE] [--val-count 30 --seed 0] [--out DIR]
 
 Scored on the validation images the model was *not* trained on (the fixed 30-image carve of ISBI 001-150 that
 ``cephalo train`` makes with its default seed), never on Test1/Test2, so the answer can choose a recipe. Each copy
@@ -33,7 +33,7 @@ def _variants():
 @click.option("--val-count", default=30, show_default=True, help="The training run's --val-count.")
 @click.option("--seed", default=0, show_default=True, help="The training run's --seed.")
 @click.option("--threads", default=1, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/results_w32_384_bundled"))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("lab/results/w32_384_bundled"))
 def main(data, model, val_count, seed, threads, out):
     from sdk import Detector
     from sdk.decode import decode_heatmaps, heatmap_to_input
@@ -56,7 +56,7 @@ def main(data, model, val_count, seed, threads, out):
             t = np.array([(w - 1) / 2 * (1 - s) + dx, (h - 1) / 2 * (1 - s) + dy])
             a = np.array([[s, 0, t[0]], [0, s, t[1]]], np.float32)
             xi = np.stack([cv2.warpAffine(c, a, (w, h), flags=cv2.INTER_LINEAR, borderValue=float(pad)) for c in x])
-            xy, _ = decode_heatmaps(det._backend.run(xi[None])[0], m.sigma, m.decoder)
+            xy, _ = decode_heatmaps(det.run_network(xi[None])[0], m.sigma, m.decoder)
             preds[name].append(lb.to_image((heatmap_to_input(xy, m.heatmap_stride) - t) / s))
     gt = np.stack([s.points for s in val])
     sp = np.array([s.spacing for s in val])[:, None]

@@ -1,6 +1,6 @@
 """How far the labels' own conventions move between ISBI's splits, and how much of the model's error that explains.
 
-    python -m benchmarks.label_drift --data ../shared/data/isbi2015 [--model FILE] [--out DIR]
+    python -m lab.studies.label_drift --data ../shared/data/isbi2015 [--model FILE] [--out DIR]
 
 Three tables, per landmark, in mm (x right, y down):
 - the mean senior - junior offset on train (001-150), Test1 and Test2: where the two orthodontists disagree by
@@ -26,7 +26,7 @@ import numpy as np
 @click.command()
 @click.option("--data", "data_dir", type=click.Path(path_type=Path, exists=True), required=True)
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="First-stage file (default: bundled).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("benchmarks/results_labels"))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("lab/results/labels"))
 @click.option("--threads", type=int, default=2, show_default=True)
 def main(data_dir, model, out_dir, threads):
     from sdk import Detector
@@ -69,7 +69,7 @@ def main(data_dir, model, out_dir, threads):
         return f"{v[0]:+.1f}, {v[1]:+.1f} ({np.hypot(*v):.1f})"
 
     lines = ["# Label conventions across ISBI's splits", "",
-             "`python -m benchmarks.label_drift --data ../shared/data/isbi2015`. Mean offsets in mm as "
+             "`python -m lab.studies.label_drift --data ../shared/data/isbi2015`. Mean offsets in mm as "
              "(x, y) and (length); x right, y down.", "",
              "| landmark | senior - junior, train | Test1 | Test2 | model - senior, val | Test1 | Test2 |",
              "|---|---|---|---|---|---|---|"]

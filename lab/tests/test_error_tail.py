@@ -1,8 +1,8 @@
-"""The tail split of benchmarks/error_tail.py on errors whose answer is known by construction."""
+"""The tail split of lab/studies/error_tail.py on errors whose answer is known by construction."""
 import numpy as np
 import pytest
 
-from benchmarks.error_tail import tail_figures
+from lab.studies.error_tail import tail_figures
 
 
 def test_tail_counts_disputed_points_and_the_floor():

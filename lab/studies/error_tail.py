@@ -1,6 +1,6 @@
 """Where the large errors are, and how many of them are points the two clinicians themselves disagree on.
 
-    python -m benchmarks.error_tail --data ../shared/data/isbi2015 [--model FILE] [--val-refine FILE] [--out DIR]
+    python -m lab.studies.error_tail --data ../shared/data/isbi2015 [--model FILE] [--val-refine FILE] [--out DIR]
 
 For validation (the 30 training images the bundled first stage held out; both stages, with ``--val-refine``: a
 local stage that never saw them either), Test1 and Test2 it runs ``sdk.Detector`` and splits the error against the
@@ -62,7 +62,7 @@ def tail_figures(model_err: np.ndarray, disagreement: np.ndarray, err_junior: np
 @click.option("--val-refine", type=click.Path(path_type=Path, exists=True), default=None,
               help="Local stage for the validation images (one that never saw them); without it validation runs "
                    "the first stage alone.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("benchmarks/results_labels"))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("lab/results/labels"))
 @click.option("--threads", type=int, default=2, show_default=True)
 def main(data_dir, model, val_refine, out_dir, threads):
     from sdk import Detector
@@ -96,7 +96,7 @@ def main(data_dir, model, val_refine, out_dir, threads):
                                                          "val_refine": str(val_refine or ""),
                                                          "results": results}, indent=1))
     lines = ["# The error's tail and the clinicians' disagreement", "",
-             f"`python -m benchmarks.error_tail --data ../shared/data/isbi2015"
+             f"`python -m lab.studies.error_tail --data ../shared/data/isbi2015"
              f"{' --val-refine ' + val_refine.name if val_refine else ''}`. Senior labels. Tail: points > "
              f"{TAIL_MM:g} mm off. Disputed: the two clinicians > {TAIL_MM:g} mm apart on that point after the "
              f"split's mean per-landmark habit is taken out. Noise floor: residual disagreement / sqrt(2).", "",

@@ -1,6 +1,6 @@
 """One first-stage checkpoint run at several input sizes (same weights), alone and with a local stage behind it.
 
-    python -m benchmarks.input_size_probe --data ../shared/data/isbi2015 --checkpoint ft_scale/last.pt \
+    python -m lab.studies.input_size_probe --data ../shared/data/isbi2015 --checkpoint ft_scale/last.pt \
         --local bundle_local96/model_int8.local.onnx [--sizes 384,320,288,256] [--split val] [--out DIR]
 
 HRNet is fully convolutional, so a checkpoint exports at any input that is a multiple of 32; the compute scales
@@ -31,7 +31,7 @@ import numpy as np
 @click.option("--split", default="val", show_default=True, help="'val' (30 held-out training images) or a split.")
 @click.option("--n", "n_images", type=int, default=30, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("benchmarks/results_speed"),
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("lab/results/speed"),
               show_default=True)
 def main(data_dir, checkpoint, local_path, sizes, split, n_images, threads, out_dir):
     """Accuracy and relative cost of a first stage at smaller inputs."""

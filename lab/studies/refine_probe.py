@@ -1,6 +1,6 @@
 """How the local stage changes the first stage's points on the 30 held-out training images, per landmark.
 
-python -m benchmarks.refine_probe --data ../shared/data/isbi2015 --run ~/cephalo-runs/refine96 [--ckpt last.pt]
+python -m lab.studies.refine_probe --data ../shared/data/isbi2015 --run ~/cephalo-runs/refine96 [--ckpt last.pt]
     [--first OTHER_RUN/first_stage_val.npz] [--out FILE]
 
 Reads ``first_stage_val.npz`` (the bundled Detector's points) and ``best.pt`` from the run folder. Reports, in mm:

@@ -1,0 +1,1 @@
+"""Mean landmark configurations per schema (JSON), read by :mod:`sdk.quality`."""

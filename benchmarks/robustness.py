@@ -16,72 +16,7 @@ import cv2
 import numpy as np
 
 
-def _gamma(g, p):
-    return np.clip(255.0 * (g / 255.0) ** p, 0, 255).astype(np.uint8)
-
-
-def _contrast(g, c):
-    m = g.mean()
-    return np.clip((g.astype(np.float32) - m) * c + m, 0, 255).astype(np.uint8)
-
-
-def _unsharp(g, amount, sigma):
-    """Edge enhancement as many digital cephalostats apply before export: g + amount * (g - blur(g))."""
-    g32 = g.astype(np.float32)
-    return np.clip(g32 + amount * (g32 - cv2.GaussianBlur(g32, (0, 0), sigma)), 0, 255).astype(np.uint8)
-
-
-def _jpeg(g, quality):
-    ok, buf = cv2.imencode(".jpg", g, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
-
-
-def _u16_hot_pixel(g):
-    """12-bit data in a 16-bit container with one saturated marker pixel (a burned-in overlay), as some exports
-    have: the SDK's 16-bit windowing must not squeeze the anatomy into a few grey levels because of it."""
-    out = g.astype(np.uint16) * 16
-    out[0, 0] = 65535
-    return out
-
-
-def _u16_label(g):
-    """The same with a burned-in white label block (0.4% of the pixels) at 65535."""
-    out = g.astype(np.uint16) * 16
-    out[20:100, 20:260] = 65535
-    return out
-
-
-def _scale(g, s):
-    h, w = g.shape
-    return cv2.resize(g, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-
-
-# name -> (image transform, point transform given (K, 2) points and the original (h, w), spacing factor)
-VARIANTS = {
-    "as is": (lambda g: g, lambda p, hw: p, 1.0),
-    "gamma 0.6 (brighter)": (lambda g: _gamma(g, 0.6), lambda p, hw: p, 1.0),
-    "gamma 1.6 (darker)": (lambda g: _gamma(g, 1.6), lambda p, hw: p, 1.0),
-    "contrast x0.6": (lambda g: _contrast(g, 0.6), lambda p, hw: p, 1.0),
-    "inverted grey (negative film)": (lambda g: 255 - g, lambda p, hw: p, 1.0),
-    "blur sigma 3 px": (lambda g: cv2.GaussianBlur(g, (0, 0), 3), lambda p, hw: p, 1.0),
-    "noise sd 12": (lambda g: np.clip(g + np.random.default_rng(0).normal(0, 12, g.shape), 0, 255).astype(np.uint8),
-                    lambda p, hw: p, 1.0),
-    "half resolution (0.2 mm/px)": (lambda g: _scale(g, 0.5), lambda p, hw: (p + 0.5) * 0.5 - 0.5, 2.0),
-    "crop 10% each side": (lambda g: g[g.shape[0] // 10: -g.shape[0] // 10, g.shape[1] // 10: -g.shape[1] // 10],
-                           lambda p, hw: p - np.array([hw[1] // 10, hw[0] // 10]), 1.0),
-    "wide canvas (+50% width, padded)": (lambda g: cv2.copyMakeBorder(g, 0, 0, g.shape[1] // 4, g.shape[1] // 4,
-                                                                      cv2.BORDER_CONSTANT, value=0),
-                                         lambda p, hw: p + np.array([hw[1] // 4, 0]), 1.0),
-    "facing left (mirrored)": (lambda g: g[:, ::-1].copy(), lambda p, hw: np.c_[hw[1] - 1 - p[:, 0], p[:, 1]], 1.0),
-    # processing other sites' machines and viewers apply before export (CLAHE and unsharp masking are in the
-    # training augmentation only with --aug-processing-p; histogram equalisation and JPEG never)
-    "CLAHE (clip 2, 8x8 tiles)": (lambda g: cv2.createCLAHE(2.0, (8, 8)).apply(g), lambda p, hw: p, 1.0),
-    "unsharp mask (x1.5, sigma 20 px)": (lambda g: _unsharp(g, 1.5, 20.0), lambda p, hw: p, 1.0),
-    "histogram equalised": (cv2.equalizeHist, lambda p, hw: p, 1.0),
-    "JPEG quality 20": (lambda g: _jpeg(g, 20), lambda p, hw: p, 1.0),
-    "16-bit, 12-bit data + a saturated pixel": (_u16_hot_pixel, lambda p, hw: p, 1.0),
-    "16-bit, 12-bit data + a burned-in label": (_u16_label, lambda p, hw: p, 1.0),
-}
+from train.data.variants import CROSS_SITE, VARIANTS  # noqa: E402,F401  (re-exported)
 
 
 def pick_variants(spec: str):

@@ -381,14 +381,16 @@ def convert(checkpoint, out_dir, stem, openvino, int8, int8_onnx, ort_qdq, calib
 @click.option("--skip-done", is_flag=True,
               help="Skip images whose JSON in --out is complete (resume an interrupted run).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal, >= 10 images).")
+@click.option("--strict", is_flag=True, help="Exit with 3 also when a result only has landmarks to check.")
 @click.option("--fast-decode", is_flag=True, help="Decode large JPEGs at reduced scale (faster, ~0.1 mm shift).")
 def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay, jsonl_path, recursive, skip_done,
-            progress, fast_decode):
+            progress, strict, fast_decode):
     """Detect landmarks on images: files, folders or glob patterns (no torch needed).
 
     Each image is read on its own: one that fails is named with its reason and the rest go on. A summary ends
-    the run. Exit code: 0 all read and none flagged, 1 some failed, 3 none failed but some flagged (check them),
-    2 usage error.
+    the run. Status per image: ok, check (some landmarks doubtful: listed), flagged (not a cephalogram, or
+    landmarks outside the image), failed. Exit code: 0 none failed or flagged, 1 some failed, 3 none failed but
+    some flagged (with --strict: or to check), 2 usage error.
     """
     import sys
 
@@ -406,7 +408,7 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
         det = Detector(model, backend=backend, threads=threads, fast_decode=fast_decode)
     except CephaloError as e:
         _fail(e)
-    counts = {"ok": 0, "flagged": 0, "failed": 0, "skipped": 0}
+    counts = {"ok": 0, "check": 0, "flagged": 0, "failed": 0, "skipped": 0}
     for spec, why in missing:
         click.echo(f"{spec}: FAILED: {why}", err=True)
         counts["failed"] += 1
@@ -427,16 +429,17 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
                     continue
                 if o.status == "failed":
                     click.echo(f"{o.file}: FAILED: {o.error}", err=True)
-                elif not show_bar or o.status == "flagged":
+                elif not show_bar or o.status in ("check", "flagged"):
                     click.echo(_line(o))
     finally:
         if jsonl is not None:
             jsonl.close()
     n = sum(counts.values())
-    summary = (f"{n} image(s): {counts['ok']} ok, {counts['flagged']} flagged, {counts['failed']} failed"
+    summary = (f"{n} image(s): {counts['ok']} ok, {counts['check']} with landmarks to check, {counts['flagged']} "
+               f"flagged, {counts['failed']} failed"
                + (f", {counts['skipped']} skipped (done before)" if counts["skipped"] else ""))
     click.echo(summary, err=True)
-    sys.exit(exit_code(counts))
+    sys.exit(exit_code(counts, strict))
 
 
 class _NoBar:
@@ -456,7 +459,7 @@ def _line(o) -> str:
     if o.status == "skipped":
         return f"{o.file}: skipped (done: {files})"
     res = o.result
-    head = f"{o.file}: {o.status.upper() if o.status != 'ok' else 'ok'}, {len(res)} landmarks"
+    head = f"{o.file}: {o.status.upper() if o.status == 'flagged' else o.status}, {len(res)} landmarks"
     if res.view != "as given":
         head += f" (read {res.view})"
     why = "; ".join(res.messages())
@@ -562,6 +565,76 @@ def bundle_local(checkpoint, data_dir, work_dir, prior_sd, first_model, calib_co
             shutil.copyfile(files["int8"], MODELS_DIR / local_name)
             shutil.copyfile(work_dir / "MODEL_CARD.md", MODELS_DIR / "MODEL_CARD.md")
             click.echo(f"installed {MODELS_DIR / local_name}")
+    except (CephaloError, ValueError, OSError) as e:
+        _fail(e)
+
+
+@main.command()
+@click.argument("local_model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="ISBI-layout data folder.")
+@click.option("--model", "first_model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="First-stage model the local stage runs behind (default: the bundled one).")
+@click.option("--annotators", default="senior,junior", show_default=True,
+              help="Reference labels, averaged (the clinicians' consensus by default).")
+@click.option("--val-count", type=int, default=30, show_default=True,
+              help="The validation carve of the training split (the images neither stage trained on).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--variants", default="", help="Comma-separated variant names or prefixes (default: the cross-site "
+                                             "set of train.data.variants).")
+@click.option("--tolerance", type=float, default=4.0, show_default=True, help="mm within which a point is right.")
+@click.option("--cut", type=float, default=0.5, show_default=True,
+              help="Flag points whose probability of being within the tolerance is below this.")
+@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the fit's figures here (JSON).")
+@click.option("--write/--no-write", default=True, show_default=True,
+              help="Store the calibration in LOCAL_MODEL's metadata (the Detector then reports reliabilities).")
+def calibrate(local_model, data_dir, first_model, annotators, val_count, seed, variants, tolerance, cut, report,
+              write):
+    """Fit the per-point reliability (P(within --tolerance mm of the reference labels)) of a local-stage model on
+    held-out images and their cross-site variants, and store it in the model's metadata."""
+    import numpy as np
+
+    from convert.model_card import update_meta
+    from sdk import Detector
+    from sdk.metrics import auroc
+    from sdk.schemas import ISBI19
+    from train.calibrate import collect, fit_calibration
+    from train.data.variants import CROSS_SITE
+    from train.datasets import load_train_val
+
+    try:
+        from benchmarks.robustness import pick_variants
+
+        names = pick_variants(variants) if variants else list(CROSS_SITE)
+        anns = tuple(a for a in annotators.split(",") if a)
+        _, val = load_train_val(data_dir, ISBI19, "auto", ["train"], anns, val_count, seed)
+        if not val:
+            raise CephaloError("--val-count 0 leaves no held-out images to calibrate on")
+        det = Detector(first_model, backend="onnxruntime", refine=local_model)
+        det.local.calibration = None           # the features are those of the uncalibrated reading
+        d = collect(det, val, names)
+        within = d["error_mm"] <= tolerance
+        info = dict(tolerance_mm=tolerance, cut=cut,
+                    fitted_on=f"{data_dir.name} validation carve ({len(val)} images, seed {seed}; {annotators}) x "
+                              f"{len(names)} variants")
+        cal = fit_calibration(d["features"], d["landmark"], within, ISBI19.k, **info)
+        p = cal.probability(d["features"], d["landmark"])
+        flagged = (p < cut) | d["flagged_otherwise"]
+        far = d["error_mm"] > tolerance
+        rep = {"points": int(len(p)), "off_by_more_than_tolerance": int(far.sum()),
+               "auroc": auroc(1 - p, far), "flagged": int(flagged.sum()),
+               "flagged_precision": float(far[flagged].mean()) if flagged.any() else None,
+               "recall": float(flagged[far].mean()) if far.any() else None,
+               "over_10mm": int((d["error_mm"] > 10).sum()),
+               "over_10mm_unflagged": int(((d["error_mm"] > 10) & ~flagged).sum()),
+               "per_variant_mre_mm": {v: float(d["error_mm"][d["variant"] == v].mean()) for v in names},
+               "calibration": cal.to_dict()}
+        click.echo(json.dumps({k: v for k, v in rep.items() if k != "calibration"}, indent=2))
+        if report:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(rep, indent=2))
+        if write:
+            update_meta(local_model, extra={"calibration": cal.to_dict()})
+            click.echo(f"calibration stored in {local_model}")
     except (CephaloError, ValueError, OSError) as e:
         _fail(e)
 

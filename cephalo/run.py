@@ -3,7 +3,8 @@ collide, a resumable run, one outcome per image, a summary and the exit code.
 
 Each image is independent: one that cannot be read is reported with its reason and the run goes on. Exit codes
 (``cephalo predict``): 0 every image read and none flagged; 1 at least one image failed; 3 none failed but at
-least one result is flagged (doubtful landmarks, or not a cephalogram); 2 a usage error (click's).
+least one result is flagged (not a cephalogram, landmarks outside the image; with ``strict``, also a result with
+landmarks to check); 2 a usage error (click's).
 """
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ def output_keys(files: Sequence[Path]) -> Dict[Path, str]:
 
 @dataclass
 class Outcome:
-    """What happened to one image: ``status`` 'ok' | 'flagged' | 'failed' | 'skipped' (done by an earlier run)."""
+    """What happened to one image: ``status`` 'ok' | 'check' (some landmarks doubtful) | 'flagged' | 'failed' |
+    'skipped' (done by an earlier run)."""
 
     file: Path
     key: str
@@ -106,7 +108,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _done(json_path: Path) -> bool:
     try:
-        return json.loads(json_path.read_text(encoding="utf-8")).get("status") in ("ok", "flagged")
+        return json.loads(json_path.read_text(encoding="utf-8")).get("status") in ("ok", "check", "flagged")
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -170,7 +172,7 @@ def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing: Opt
         yield out
 
 
-def exit_code(counts: Dict[str, int]) -> int:
+def exit_code(counts: Dict[str, int], strict: bool = False) -> int:
     if counts.get("failed"):
         return EXIT_FAILED
-    return EXIT_FLAGGED if counts.get("flagged") else EXIT_OK
+    return EXIT_FLAGGED if counts.get("flagged") or (strict and counts.get("check")) else EXIT_OK

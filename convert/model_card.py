@@ -54,13 +54,18 @@ def headline(acc: Dict) -> Dict:
 
 def embed_accuracy(onnx_path: Path, accuracy: Dict, extra: Optional[Dict] = None) -> ModelMeta:
     """Rewrite the metadata of ``onnx_path`` with ``accuracy`` (weights untouched, atomic)."""
+    return update_meta(onnx_path, {"isbi2015": accuracy}, extra)
+
+
+def update_meta(onnx_path: Path, accuracy: Optional[Dict] = None, extra: Optional[Dict] = None) -> ModelMeta:
+    """Merge ``accuracy`` and ``extra`` into the cephalo metadata of ``onnx_path`` (weights untouched, atomic)."""
     import onnx
 
     from .export import set_onnx_meta
     from .files import atomic_path
 
     meta = open_backend(Path(onnx_path), "onnxruntime").meta
-    meta = replace(meta, accuracy={**meta.accuracy, "isbi2015": accuracy}, extra={**meta.extra, **(extra or {})})
+    meta = replace(meta, accuracy={**meta.accuracy, **(accuracy or {})}, extra={**meta.extra, **(extra or {})})
     model = onnx.load(str(onnx_path))
     set_onnx_meta(model, meta)
     with atomic_path(onnx_path) as tmp:

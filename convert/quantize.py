@@ -67,8 +67,10 @@ def quantize_openvino(fp32_path: Path, calib: Sequence[np.ndarray], xml_out: Pat
     return xml_out
 
 
-def quantize_onnx_nncf(onnx_path: Path, calib: Sequence[np.ndarray], out: Path, meta: ModelMeta) -> Path:
-    """NNCF INT8 on the ONNX graph -> a QDQ ONNX file (runs on onnxruntime and OpenVINO)."""
+def quantize_onnx_nncf(onnx_path: Path, calib: Sequence[np.ndarray], out: Path, meta: ModelMeta,
+                       keep_float: Sequence[str] = ()) -> Path:
+    """NNCF INT8 on the ONNX graph -> a QDQ ONNX file (runs on onnxruntime and OpenVINO). ``keep_float``: node
+    names left in floating point (NNCF's ignored scope)."""
     import nncf
     import onnx
 
@@ -76,7 +78,9 @@ def quantize_onnx_nncf(onnx_path: Path, calib: Sequence[np.ndarray], out: Path, 
 
     model = onnx.load(str(onnx_path))
     name = model.graph.input[0].name
-    q = nncf.quantize(model, nncf.Dataset(list(calib), lambda x: {name: x}), subset_size=len(calib))
+    scope = nncf.IgnoredScope(names=list(keep_float)) if keep_float else None
+    q = nncf.quantize(model, nncf.Dataset(list(calib), lambda x: {name: x}), subset_size=len(calib),
+                      **({"ignored_scope": scope} if scope else {}))
     n = requantize_concats(q)     # so that onnxruntime also runs the convolutions after a Concat in INT8
     if n:
         log.info("requantized %d Concat output(s) for onnxruntime", n)

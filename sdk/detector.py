@@ -48,6 +48,7 @@ class Landmarks:
     flags: Tuple[str, ...] = ()
     notes: Tuple[str, ...] = ()
     source: str = ""
+    reliability: Optional[np.ndarray] = None   # (K,) P(within the calibration's tolerance, 4 mm), when calibrated
 
     @property
     def confidence(self) -> float:
@@ -61,8 +62,11 @@ class Landmarks:
 
     @property
     def status(self) -> str:
-        """'ok', or 'flagged' when the image or any landmark is doubtful: check it before use."""
-        return "flagged" if self.flags or self.flagged.any() else "ok"
+        """'flagged' when the reading as a whole is doubtful (``flags``: not a cephalogram, points outside the
+        image); else 'check' when some landmarks are (``point_flags``); else 'ok'."""
+        if self.flags:
+            return "flagged"
+        return "check" if self.flagged.any() else "ok"
 
     @property
     def is_cephalogram(self) -> bool:
@@ -123,6 +127,7 @@ class Landmarks:
             "landmarks": [
                 {"name": n, "x": round(float(self.xy[i, 0]), 3), "y": round(float(self.xy[i, 1]), 3),
                  "score": round(float(self.scores[i]), 4),
+                 "reliability": None if self.reliability is None else round(float(self.reliability[i]), 4),
                  "flag": (self.point_flags[i] or None) if self.point_flags else None}
                 for i, n in enumerate(self.names)],
             "measurements": self.measurements(),
@@ -237,22 +242,24 @@ class Detector:
         With a local stage, each point is then refined on ``gray`` (default ``loaded.gray``: the pixels the first
         stage saw). Scores stay the first stage's heatmap peaks.
         """
-        res, shift = self._read(heatmaps, lb, loaded, None if spacing is None else check_spacing(spacing), gray)
-        return self._assess(res, shift)
+        return self._assess(*self._read(heatmaps, lb, loaded, None if spacing is None else check_spacing(spacing),
+                                        gray))
 
     def _read(self, heatmaps: np.ndarray, lb: Letterbox, loaded: LoadedImage, spacing: Optional[float],
-              gray: Optional[np.ndarray] = None) -> Tuple[Landmarks, Optional[np.ndarray]]:
-        """Decoded (and refined) points without flags, and the local stage's move per point (first-stage input
-        px; None without a local stage)."""
+              gray: Optional[np.ndarray] = None) -> Tuple[Landmarks, Dict]:
+        """Decoded (and refined) points without flags, and what the flags need from the local stage: its move per
+        point (first-stage input px) and its heatmap peaks (both None without a local stage)."""
         m = self.meta
         if heatmaps.shape[0] != m.schema.k:
             raise ModelError(f"model {self.model_path} outputs {heatmaps.shape[0]} heatmaps, its schema "
                              f"{m.schema.id!r} has {m.schema.k} landmarks")
         xy, scores = decode_to_image(heatmaps, lb, m.heatmap_stride, m.sigma, m.decoder)
-        shift = None
+        stage2 = {"shift": None, "local_peak": None}
         if self.local is not None:
-            refined = self.local.refine(loaded.gray if gray is None else gray, lb, xy, loaded.reduction)
-            shift = np.linalg.norm((refined - xy) * np.array([lb.scale_x, lb.scale_y]), axis=1)
+            refined, peaks = self.local.refine_with_peaks(loaded.gray if gray is None else gray, lb, xy,
+                                                          loaded.reduction)
+            stage2 = {"shift": np.linalg.norm((refined - xy) * np.array([lb.scale_x, lb.scale_y]), axis=1),
+                      "local_peak": peaks}
             xy = refined
         src = None
         if spacing is not None:
@@ -266,14 +273,14 @@ class Detector:
                 spacing, src = mm / d, "ruler"
         res = Landmarks(xy, scores, m.schema.names, (lb.src_h, lb.src_w), spacing, src, m.schema.id,
                         notes=loaded.notes, source=loaded.source)
-        return res, shift
+        return res, stage2
 
-    def _assess(self, res: Landmarks, shift: Optional[np.ndarray]) -> Landmarks:
-        """``res`` with its flags (:mod:`sdk.quality`), in the given image's pixels."""
-        reasons, flags = assess(res.xy, res.scores, res.image_size, res.schema, res.names, shift)
-        if res.confidence < LOW_CONFIDENCE:
-            flags = ["low_confidence"] + flags
-        return replace(res, point_flags=reasons, flags=tuple(flags))
+    def _assess(self, res: Landmarks, stage2: Dict) -> Landmarks:
+        """``res`` with its flags and reliabilities (:mod:`sdk.quality`), in the given image's pixels."""
+        a = assess(res.xy, res.scores, res.image_size, res.schema, res.names, stage2["shift"],
+                   stage2["local_peak"], self.local.calibration if self.local is not None else None)
+        flags = (("low_confidence",) if res.confidence < LOW_CONFIDENCE else ()) + a.flags
+        return replace(res, point_flags=a.reasons, flags=flags, reliability=a.reliability)
 
     def run_network(self, x: np.ndarray) -> np.ndarray:
         """The first-stage network alone: (N, C, H, W) float32 input (as :meth:`preprocess` makes) -> (N, K, h, w)
@@ -295,35 +302,48 @@ class Detector:
         try:
             x, lb, loaded = self.preprocess(image)
             hm = self._run(x[None])
-            return self._settle(self._read(hm[0], lb, loaded, spacing), loaded, spacing)
+            return self._settle(self._read(hm[0], lb, loaded, spacing), loaded, spacing)[0]
         except CephaloError:
             raise
         except Exception as e:   # never a bare library error: name the image and keep the cause
             raise CephaloError(f"image {_name(image)}: {type(e).__name__}: {str(e)[:300]}") from e
 
-    def _settle(self, read: Tuple[Landmarks, Optional[np.ndarray]], loaded: LoadedImage,
-                spacing: Optional[float]) -> Landmarks:
+    def evidence(self, image: ImageInput, spacing: Optional[float] = None) -> Tuple[Landmarks, Dict[str, np.ndarray]]:
+        """:meth:`__call__`, plus what the flags are computed from, per landmark: ``shift`` (the local stage's move,
+        first-stage input px), ``local_peak`` and ``shape_z`` (None where there is no local stage / shape model).
+        For fitting a calibration (``cephalo calibrate``) and for studies."""
+        spacing = None if spacing is None else check_spacing(spacing)
+        x, lb, loaded = self.preprocess(image)
+        res, stage2 = self._settle(self._read(self._run(x[None])[0], lb, loaded, spacing), loaded, spacing)
+        from .quality import shape_model
+
+        sm = shape_model(res.schema, res.names)
+        return res, {**stage2, "shape_z": sm.z_scores(res.xy) if sm is not None else None}
+
+    def _settle(self, read: Tuple[Landmarks, Dict], loaded: LoadedImage,
+                spacing: Optional[float]) -> Tuple[Landmarks, Dict]:
         """The reading as given or, when it is doubtful, the view (mirrored, inverted, turned) the model is sure
-        of; flags assessed on the reading kept."""
-        res, shift = read
+        of, with its flags; and the local stage's figures for that reading."""
+        res, stage2 = read
         if not self.auto_view or res.confidence >= LOW_CONFIDENCE:
-            return self._assess(res, shift)
+            return self._assess(res, stage2), stage2
         m, g = self.meta, loaded.gray
-        best, best_shift = res, shift
+        best, best_stage2 = res, stage2
         for view in _VIEWS:
             img = view_image(g, view)
             turned = view in ("rotated90", "rotated270")
             full = loaded.full_hw[::-1] if turned else loaded.full_hw
             x, lb = preprocess(img, m.input_hw, m.mean, m.std, m.pad_value, m.channels, full, loaded.reduction)
-            cand, cshift = self._read(self._run(x[None])[0], lb, loaded, spacing, img)
+            cand, cand2 = self._read(self._run(x[None])[0], lb, loaded, spacing, img)
             if cand.confidence > best.confidence:
                 best = replace(cand, xy=view_points_back(cand.xy, view, loaded.full_hw),
                                image_size=tuple(loaded.full_hw), view=view)
-                best_shift = cshift
+                best_stage2 = cand2
             if best.confidence >= LOW_CONFIDENCE:
                 break     # the first view the model is sure of: the rest cost a model call each
-        return self._assess(best if best.confidence >= LOW_CONFIDENCE else res,
-                            best_shift if best.confidence >= LOW_CONFIDENCE else shift)
+        if best.confidence >= LOW_CONFIDENCE:
+            return self._assess(best, best_stage2), best_stage2
+        return self._assess(res, stage2), stage2
 
     def batch(self, images: Sequence[ImageInput], spacing: Optional[Union[float, Sequence[Optional[float]]]] = None,
               batch_size: int = 4, on_error: str = "raise") -> List[Union[Landmarks, CephaloError]]:
@@ -363,7 +383,7 @@ class Detector:
                 continue
             for n, (j, p) in enumerate(ready):
                 try:
-                    out[j] = self._settle(self._read(hm[n], p[1], p[2], spacings[j]), p[2], spacings[j])
+                    out[j] = self._settle(self._read(hm[n], p[1], p[2], spacings[j]), p[2], spacings[j])[0]
                 except Exception as e:
                     out[j] = _as_error(e, images[j], j)
         failed = [(j, r) for j, r in enumerate(out) if isinstance(r, Exception)]

@@ -66,3 +66,23 @@ def format_summary(m: Dict, title: str = "") -> str:
     for name, f in m.get("per_landmark", {}).items():
         lines.append(f"  {name:<26} {f['mre_mm']:6.3f} mm  SDR@2mm {f['sdr']['2mm']:5.1f}%")
     return "\n".join(lines)
+
+
+def auroc(doubt: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``doubt`` (higher = more likely positive) for the boolean ``positive``
+    (Mann-Whitney U, ties counted half)."""
+    doubt, positive = np.asarray(doubt, np.float64), np.asarray(positive, bool)
+    npos, nneg = int(positive.sum()), int((~positive).sum())
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    order = np.argsort(doubt, kind="mergesort")
+    ranks = np.empty(len(doubt))
+    sorted_d = doubt[order]
+    i = 0
+    while i < len(sorted_d):          # average ranks of ties
+        j = i
+        while j + 1 < len(sorted_d) and sorted_d[j + 1] == sorted_d[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1
+        i = j + 1
+    return float((ranks[positive].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))

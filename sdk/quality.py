@@ -9,8 +9,10 @@
 - **Low score**: the heatmap peak below ``LOW_SCORE``.
 - **Stages disagree**: the local stage moved the first stage's point by more than ``MAX_SHIFT`` first-stage
   input pixels: one of the two has locked onto something else.
-
-The thresholds are chosen on held-out validation images (``lab/`` notes), not on the test sets.
+- **Unlikely within tolerance**: with a calibration in the local stage's metadata (:class:`Calibration`, fitted
+  on held-out images by ``cephalo calibrate``), each point gets ``reliability``, the estimated probability that it
+  lies within ``tolerance_mm`` of where clinicians put it; below ``cut`` the point is flagged. This replaces the
+  low-score and disagreement rules, which are its inputs.
 """
 from __future__ import annotations
 
@@ -90,16 +92,73 @@ def shape_model(schema_id: str, names: Tuple[str, ...]) -> Optional[ShapeModel]:
     return m if m.names == tuple(names) else None
 
 
+FEATURES = ("first_score", "local_peak", "shift", "shape_z")
+
+
+def point_features(first_score: np.ndarray, local_peak: np.ndarray, shift: np.ndarray,
+                   shape_z: np.ndarray) -> np.ndarray:
+    """(K, 4) inputs of :class:`Calibration`: logits of the two stages' heatmap peaks, log(1 + the local stage's
+    move in first-stage input px), log(1 + the shape residual z)."""
+    def logit(p):
+        p = np.clip(np.asarray(p, np.float64), 1e-3, 1 - 1e-3)
+        return np.log(p / (1 - p))
+
+    return np.stack([logit(first_score), logit(local_peak), np.log1p(np.asarray(shift, np.float64)),
+                     np.log1p(np.asarray(shape_z, np.float64))], axis=1)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """P(point within ``tolerance_mm`` of the reference labels) = sigmoid(features @ coef + bias[landmark]):
+    a logistic regression on :func:`point_features`, fitted on held-out images. Points below ``cut`` are flagged."""
+
+    coef: np.ndarray            # (4,)
+    bias: np.ndarray            # (K,) one intercept per landmark (porion and gonion are off more often)
+    tolerance_mm: float = 4.0
+    cut: float = 0.5
+    fitted_on: str = ""
+
+    def probability(self, features: np.ndarray, landmark: Optional[np.ndarray] = None) -> np.ndarray:
+        """(K, 4) features of one result (rows in landmark order) -> (K,) probability of being within tolerance;
+        or (N, 4) pooled points with ``landmark`` (N,) their landmark indices."""
+        bias = self.bias if landmark is None else self.bias[np.asarray(landmark)]
+        return 1.0 / (1.0 + np.exp(-(np.asarray(features, np.float64) @ self.coef + bias)))
+
+    def to_dict(self) -> Dict:
+        return {"features": list(FEATURES), "coef": np.round(self.coef, 6).tolist(),
+                "bias": np.round(self.bias, 6).tolist(), "tolerance_mm": self.tolerance_mm, "cut": self.cut,
+                "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "Calibration":
+        if tuple(d.get("features", ())) != FEATURES:
+            raise ValueError(f"calibration features {d.get('features')} are not {list(FEATURES)}")
+        return cls(np.asarray(d["coef"], np.float64), np.asarray(d["bias"], np.float64),
+                   float(d.get("tolerance_mm", 4.0)), float(d.get("cut", 0.5)), str(d.get("fitted_on", "")))
+
+
 # Per-landmark flag reasons, in the order they are reported when several apply.
 OUTSIDE, IMPLAUSIBLE, DISAGREE, LOW = "outside the image", "implausible position", "stages disagree", "low score"
+UNLIKELY = "likely off by more than {tol:g} mm"
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What :func:`assess` found: ``reasons`` (K,) ('' = not flagged), image-level ``flags``, the shape residual
+    ``shape_z`` (K,), and ``reliability`` (K,) when a calibration was given."""
+
+    reasons: Tuple[str, ...]
+    flags: Tuple[str, ...]
+    shape_z: np.ndarray
+    reliability: Optional[np.ndarray] = None
 
 
 def assess(xy: np.ndarray, scores: np.ndarray, image_hw: Tuple[int, int], schema_id: str, names: Tuple[str, ...],
-           shift: Optional[np.ndarray] = None) -> Tuple[Tuple[str, ...], List[str]]:
-    """Flags of one result. ``xy`` (K, 2) original pixels, ``scores`` (K,), ``image_hw`` (H, W), ``shift`` (K,)
-    local-stage move in first-stage input px (None without a local stage).
-
-    Returns (one reason per landmark, '' when it is not flagged; image-level flag codes)."""
+           shift: Optional[np.ndarray] = None, local_peak: Optional[np.ndarray] = None,
+           calibration: Optional[Calibration] = None) -> Assessment:
+    """Flags of one result. ``xy`` (K, 2) original pixels, ``scores`` (K,) first-stage peaks, ``image_hw`` (H, W),
+    ``shift`` (K,) local-stage move in first-stage input px and ``local_peak`` (K,) its heatmap peak (None without
+    a local stage); ``calibration``: turns those into per-point reliabilities (needs the local stage's inputs)."""
     h, w = image_hw
     k = len(xy)
     reasons = [""] * k
@@ -107,11 +166,17 @@ def assess(xy: np.ndarray, scores: np.ndarray, image_hw: Tuple[int, int], schema
     model = shape_model(schema_id, tuple(names))
     z = model.z_scores(xy) if model is not None else np.zeros(k)
     implausible = z > SHAPE_Z
-    disagree = shift > MAX_SHIFT if shift is not None else np.zeros(k, bool)
-    low = np.asarray(scores) < LOW_SCORE
+    reliability = None
+    if calibration is not None and shift is not None and local_peak is not None and len(calibration.bias) == k:
+        reliability = calibration.probability(point_features(scores, local_peak, shift, z))
+        doubtful = [((reliability[i] < calibration.cut), UNLIKELY.format(tol=calibration.tolerance_mm))
+                    for i in range(k)]
+    else:
+        disagree = shift > MAX_SHIFT if shift is not None else np.zeros(k, bool)
+        low = np.asarray(scores) < LOW_SCORE
+        doubtful = [(disagree[i], DISAGREE) if disagree[i] else (low[i], LOW) for i in range(k)]
     for i in range(k):
-        for hit, why in ((outside[i], OUTSIDE), (implausible[i], IMPLAUSIBLE), (disagree[i], DISAGREE),
-                         (low[i], LOW)):
+        for hit, why in ((outside[i], OUTSIDE), (implausible[i], IMPLAUSIBLE), doubtful[i]):
             if hit:
                 reasons[i] = why
                 break
@@ -120,4 +185,4 @@ def assess(xy: np.ndarray, scores: np.ndarray, image_hw: Tuple[int, int], schema
         image_flags.append("points_outside_image")
     if model is not None and implausible.mean() > SHAPE_IMAGE_SHARE:
         image_flags.append("implausible_shape")
-    return tuple(reasons), image_flags
+    return Assessment(tuple(reasons), tuple(image_flags), z, reliability)

@@ -25,6 +25,7 @@ from .backends import open_backend
 from .decode import decode_heatmaps, heatmap_to_input
 from .errors import ImageError, ModelError
 from .preprocess import Letterbox, normalize
+from .quality import Calibration
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,11 @@ class LocalStage:
                                                          self.trained_behind, self.first_input)
         except ValueError as e:
             raise ModelError(f"local-stage model {self.path}: {e}") from None
+        try:
+            self.calibration = (Calibration.from_dict(m.extra["calibration"]) if m.extra.get("calibration")
+                                else None)   # per-point reliability (sdk.quality), fitted on held-out images
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"local-stage model {self.path}: malformed calibration metadata ({e})") from None
         self.size = m.input_h
         self.params = LocalParams(m.input_h, self.factor, m.heatmap_stride, m.sigma, m.mean, m.std, m.pad_value,
                                   m.channels, m.decoder, prior)

@@ -118,7 +118,7 @@ def test_facing_left_and_negative_images_are_read(det, fixture_samples):
     strict = Detector(auto_view=False)(g[:, ::-1].copy())
     assert strict.view == "as given" and strict.confidence < LOW_CONFIDENCE
     assert "low_confidence" in strict.flags and strict.status == "flagged" and strict.measurements() == {}
-    assert "low confidence" in strict.to_dict()["messages"][0] and plain.flags == () and plain.status == "ok"
+    assert "low confidence" in strict.to_dict()["messages"][0] and plain.flags == () and plain.status != "flagged"
     assert [r.view for r in det.batch([g, g[:, ::-1].copy()])] == ["as given", "mirrored"]
 
 
@@ -134,3 +134,18 @@ def test_16bit_image_with_a_burned_in_label_reads_like_its_8bit_self(det, fixtur
     plain, wide = det(g), det(g16)
     assert wide.view == "as given" and wide.confidence > 0.8
     assert np.linalg.norm(wide.xy - plain.xy, axis=1).mean() < 0.5     # fixture pixels (0.4 mm)
+
+
+def test_bundled_points_pinned_on_held_out_images():
+    """The shipped pair's points on four Test images (held out from training), pinned: a half-pixel slip in the
+    letterbox or the decoder, swapped axes or a changed model moves them all. INT8 kernels differ a little
+    between CPUs, so the median shift must be tiny and all but two points per image within half a pixel."""
+    from conftest import FIXTURES, ISBI_FIX
+
+    pinned = json.loads((FIXTURES / "bundled_points.json").read_text())["points"]
+    det = Detector(backend="onnxruntime", threads=2)
+    for name, want in pinned.items():
+        res = det(ISBI_FIX / "images" / f"{name}.jpg")
+        shift = np.linalg.norm(res.xy - np.array(want["xy"]), axis=1)       # fixture pixels (0.4 mm)
+        assert np.median(shift) < 0.05 and (shift < 0.5).sum() >= 17, (name, np.round(shift, 3))
+        assert res.view == want["view"]

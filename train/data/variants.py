@@ -88,16 +88,24 @@ def _resized(g, s):
     return cv2.resize(g, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR), (nw / w, nh / h)
 
 
+def _machine_box(hw):
+    """The tighter field as (y0, y1, x0, x1), in proportion to the image (on ISBI: rows 140-2260, columns 235-)."""
+    h, w = hw
+    return round(h * 140 / 2400), round(h * 2260 / 2400), round(w * 235 / 1935), w
+
+
 def _other_machine(g):
-    """A tighter field (about 170 x 212 mm: the occiput and the skull's top cut off) at 0.127 mm/px."""
-    return _resized(g[140:2260, 235:1935], 0.1 / 0.127)[0]
+    """A tighter field (about 170 x 212 mm on ISBI: the occiput and the skull's top cut off) at 0.127 mm/px."""
+    y0, y1, x0, x1 = _machine_box(g.shape)
+    return _resized(g[y0:y1, x0:x1], 0.1 / 0.127)[0]
 
 
 def _other_machine_pts(p, hw):
-    crop = (min(hw[1], 1935) - 235, 2260 - 140)
-    nw, nh = max(1, round(crop[0] * 0.1 / 0.127)), max(1, round(crop[1] * 0.1 / 0.127))
-    q = p - np.array([235, 140])
-    return np.c_[(q[:, 0] + 0.5) * nw / crop[0] - 0.5, (q[:, 1] + 0.5) * nh / crop[1] - 0.5]
+    y0, y1, x0, x1 = _machine_box(hw)
+    ch, cw = y1 - y0, x1 - x0
+    nw, nh = max(1, round(cw * 0.1 / 0.127)), max(1, round(ch * 0.1 / 0.127))
+    q = p - np.array([x0, y0])
+    return np.c_[(q[:, 0] + 0.5) * nw / cw - 0.5, (q[:, 1] + 0.5) * nh / ch - 0.5]
 
 
 def _wider(g):
@@ -120,8 +128,10 @@ def _ruler_elsewhere(g):
     ruler such as other head holders have (porion and articulare were put on a ruler 70 mm away at another clinic)."""
     out = g.copy()
     h, w = g.shape
-    src = g[0:min(h, 1000), int(w * 0.76):int(w * 0.76) + 260]
-    out[700:700 + src.shape[0], 40:40 + src.shape[1]] = src[:max(0, min(src.shape[0], h - 700))]
+    src = g[0:round(h * 1000 / 2400), int(w * 0.76):int(w * 0.76) + round(w * 260 / 1935)]   # ISBI: 1000 x 260
+    y, x = round(h * 700 / 2400), round(w * 40 / 1935)
+    n = max(0, min(src.shape[0], h - y))
+    out[y:y + n, x:x + src.shape[1]] = src[:n, :max(0, min(src.shape[1], w - x))]
     return out
 
 

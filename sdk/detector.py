@@ -278,7 +278,8 @@ class Detector:
     def _assess(self, res: Landmarks, stage2: Dict) -> Landmarks:
         """``res`` with its flags and reliabilities (:mod:`sdk.quality`), in the given image's pixels."""
         a = assess(res.xy, res.scores, res.image_size, res.schema, res.names, stage2["shift"],
-                   stage2["local_peak"], self.local.calibration if self.local is not None else None)
+                   stage2["local_peak"], self.local.calibration if self.local is not None else None,
+                   mirrored=res.view.startswith("mirrored"))
         flags = (("low_confidence",) if res.confidence < LOW_CONFIDENCE else ()) + a.flags
         return replace(res, point_flags=a.reasons, flags=flags, reliability=a.reliability)
 
@@ -315,10 +316,11 @@ class Detector:
         spacing = None if spacing is None else check_spacing(spacing)
         x, lb, loaded = self.preprocess(image)
         res, stage2 = self._settle(self._read(self._run(x[None])[0], lb, loaded, spacing), loaded, spacing)
-        from .quality import shape_model
+        from .quality import mirror_x, shape_model
 
         sm = shape_model(res.schema, res.names)
-        return res, {**stage2, "shape_z": sm.z_scores(res.xy) if sm is not None else None}
+        xy = mirror_x(res.xy) if res.view.startswith("mirrored") else res.xy
+        return res, {**stage2, "shape_z": sm.z_scores(xy) if sm is not None else None}
 
     def _settle(self, read: Tuple[Landmarks, Dict], loaded: LoadedImage,
                 spacing: Optional[float]) -> Tuple[Landmarks, Dict]:

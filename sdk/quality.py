@@ -137,6 +137,11 @@ class Calibration:
                    float(d.get("tolerance_mm", 4.0)), float(d.get("cut", 0.5)), str(d.get("fitted_on", "")))
 
 
+def mirror_x(xy: np.ndarray) -> np.ndarray:
+    """(K, 2) points reflected about x = 0 (a shape fit allows no reflection; a facing-left skull needs one)."""
+    return np.asarray(xy, np.float64) * np.array([-1.0, 1.0])
+
+
 # Per-landmark flag reasons, in the order they are reported when several apply.
 OUTSIDE, IMPLAUSIBLE, DISAGREE, LOW = "outside the image", "implausible position", "stages disagree", "low score"
 UNLIKELY = "likely off by more than {tol:g} mm"
@@ -155,16 +160,17 @@ class Assessment:
 
 def assess(xy: np.ndarray, scores: np.ndarray, image_hw: Tuple[int, int], schema_id: str, names: Tuple[str, ...],
            shift: Optional[np.ndarray] = None, local_peak: Optional[np.ndarray] = None,
-           calibration: Optional[Calibration] = None) -> Assessment:
+           calibration: Optional[Calibration] = None, mirrored: bool = False) -> Assessment:
     """Flags of one result. ``xy`` (K, 2) original pixels, ``scores`` (K,) first-stage peaks, ``image_hw`` (H, W),
     ``shift`` (K,) local-stage move in first-stage input px and ``local_peak`` (K,) its heatmap peak (None without
-    a local stage); ``calibration``: turns those into per-point reliabilities (needs the local stage's inputs)."""
+    a local stage); ``calibration``: turns those into per-point reliabilities (needs the local stage's inputs).
+    ``mirrored``: the points are those of a facing-left image; the shape is checked on their mirror image."""
     h, w = image_hw
     k = len(xy)
     reasons = [""] * k
     outside = (xy[:, 0] < -0.5) | (xy[:, 1] < -0.5) | (xy[:, 0] > w - 0.5) | (xy[:, 1] > h - 0.5)
     model = shape_model(schema_id, tuple(names))
-    z = model.z_scores(xy) if model is not None else np.zeros(k)
+    z = model.z_scores(mirror_x(xy) if mirrored else xy) if model is not None else np.zeros(k)
     implausible = z > SHAPE_Z
     reliability = None
     if calibration is not None and shift is not None and local_peak is not None and len(calibration.bias) == k:

@@ -110,7 +110,7 @@ def test_facing_left_and_negative_images_are_read(det, fixture_samples):
     plain = det(g)
     assert plain.view == "as given" and plain.confidence >= LOW_CONFIDENCE
     mirrored = det(g[:, ::-1].copy())
-    assert mirrored.view == "mirrored"
+    assert mirrored.view == "mirrored" and mirrored.flags == () and mirrored.measurements()   # a facing-left skull
     back = mirrored.xy.copy()
     back[:, 0] = w - 1 - back[:, 0]                    # the mirrored image's points, mirrored back
     assert np.linalg.norm(back - plain.xy, axis=1).mean() < 2.0      # fixture pixels (0.4 mm)

@@ -110,7 +110,13 @@ class Landmarks:
         image was not read as a cephalogram."""
         if not self.is_cephalogram:
             return {}
-        return measure({n: self.xy[i] for i, n in enumerate(self.names)})
+        from .schemas import get_schema, schema_from_dict
+
+        try:
+            schema = get_schema(self.schema) if self.schema else None
+        except CephaloError:   # a custom schema known only to the model file: its names, no aliases
+            schema = schema_from_dict({"id": self.schema, "landmarks": list(self.names)})
+        return measure({n: self.xy[i] for i, n in enumerate(self.names)}, schema)
 
     def to_dict(self) -> Dict:
         d = {

@@ -1,5 +1,6 @@
-"""Cephalometric measurements from named landmarks. Each needs only the landmarks it names; a schema without them
-simply does not yield that measurement.
+"""Cephalometric measurements from named landmarks. Each needs only the landmarks it names, looked up through the
+schema's names and aliases (``A-point`` / ``a_point`` / ``subspinale`` are one landmark), so every built-in schema
+yields every measurement its landmarks allow; :func:`unavailable` says which ones a schema cannot give and why.
 
 Angles in degrees, distances in mm (when a pixel spacing is known). Image y points down; the angles below are
 unsigned angles between vectors, except ANB which is SNA - SNB (negative for a Class III skeletal pattern).
@@ -8,7 +9,7 @@ Norms are the commonly cited adult means ± SD.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Tuple
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -65,15 +66,45 @@ MEASUREMENTS: Tuple[Measurement, ...] = (
 )
 
 
-def measure(points: Mapping[str, Point]) -> Dict[str, Dict]:
+def _lookup(points: Mapping[str, Point], schema) -> Callable[[str], Optional[Point]]:
+    """name -> point, through the schema's names and aliases when a schema is given, else by exact name."""
+    def get(name: str) -> Optional[Point]:
+        if schema is None:
+            return points.get(name)
+        try:
+            return points.get(schema.names[schema.index(name)])
+        except KeyError:
+            return None
+    return get
+
+
+def measure(points: Mapping[str, Point], schema=None) -> Dict[str, Dict]:
     """{landmark name: (x, y)} -> {measurement: {value, unit, norm_mean, norm_sd, reference}} for those computable.
+    ``schema`` (:class:`sdk.schemas.Schema`): resolve the landmarks each measurement needs by its names and aliases.
 
     Angles and ratios do not need a pixel spacing.
     """
+    get = _lookup(points, schema)
     out = {}
     for m in MEASUREMENTS:
-        if all(n in points for n in m.needs):
-            val = m.fn(*[np.asarray(points[n], float) for n in m.needs])
+        pts = [get(n) for n in m.needs]
+        if all(q is not None for q in pts):
+            val = m.fn(*[np.asarray(q, float) for q in pts])
             out[m.name] = {"value": round(float(val), 3), "unit": m.unit, "norm_mean": m.norm[0],
                            "norm_sd": m.norm[1], "reference": m.reference}
+    return out
+
+
+def unavailable(schema) -> Dict[str, str]:
+    """{measurement: why} for the measurements ``schema``'s landmarks cannot give."""
+    out = {}
+    for m in MEASUREMENTS:
+        missing = []
+        for n in m.needs:
+            try:
+                schema.index(n)
+            except KeyError:
+                missing.append(n)
+        if missing:
+            out[m.name] = f"needs {', '.join(missing)}, which schema {schema.id!r} does not have"
     return out

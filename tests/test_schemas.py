@@ -53,3 +53,30 @@ def test_bad_schemas(data, match):
 def test_unknown_schema():
     with pytest.raises(SchemaError, match="unknown schema"):
         get_schema("isbi20")
+
+
+def test_every_builtin_schema_gives_every_measurement_its_landmarks_allow():
+    """Measurements find their landmarks through names and aliases: aariz29's a_point is ISBI's subspinale."""
+    import numpy as np
+
+    from sdk.measurements import MEASUREMENTS, measure, unavailable
+    from sdk.schemas import AARIZ29, CEPH31, ISBI19
+
+    rng = np.random.default_rng(0)
+    ref = {n: rng.uniform(0, 1000, 2) for n in ISBI19.names}
+    expected = measure(ref, ISBI19)
+    assert set(expected) == {m.name for m in MEASUREMENTS} and unavailable(ISBI19) == {}
+    for schema in (AARIZ29, CEPH31):
+        same = {}                       # the schema's own name of each ISBI landmark it has (aliases resolved)
+        for k in ISBI19.names:
+            try:
+                same[schema.names[schema.index(k)]] = k
+            except KeyError:
+                pass
+        pts = {n: ref[same[n]] if n in same else rng.uniform(0, 1000, 2) for n in schema.names}
+        got = measure(pts, schema)
+        assert set(got) == set(expected) and unavailable(schema) == {}, (schema.id, set(expected) - set(got))
+        for k in got:
+            assert got[k]["value"] == expected[k]["value"], (schema.id, k)
+    assert measure({"a_point": [0, 0]}) == {}        # without a schema only exact names count
+

@@ -1,0 +1,65 @@
+"""The Python side of the C API (``capi/cephalo.c``): what the shared library calls, with plain types only.
+
+The library hands over the host's pixel buffer as a read-only ``memoryview``; :func:`detect` wraps it in a numpy
+array without copying (rows ``stride`` bytes apart) and runs the Detector. Every outcome is a tuple: ``(0, values)``
+or ``(code, message)``, so no exception crosses into C. Codes match ``cephalo_status`` in ``capi/cephalo.h``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .errors import CephaloError, ImageError, ModelError
+
+OK, E_ARGUMENT, E_IMAGE, E_MODEL, E_PYTHON = 0, 1, 2, 3, 4
+
+
+def _fail(e: BaseException) -> Tuple[int, str]:
+    if isinstance(e, ModelError):
+        return E_MODEL, str(e)
+    if isinstance(e, ImageError):
+        return E_IMAGE, str(e)
+    if isinstance(e, CephaloError):
+        return E_ARGUMENT, str(e)
+    return E_PYTHON, f"{type(e).__name__}: {e}"
+
+
+def open_detector(model: Optional[str], backend: Optional[str], threads: int):
+    """``(0, Detector)`` or ``(code, message)``; ``model`` None = the bundled one, ``threads`` 0 = all cores."""
+    from .detector import Detector
+
+    try:
+        return OK, Detector(model or None, backend=backend or "auto", threads=threads or None)
+    except BaseException as e:   # noqa: B902 - nothing may escape into the host
+        return _fail(e)
+
+
+def pixels(buf: memoryview, width: int, height: int, stride: int, bits: int, channels: int) -> np.ndarray:
+    """The host's buffer as an (H, W[, C]) uint8/uint16 array sharing its memory (no copy)."""
+    dtype = np.uint8 if bits == 8 else np.dtype("=u2")
+    item = dtype.itemsize if isinstance(dtype, np.dtype) else 1
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    strides = (stride, item) if channels == 1 else (stride, item * channels, item)
+    return np.ndarray(shape, dtype=dtype, buffer=buf, strides=strides)
+
+
+def detect(det, buf: memoryview, width: int, height: int, stride: int, bits: int, channels: int,
+           spacing: float):
+    """``(0, (xy bytes, scores bytes, reliability bytes or b'', names, point flags, spacing or 0, spacing source,
+    view, status, is cephalogram, low confidence, confidence, measurement names, values, units, json))`` or
+    ``(code, message)``."""
+    try:
+        arr = pixels(buf, width, height, stride, bits, channels)
+        res = det(arr, spacing=spacing if spacing > 0 else None)
+        meas = res.measurements()
+        return OK, (np.ascontiguousarray(res.xy, np.float64).tobytes(),
+                    np.ascontiguousarray(res.scores, np.float32).tobytes(),
+                    b"" if res.reliability is None else np.ascontiguousarray(res.reliability, np.float32).tobytes(),
+                    list(res.names), list(res.point_flags) or [""] * len(res.names),
+                    float(res.spacing or 0.0), res.spacing_source or "", res.view, res.status,
+                    int(res.is_cephalogram), int("low_confidence" in res.flags), float(res.confidence),
+                    list(meas), [float(m["value"]) for m in meas.values()], [m["unit"] for m in meas.values()],
+                    res.to_json())
+    except BaseException as e:   # noqa: B902
+        return _fail(e)

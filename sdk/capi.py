@@ -6,6 +6,7 @@ or ``(code, message)``, so no exception crosses into C. Codes match ``cephalo_st
 """
 from __future__ import annotations
 
+import json
 from typing import Optional, Tuple
 
 import numpy as np
@@ -52,7 +53,8 @@ def detect(det, buf: memoryview, width: int, height: int, stride: int, bits: int
     try:
         arr = pixels(buf, width, height, stride, bits, channels)
         res = det(arr, spacing=spacing if spacing > 0 else None)
-        meas = res.measurements()
+        doc = res.to_dict()          # computes the measurements once, for the JSON and the C struct
+        meas = doc["measurements"]
         return OK, (np.ascontiguousarray(res.xy, np.float64).tobytes(),
                     np.ascontiguousarray(res.scores, np.float32).tobytes(),
                     b"" if res.reliability is None else np.ascontiguousarray(res.reliability, np.float32).tobytes(),
@@ -60,6 +62,6 @@ def detect(det, buf: memoryview, width: int, height: int, stride: int, bits: int
                     float(res.spacing or 0.0), res.spacing_source or "", res.view, res.status,
                     int(res.is_cephalogram), int("low_confidence" in res.flags), float(res.confidence),
                     list(meas), [float(m["value"]) for m in meas.values()], [m["unit"] for m in meas.values()],
-                    res.to_json())
+                    json.dumps(doc))
     except BaseException as e:   # noqa: B902
         return _fail(e)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 from .errors import SchemaError
 
@@ -60,14 +61,17 @@ class Schema:
 
     def index(self, name: str) -> int:
         """Position of ``name`` (or one of its aliases) in the schema; ``KeyError`` if absent."""
-        key = _canonical(name)
-        for i, n in enumerate(self.names):
-            if _canonical(n) == key:
-                return i
-        for alias, target in self.aliases:
-            if _canonical(alias) == key:
-                return self.names.index(target)
-        raise KeyError(name)
+        try:
+            return self._positions[_canonical(name)]
+        except KeyError:
+            raise KeyError(name) from None
+
+    @cached_property
+    def _positions(self) -> Dict[str, int]:
+        """Canonical name or alias -> position (names win over aliases), built once per schema."""
+        out = {_canonical(alias): self.names.index(target) for alias, target in self.aliases}
+        out.update({_canonical(n): i for i, n in enumerate(self.names)})
+        return out
 
     def to_dict(self) -> dict:
         d = {"id": self.id, "landmarks": list(self.names)}

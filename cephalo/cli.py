@@ -639,6 +639,37 @@ def calibrate(local_model, data_dir, first_model, annotators, val_count, seed, v
         _fail(e)
 
 
+@main.command()
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="Model file (default: bundled).")
+@click.option("--backend", type=click.Choice(["auto", "openvino", "onnxruntime"]), default="auto")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--workers", type=int, default=None,
+              help="Images detected at a time (default: the cores); each uses cores / workers threads.")
+@click.option("--max-upload-mb", type=float, default=50.0, show_default=True)
+@click.option("--queue", type=int, default=32, show_default=True, help="Requests that may wait; more get 503.")
+def serve(model, backend, host, port, workers, max_upload_mb, queue):
+    """Serve the Detector over HTTP (POST /v1/landmarks) with a page at / that shows the tracing
+    (needs the 'serve' extra: pip install ".[serve]")."""
+    import os
+
+    from sdk import Detector
+
+    from .serve import Limits, serve as run
+
+    try:
+        cores = os.cpu_count() or 1
+        n = max(1, workers or cores)
+        det = Detector(model, backend=backend, threads=max(1, cores // n))
+        click.echo(f"serving {det.model_path.name} ({det.info['backend']}, {n} worker(s)) on http://{host}:{port}/",
+                   err=True)
+        run(det, host, port, n, Limits(int(max_upload_mb * 2**20), queue))
+    except ImportError as e:
+        _fail(CephaloError(f"cephalo serve needs the 'serve' extra (pip install \".[serve]\"): {e}"))
+    except CephaloError as e:
+        _fail(e)
+
+
 def _add_bench():
     from benchmarks.cpu_bench import main as bench_main
 

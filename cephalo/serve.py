@@ -1,0 +1,157 @@
+"""``cephalo serve``: the Detector over HTTP for clinics' software, and a page that shows the tracing.
+
+    POST /v1/landmarks[?spacing=0.1]   body: the image file's bytes -> the CLI's JSON record
+    POST /v1/overlay[?spacing=0.1]     body: the image file's bytes -> the overlay PNG (points, legend, flags)
+    GET  /v1/model                     the model's metadata and measured accuracy
+    GET  /health                       {"status": "ok"}
+    GET  /                             the page: drop an image, see the tracing, the landmarks and measurements
+
+Answers: 200 with the result (also when some landmarks are only doubtful: their ``flag``); 400 a bad ``spacing``;
+413 an upload over the size limit or an image over the pixel limit; 415 bytes that are not a readable image;
+422 an image that is not a lateral cephalogram (the record comes with it, ``status`` 'flagged'); 503 when the
+queue is full. Uploads are read into memory only (never written to disk); each request has an id (header
+``X-Request-Id``, and in the log line). Detection runs in a bounded pool of worker threads, one Detector shared.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger("cephalo.serve")
+PAGE = Path(__file__).resolve().parent / "web" / "index.html"
+
+
+class Limits:
+    """Upload size (bytes) and how many requests may wait for a worker beyond those running."""
+
+    def __init__(self, max_bytes: int = 50 * 2**20, queue: int = 32):
+        self.max_bytes, self.queue = int(max_bytes), int(queue)
+
+
+def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
+    """The ASGI app around ``det`` (an ``sdk.Detector``): ``workers`` images at a time."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.routing import Route
+
+    from sdk.errors import CephaloError, ImageError
+    from sdk.spacing import check_spacing
+
+    limits = limits or Limits()
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cephalo-worker")
+    slots = asyncio.Semaphore(max(1, workers) + limits.queue)
+
+    def error(status: int, message: str, rid: str, **extra) -> JSONResponse:
+        return JSONResponse({"error": message, "request_id": rid, **extra}, status_code=status,
+                            headers={"X-Request-Id": rid})
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
+            raise _TooLarge(int(declared))
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_bytes:
+                raise _TooLarge(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def run_detection(request: Request, overlay: bool):
+        rid = uuid.uuid4().hex[:12]
+        t0 = time.perf_counter()
+        outcome = {"status": 500}
+
+        def answer(response):
+            outcome["status"] = response.status_code
+            return response
+
+        try:
+            raw = request.query_params.get("spacing")
+            try:
+                spacing = None if raw in (None, "") else check_spacing(float(raw), "spacing")
+            except ValueError:
+                return answer(error(400, f"spacing: {raw!r} is not a number of mm per pixel", rid))
+            except CephaloError as e:
+                return answer(error(400, str(e), rid))
+            try:
+                data = await read_body(request)
+            except _TooLarge as e:
+                return answer(error(413, f"upload of {e.size} bytes is over the limit of {limits.max_bytes} bytes",
+                                    rid))
+            if not data:
+                return answer(error(400, "empty body: POST the image file's bytes", rid))
+            if slots.locked():
+                return answer(error(503, "busy: too many images waiting; retry later", rid))
+            async with slots:
+                loop = asyncio.get_running_loop()
+                try:
+                    res = await loop.run_in_executor(pool, lambda: det(data, spacing=spacing))
+                except ImageError as e:
+                    code = 413 if "exceeds the limit" in str(e) else 415
+                    return answer(error(code, str(e).replace("<bytes>", "upload"), rid))
+                except CephaloError as e:
+                    return answer(error(400, str(e).replace("<bytes>", "upload"), rid))
+                record = {**res.to_dict(), "file": None, "request_id": rid}
+                if not res.is_cephalogram:
+                    return answer(JSONResponse({**record, "error": "not a lateral cephalogram this model reads"},
+                                               status_code=422, headers={"X-Request-Id": rid}))
+                if overlay:
+                    png = await loop.run_in_executor(pool, lambda: _overlay_png(det, data, res))
+                    return answer(Response(png, media_type="image/png", headers={"X-Request-Id": rid}))
+                return answer(JSONResponse(record, headers={"X-Request-Id": rid}))
+        finally:
+            log.info("%s %s %s %d %.0f ms", rid, request.method, request.url.path, outcome["status"],
+                     (time.perf_counter() - t0) * 1000)
+
+    async def landmarks(request: Request):
+        return await run_detection(request, overlay=False)
+
+    async def overlay(request: Request):
+        return await run_detection(request, overlay=True)
+
+    async def model(request: Request):
+        return JSONResponse(json.loads(json.dumps(det.info, default=str)))
+
+    async def health(request: Request):
+        return JSONResponse({"status": "ok"})
+
+    async def page(request: Request):
+        return FileResponse(PAGE, media_type="text/html")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        pool.shutdown(wait=False)
+
+    return Starlette(routes=[Route("/", page), Route("/health", health), Route("/v1/model", model),
+                             Route("/v1/landmarks", landmarks, methods=["POST"]),
+                             Route("/v1/overlay", overlay, methods=["POST"])], lifespan=lifespan)
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size
+
+
+def _overlay_png(det, data: bytes, res) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", det.draw(data, res))
+    return buf.tobytes()
+
+
+def serve(det, host: str = "127.0.0.1", port: int = 8000, workers: int = 2, limits: Optional[Limits] = None) -> None:
+    """Run the service until interrupted (uvicorn, one process; the pool gives the parallelism)."""
+    import uvicorn
+
+    uvicorn.run(create_app(det, workers, limits), host=host, port=port, log_level="info", access_log=False)

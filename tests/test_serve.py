@@ -1,0 +1,109 @@
+"""``cephalo serve``: the HTTP API with a real client against a server on localhost, its 4xx answers, and the page
+in a real headless browser (Debian's Chromium, driven by Playwright)."""
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+uvicorn = pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from conftest import ISBI_FIX  # noqa: E402
+
+IMG = ISBI_FIX / "images" / "151.jpg"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    from cephalo.serve import Limits, create_app
+    from sdk import Detector
+
+    det = Detector(backend="onnxruntime", threads=1)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(det, workers=2, limits=Limits(max_bytes=3 * 2**20)),
+                                        host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    for _ in range(200):                      # up to 20 s for the server to listen
+        if srv.started:
+            break
+        time.sleep(0.1)
+    assert srv.started
+    yield f"http://127.0.0.1:{port}", det
+    srv.should_exit = True
+    th.join(10)
+
+
+def test_api_answers_like_the_cli(server):
+    url, det = server
+    with httpx.Client(base_url=url, timeout=60) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        info = c.get("/v1/model").json()
+        assert info["schema"] == "isbi19" and info["accuracy"]["isbi2015"]["test1"]
+        r = c.post("/v1/landmarks", params={"spacing": "0.4"}, content=IMG.read_bytes())
+        assert r.status_code == 200 and r.headers["x-request-id"]
+        d = r.json()
+        ref = det(IMG, spacing=0.4)
+        assert len(d["landmarks"]) == 19 and d["spacing_source"] == "caller" and "SNA" in d["measurements"]
+        got = np.array([[p["x"], p["y"]] for p in d["landmarks"]])
+        assert np.abs(got - ref.xy).max() < 1e-3            # the JSON's 3 decimals
+        png = c.post("/v1/overlay", content=IMG.read_bytes())
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert cv2.imdecode(np.frombuffer(png.content, np.uint8), cv2.IMREAD_COLOR).shape[0] == 600
+
+
+def test_bad_uploads_get_their_4xx_and_the_server_stays_up(server):
+    url, _ = server
+    ok, huge = cv2.imencode(".png", np.zeros((40, 40), np.uint8))
+    huge = bytearray(huge.tobytes())
+    huge[16:24] = (60000).to_bytes(4, "big") * 2
+    noise = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (600, 484), dtype=np.uint8))[1]
+    cases = [(b"hello, not an image", {}, 415, "not a readable image"),
+             (bytes(huge), {}, 413, "60000x60000"),
+             (b"\0" * (3 * 2**20 + 1), {}, 413, "over the limit"),
+             (b"", {}, 400, "empty body"),
+             (IMG.read_bytes(), {"spacing": "abc"}, 400, "not a number"),
+             (IMG.read_bytes(), {"spacing": "10"}, 400, "pixels per mm"),
+             (noise.tobytes(), {}, 422, "not a lateral cephalogram")]
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for body, params, code, words in cases:
+            r = c.post("/v1/landmarks", params=params, content=body)
+            assert r.status_code == code and words in r.json()["error"], (code, r.status_code, r.text[:200])
+            assert r.json()["request_id"] == r.headers["x-request-id"]
+        assert c.get("/health").status_code == 200
+        assert c.post("/v1/landmarks", content=IMG.read_bytes()).status_code == 200
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package 'chromium')")
+def test_page_shows_landmarks_and_measurements_in_a_browser(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, _ = server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run", "--disable-sync"])   # playwright gives it a fresh profile
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.set_input_files("#file", str(IMG))
+        page.wait_for_function("document.querySelectorAll('#landmarks tbody tr').length === 19", timeout=60000)
+        assert page.locator("#measurements tbody tr").count() >= 7
+        assert page.locator("#status").inner_text().strip()
+        assert page.locator("#view").is_visible()
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        page.set_input_files("#file", str(Path(__file__)))          # not an image: an error, the page stays usable
+        page.wait_for_function("document.getElementById('status').className === 'error'", timeout=30000)
+        browser.close()
+    assert (tmp_path / "page.png").stat().st_size > 10000

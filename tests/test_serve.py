@@ -4,7 +4,6 @@ import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -87,23 +86,59 @@ def test_bad_uploads_get_their_4xx_and_the_server_stays_up(server):
         assert c.post("/v1/landmarks", content=IMG.read_bytes()).status_code == 200
 
 
+BROWSER = r"""
+import sys
+from playwright.sync_api import sync_playwright
+url, image, shot, chromium, not_an_image = sys.argv[1:6]
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"])                 # playwright gives it a fresh profile
+    page = browser.new_page()
+    page.goto(url + "/")
+    page.set_input_files("#file", image)
+    page.wait_for_function("document.querySelectorAll('#landmarks tbody tr').length === 19", timeout=60000)
+    print("measurements", page.locator("#measurements tbody tr").count())
+    print("status", page.locator("#status").get_attribute("class"))
+    print("canvas", page.locator("#view").is_visible())
+    page.screenshot(path=shot, full_page=True)
+    page.set_input_files("#file", not_an_image)             # an error; the page stays usable
+    page.wait_for_function("document.getElementById('status').className === 'error'", timeout=30000)
+    print("error", page.locator("#status").inner_text())
+    browser.close()
+"""
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package 'chromium')")
-def test_page_shows_landmarks_and_measurements_in_a_browser(server, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    url, _ = server
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"])   # playwright gives it a fresh profile
-        page = browser.new_page()
-        page.goto(url + "/")
-        page.set_input_files("#file", str(IMG))
-        page.wait_for_function("document.querySelectorAll('#landmarks tbody tr').length === 19", timeout=60000)
-        assert page.locator("#measurements tbody tr").count() >= 7
-        assert page.locator("#status").inner_text().strip()
-        assert page.locator("#view").is_visible()
-        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        page.set_input_files("#file", str(Path(__file__)))          # not an image: an error, the page stays usable
-        page.wait_for_function("document.getElementById('status').className === 'error'", timeout=30000)
-        browser.close()
-    assert (tmp_path / "page.png").stat().st_size > 10000
+def test_page_shows_landmarks_and_measurements_in_a_browser(tmp_path):
+    """Upload through the page in headless Chromium, as a user would: the service (``cephalo serve``) and the
+    browser each run in a process of their own."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("playwright")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    srv = subprocess.Popen([sys.executable, "-m", "cephalo", "serve", "--port", str(port), "--backend",
+                            "onnxruntime"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           start_new_session=True)
+    try:
+        with httpx.Client(timeout=5) as c:
+            for _ in range(300):
+                try:
+                    if c.get(url + "/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+        script = tmp_path / "browser.py"
+        script.write_text(BROWSER)
+        shot = tmp_path / "page.png"
+        r = subprocess.run([sys.executable, str(script), url, str(IMG), str(shot), CHROMIUM, __file__],
+                           capture_output=True, text=True, timeout=300, start_new_session=True)
+    finally:
+        srv.terminate()
+        srv.wait(30)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert int(out["measurements"]) >= 7 and out["status"] in ("ok", "check") and out["canvas"] == "True"
+    assert "415" in out["error"] and shot.stat().st_size > 10000

@@ -7,6 +7,8 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -133,6 +135,7 @@ class Trainer:
         self.history: List[Dict] = []
         self.sampler = EpochSampler(len(self.train_set), cfg.seed)
         self._loader: Optional[DataLoader] = None
+        self._sigchld = None            # SIGCHLD disposition to restore when the loader's workers stop
 
     @property
     def loader(self) -> DataLoader:
@@ -144,6 +147,8 @@ class Trainer:
             # OpenVINO: conversion checks, tests) can crash when forked; Windows and macOS spawn anyway
             ctx = ("forkserver" if cfg.workers > 0 and "forkserver" in multiprocessing.get_all_start_methods()
                    else None)
+            if cfg.workers > 0 and threading.current_thread() is threading.main_thread():
+                self._sigchld = signal.getsignal(signal.SIGCHLD)   # torch replaces it while workers run
             self._loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=cfg.workers,
                                       persistent_workers=cfg.workers > 0, pin_memory=self.device.type == "cuda",
                                       multiprocessing_context=ctx)
@@ -311,9 +316,24 @@ class Trainer:
             if self.epoch > first:
                 self._save(force=True)
             raise
+        finally:
+            if final_save:
+                self.close_workers()
         if final_save and self.epoch > first:
             self._save(force=True)
         return self.history
+
+    def close_workers(self) -> None:
+        """Stop the loader's persistent worker processes now (they live across epochs within a run) and give the
+        process back the SIGCHLD disposition it had: PyTorch's handler stayed armed after training, and a later
+        child process's exit then crashed the process (SIGSEGV, seen in the test suite)."""
+        it = getattr(self._loader, "_iterator", None) if self._loader is not None else None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self._loader = None
+        if self._sigchld is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGCHLD, self._sigchld)     # the disposition the process had before
+            self._sigchld = None
 
     def _fit_loop(self, progress, target, started, first, deadline) -> None:
         while self.epoch < target:

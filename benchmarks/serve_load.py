@@ -12,10 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,12 +20,6 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @click.command()
@@ -40,6 +31,7 @@ def _free_port() -> int:
 def main(image, n, concurrency, backend, out_dir):
     import httpx
 
+    from cephalo.serve import spawn
     from sdk import Detector
 
     data = image.read_bytes()
@@ -51,18 +43,9 @@ def main(image, n, concurrency, backend, out_dir):
     det.batch(imgs, batch_size=4)
     batch_ips = len(imgs) / (time.perf_counter() - t)
     del det
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cephalo", "serve", "--port", str(port), "--backend", backend],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = spawn(backend)
     try:
         with httpx.Client(timeout=120) as c:
-            for _ in range(300):
-                try:
-                    if c.get(url + "/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
             for _ in range(4):
                 c.post(url + "/v1/landmarks", content=data)
 

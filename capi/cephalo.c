@@ -116,6 +116,23 @@ cephalo_status cephalo_init(const char *python_executable) {
     return rc;
 }
 
+/* The value of a (code, value) tuple from sdk/capi.py, or NULL with this thread's error set to the code and the
+   message (borrowed reference; GIL held). */
+static PyObject *unpack(PyObject *res, const char *what, cephalo_status *rc) {
+    if (!PyTuple_Check(res) || PyTuple_Size(res) != 2) {
+        *rc = fail(CEPHALO_E_PYTHON, "%s: the SDK answered something other than (code, value)", what);
+        return NULL;
+    }
+    long code = PyLong_AsLong(PyTuple_GetItem(res, 0));
+    PyObject *val = PyTuple_GetItem(res, 1);
+    if (code != 0) {
+        const char *msg = PyUnicode_Check(val) ? PyUnicode_AsUTF8(val) : NULL;
+        *rc = fail((cephalo_status)code, "%s", msg ? msg : "(no message)");
+        return NULL;
+    }
+    return val;
+}
+
 struct cephalo_detector {
     PyObject *det;           /* sdk.Detector */
 };
@@ -141,11 +158,8 @@ cephalo_status cephalo_open(const char *model_path, const char *backend, int thr
     if (!res) {
         rc = fail_python("cephalo_open");
     } else {
-        long code = PyLong_AsLong(PyTuple_GetItem(res, 0));
-        PyObject *val = PyTuple_GetItem(res, 1);
-        if (code != 0) {
-            rc = fail((cephalo_status)code, "%s", PyUnicode_AsUTF8(val));
-        } else {
+        PyObject *val = unpack(res, "cephalo_open", &rc);
+        if (val) {
             cephalo_detector *d = (cephalo_detector *)malloc(sizeof *d);
             if (!d) {
                 rc = fail(CEPHALO_E_ARGUMENT, "cephalo_open: out of memory");
@@ -307,11 +321,8 @@ cephalo_status cephalo_detect(cephalo_detector *detector, const void *pixels, in
     if (!res) {
         rc = m ? fail_python("cephalo_detect") : CEPHALO_E_PYTHON;
     } else {
-        long code = PyLong_AsLong(PyTuple_GetItem(res, 0));
-        PyObject *val = PyTuple_GetItem(res, 1);
-        if (code != 0) {
-            rc = fail((cephalo_status)code, "%s", PyUnicode_AsUTF8(val));
-        } else {
+        PyObject *val = unpack(res, "cephalo_detect", &rc);
+        if (val) {
             result_impl *r = build_result(val);
             if (r)
                 *out = &r->pub;

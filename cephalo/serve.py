@@ -155,3 +155,37 @@ def serve(det, host: str = "127.0.0.1", port: int = 8000, workers: int = 2, limi
     import uvicorn
 
     uvicorn.run(create_app(det, workers, limits), host=host, port=port, log_level="info", access_log=False)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(backend: str = "onnxruntime", port: Optional[int] = None, wait_s: float = 60.0):
+    """``cephalo serve`` in a process (and session) of its own on 127.0.0.1, once it answers ``/health``: returns
+    (the Popen, its base URL). For load tests and browser tests; the caller terminates it."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "cephalo", "serve", "--port", str(port), "--backend", backend],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"cephalo serve exited with code {proc.returncode} before answering")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError(f"cephalo serve did not answer on {url} within {wait_s:.0f} s")

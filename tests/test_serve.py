@@ -1,7 +1,6 @@
 """``cephalo serve``: the HTTP API with a real client against a server on localhost, its 4xx answers, and the page
 in a real headless browser (Debian's Chromium, driven by Playwright)."""
 import shutil
-import socket
 import threading
 import time
 
@@ -19,19 +18,13 @@ IMG = ISBI_FIX / "images" / "151.jpg"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    from cephalo.serve import Limits, create_app
+    from cephalo.serve import Limits, create_app, free_port
     from sdk import Detector
 
     det = Detector(backend="onnxruntime", threads=1)
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(det, workers=2, limits=Limits(max_bytes=3 * 2**20)),
                                         host="127.0.0.1", port=port, log_level="warning"))
     th = threading.Thread(target=srv.run, daemon=True)
@@ -117,19 +110,10 @@ def test_page_shows_landmarks_and_measurements_in_a_browser(tmp_path):
     import sys
 
     pytest.importorskip("playwright")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    srv = subprocess.Popen([sys.executable, "-m", "cephalo", "serve", "--port", str(port), "--backend",
-                            "onnxruntime"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           start_new_session=True)
+    from cephalo.serve import spawn
+
+    srv, url = spawn("onnxruntime")
     try:
-        with httpx.Client(timeout=5) as c:
-            for _ in range(300):
-                try:
-                    if c.get(url + "/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
         script = tmp_path / "browser.py"
         script.write_text(BROWSER)
         shot = tmp_path / "page.png"

@@ -71,6 +71,9 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         core = ov.Core()
+        cache = compiled_model_cache()
+        if cache is not None:      # a compiled INT8 model loads in ~0.1 s instead of ~2 s of compiling
+            core.set_property({"CACHE_DIR": str(cache)})
         try:
             model = core.read_model(str(path))
         except Exception as e:
@@ -93,6 +96,20 @@ class OpenVinoBackend(Backend):
             req = self._local.req = self.compiled.create_infer_request()
         res = req.infer({0: x})
         return np.array(res[self.compiled.output(0)], copy=True)
+
+
+def compiled_model_cache() -> Optional[Path]:
+    """Where OpenVINO keeps compiled models between processes: ``$CEPHALO_CACHE/openvino`` (default
+    ``~/.cache/cephalo/openvino``); None (no caching) when it cannot be created or ``CEPHALO_CACHE`` is empty."""
+    root = os.environ.get("CEPHALO_CACHE")
+    if root == "":
+        return None
+    path = Path(root) if root else Path.home() / ".cache" / "cephalo"
+    try:
+        (path / "openvino").mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path / "openvino"
 
 
 def _ov_meta(model, path: Path) -> Optional[str]:

@@ -43,7 +43,7 @@ def main(data_dir, model, refine, backend, threads, splits, n_variant, variants,
     from sdk.image_io import load_image
     from sdk.metrics import auroc
     from sdk.schemas import ISBI19
-    from train.data.variants import CROSS_SITE, VARIANTS
+    from train.data.variants import CROSS_SITE, VARIANTS, in_frame
     from train.datasets import load_folder
 
     from .robustness import pick_variants
@@ -92,7 +92,7 @@ def main(data_dir, model, refine, backend, threads, splits, n_variant, variants,
                 img = fimg(g)
                 res = det(img)
                 gt = fpts(s.points, g.shape)
-                inside = (gt[:, 0] >= 0) & (gt[:, 1] >= 0) & (gt[:, 0] < img.shape[1]) & (gt[:, 1] < img.shape[0])
+                inside = in_frame(gt, img.shape)
                 e = np.linalg.norm(res.xy - gt, axis=1) * s.spacing * factor
                 record(res, np.where(inside, e, np.nan))
                 e_all.append(e[inside])

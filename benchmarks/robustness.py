@@ -12,11 +12,10 @@ import json
 from pathlib import Path
 
 import click
-import cv2
 import numpy as np
 
 
-from train.data.variants import CROSS_SITE, VARIANTS  # noqa: E402,F401  (re-exported)
+from train.data.variants import CROSS_SITE, VARIANTS, in_frame  # noqa: E402,F401  (re-exported)
 
 
 def pick_variants(spec: str):
@@ -74,7 +73,7 @@ def main(data_dir, model, split, n_images, threads, backend, refine, variants, o
             gt = fpts(s.points, g.shape)
             e = radial_errors(pred[None], gt[None])[0] * s.spacing * sp
             # a landmark the change moved out of the frame has no pixels to find: not scored, counted
-            inside = (gt[:, 0] >= 0) & (gt[:, 0] < img.shape[1]) & (gt[:, 1] >= 0) & (gt[:, 1] < img.shape[0])
+            inside = in_frame(gt, img.shape)
             errs.append(np.where(inside, e, np.nan))
         e = np.stack(errs)
         scored = e[~np.isnan(e)]

@@ -38,8 +38,8 @@ def open_detector(model: Optional[str], backend: Optional[str], threads: int):
 
 def pixels(buf: memoryview, width: int, height: int, stride: int, bits: int, channels: int) -> np.ndarray:
     """The host's buffer as an (H, W[, C]) uint8/uint16 array sharing its memory (no copy)."""
-    dtype = np.uint8 if bits == 8 else np.dtype("=u2")
-    item = dtype.itemsize if isinstance(dtype, np.dtype) else 1
+    dtype = np.dtype(np.uint8 if bits == 8 else "=u2")
+    item = dtype.itemsize
     shape = (height, width) if channels == 1 else (height, width, channels)
     strides = (stride, item) if channels == 1 else (stride, item * channels, item)
     return np.ndarray(shape, dtype=dtype, buffer=buf, strides=strides)

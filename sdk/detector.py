@@ -14,7 +14,7 @@ from .errors import BatchError, CephaloError, ModelError
 from .image_io import ImageInput, LoadedImage, load_image
 from .measurements import measure
 from .preprocess import Letterbox, prepare, preprocess
-from .quality import assess
+from .quality import assess, shape_model
 from .refine import LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_path
 from .spacing import check_spacing
 
@@ -287,6 +287,7 @@ class Detector:
                    stage2["local_peak"], self.local.calibration if self.local is not None else None,
                    mirrored=res.view.startswith("mirrored"))
         flags = (("low_confidence",) if res.confidence < LOW_CONFIDENCE else ()) + a.flags
+        stage2["shape_z"] = a.shape_z if shape_model(res.schema, res.names) is not None else None
         return replace(res, point_flags=a.reasons, flags=flags, reliability=a.reliability)
 
     def run_network(self, x: np.ndarray) -> np.ndarray:
@@ -305,28 +306,24 @@ class Detector:
 
     def __call__(self, image: ImageInput, spacing: Optional[float] = None) -> Landmarks:
         """Landmarks of one image (path, file bytes, or (H, W[, C]) uint8/uint16 array)."""
-        spacing = None if spacing is None else check_spacing(spacing)   # before any work
-        try:
-            x, lb, loaded = self.preprocess(image)
-            hm = self._run(x[None])
-            return self._settle(self._read(hm[0], lb, loaded, spacing), loaded, spacing)[0]
-        except CephaloError:
-            raise
-        except Exception as e:   # never a bare library error: name the image and keep the cause
-            raise CephaloError(f"image {_name(image)}: {type(e).__name__}: {str(e)[:300]}") from e
+        return self._detect(image, spacing)[0]
 
     def evidence(self, image: ImageInput, spacing: Optional[float] = None) -> Tuple[Landmarks, Dict[str, np.ndarray]]:
         """:meth:`__call__`, plus what the flags are computed from, per landmark: ``shift`` (the local stage's move,
         first-stage input px), ``local_peak`` and ``shape_z`` (None where there is no local stage / shape model).
         For fitting a calibration (``cephalo calibrate``) and for studies."""
-        spacing = None if spacing is None else check_spacing(spacing)
-        x, lb, loaded = self.preprocess(image)
-        res, stage2 = self._settle(self._read(self._run(x[None])[0], lb, loaded, spacing), loaded, spacing)
-        from .quality import mirror_x, shape_model
+        return self._detect(image, spacing)
 
-        sm = shape_model(res.schema, res.names)
-        xy = mirror_x(res.xy) if res.view.startswith("mirrored") else res.xy
-        return res, {**stage2, "shape_z": sm.z_scores(xy) if sm is not None else None}
+    def _detect(self, image: ImageInput, spacing: Optional[float]) -> Tuple[Landmarks, Dict]:
+        spacing = None if spacing is None else check_spacing(spacing)   # before any work
+        try:
+            x, lb, loaded = self.preprocess(image)
+            hm = self._run(x[None])
+            return self._settle(self._read(hm[0], lb, loaded, spacing), loaded, spacing)
+        except CephaloError:
+            raise
+        except Exception as e:   # never a bare library error: name the image and keep the cause
+            raise CephaloError(f"image {_name(image)}: {type(e).__name__}: {str(e)[:300]}") from e
 
     def _settle(self, read: Tuple[Landmarks, Dict], loaded: LoadedImage,
                 spacing: Optional[float]) -> Tuple[Landmarks, Dict]:

@@ -11,9 +11,9 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from sdk.quality import Calibration, point_features
+from sdk.quality import IMPLAUSIBLE, OUTSIDE, Calibration, point_features
 
-from .data.variants import VARIANTS
+from .data.variants import VARIANTS, in_frame
 
 
 def collect(det, samples: Sequence, variants: Sequence[str]) -> Dict[str, np.ndarray]:
@@ -32,9 +32,9 @@ def collect(det, samples: Sequence, variants: Sequence[str]) -> Dict[str, np.nda
             if ev["shift"] is None or ev["shape_z"] is None:
                 raise ValueError("calibration needs a Detector with a local stage and a schema with a shape model")
             gt = fpts(s.points, g.shape)
-            inside = (gt[:, 0] >= 0) & (gt[:, 1] >= 0) & (gt[:, 0] < img.shape[1]) & (gt[:, 1] < img.shape[0])
+            inside = in_frame(gt, img.shape)
             err = np.linalg.norm(res.xy - gt, axis=1) * s.spacing * factor
-            other = np.array([r in ("outside the image", "implausible position") for r in res.point_flags])
+            other = np.array([r in (OUTSIDE, IMPLAUSIBLE) for r in res.point_flags])
             out["features"].append(point_features(res.scores, ev["local_peak"], ev["shift"], ev["shape_z"])[inside])
             out["error_mm"].append(err[inside])
             out["landmark"].append(np.arange(len(gt))[inside])

@@ -81,6 +81,12 @@ VARIANTS = {
 
 
 
+def in_frame(points: np.ndarray, shape) -> np.ndarray:
+    """(K,) bool: which (K, 2) labels lie on an image of ``shape`` (a variant may move some out of the frame;
+    those have no pixels to find and are not scored)."""
+    return (points[:, 0] >= 0) & (points[:, 1] >= 0) & (points[:, 0] < shape[1]) & (points[:, 1] < shape[0])
+
+
 def _resized(g, s):
     """``g`` resized by ``s`` (area when shrinking) and the exact point map of that resize."""
     h, w = g.shape

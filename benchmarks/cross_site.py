@@ -29,7 +29,7 @@ def _summary(err: np.ndarray) -> dict:
 @click.command()
 @click.option("--data", "data_dir", type=click.Path(exists=True, path_type=Path), required=True)
 @click.option("--model", type=click.Path(exists=True, path_type=Path), default=None, help="Default: bundled model.")
-@click.option("--refine", default="auto", show_default=True, help="'auto', 'off', or a .local.onnx file.")
+@click.option("--local-stage", default="auto", show_default=True, help="'auto', 'off', or a .local.onnx file.")
 @click.option("--backend", default="onnxruntime", show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--splits", default="test1,test2", show_default=True)
@@ -37,7 +37,7 @@ def _summary(err: np.ndarray) -> dict:
 @click.option("--variants", default="", help="Variant names or prefixes (default: the cross-site set).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/cross_site"),
               show_default=True)
-def main(data_dir, model, refine, backend, threads, splits, n_variant, variants, out_dir):
+def main(data_dir, model, local_stage, backend, threads, splits, n_variant, variants, out_dir):
     """Accuracy on ISBI Test1/Test2 and on cross-site variants, gross errors, and whether the flags catch them."""
     from sdk import Detector
     from sdk.image_io import load_image
@@ -48,7 +48,7 @@ def main(data_dir, model, refine, backend, threads, splits, n_variant, variants,
 
     from .robustness import pick_variants
 
-    det = Detector(model, backend=backend, threads=threads, refine={"auto": True, "off": False}.get(refine, refine))
+    det = Detector(model, backend=backend, threads=threads, local_stage={"auto": True, "off": False}.get(local_stage, local_stage))
     names = [v for v in (pick_variants(variants) if variants else CROSS_SITE) if v != "as is"]
     rows, pooled = [], {"err": [], "flag": [], "rel": [], "score": []}
 

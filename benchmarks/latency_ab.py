@@ -1,9 +1,9 @@
 """What the local stage costs: one ``Detector`` per backend, its local stage toggled on the same object.
 
     python -m benchmarks.latency_ab [--model FILE] [--image FILE] [--backends openvino,onnxruntime]
-        [--also-refine OTHER.local.onnx ...] [--also-model OTHER.onnx ...] [--out DIR]
+        [--also-local OTHER.local.onnx ...] [--also-model OTHER.onnx ...] [--out DIR]
 
-Calls alternate between the configurations (two stages, any ``--also-refine`` file, first stage alone, and each
+Calls alternate between the configurations (two stages, any ``--also-local`` file, first stage alone, and each
 ``--also-model`` first stage with the same local stage and alone) so that the shared machine's slow spells fall
 on all alike. Reports p50/p90 end-to-end ms of ``Detector.__call__`` on one
 full-size image, and the ratio of the medians. Writes ``latency_ab.json`` and ``latency_ab.md``.
@@ -29,14 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--runs", type=int, default=25, show_default=True, help="Timed calls per configuration.")
 @click.option("--warmup", type=int, default=3, show_default=True)
-@click.option("--also-refine", "extra", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+@click.option("--also-local", "extra", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Another local-stage file to time in the same loop (repeatable), e.g. an earlier version.")
 @click.option("--also-model", "models", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Another first-stage file (repeatable), timed with the same local stage and alone.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("lab/results/latency"))
 def main(model, image, backends, threads, runs, warmup, extra, models, out_dir):
     from sdk import Detector
-    from sdk.refine import LocalStage
+    from sdk.local_stage import LocalStage
 
     rows = {}
     for backend in [b for b in backends.split(",") if b]:
@@ -50,7 +50,7 @@ def main(model, image, backends, threads, runs, warmup, extra, models, out_dir):
                       for f in extra},
                    "first stage only": (det, None)}
         for f in models:
-            other = Detector(f, backend=backend, threads=threads, refine=local.path)
+            other = Detector(f, backend=backend, threads=threads, local_stage=local.path)
             configs.update({f"{f.name}, two stages": (other, other.local), f"{f.name}, first stage only": (other, None)})
         times = {k: [] for k in configs}
         for i in range(warmup + runs):

@@ -45,8 +45,8 @@ def profile_image(det, image: Path, runs: int) -> dict:
         "model": lambda: det.run_network(x[None]),
         "decode heatmaps": lambda: decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder),
     }
-    if det.local is not None:   # the local stage (sdk.refine), when the model has one
-        from sdk.refine import fine_image, local_inputs, local_points
+    if det.local is not None:   # the local stage (sdk.local_stage), when the model has one
+        from sdk.local_stage import fine_image, local_inputs, local_points
 
         loc = det.local
         xy = decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder)[0]

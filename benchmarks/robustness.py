@@ -41,13 +41,13 @@ def pick_variants(spec: str):
 @click.option("--n", "n_images", type=int, default=50, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--backend", default="auto", show_default=True, help="auto | openvino | onnxruntime")
-@click.option("--refine", default="auto", show_default=True,
+@click.option("--local-stage", default="auto", show_default=True,
               help="Local stage: 'auto' (the model's own when it has one), 'off', or a .local.onnx file.")
 @click.option("--variants", default="", help="Comma-separated names or name prefixes of the variants to run; "
               "default all.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/robustness"),
               show_default=True)
-def main(data_dir, model, split, n_images, threads, backend, refine, variants, out_dir):
+def main(data_dir, model, split, n_images, threads, backend, local_stage, variants, out_dir):
     """Accuracy under image changes other sites bring."""
     from sdk import Detector
     from sdk.image_io import load_image
@@ -55,7 +55,7 @@ def main(data_dir, model, split, n_images, threads, backend, refine, variants, o
     from sdk.schemas import ISBI19
     from train.datasets import load_folder
 
-    det = Detector(model, backend=backend, threads=threads, refine={"auto": True, "off": False}.get(refine, refine))
+    det = Detector(model, backend=backend, threads=threads, local_stage={"auto": True, "off": False}.get(local_stage, local_stage))
     if split == "val":
         from train.trainer import split_train_val
 

@@ -146,7 +146,7 @@ def train(data_dir, run_dir, preset, fmt, split, annotators, align_annotators, r
               help="Labelled data folder (full-resolution images; a pack is too coarse for the local stage).")
 @click.option("--out", "run_dir", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints).")
 @click.option("--first-model", type=click.Path(path_type=Path), default=None,
-              help="First-stage model whose points validation refines (default: the bundled one).")
+              help="First-stage model whose points the local stage starts from in validation (default: the bundled one).")
 @click.option("--schema", default="isbi19", show_default=True)
 @click.option("--format", "fmt", default="auto")
 @click.option("--split", default="train", help="Split(s) of splits.csv, comma-separated ('' = all).")
@@ -179,7 +179,7 @@ def train(data_dir, run_dir, preset, fmt, split, annotators, align_annotators, r
 def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, align_annotators, val_count, seed,
                 epochs, epochs_now, patch, factor, lr, batch_size, aug_processing_p, aug_gamma_max, init_ckpt,
                 threads):
-    """Train the local (second) stage: a small patch model that refines each first-stage landmark at a finer scale
+    """Train the local (second) stage: a small patch model that re-reads each first-stage landmark at a finer scale
     (resumable: rerun with the same --out)."""
     import numpy as np
 
@@ -187,14 +187,14 @@ def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, 
     from sdk.schemas import get_schema
     from train.data.pack import is_pack
     from train.datasets import load_train_val
-    from train.refine import RefineConfig, first_stage_points, init_config, train_refiner
+    from train.local_stage import LocalConfig, first_stage_points, init_config, train_local_stage
 
     try:
         if is_pack(data_dir):
             raise CephaloError(f"{data_dir} is a data pack (images at the first stage's input size); the local "
                                f"stage needs the full-resolution data folder")
         sch = get_schema(schema)
-        first_input = Detector(first_model, refine=False).meta.input_hw
+        first_input = Detector(first_model, local_stage=False).meta.input_hw
         if val_count < 0:
             raise CephaloError(f"--val-count must be >= 0, got {val_count}")
         anns = tuple(a for a in annotators.split(",") if a)
@@ -207,19 +207,19 @@ def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, 
             click.echo(f"fine-tuning {init_ckpt}: patch {cfg.patch}, factor {cfg.factor} behind a {cfg.input_size} "
                        f"first stage (validation points from the {tuple(first_input)} first stage)")
         else:
-            cfg = RefineConfig(input_size=int(first_input[0]), patch=patch, factor=factor, **common)
+            cfg = LocalConfig(input_size=int(first_input[0]), patch=patch, factor=factor, **common)
         info = (f"{data_dir.name} ({split or 'all'}; {_labels_info(annotators, anns, align_annotators)}): "
                 f"{len(tr)} train / {len(va)} val images")
         click.echo(info)
         first = first_stage_points(first_model, va, threads)
         run_dir.mkdir(parents=True, exist_ok=True)
         if va:
-            np.savez(run_dir / "first_stage_val.npz", **first)      # for lab/studies/refine_probe.py
-        rec = train_refiner(tr, va, first, sch.k, cfg, run_dir, threads, info, epochs_now, init_ckpt)
+            np.savez(run_dir / "first_stage_val.npz", **first)      # for lab/studies/local_stage_probe.py
+        rec = train_local_stage(tr, va, first, sch.k, cfg, run_dir, threads, info, epochs_now, init_ckpt)
         if rec and not va:
             click.echo(f"done: epoch {rec['epoch']} (final fit, no validation) -> {run_dir / 'last.pt'}")
         elif rec:
-            click.echo(f"done: epoch {rec['epoch']}, val first stage {rec['first_mre_mm']:.3f} mm -> refined "
+            click.echo(f"done: epoch {rec['epoch']}, val first stage {rec['first_mre_mm']:.3f} mm -> with the local stage "
                        f"{rec['mre_mm']:.3f} mm -> {run_dir / 'best.pt'}")
     except (CephaloError, ValueError, OSError) as e:
         _fail(e)
@@ -533,10 +533,10 @@ def bundle_local(checkpoint, data_dir, work_dir, prior_sd, first_model, calib_co
     from convert.model_card import embed_accuracy, headline, isbi_accuracy, render
     from sdk.backends import open_backend
     from sdk.detector import DEFAULT_MODEL, MODELS_DIR
-    from sdk.refine import local_stage_path
+    from sdk.local_stage import local_stage_path
     from sdk.schemas import ISBI19
     from train.datasets import load_folder
-    from train.refine import load_local_checkpoint
+    from train.local_stage import load_local_checkpoint
 
     try:
         ck = load_local_checkpoint(checkpoint)
@@ -545,8 +545,8 @@ def bundle_local(checkpoint, data_dir, work_dir, prior_sd, first_model, calib_co
         calib = load_folder(data_dir, ISBI19, split=["train"])[:calib_count]
         files = convert_local(ck, ISBI19.to_dict(), work_dir / "model.local.onnx", calib, prior_sd=prior_sd)
         results = {"INT8, first stage only": isbi_accuracy(first, data_dir, backend="onnxruntime"),
-                   "INT8 + local FP32": isbi_accuracy(first, data_dir, backend="onnxruntime", refine=files["fp32"]),
-                   "INT8 + local INT8": isbi_accuracy(first, data_dir, backend="onnxruntime", refine=files["int8"])}
+                   "INT8 + local FP32": isbi_accuracy(first, data_dir, backend="onnxruntime", local_stage=files["fp32"]),
+                   "INT8 + local INT8": isbi_accuracy(first, data_dir, backend="onnxruntime", local_stage=files["int8"])}
         local_name = local_stage_path(MODELS_DIR / DEFAULT_MODEL).name   # its name once installed
         lmeta = embed_accuracy(files["int8"], headline(results["INT8 + local INT8"]),
                                {"licence": "CC BY-NC 4.0 (inherited from the ISBI 2015 data)",
@@ -609,7 +609,7 @@ def calibrate(local_model, data_dir, first_model, annotators, val_count, seed, v
         _, val = load_train_val(data_dir, ISBI19, "auto", ["train"], anns, val_count, seed)
         if not val:
             raise CephaloError("--val-count 0 leaves no held-out images to calibrate on")
-        det = Detector(first_model, backend="onnxruntime", refine=local_model)
+        det = Detector(first_model, backend="onnxruntime", local_stage=local_model)
         det.local.calibration = None           # the features are those of the uncalibrated reading
         d = collect(det, val, names)
         within = d["error_mm"] <= tolerance

@@ -1,8 +1,8 @@
 """Local-stage checkpoint -> ONNX with the contract's metadata (``extra.stage = 'local'``) -> NNCF INT8 QDQ.
 
 The file is named ``<first stage stem>.local.onnx`` beside the first-stage model so the Detector finds it
-(:func:`sdk.refine.local_stage_path`). Calibration patches are cut from training images around their labelled
-points moved as the first stage's errors move them, through the SDK's own cut (:func:`sdk.refine.local_inputs`).
+(:func:`sdk.local_stage.local_stage_path`). Calibration patches are cut from training images around their labelled
+points moved as the first stage's errors move them, through the SDK's own cut (:func:`sdk.local_stage.local_inputs`).
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import numpy as np
 from sdk.image_io import load_image
 from sdk.metadata import ModelMeta
 from sdk.preprocess import letterbox_geometry
-from sdk.refine import LOCAL_STAGE, STAGE_KEY, fine_image, local_inputs
+from sdk.local_stage import LOCAL_STAGE, STAGE_KEY, fine_image, local_inputs
 from sdk.schemas import schema_from_dict
-from train.refine import RefineConfig, model_from_local_checkpoint
+from train.local_stage import LocalConfig, model_from_local_checkpoint
 
 from .export import export_module
 from .quantize import quantize_onnx_nncf
@@ -28,7 +28,7 @@ log = logging.getLogger("cephalo.convert")
 def local_meta(ck: Dict, schema: Dict, accuracy: Optional[Dict] = None, trained_on: str = "",
                prior_sd: Optional[float] = None) -> ModelMeta:
     """Metadata of an exported local-stage model; ``prior_sd`` overrides the checkpoint's decode prior."""
-    cfg = RefineConfig.from_dict(ck["config"])
+    cfg = LocalConfig.from_dict(ck["config"])
     prior = cfg.prior_sd if prior_sd is None else float(prior_sd)
     if prior < 0:
         raise ValueError(f"prior_sd must be >= 0 first-stage input pixels, got {prior}")
@@ -49,7 +49,7 @@ def local_meta(ck: Dict, schema: Dict, accuracy: Optional[Dict] = None, trained_
                             "epochs_trained": int(ck["epoch"]), "recipe": recipe})
 
 
-def calibration_patches(samples: Sequence, cfg: RefineConfig, shift_sd_px: float = 3.0,
+def calibration_patches(samples: Sequence, cfg: LocalConfig, shift_sd_px: float = 3.0,
                         seed: int = 0) -> List[np.ndarray]:
     """One (K, 1, P, P) batch of patches per sample, centred on its points plus first-stage-like errors."""
     rng = np.random.default_rng(seed)
@@ -72,7 +72,7 @@ def convert_local(ck: Dict, schema: Dict, out: Path, calib_samples: Sequence, in
     model = model_from_local_checkpoint(ck)
     files = {"fp32": export_module(model, out, meta)}
     if int8:
-        cfg = RefineConfig.from_dict(ck["config"])
+        cfg = LocalConfig.from_dict(ck["config"])
         calib = calibration_patches(calib_samples, cfg)
         q = out.with_name(out.name.replace(".local.onnx", "_int8.local.onnx")) if out.name.endswith(".local.onnx") \
             else out.with_name(out.stem + "_int8.onnx")

@@ -12,7 +12,7 @@ from sdk import Detector
 from sdk.backends import open_backend
 from sdk.metadata import ModelMeta
 from sdk.metrics import radial_errors, summarize
-from sdk.refine import rescale_for_first_stage
+from sdk.local_stage import rescale_for_first_stage
 from sdk.schemas import ISBI19
 from train.datasets import load_folder
 
@@ -25,10 +25,10 @@ PRIMARY = "mean"
 
 
 def isbi_accuracy(model: Path, data: Path, splits: Sequence[str] = ("test1", "test2"),
-                  backend: str = "auto", refine=False) -> Dict:
+                  backend: str = "auto", local_stage=False) -> Dict:
     """{split: {labels: summarize()}} for ``model`` run through ``sdk.Detector``; labels as in ``LABELS``.
-    ``refine``: the Detector's local stage (False: the first stage alone; a path: that local-stage file)."""
-    det = Detector(model, backend=backend, refine=refine)
+    ``local_stage``: the Detector's local stage (False: the first stage alone; a path: that local-stage file)."""
+    det = Detector(model, backend=backend, local_stage=local_stage)
     out: Dict = {}
     for split in splits:
         samples = {}
@@ -84,7 +84,7 @@ def _local_lines(meta: ModelMeta, file_name: str, size_mb: float, first_hw=None)
               f"rescales it so the patches keep the trained scale)" if trained and first_hw and
               tuple(first_hw) != trained else "")
     return [f"- Local stage `{file_name}` ({size_mb:.1f} MiB, {x.get('precision')}, run by the Detector beside the "
-            f"model; `refine=False` turns it off): a small U-Net on {meta.input_h}x{meta.input_w} patches cut "
+            f"model; `local_stage=False` turns it off): a small U-Net on {meta.input_h}x{meta.input_w} patches cut "
             f"around each first-stage point from the image at {factor:.3g}x the first stage's scale{behind}, "
             f"heatmaps at stride {meta.heatmap_stride}, DARK decoding weighted by a Gaussian of sd "
             f"{prior:.3g} first-stage input px around the first-stage point. Trained on {meta.trained_on}, "

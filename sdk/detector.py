@@ -15,7 +15,7 @@ from .image_io import ImageInput, LoadedImage, load_image
 from .measurements import measure
 from .preprocess import Letterbox, prepare, preprocess
 from .quality import assess, shape_model
-from .refine import LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_path
+from .local_stage import LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_path
 from .spacing import check_spacing
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -196,15 +196,18 @@ class Detector:
     large JPEG files at 1/2-1/8 scale (about 12 ms less per 4.6 MP image here; points move ~0.1 mm on average,
     Test1 MRE +0.003 mm with the bundled model). ``auto_view``: when a result's confidence is low, also read the
     image mirrored (a facing-left cephalogram), inverted (a negative) and both, and keep the reading the model is
-    sure of; costs nothing on a normal image. ``refine``: run the model's local stage (a second, small model on
-    crops around each landmark at a finer scale, :mod:`sdk.refine`): True uses ``<model>.local.onnx`` beside the
-    model file when there is one, a path names the file, False turns it off. Calls are thread-safe.
+    sure of; costs nothing on a normal image. ``local_stage``: run the model's local stage (a second, small model on
+    crops around each landmark at a finer scale, :mod:`sdk.local_stage`): True uses ``<model>.local.onnx`` beside
+    the model file when there is one, a path names the file, False turns it off (``refine=``, its old name, is still
+    accepted). Calls are thread-safe.
     """
 
     local: Optional[LocalStage] = None     # the local stage in use, if any
 
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
-                 fast_decode: bool = False, auto_view: bool = True, refine: Union[bool, str, Path] = True):
+                 fast_decode: bool = False, auto_view: bool = True, local_stage: Union[bool, str, Path] = True,
+                 **deprecated):
+        local_stage = _renamed(deprecated, local_stage)
         path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist" +
@@ -214,14 +217,14 @@ class Detector:
         self.meta = self._backend.meta
         if self.meta.extra.get(STAGE_KEY) == LOCAL_STAGE:
             raise ModelError(f"model {path} is a local-stage model (patches, not whole images): pass it as "
-                             f"refine= beside its first-stage model")
+                             f"local_stage= beside its first-stage model")
         self.schema = self.meta.schema
         self.fast_decode = bool(fast_decode)
         self.auto_view = bool(auto_view)
-        if refine is True and local_stage_path(path).is_file():
-            refine = local_stage_path(path)
-        if refine is not True and refine is not False and refine is not None:
-            self.local = LocalStage(refine, backend, threads, self.meta.input_hw)
+        if local_stage is True and local_stage_path(path).is_file():
+            local_stage = local_stage_path(path)
+        if local_stage is not True and local_stage is not False and local_stage is not None:
+            self.local = LocalStage(local_stage, backend, threads, self.meta.input_hw)
             self.local.check_pairs_with(self.meta, path)
 
     @property
@@ -245,7 +248,7 @@ class Detector:
                     spacing: Optional[float], gray: Optional[np.ndarray] = None) -> Landmarks:
         """(K, h, w) heatmaps -> Landmarks in original pixels (and mm when a spacing is known), with its flags.
 
-        With a local stage, each point is then refined on ``gray`` (default ``loaded.gray``: the pixels the first
+        With a local stage, each point is then re-read on ``gray`` (default ``loaded.gray``: the pixels the first
         stage saw). Scores stay the first stage's heatmap peaks.
         """
         return self._assess(*self._read(heatmaps, lb, loaded, None if spacing is None else check_spacing(spacing),
@@ -253,7 +256,7 @@ class Detector:
 
     def _read(self, heatmaps: np.ndarray, lb: Letterbox, loaded: LoadedImage, spacing: Optional[float],
               gray: Optional[np.ndarray] = None) -> Tuple[Landmarks, Dict]:
-        """Decoded (and refined) points without flags, and what the flags need from the local stage: its move per
+        """Decoded points (through the local stage when there is one) without flags, and what the flags need from the local stage: its move per
         point (first-stage input px) and its heatmap peaks (both None without a local stage)."""
         m = self.meta
         if heatmaps.shape[0] != m.schema.k:
@@ -262,11 +265,11 @@ class Detector:
         xy, scores = decode_to_image(heatmaps, lb, m.heatmap_stride, m.sigma, m.decoder)
         stage2 = {"shift": None, "local_peak": None}
         if self.local is not None:
-            refined, peaks = self.local.refine_with_peaks(loaded.gray if gray is None else gray, lb, xy,
-                                                          loaded.reduction)
-            stage2 = {"shift": np.linalg.norm((refined - xy) * np.array([lb.scale_x, lb.scale_y]), axis=1),
+            local, peaks = self.local.locate_with_peaks(loaded.gray if gray is None else gray, lb, xy,
+                                                        loaded.reduction)
+            stage2 = {"shift": np.linalg.norm((local - xy) * np.array([lb.scale_x, lb.scale_y]), axis=1),
                       "local_peak": peaks}
-            xy = refined
+            xy = local
         src = None
         if spacing is not None:
             src = "caller"
@@ -402,6 +405,18 @@ class Detector:
         from .draw import draw_landmarks
 
         return draw_landmarks(load_image(image).gray, result.xy, names=result.names, flagged=result.flagged)
+
+
+def _renamed(deprecated: Dict, local_stage):
+    """``Detector(refine=...)``, the local stage's old name: accepted with a DeprecationWarning."""
+    if set(deprecated) - {"refine"}:
+        raise TypeError(f"Detector() got an unexpected keyword argument {sorted(set(deprecated) - {'refine'})[0]!r}")
+    if "refine" not in deprecated:
+        return local_stage
+    import warnings
+
+    warnings.warn("Detector(refine=) is now Detector(local_stage=)", DeprecationWarning, stacklevel=3)
+    return deprecated["refine"]
 
 
 def _name(image: ImageInput) -> str:

@@ -63,13 +63,13 @@ def tiny_local(tmp_path_factory, fixture_samples, tiny_onnx):
 
     from convert.local_stage import convert_local
     from sdk.schemas import ISBI19
-    from train.refine import RefineConfig, load_local_checkpoint, train_refiner
+    from train.local_stage import LocalConfig, load_local_checkpoint, train_local_stage
 
     run = tmp_path_factory.mktemp("tiny_local")
-    cfg = RefineConfig(input_size=128, patch=32, widths=(8, 16, 24, 32), epochs=2, batch_size=16)
+    cfg = LocalConfig(input_size=128, patch=32, widths=(8, 16, 24, 32), epochs=2, batch_size=16)
     tr, va = fixture_samples[:6], fixture_samples[6:]
     rng = np.random.default_rng(0)
     first = {s.id: s.points + rng.normal(0, 4, size=s.points.shape) for s in va}
-    hist = train_refiner(tr, va, first, ISBI19.k, cfg, run, threads=2)
+    hist = train_local_stage(tr, va, first, ISBI19.k, cfg, run, threads=2)
     files = convert_local(load_local_checkpoint(run / "best.pt"), ISBI19.to_dict(), run / "tiny.local.onnx", tr[:3])
     return {"run": run, "history": hist, **files}

@@ -41,12 +41,12 @@ def test_bundled_model_accuracy_on_fixtures(det, fixture_samples):
 def test_bundled_local_stage(det, fixture_samples):
     """The bundled model runs with its local stage; turning it off gives the first stage's points, which the
     local stage moves by millimetres at most (a broken crop or mapping would throw them across the image)."""
-    from sdk.refine import local_stage_path
+    from sdk.local_stage import local_stage_path
 
     assert det.local is not None and det.info["local_stage"] == str(local_stage_path(MODELS_DIR / DEFAULT_MODEL))
     acc = det.info["local_stage_accuracy"]["isbi2015"]["test1"]["senior"]
     assert acc["mre_mm"] < det.info["accuracy"]["isbi2015"]["test1"]["senior"]["mre_mm"]
-    first = Detector(refine=False)
+    first = Detector(local_stage=False)
     assert first.local is None
     for s in fixture_samples[:4]:
         a, b = first(s.image), det(s.image)
@@ -56,8 +56,8 @@ def test_bundled_local_stage(det, fixture_samples):
 
 def test_bundled_backends_agree(det, fixture_samples):
     # INT8 kernels differ a little between runtimes; both must land on the same sub-pixel peak region.
-    a = Detector(backend="onnxruntime", refine=False)
-    b = Detector(backend="openvino", refine=False)
+    a = Detector(backend="onnxruntime", local_stage=False)
+    b = Detector(backend="openvino", local_stage=False)
     for s in fixture_samples[:3]:
         assert np.abs(a(s.image).xy - b(s.image).xy).max() < 1.5
     # With the local stage a two-peaked patch heatmap can tip between the runtimes' INT8 kernels (measured:
@@ -96,7 +96,7 @@ def test_fast_decode_matches_full_decode(det):
     # differently: here soft-tissue pogonion tips to a second peak 5 mm away (1.1 px mean shift on Test1 JPEGs
     # at quality 95, MRE +0.007 mm); the first stage alone moves every point < 4 px.
     assert np.median(shift) < 2.0 and shift.mean() < 5.0
-    first = np.linalg.norm(Detector(refine=False)(img).xy - Detector(fast_decode=True, refine=False)(img).xy, axis=1)
+    first = np.linalg.norm(Detector(local_stage=False)(img).xy - Detector(fast_decode=True, local_stage=False)(img).xy, axis=1)
     assert first.max() < 15.0
 
 

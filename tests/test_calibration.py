@@ -49,13 +49,13 @@ def test_a_calibration_in_the_local_stage_gives_reliabilities(tiny_onnx, tiny_lo
     local = tmp_path / "m.local.onnx"
     shutil.copyfile(tiny_local["int8"], local)
     img = sorted((ISBI_FIX / "images").glob("*.jpg"))[0]
-    plain = Detector(tiny_onnx["onnx"], backend="onnxruntime", refine=local)(img)
+    plain = Detector(tiny_onnx["onnx"], backend="onnxruntime", local_stage=local)(img)
     assert plain.reliability is None
     # every point certain to be off: all flagged with the calibration's reason; certain to be right: none
     for bias, expect in ((-50.0, True), (50.0, False)):
         cal = Calibration(np.zeros(4), np.full(19, bias), tolerance_mm=4.0, cut=0.5, fitted_on="test")
         update_meta(local, extra={"calibration": cal.to_dict()})
-        res = Detector(tiny_onnx["onnx"], backend="onnxruntime", refine=local, auto_view=False)(img)
+        res = Detector(tiny_onnx["onnx"], backend="onnxruntime", local_stage=local, auto_view=False)(img)
         assert res.reliability is not None and res.reliability.shape == (19,)
         doubtful = [r == "likely off by more than 4 mm" for r in res.point_flags]
         other = [r in ("outside the image", "implausible position") for r in res.point_flags]

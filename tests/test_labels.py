@@ -88,7 +88,7 @@ def test_cli_train_local_aligned(tmp_path, tiny_onnx):
     from click.testing import CliRunner
 
     from cephalo.cli import main
-    from train.refine import load_local_checkpoint
+    from train.local_stage import load_local_checkpoint
 
     out = tmp_path / "loc"
     res = CliRunner().invoke(main, ["train-local", "--data", str(ISBI_FIX), "--out", str(out), "--first-model",

@@ -36,15 +36,21 @@ def save_atomic(obj: Dict[str, Any], path: Path) -> None:
         raise
 
 
-def load_checkpoint(path: Path) -> Dict[str, Any]:
-    """Load and validate one of our checkpoints; :class:`sdk.ModelError` names what is wrong."""
+def read_checkpoint(path: Path, what: str = "checkpoint") -> Any:
+    """``torch.load`` with ``weights_only=True`` (tensors and plain types only: a checkpoint cannot run code);
+    :class:`sdk.ModelError` names the file when it is missing or unreadable. Both stages' loaders call this."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"checkpoint {path} does not exist")
+        raise ModelError(f"{what} {path} does not exist")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle of foreign objects, not a torch file...
-        raise ModelError(f"checkpoint {path} cannot be loaded: {type(e).__name__}: {str(e)[:200]}") from e
+        raise ModelError(f"{what} {path} cannot be loaded: {type(e).__name__}: {str(e)[:200]}") from e
+
+
+def load_checkpoint(path: Path) -> Dict[str, Any]:
+    """Load and validate one of our first-stage checkpoints; :class:`sdk.ModelError` names what is wrong."""
+    ck = read_checkpoint(path)
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise ModelError(f"checkpoint {path} is not a cephalo checkpoint (expected format {FORMAT!r})")
     for key in ("model", "config", "schema", "epoch"):

@@ -74,7 +74,7 @@ def main(data_dir, model, val_refine, out_dir, threads):
     sch = get_schema("isbi19")
     names = list(sch.names)
     val_name = "val, both stages" if val_refine else "val, first stage"
-    runs = {val_name: ("train", Detector(model, threads=threads, refine=str(val_refine) if val_refine else False)),
+    runs = {val_name: ("train", Detector(model, threads=threads, local_stage=str(val_refine) if val_refine else False)),
             "test1, both stages": ("test1", Detector(model, threads=threads)),
             "test2, both stages": ("test2", Detector(model, threads=threads))}
     results = {}

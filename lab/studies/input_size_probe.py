@@ -6,7 +6,7 @@
 HRNet is fully convolutional, so a checkpoint exports at any input that is a multiple of 32; the compute scales
 with the pixel count. Each size is exported to an FP32 ONNX file with its own metadata and run through
 ``sdk.Detector`` (onnxruntime, 2 threads); the local stage rescales its patches to the first stage's size
-(:class:`sdk.refine.LocalStage`), so its patches keep the scale it was trained on. ``--split val`` is the 30
+(:class:`sdk.local_stage.LocalStage`), so its patches keep the scale it was trained on. ``--split val`` is the 30
 training images the bundled model held out (for choosing); pass the 120-image local stage there, since the
 bundled one saw them. Writes ``input_size_probe.json`` and ``.md``: MRE mm, SDR@2mm and Detector p50 per size.
 Latencies here are FP32 and measured while the images are scored: only their ratios mean anything.
@@ -59,7 +59,7 @@ def main(data_dir, checkpoint, local_path, sizes, split, n_images, threads, out_
         onnx_path = out_dir / f"probe_{size}.onnx"
         export_onnx(ck, onnx_path, replace(checkpoint_meta(ck), input_h=size, input_w=size))
         for refine in ([False, local_path] if local_path else [False]):
-            det = Detector(onnx_path, backend="onnxruntime", threads=threads, auto_view=False, refine=refine)
+            det = Detector(onnx_path, backend="onnxruntime", threads=threads, auto_view=False, local_stage=refine)
             errs, times = [], []
             for s, g in zip(samples, grays):
                 t = time.perf_counter()

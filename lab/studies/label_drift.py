@@ -42,7 +42,7 @@ def main(data_dir, model, out_dir, threads):
     annot = {sp: point_offsets(load[(sp, "senior")], load[(sp, "junior")], [s.id for s in load[(sp, "senior")]])
              for sp in ("train", "test1", "test2")}
 
-    first = Detector(model, threads=threads, refine=False)
+    first = Detector(model, threads=threads, local_stage=False)
     both = Detector(model, threads=threads)
     _, val = split_train_val(load[("train", "senior")], 30, 0)
     model_sets = {"val (first stage)": (first, val), "test1 (both stages)": (both, load[("test1", "senior")]),

@@ -11,7 +11,7 @@ from train.datasets import load_folder
 from train.trainer import split_train_val
 from benchmarks.robustness import VARIANTS
 H = Path.home() / "cephalo-runs"
-det = Detector(H / "bundle_ft320/model_int8.onnx", backend="onnxruntime", threads=2, refine=H / "bundle_local96/model_int8.local.onnx")
+det = Detector(H / "bundle_ft320/model_int8.onnx", backend="onnxruntime", threads=2, local_stage=H / "bundle_local96/model_int8.local.onnx")
 tr, va = split_train_val(load_folder("../shared/data/isbi2015", ISBI19, split=["train"]), 30, 0)
 def cdf(g):
     h = np.bincount(g.ravel(), minlength=256).astype(np.float64)

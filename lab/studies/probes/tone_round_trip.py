@@ -10,7 +10,7 @@ from train.trainer import split_train_val
 from benchmarks.robustness import _gamma, _contrast
 from pathlib import Path
 H = Path.home() / "cephalo-runs"
-det = Detector(H / "bundle_ft320/model_int8.onnx", backend="onnxruntime", threads=2, refine=H / "bundle_local96/model_int8.local.onnx")
+det = Detector(H / "bundle_ft320/model_int8.onnx", backend="onnxruntime", threads=2, local_stage=H / "bundle_local96/model_int8.local.onnx")
 samples = split_train_val(load_folder("../shared/data/isbi2015", ISBI19, split=["train"]), 30, 0)[1]
 grays = [load_image(s.image).gray for s in samples]
 for name, f in [("gamma 1.6 then 1/1.6 (8-bit round trip)", lambda g: _gamma(_gamma(g, 1.6), 1 / 1.6)),

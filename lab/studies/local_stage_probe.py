@@ -1,6 +1,6 @@
 """How the local stage changes the first stage's points on the 30 held-out training images, per landmark.
 
-python -m lab.studies.refine_probe --data ../shared/data/isbi2015 --run ~/cephalo-runs/refine96 [--ckpt last.pt]
+python -m lab.studies.local_stage_probe --data ../shared/data/isbi2015 --run ~/cephalo-runs/refine96 [--ckpt last.pt]
     [--first OTHER_RUN/first_stage_val.npz] [--out FILE]
 
 Reads ``first_stage_val.npz`` (the bundled Detector's points) and ``best.pt`` from the run folder. Reports, in mm:
@@ -18,7 +18,7 @@ import torch
 
 from sdk.schemas import get_schema
 from train.datasets import load_folder
-from train.refine import RefineConfig, load_fine, load_local_checkpoint, model_from_local_checkpoint, refine_points
+from train.local_stage import LocalConfig, load_fine, load_local_checkpoint, model_from_local_checkpoint, local_stage_points
 from train.trainer import split_train_val
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     torch.set_num_threads(2)
     schema = get_schema("isbi19")
     ck = load_local_checkpoint(a.run / a.ckpt)
-    cfg = RefineConfig.from_dict(ck["config"])
+    cfg = LocalConfig.from_dict(ck["config"])
     model = model_from_local_checkpoint(ck)
     _, val = split_train_val(load_folder(a.data, schema, split=["train"]), 30, 0)
     data = load_fine(val, cfg)
@@ -45,11 +45,11 @@ def main() -> None:
         variants[f"prior sd {s:g} in-px"] = []
     for d in data:
         p0 = first[d.id]
-        r1 = refine_points(model, d.fine, p0, cfg, 0.0)
-        r2 = refine_points(model, d.fine, r1, cfg, 0.0)
+        r1 = local_stage_points(model, d.fine, p0, cfg, 0.0)
+        r2 = local_stage_points(model, d.fine, r1, cfg, 0.0)
         pts = {"first stage": p0, "refined": r1, "refined x2": r2, "mean of both": (p0 + r1) / 2}
         for s in priors:
-            pts[f"prior sd {s:g} in-px"] = refine_points(model, d.fine, p0, cfg, s)
+            pts[f"prior sd {s:g} in-px"] = local_stage_points(model, d.fine, p0, cfg, s)
         for k, v in pts.items():
             variants[k].append(np.linalg.norm(v - d.truth, axis=1) * d.spacing)
     res = {"checkpoint": str(a.run / a.ckpt), "epoch": int(ck["epoch"]), "data": ck.get("data", ""),

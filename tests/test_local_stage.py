@@ -7,7 +7,7 @@ import pytest
 from sdk.decode import gaussian_heatmaps, input_to_heatmap
 from sdk.errors import ImageError, ModelError
 from sdk.preprocess import letterbox_geometry
-from sdk.refine import (LocalParams, LocalStage, apply_matrix, centred_matrices, cut_patches, fine_image,
+from sdk.local_stage import (LocalParams, LocalStage, apply_matrix, centred_matrices, cut_patches, fine_image,
                         local_inputs, local_points, local_stage_path, patch_matrix, patch_to_fine)
 
 PARAMS = LocalParams(size=64, factor=3.0, stride=2, sigma=1.5, mean=0.5, std=0.25, pad_value=0.0)
@@ -90,22 +90,22 @@ def test_local_stage_training_resumes_and_refuses_other_settings(tiny_local, tin
 
     import torch
 
-    from train.refine import RefineConfig, load_local_checkpoint, train_refiner
+    from train.local_stage import LocalConfig, load_local_checkpoint, train_local_stage
 
     ck = load_local_checkpoint(tiny_local["run"] / "last.pt")
     assert ck["epoch"] == 2 and len(ck["history"]) == 2
     assert all(np.isfinite(h["loss"]) and h["mre_mm"] > 0 for h in ck["history"])
     # one more epoch continues the same run: history grows, the first two records are kept
-    cfg = RefineConfig(input_size=128, patch=32, widths=(8, 16, 24, 32), epochs=3, batch_size=16)
+    cfg = LocalConfig(input_size=128, patch=32, widths=(8, 16, 24, 32), epochs=3, batch_size=16)
     first = {s.id: s.points for s in fixture_samples[6:]}
     run = tiny_local["run"].parent / "resumed"
     shutil.copytree(tiny_local["run"], run)
-    train_refiner(fixture_samples[:6], fixture_samples[6:], first, 19, cfg, run, threads=2)
+    train_local_stage(fixture_samples[:6], fixture_samples[6:], first, 19, cfg, run, threads=2)
     ck3 = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
     assert ck3["epoch"] == 3 and ck3["history"][:2] == ck["history"]
     with pytest.raises(ModelError, match="patch"):
-        train_refiner(fixture_samples[:6], fixture_samples[6:], first, 19,
-                      RefineConfig(input_size=128, patch=48, widths=(8, 16, 24, 32), epochs=4), run, threads=2)
+        train_local_stage(fixture_samples[:6], fixture_samples[6:], first, 19,
+                      LocalConfig(input_size=128, patch=48, widths=(8, 16, 24, 32), epochs=4), run, threads=2)
     with pytest.raises(ModelError, match="not a local-stage checkpoint"):
         load_local_checkpoint(tiny_run[0] / "last.pt")      # a first-stage checkpoint
 
@@ -116,10 +116,10 @@ def test_detector_runs_the_local_stage(tiny_onnx, tiny_local, fixture_samples, t
     from sdk import Detector
 
     first_path = tiny_onnx["onnx"]
-    plain = Detector(first_path, refine=False)
+    plain = Detector(first_path, local_stage=False)
     assert plain.info["local_stage"] is None
     for key in ("fp32", "int8"):
-        det = Detector(first_path, refine=tiny_local[key])
+        det = Detector(first_path, local_stage=tiny_local[key])
         assert det.info["local_stage"] == str(tiny_local[key])
         s = fixture_samples[0]
         a, b = plain(s.image), det(s.image)
@@ -137,9 +137,9 @@ def test_detector_runs_the_local_stage(tiny_onnx, tiny_local, fixture_samples, t
     assert Detector(d / "model.onnx").local is None
     shutil.copy(tiny_local["fp32"], d / "model.local.onnx")
     assert Detector(d / "model.onnx").info["local_stage"] == str(d / "model.local.onnx")
-    assert Detector(d / "model.onnx", refine=False).local is None
+    assert Detector(d / "model.onnx", local_stage=False).local is None
     with pytest.raises(ModelError, match="does not exist"):
-        Detector(first_path, refine=d / "missing.local.onnx")
+        Detector(first_path, local_stage=d / "missing.local.onnx")
 
 
 def _with_first_input(src, dst, first_input):
@@ -160,11 +160,11 @@ def test_local_stage_rescales_to_its_first_stage_size(tiny_onnx, tiny_local, tmp
     from sdk import Detector
     from sdk.image_io import load_image
     from sdk.preprocess import letterbox_geometry
-    from sdk.refine import LocalStage, fine_image
+    from sdk.local_stage import LocalStage, fine_image
 
     own = LocalStage(tiny_local["fp32"])
     assert own.first_input == own.trained_behind == (128, 128)
-    det = Detector(tiny_onnx["onnx"], refine=_with_first_input(tiny_local["fp32"], tmp_path / "a.local.onnx",
+    det = Detector(tiny_onnx["onnx"], local_stage=_with_first_input(tiny_local["fp32"], tmp_path / "a.local.onnx",
                                                                (256, 256)))
     assert det.local.trained_behind == (256, 256) and det.local.first_input == (128, 128)
     assert det.local.factor == pytest.approx(own.factor * 2)
@@ -184,7 +184,7 @@ def test_local_stage_must_pair_with_its_first_stage(tiny_onnx, tiny_local, tmp_p
 
     bad = _with_first_input(tiny_local["fp32"], tmp_path / "bad.local.onnx", (384, 256))
     with pytest.raises(ModelError, match="aspect ratio"):
-        Detector(tiny_onnx["onnx"], refine=bad)
+        Detector(tiny_onnx["onnx"], local_stage=bad)
 
 
 def test_cli_train_local(tmp_path, tiny_onnx):
@@ -192,7 +192,7 @@ def test_cli_train_local(tmp_path, tiny_onnx):
 
     from cephalo.cli import main
     from conftest import ISBI_FIX
-    from train.refine import load_local_checkpoint
+    from train.local_stage import load_local_checkpoint
 
     r = CliRunner()
     args = ["train-local", "--data", str(ISBI_FIX), "--out", str(tmp_path / "loc"), "--first-model",
@@ -218,7 +218,7 @@ def test_cli_train_local_final_fit_on_all_images(tmp_path, tiny_onnx):
     from conftest import ISBI_FIX
     from convert.local_stage import local_meta
     from sdk.schemas import get_schema
-    from train.refine import load_local_checkpoint
+    from train.local_stage import load_local_checkpoint
 
     out = tmp_path / "fit"
     args = ["train-local", "--data", str(ISBI_FIX), "--out", str(out), "--first-model", str(tiny_onnx["onnx"]),
@@ -244,7 +244,7 @@ def test_cli_train_local_init_fine_tunes_with_the_source_recipe(tmp_path, tiny_o
 
     from cephalo.cli import main
     from conftest import ISBI_FIX
-    from train.refine import load_local_checkpoint
+    from train.local_stage import load_local_checkpoint
 
     src = load_local_checkpoint(tiny_local["run"] / "last.pt")
     out = tmp_path / "ft"
@@ -266,3 +266,13 @@ def test_cli_train_local_init_fine_tunes_with_the_source_recipe(tmp_path, tiny_o
             assert torch.allclose(ck["model"][k], v, atol=1e-5), k
     res = CliRunner().invoke(main, args[:-1] + [str(tmp_path / "missing.pt")])
     assert res.exit_code != 0 and "does not exist" in res.output
+
+
+def test_old_keyword_refine_still_works_and_warns(tiny_onnx):
+    from sdk import Detector
+
+    with pytest.warns(DeprecationWarning, match="local_stage"):
+        det = Detector(tiny_onnx["onnx"], refine=False)
+    assert det.local is None
+    with pytest.raises(TypeError, match="refin"):
+        Detector(tiny_onnx["onnx"], refin=False)

@@ -183,15 +183,15 @@ class LocalStage:
         """The patch network alone: (K, C, size, size) float32 patches -> (K, K, h, w) heatmaps."""
         return self._backend.run(np.ascontiguousarray(x, dtype=np.float32))
 
-    def refine(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1) -> np.ndarray:
-        """(K, 2) first-stage points in original pixels -> (K, 2) refined points, one model call for K patches.
+    def locate(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1) -> np.ndarray:
+        """(K, 2) first-stage points in original pixels -> (K, 2) local-stage points, one model call for K patches.
 
         ``gray`` is the image the first stage saw (or its 1/``reduction`` decode); ``lb`` its letterbox.
         """
-        return self.refine_with_peaks(gray, lb, xy, reduction)[0]
+        return self.locate_with_peaks(gray, lb, xy, reduction)[0]
 
-    def refine_with_peaks(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1):
-        """:meth:`refine`, plus the (K,) local heatmap peak each point was read at."""
+    def locate_with_peaks(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1):
+        """:meth:`locate`, plus the (K,) local heatmap peak each point was read at."""
         fine = fine_image(gray, lb, self.factor, reduction)
         x, mats = local_inputs(fine, xy, self.params)
         hm = self.run_network(x)

@@ -1,4 +1,4 @@
-"""Training the local stage (:mod:`sdk.refine`, :class:`train.refine_model.PatchNet`).
+"""Training the local stage (:mod:`sdk.local_stage`, :class:`train.local_model.PatchNet`).
 
 Training patches are centred on the true point plus a random displacement that imitates the first stage's errors
 (mostly Gaussian, a share spread evenly over the patch), rotated, scaled and intensity-jittered. Validation uses
@@ -20,20 +20,20 @@ import torch
 from sdk.decode import gaussian_heatmaps, input_to_heatmap
 from sdk.image_io import load_image
 from sdk.preprocess import letterbox_geometry, normalize
-from sdk.refine import FineImage, LocalParams, apply_matrix, cut_patches, fine_image, local_inputs, local_points, \
+from sdk.local_stage import FineImage, LocalParams, apply_matrix, cut_patches, fine_image, local_inputs, local_points, \
     patch_matrix
 
-from .checkpoint import save_atomic
+from .checkpoint import read_checkpoint, save_atomic
 from .data.augment import AugmentConfig, random_intensity, with_processing
 from .data.readers import Sample
 from .losses import combined_loss
-from .refine_model import PatchNet, pick_channel
+from .local_model import PatchNet, pick_channel
 
-log = logging.getLogger("cephalo.refine")
+log = logging.getLogger("cephalo.local_stage")
 
 
-@dataclass
-class RefineConfig:
+@dataclass(frozen=True)
+class LocalConfig:
     input_size: int = 384          # the first stage's input: fine scale = factor x its letterbox scale
     factor: float = 3.0
     patch: int = 96
@@ -47,7 +47,7 @@ class RefineConfig:
     shift_sd: float = 3.0
     shift_uniform_p: float = 0.3
     prior_sd: float = 4.0          # first-stage input px: the decode's weight around the first-stage point
-                                   # (sdk.refine.LocalParams); 3-6 scored alike on validation, 0 = none
+                                   # (sdk.local_stage.LocalParams); 3-6 scored alike on validation, 0 = none
     rotate_deg: float = 15.0
     scale: Tuple[float, float] = (0.85, 1.15)
     epochs: int = 40
@@ -64,7 +64,7 @@ class RefineConfig:
     aug_gamma_max: float = 1.5
 
     @classmethod
-    def from_dict(cls, d: Dict) -> "RefineConfig":
+    def from_dict(cls, d: Dict) -> "LocalConfig":
         """The config saved in a checkpoint (tuples come back from JSON/pickle as lists)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
@@ -88,7 +88,7 @@ class FineSample:
     spacing: float
 
 
-def load_fine(samples: Sequence[Sample], cfg: RefineConfig) -> List[FineSample]:
+def load_fine(samples: Sequence[Sample], cfg: LocalConfig) -> List[FineSample]:
     """Decode each image once and keep it at the fine scale (uint8, ~1 MB for an ISBI image)."""
     out = []
     for s in samples:
@@ -102,7 +102,7 @@ def load_fine(samples: Sequence[Sample], cfg: RefineConfig) -> List[FineSample]:
 class PatchDataset(torch.utils.data.Dataset):
     """Item ``i`` of epoch ``e``: image ``i // K``, landmark ``i % K``, augmentation seeded by (seed, e, i)."""
 
-    def __init__(self, data: List[FineSample], cfg: RefineConfig, k: int, augment: bool = True):
+    def __init__(self, data: List[FineSample], cfg: LocalConfig, k: int, augment: bool = True):
         self.data, self.cfg, self.k, self.augment, self.epoch = data, cfg, k, augment, 0
         # the unsharp mask's radius in patch pixels keeps its size in mm; CLAHE on a ~20 mm patch: one tile
         self.aug = with_processing(AugmentConfig(), cfg.aug_processing_p, cfg.aug_gamma_max,
@@ -135,7 +135,7 @@ class PatchDataset(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
-def refine_points(model: PatchNet, fine: FineImage, first: np.ndarray, cfg: RefineConfig,
+def local_stage_points(model: PatchNet, fine: FineImage, first: np.ndarray, cfg: LocalConfig,
                   prior_sd: Optional[float] = None) -> np.ndarray:
     """(K, 2) first-stage points (original pixels) -> refined (K, 2): the SDK's cut and read around a torch model
     (``prior_sd``: overrides the config's decode prior; 0 = none)."""
@@ -144,15 +144,15 @@ def refine_points(model: PatchNet, fine: FineImage, first: np.ndarray, cfg: Refi
     return local_points(model(torch.from_numpy(x)).float().numpy(), mats, fine, p, first)
 
 
-def evaluate(model: PatchNet, data: List[FineSample], first: Dict[str, np.ndarray], cfg: RefineConfig) -> Dict:
+def evaluate(model: PatchNet, data: List[FineSample], first: Dict[str, np.ndarray], cfg: LocalConfig) -> Dict:
     """Val MRE (mm) of the first stage alone and refined: ``mre_mm`` as the Detector runs it (with the prior of
     ``cfg``), ``raw_mre_mm`` without the prior."""
     model.eval()
     err = {"first": [], "prior": [], "raw": []}
     for d in data:
         p0 = first[d.id]
-        for key, p in (("first", p0), ("prior", refine_points(model, d.fine, p0, cfg)),
-                       ("raw", refine_points(model, d.fine, p0, cfg, prior_sd=0.0))):
+        for key, p in (("first", p0), ("prior", local_stage_points(model, d.fine, p0, cfg)),
+                       ("raw", local_stage_points(model, d.fine, p0, cfg, prior_sd=0.0))):
             err[key].append(np.linalg.norm(p - d.truth, axis=1) * d.spacing)
     e = {k: np.concatenate(v) for k, v in err.items()}
     return {"first_mre_mm": float(e["first"].mean()), "mre_mm": float(e["prior"].mean()),
@@ -165,18 +165,18 @@ def first_stage_points(model: Optional[Path], samples: Sequence[Sample], threads
     """The first stage's points (``model``, default the bundled one, without its local stage) per sample."""
     from sdk import Detector
 
-    det = Detector(model, threads=threads, refine=False)
+    det = Detector(model, threads=threads, local_stage=False)
     return {s.id: det(s.image).xy for s in samples}
 
 
-def init_config(init: Path, **changes) -> RefineConfig:
+def init_config(init: Path, **changes) -> LocalConfig:
     """The recipe of a fine-tune from local-stage checkpoint ``init``: its own (patch geometry, scale, targets,
     displacements, prior), with ``changes`` (schedule, seed, augmentation) applied."""
-    return replace(RefineConfig.from_dict(load_local_checkpoint(init)["config"]), **changes)
+    return replace(LocalConfig.from_dict(load_local_checkpoint(init)["config"]), **changes)
 
 
-def train_refiner(train: Sequence[Sample], val: Sequence[Sample], first_val: Dict[str, np.ndarray], k: int,
-                  cfg: RefineConfig, out: Path, threads: Optional[int] = None, data_info: str = "",
+def train_local_stage(train: Sequence[Sample], val: Sequence[Sample], first_val: Dict[str, np.ndarray], k: int,
+                  cfg: LocalConfig, out: Path, threads: Optional[int] = None, data_info: str = "",
                   stop_after: Optional[int] = None, init: Optional[Path] = None) -> Dict:
     """Train (or resume) the patch model into ``out``; returns the last epoch's record. ``stop_after``: at most
     this many epochs in this call (the run resumes later). With no ``val`` images it is a final fit on a recipe
@@ -205,7 +205,7 @@ def train_refiner(train: Sequence[Sample], val: Sequence[Sample], first_val: Dic
     last = out / "last.pt"
     if init is not None and not last.is_file():
         ck = load_local_checkpoint(init)
-        if ck["k"] != k or RefineConfig.from_dict(ck["config"]).widths != cfg.widths:
+        if ck["k"] != k or LocalConfig.from_dict(ck["config"]).widths != cfg.widths:
             from sdk.errors import ModelError
 
             raise ModelError(f"{init} has {ck['k']} landmarks and widths {ck['config'].get('widths')}; this run "
@@ -215,7 +215,7 @@ def train_refiner(train: Sequence[Sample], val: Sequence[Sample], first_val: Dic
         log.info("starting from %s", origin)
     if last.is_file():
         ck = load_local_checkpoint(last)
-        saved = RefineConfig.from_dict(ck["config"])
+        saved = LocalConfig.from_dict(ck["config"])
         differ = [k for k in ("input_size", "factor", "patch", "stride", "sigma", "widths", "mean", "std")
                   if getattr(saved, k) != getattr(cfg, k)]
         if differ or ck["k"] != k:
@@ -273,24 +273,19 @@ def train_refiner(train: Sequence[Sample], val: Sequence[Sample], first_val: Dic
 
 
 def model_from_local_checkpoint(ck: Dict) -> PatchNet:
-    """The patch model of a local-stage checkpoint (``best.pt`` / ``last.pt`` of :func:`train_refiner`)."""
-    cfg = RefineConfig.from_dict(ck["config"])
+    """The patch model of a local-stage checkpoint (``best.pt`` / ``last.pt`` of :func:`train_local_stage`)."""
+    cfg = LocalConfig.from_dict(ck["config"])
     model = PatchNet(int(ck["k"]), 1, cfg.widths)
     model.load_state_dict(ck["model"])
     return model.eval()
 
 
 def load_local_checkpoint(path: Path) -> Dict:
-    """A local-stage checkpoint; :class:`sdk.ModelError` when it is missing or is not one."""
+    """A local-stage checkpoint (read like the first stage's: ``weights_only``); :class:`sdk.ModelError` when it is
+    missing or is not one."""
     from sdk.errors import ModelError
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"local-stage checkpoint {path} does not exist")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ModelError(f"local-stage checkpoint {path}: cannot read it ({str(e)[:200]})") from e
+    ck = read_checkpoint(path, "local-stage checkpoint")
     if not isinstance(ck, dict) or not {"model", "config", "k", "epoch"} <= set(ck) or "patch" not in ck["config"]:
         raise ModelError(f"{path} is not a local-stage checkpoint (made by 'cephalo train-local')")
     return ck

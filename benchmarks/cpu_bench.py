@@ -1,7 +1,13 @@
 """Every way to run the model, side by side on one machine: latency, throughput, size, memory, load time, accuracy.
 
     python -m benchmarks.cpu_bench --checkpoint best.pt --models-dir converted/ --images DIR [--quick]
+    python -m benchmarks.cpu_bench --pipeline [--model FILE] --images DIR [--eval-data ISBI]   (the shipped pair)
     cephalo bench ...   (same options)
+
+``--pipeline``: the Detector as users run it (both stages) against its own first-stage network, per runtime: the
+network alone p50, the local stage's network alone p50, Detector p50 and their ratio (calls interleaved in one
+process), ``Detector.batch`` throughput beside 1/p50, a whole ``cephalo predict`` process (cold start, after one
+run has filled the runtime's caches), peak memory and accuracy; the CPU's name and the flags that decide INT8 speed.
 
 Each row runs in its own process (so load time and peak memory are its own) on the same images and thread count.
 "SDK" latency is ``sdk.Detector`` end to end (decode file, preprocess, model, decode heatmaps); "model" latency is
@@ -36,6 +42,12 @@ ROWS = {
 
 
 def _peak_rss_mb() -> float:
+    try:    # this process's own peak (VmHWM starts afresh at exec; ru_maxrss may carry the parent's)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     try:
         import resource
 
@@ -133,6 +145,148 @@ def run_row(key: str, cfg: Dict) -> Dict:
         m = summarize(radial_errors(pred, np.stack([s.points for s in samples])), np.array([s.spacing for s in samples]))
         row.update(mre_mm=m["mre_mm"], sdr2_pct=m["sdr"]["2mm"], eval_images=len(samples))
     return row
+
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
+def cpu_name() -> Dict:
+    """The CPU's model name and the instruction-set flags INT8/BF16 inference speed depends on."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name in ("", platform.machine(), "x86_64"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:     # macOS, Windows: the name platform gives
+        pass
+    return {"cpu": name, "flags": [f for f in CPU_FLAGS if f in flags], "logical_cpus": os.cpu_count()}
+
+
+def pipeline_row(backend: str, cfg: Dict) -> Dict:
+    """One runtime, in a fresh process: the Detector (both stages) against its networks alone."""
+    from sdk import Detector
+    from sdk.decode import decode_to_image
+    from sdk.local_stage import fine_image, local_inputs
+
+    images, warmup, runs, threads = [Path(p) for p in cfg["images"]], cfg["warmup"], cfg["runs"], cfg["threads"]
+    t0 = time.perf_counter()
+    det = Detector(cfg["model"], backend=backend, threads=threads)
+    x, lb, loaded = det.preprocess(images[0])
+    hm = det.run_network(x[None])
+    row: Dict = {"key": f"pipeline_{backend}", "label": f"Detector, {det.info['backend']}", "threads": threads,
+                 "local_stage": det.local is not None, "load_s": round(time.perf_counter() - t0, 2),
+                 "file_mb": round(sum(Path(f).stat().st_size for f in
+                                      [det.model_path] + ([det.local.path] if det.local else [])) / 2**20, 2)}
+    calls = {"network": lambda: det.run_network(x[None])}
+    if det.local is not None:
+        m = det.meta
+        xy = decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder)[0]
+        xp = local_inputs(fine_image(loaded.gray, lb, det.local.factor, loaded.reduction), xy, det.local.params)[0]
+        calls["local network"] = lambda: det.local.run_network(xp)
+    it = iter(images * (1 + (warmup + runs) // len(images)))
+    calls["detector"] = lambda: det(next(it))
+    times = {k: [] for k in calls}
+    for r in range(warmup + runs):      # interleaved: a slow spell of the machine falls on all alike
+        for k, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[k].append((time.perf_counter() - t) * 1000)
+    p50 = {k: statistics.median(v) for k, v in times.items()}
+    row.update(model_p50_ms=p50["network"], local_model_p50_ms=p50.get("local network"),
+               sdk_p50_ms=p50["detector"], sdk_p95_ms=_pct(times["detector"], 95),
+               ratio=p50["detector"] / p50["network"])
+    folder = images * max(1, 24 // len(images))
+    det.batch(folder[:4])
+    t = time.perf_counter()
+    det.batch(folder)
+    row["throughput_img_s"] = len(folder) / (time.perf_counter() - t)
+    row["throughput_over_1_p50"] = row["throughput_img_s"] * p50["detector"] / 1000
+    row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    if cfg.get("eval"):
+        from sdk.metrics import radial_errors, summarize
+        from sdk.schemas import ISBI19
+        from train.datasets import load_folder
+
+        e = cfg["eval"]
+        samples = load_folder(Path(e["data"]), ISBI19, split=[e["split"]], annotators=("senior", "junior"))[:e["n"]]
+        pred = np.stack([det(s.image).xy for s in samples])
+        mm = summarize(radial_errors(pred, np.stack([s.points for s in samples])),
+                       np.array([s.spacing for s in samples]))
+        row.update(mre_mm=mm["mre_mm"], sdr2_pct=mm["sdr"]["2mm"], eval_images=len(samples),
+                   eval_labels="mean of senior and junior")
+    return row
+
+
+def cold_start_s(backend: str, model: Optional[str], image: Path, runs: int = 3) -> float:
+    """Median wall time of a whole ``cephalo predict IMAGE`` process, after one run that fills the caches."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "cephalo", "predict", str(image), "--backend", backend]
+    cmd += ["--model", model] if model else []
+    out = []
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if i:
+            out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def _pipeline_child(backend, cfg, q):
+    try:
+        q.put(pipeline_row(backend, cfg))
+    except Exception as e:
+        q.put({"key": f"pipeline_{backend}", "label": f"Detector, {backend}", "error": f"{type(e).__name__}: {e}"})
+
+
+def bench_pipeline(model: Optional[Path], images: List[Path], out: Path, threads: int, backends: List[str],
+                   quick: bool, eval_data: Optional[Path], eval_split: str, eval_n: int) -> Dict:
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = {"model": str(model) if model else None, "threads": threads, "images": [str(p) for p in images],
+           "warmup": 2 if quick else 5, "runs": 8 if quick else 30,
+           "eval": {"data": str(eval_data), "split": eval_split, "n": eval_n} if eval_data else None}
+    ctx = mp.get_context("spawn")
+    rows = []
+    for b in backends:
+        q = ctx.Queue()
+        p = ctx.Process(target=_pipeline_child, args=(b, cfg, q))
+        p.start()
+        rows.append(q.get())
+        p.join()
+        if "error" not in rows[-1]:
+            rows[-1]["cold_start_s"] = cold_start_s(b, cfg["model"], images[0], 1 if quick else 3)
+        click.echo(f"  {b}: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                                            for k, v in rows[-1].items() if k not in ("key", "label")}))
+    result = {"machine": {**cpu_name(), "platform": platform.platform(), "python": platform.python_version()},
+              "threads": threads, "images": len(images), "quick": quick, "rows": rows,
+              "date": time.strftime("%Y-%m-%d %H:%M")}
+    (out / "pipeline.json").write_text(json.dumps(result, indent=2))
+    (out / "pipeline.md").write_text(pipeline_markdown(result))
+    return result
+
+
+def pipeline_markdown(res: Dict) -> str:
+    m = res["machine"]
+    lines = [f"CPU: {m['cpu']} ({', '.join(m['flags']) or 'no AVX2'}), {m['logical_cpus']} logical CPUs, "
+             f"{res['threads']} threads; {res['images']} images; {res['date']}", "",
+             "| runtime | network p50 ms | local network p50 ms | Detector p50 ms | ratio | Detector p95 ms | "
+             "batch img/s | x 1/p50 | cold start s | peak RSS MB | files MB | MRE mm | SDR@2mm |",
+             "|" + "---|" * 13]
+    for r in res["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['label']} | {r['error']} |" + " |" * 11)
+            continue
+        f = lambda k, fmt: (fmt.format(r[k]) if r.get(k) is not None else "")
+        lines.append(f"| {r['label']} | {f('model_p50_ms', '{:.1f}')} | {f('local_model_p50_ms', '{:.1f}')} | "
+                     f"{f('sdk_p50_ms', '{:.1f}')} | {f('ratio', '{:.2f}')} | {f('sdk_p95_ms', '{:.1f}')} | "
+                     f"{f('throughput_img_s', '{:.1f}')} | {f('throughput_over_1_p50', '{:.2f}')} | "
+                     f"{f('cold_start_s', '{:.2f}')} | {f('peak_rss_mb', '{:.0f}')} | {f('file_mb', '{:.1f}')} | "
+                     f"{f('mre_mm', '{:.3f}')} | {f('sdr2_pct', '{:.1f}%')} |")
+    return "\n".join(lines) + "\n"
 
 
 def conv_macs(checkpoint: Path) -> float:
@@ -265,25 +419,44 @@ def plot(res: Dict, path: Path) -> None:
 
 
 @click.command("bench")
-@click.option("--checkpoint", type=click.Path(path_type=Path, exists=True), required=True)
-@click.option("--models-dir", type=click.Path(path_type=Path), required=True, help="Output of 'cephalo convert'.")
+@click.option("--pipeline", is_flag=True,
+              help="Time the Detector as shipped (both stages) against its networks alone, per runtime; no "
+                   "checkpoint needed.")
+@click.option("--model", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="With --pipeline: the first-stage file (default: the bundled one).")
+@click.option("--checkpoint", type=click.Path(path_type=Path, exists=True), default=None)
+@click.option("--models-dir", type=click.Path(path_type=Path), default=None, help="Output of 'cephalo convert'.")
 @click.option("--stem", default="model", help="File stem used by 'cephalo convert --name'.")
 @click.option("--images", "images_dir", type=click.Path(path_type=Path, exists=True), required=True,
               help="Folder of images to time on (a data folder with images/ works).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results/bench"), show_default=True)
 @click.option("--threads", type=int, default=os.cpu_count(), show_default=True)
-@click.option("--backends", default=",".join(ROWS), show_default=True, help="Rows to run, comma-separated.")
+@click.option("--backends", default=None,
+              help=f"Rows to run, comma-separated (default: all of {','.join(ROWS)}; with --pipeline: "
+                   f"openvino,onnxruntime).")
 @click.option("--batch", type=int, default=4, show_default=True)
 @click.option("--quick", is_flag=True, help="Fewer runs, for a fast look.")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None, help="ISBI folder for MRE/SDR.")
 @click.option("--eval-split", default="test1")
 @click.option("--eval-n", type=int, default=None,
               help="At most this many evaluation images per row (default 150; 10 with --quick).")
-def main(checkpoint, models_dir, stem, images_dir, out, threads, backends, batch, quick, eval_data, eval_split, eval_n):
-    """Benchmark every backend side by side; writes bench.json, bench.md and bench.png."""
+def main(pipeline, model, checkpoint, models_dir, stem, images_dir, out, threads, backends, batch, quick, eval_data,
+         eval_split, eval_n):
+    """Benchmark every backend side by side; writes bench.json, bench.md and bench.png (--pipeline: pipeline.json
+    and pipeline.md)."""
     from convert.quantize import calibration_images
 
-    keys = [k for k in backends.split(",") if k]
+    if pipeline:
+        keys = [k for k in (backends or "openvino,onnxruntime").split(",") if k]
+        images = calibration_images(images_dir, split=None, limit=4 if quick else 16)
+        res = bench_pipeline(model, images, out, threads, keys, quick, eval_data, eval_split,
+                             eval_n if eval_n is not None else (10 if quick else 150))
+        click.echo(pipeline_markdown(res))
+        click.echo(f"written: {out / 'pipeline.json'}, {out / 'pipeline.md'}")
+        return
+    if checkpoint is None or models_dir is None:
+        raise click.UsageError("--checkpoint and --models-dir are needed (or --pipeline for the shipped Detector)")
+    keys = [k for k in (backends or ",".join(ROWS)).split(",") if k]
     unknown = [k for k in keys if k not in ROWS]
     if unknown:
         raise click.BadParameter(f"unknown rows {unknown}; choose from {list(ROWS)}", param_hint="--backends")

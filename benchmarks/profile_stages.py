@@ -24,23 +24,25 @@ def profile_image(det, image: Path, runs: int) -> dict:
     """Median ms of each stage. Stages run in rounds (each stage once per round) so that the shared machine's
     slow spells fall on all of them alike, rather than on whichever stage was timed then."""
     from sdk.decode import decode_to_image
-    from sdk.image_io import to_gray_u8
     from sdk.preprocess import letterbox_geometry, normalize, pad_to_input, resize_for_letterbox
+
+    from sdk.image_io import REDUCE_MARGIN, load_image
 
     m = det.meta
     data = Path(image).read_bytes()
-    buf = np.frombuffer(data, np.uint8)
-    raw = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
-    gray = to_gray_u8(raw)
-    lb = letterbox_geometry(gray.shape, m.input_hw)
-    small = resize_for_letterbox(gray, lb)
+    # the Detector's own decode: reduced for large JPEGs (fast_decode), keeping the local stage's fine scale
+    keep = det.local.factor if det.local is not None else REDUCE_MARGIN
+    reduce_for = m.input_hw if det.fast_decode else None
+    loaded = load_image(data, reduce_for, keep)
+    gray, red = loaded.gray, loaded.reduction
+    lb = letterbox_geometry(loaded.full_hw, m.input_hw)
+    small = resize_for_letterbox(gray, lb, red)
     x = normalize(pad_to_input(small, lb, m.pad_value), m.mean, m.std, m.channels)
     hm = det.run_network(x[None])
     stages = {
         "read file": lambda: Path(image).read_bytes(),
-        "decode": lambda: cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH),
-        "to grey uint8": lambda: to_gray_u8(raw),
-        "letterbox resize": lambda: resize_for_letterbox(gray, lb),
+        f"decode (1/{red})": lambda: load_image(data, reduce_for, keep),
+        "letterbox resize": lambda: resize_for_letterbox(gray, lb, red),
         "pad + normalise": lambda: normalize(pad_to_input(small, lb, m.pad_value), m.mean, m.std, m.channels),
         "model": lambda: det.run_network(x[None]),
         "decode heatmaps": lambda: decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder),
@@ -50,15 +52,17 @@ def profile_image(det, image: Path, runs: int) -> dict:
 
         loc = det.local
         xy = decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder)[0]
-        fine = fine_image(gray, lb, loc.factor)
+        fine = fine_image(gray, lb, loc.factor, red)
         xp, mats = local_inputs(fine, xy, loc.params)
         hp = loc.run_network(xp)
         stages.update({
-            "local: fine image": lambda: fine_image(gray, lb, loc.factor),
+            "local: fine image": lambda: fine_image(gray, lb, loc.factor, red),
             "local: cut patches": lambda: local_inputs(fine, xy, loc.params),
             "local: model": lambda: loc.run_network(xp),
             "local: decode": lambda: local_points(hp, mats, fine, loc.params, xy),
         })
+    read = det._read(hm[0], lb, loaded, None)
+    stages["shape check and flags"] = lambda: det._assess(read[0], dict(read[1]))
     stages["end-to-end"] = lambda: det(image)
     times = {k: [] for k in stages}
     for r in range(runs + 2):
@@ -70,7 +74,7 @@ def profile_image(det, image: Path, runs: int) -> dict:
     row = {k: statistics.median(v) for k, v in times.items() if k != "end-to-end"}
     row["sum"] = sum(row.values())
     row["end-to-end"] = statistics.median(times["end-to-end"])
-    return {"image": str(image), "size": [int(gray.shape[1]), int(gray.shape[0])], "ms": row}
+    return {"image": str(image), "size": [int(loaded.full_hw[1]), int(loaded.full_hw[0])], "ms": row}
 
 
 @click.command()

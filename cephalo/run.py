@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+from sdk.errors import CephaloError
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FLAGGED = 0, 1, 2, 3
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".pgm", ".ppm", ".pbm",
                   ".pnm", ".webp", ".jp2"}
@@ -129,26 +131,26 @@ def write_csv(res, path: Path) -> None:
 
 
 def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing: Optional[float] = None,
-               csv_too: bool = False, overlay: bool = False, skip_done: bool = False) -> Iterator[Outcome]:
+               csv_too: bool = False, overlay: bool = False, skip_done: bool = False,
+               workers: int = 2) -> Iterator[Outcome]:
     """Read each file with ``det`` and, with ``out_dir``, write ``<key>.json`` (and ``.csv``,
-    ``_landmarks.png``) there; yields one Outcome per file, in order. Nothing raised by one image stops the run."""
-    from sdk.errors import CephaloError
-
+    ``_landmarks.png``) there; yields one Outcome per file, in order. Nothing raised by one image stops the run.
+    ``workers`` images are read at once (:meth:`sdk.Detector.stream`); results are written in order."""
     keys = output_keys(files)
+    todo = []
     for path in files:
-        key = keys[path]
-        base = out_dir / key if out_dir is not None else None
+        base = out_dir / keys[path] if out_dir is not None else None
         json_path = base.with_name(base.name + ".json") if base is not None else None
-        if skip_done and json_path is not None and _done(json_path):
+        todo.append((path, keys[path], base, json_path,
+                     skip_done and json_path is not None and _done(json_path)))
+    results = det.stream([t[0] for t in todo if not t[4]], spacing, workers=workers)
+    for path, key, base, json_path, done in todo:
+        if done:
             yield Outcome(path, key, "skipped", written=[json_path])
             continue
-        try:
-            res = det(path, spacing=spacing)
-        except CephaloError as e:
-            yield Outcome(path, key, "failed", error=str(e))
-            continue
-        except MemoryError:
-            yield Outcome(path, key, "failed", error=f"image {path}: not enough memory")
+        res = next(results)
+        if isinstance(res, Exception):
+            yield Outcome(path, key, "failed", error=str(res))
             continue
         out = Outcome(path, key, res.status, res)
         if base is not None:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -106,7 +107,8 @@ class Landmarks:
         return float(np.linalg.norm(pts[self.names.index(a)] - pts[self.names.index(b)]))
 
     def measurements(self) -> Dict[str, Dict]:
-        """Cephalometric angles/ratios computable from this schema (see :mod:`sdk.measurements`); empty when the
+        """Cephalometric angles, ratios and (with a spacing) distances computable from this schema, each with its
+        norm and, for the ISBI 2015 eight, the challenge's class (see :mod:`sdk.measurements`); empty when the
         image was not read as a cephalogram."""
         if not self.is_cephalogram:
             return {}
@@ -116,7 +118,7 @@ class Landmarks:
             schema = get_schema(self.schema) if self.schema else None
         except CephaloError:   # a custom schema known only to the model file: its names, no aliases
             schema = schema_from_dict({"id": self.schema, "landmarks": list(self.names)})
-        return measure({n: self.xy[i] for i, n in enumerate(self.names)}, schema)
+        return measure({n: self.xy[i] for i, n in enumerate(self.names)}, schema, self.spacing)
 
     def to_dict(self) -> Dict:
         d = {
@@ -192,9 +194,10 @@ class Detector:
     """Finds cephalometric landmarks with an ONNX or OpenVINO model that carries the cephalo metadata.
 
     ``Detector()`` uses the bundled model. ``backend``: 'auto' (OpenVINO when installed, else onnxruntime),
-    'openvino' or 'onnxruntime'. ``threads``: inference threads (default: all cores). ``fast_decode``: decode
-    large JPEG files at 1/2-1/8 scale (about 12 ms less per 4.6 MP image here; points move ~0.1 mm on average,
-    Test1 MRE +0.003 mm with the bundled model). ``auto_view``: when a result's confidence is low, also read the
+    'openvino' or 'onnxruntime'. ``threads``: inference threads (default: all cores). ``fast_decode`` (default):
+    decode large JPEG files at 1/2-1/8 scale, never below the local stage's fine scale (12 ms less per 4.6 MP
+    image here; points move ~0.1 mm on average, Test1 MRE within 0.01 mm); False: a file gives exactly the points
+    of its pixels passed as an array. ``auto_view``: when a result's confidence is low, also read the
     image mirrored (a facing-left cephalogram), inverted (a negative) and both, and keep the reading the model is
     sure of; costs nothing on a normal image. ``local_stage``: run the model's local stage (a second, small model on
     crops around each landmark at a finer scale, :mod:`sdk.local_stage`): True uses ``<model>.local.onnx`` beside
@@ -205,7 +208,7 @@ class Detector:
     local: Optional[LocalStage] = None     # the local stage in use, if any
 
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
-                 fast_decode: bool = False, auto_view: bool = True, local_stage: Union[bool, str, Path] = True,
+                 fast_decode: bool = True, auto_view: bool = True, local_stage: Union[bool, str, Path] = True,
                  **deprecated):
         local_stage = _renamed(deprecated, local_stage)
         path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
@@ -219,6 +222,8 @@ class Detector:
             raise ModelError(f"model {path} is a local-stage model (patches, not whole images): pass it as "
                              f"local_stage= beside its first-stage model")
         self.schema = self.meta.schema
+        self._twins: Dict[int, "Detector"] = {}     # concurrent set-ups for stream(), made on first use
+        self._twins_lock = threading.Lock()
         self.fast_decode = bool(fast_decode)
         self.auto_view = bool(auto_view)
         if local_stage is True and local_stage_path(path).is_file():
@@ -242,7 +247,8 @@ class Detector:
     def preprocess(self, image: ImageInput) -> Tuple[np.ndarray, Letterbox, LoadedImage]:
         """Image -> ((C, H, W) float32 input, its Letterbox, the decoded image)."""
         m = self.meta
-        return prepare(image, m.input_hw, m.mean, m.std, m.pad_value, m.channels, self.fast_decode)
+        return prepare(image, m.input_hw, m.mean, m.std, m.pad_value, m.channels, self.fast_decode,
+                       self.local.factor if self.local is not None else None)
 
     def postprocess(self, heatmaps: np.ndarray, lb: Letterbox, loaded: LoadedImage,
                     spacing: Optional[float], gray: Optional[np.ndarray] = None) -> Landmarks:
@@ -353,9 +359,54 @@ class Detector:
             return self._assess(best, best_stage2), best_stage2
         return self._assess(res, stage2), stage2
 
+    def stream(self, images: Sequence[ImageInput], spacing: Optional[Union[float, Sequence[Optional[float]]]] = None,
+               workers: int = 2, ahead: int = 4) -> Iterator[Union[Landmarks, CephaloError]]:
+        """Each image's Landmarks, or the :class:`sdk.CephaloError` that names why it failed, in order, as they are
+        ready. ``workers`` threads read images at once, so that one image's decoding, resizing and local stage run
+        while another's network does (1: one after the other); at most ``ahead`` images are in flight. The results
+        are the same as calling the Detector on each image. ``spacing``: one value or one per image."""
+        images = list(images)
+        spacings = self._spacings(spacing, len(images))
+        for name, v in (("workers", workers), ("ahead", ahead)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise CephaloError(f"{name} must be a positive integer, got {v!r}")
+
+        def one(j: int) -> Union[Landmarks, CephaloError]:
+            try:
+                return self._detect(images[j], spacings[j])[0]
+            except Exception as e:   # MemoryError included: one image's failure stays its own
+                return _as_error(e, images[j], j)
+
+        if workers == 1 or len(images) < 2:
+            for j in range(len(images)):
+                yield one(j)
+            return
+        det = self._concurrent(workers)
+
+        def one(j: int) -> Union[Landmarks, CephaloError]:     # noqa: F811 (the same, on the concurrent twin)
+            try:
+                return det._detect(images[j], spacings[j])[0]
+            except Exception as e:
+                return _as_error(e, images[j], j)
+
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+        from itertools import islice
+
+        with ThreadPoolExecutor(min(workers, len(images)), thread_name_prefix="cephalo") as pool:
+            todo = iter(range(len(images)))
+            pending = deque(pool.submit(one, j) for j in islice(todo, max(ahead, workers)))
+            while pending:
+                res = pending.popleft().result()
+                j = next(todo, None)
+                if j is not None:
+                    pending.append(pool.submit(one, j))
+                yield res
+
     def batch(self, images: Sequence[ImageInput], spacing: Optional[Union[float, Sequence[Optional[float]]]] = None,
-              batch_size: int = 4, on_error: str = "raise") -> List[Union[Landmarks, CephaloError]]:
-        """Landmarks of several images, ``batch_size`` per model call. ``spacing``: one value or one per image.
+              batch_size: int = 4, on_error: str = "raise", workers: int = 2) -> List[Union[Landmarks, CephaloError]]:
+        """Landmarks of several images, read as :meth:`stream` reads them (``workers`` threads, up to ``batch_size``
+        images in flight). ``spacing``: one value or one per image.
 
         Every image is read even when some fail. ``on_error='raise'`` (default): if any failed, a
         :class:`sdk.BatchError` is raised after all were read; its ``results`` holds each image's Landmarks or
@@ -365,39 +416,34 @@ class Detector:
             raise CephaloError(f"on_error must be 'raise' or 'return', got {on_error!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise CephaloError(f"batch_size must be a positive integer, got {batch_size!r}")
-        images = list(images)
-        spacings = list(spacing) if isinstance(spacing, (list, tuple)) else [spacing] * len(images)
-        if len(spacings) != len(images):
-            raise CephaloError(f"got {len(spacings)} spacings for {len(images)} images")
-        spacings = [None if s is None else check_spacing(s, f"spacing= of image {i}") for i, s in enumerate(spacings)]
-        out: List[Union[Landmarks, CephaloError]] = [None] * len(images)   # type: ignore[list-item]
-        for i in range(0, len(images), batch_size):
-            ready = []
-            for j in range(i, min(i + batch_size, len(images))):
-                try:
-                    ready.append((j, self.preprocess(images[j])))
-                except Exception as e:
-                    out[j] = _as_error(e, images[j], j)
-            if not ready:
-                continue
-            try:
-                hm = self._run(np.stack([p[0] for _, p in ready]))
-            except Exception:       # read them one by one, so one image's failure stays its own
-                for j, _ in ready:
-                    try:
-                        out[j] = self(images[j], spacings[j])
-                    except Exception as e:
-                        out[j] = _as_error(e, images[j], j)
-                continue
-            for n, (j, p) in enumerate(ready):
-                try:
-                    out[j] = self._settle(self._read(hm[n], p[1], p[2], spacings[j]), p[2], spacings[j])[0]
-                except Exception as e:
-                    out[j] = _as_error(e, images[j], j)
+        out = list(self.stream(images, spacing, workers, batch_size))
         failed = [(j, r) for j, r in enumerate(out) if isinstance(r, Exception)]
         if failed and on_error == "raise":
             raise BatchError(out, failed)
         return out
+
+    def _concurrent(self, workers: int) -> "Detector":
+        """This Detector with its networks set up for ``workers`` calls at once (each with a share of the threads:
+        OpenVINO streams, onnxruntime sessions), made once and kept; single calls keep the latency set-up."""
+        with self._twins_lock:
+            twin = self._twins.get(workers)
+            if twin is None:
+                from copy import copy
+
+                twin = copy(self)
+                twin._backend = self._backend.concurrent(workers)
+                twin.local = self.local.concurrent(workers) if self.local is not None else None
+                twin._twins = {}
+                self._twins[workers] = twin
+            return twin
+
+    @staticmethod
+    def _spacings(spacing, n: int) -> List[Optional[float]]:
+        """One checked spacing (or None) per image, before any work."""
+        spacings = list(spacing) if isinstance(spacing, (list, tuple)) else [spacing] * n
+        if len(spacings) != n:
+            raise CephaloError(f"got {len(spacings)} spacings for {n} images")
+        return [None if s is None else check_spacing(s, f"spacing= of image {i}") for i, s in enumerate(spacings)]
 
     def draw(self, image: ImageInput, result: Landmarks) -> np.ndarray:
         """(H, W, 3) uint8 BGR overlay of ``result`` on ``image``: numbered points, flagged ones marked, and a

@@ -6,8 +6,9 @@ array (H, W) / (H, W, 1|3|4) of uint8 or uint16. 16-bit data is windowed linearl
 8 bits, the range the models are trained on, after isolated outliers are set aside (see :func:`window_to_u8`).
 
 ``reduce_for=(h, w)``: an 8-bit JPEG much larger than the model input is decoded at 1/2, 1/4 or 1/8 scale by
-libjpeg's DCT scaling (a cephalogram is ~10x the model input; full decoding and the area resize were ~10% of a
-``Detector`` call), keeping at least ``REDUCE_MARGIN`` times the size it will be resized to.
+libjpeg's DCT scaling (a cephalogram is ~10x the model input; full decoding and the area resizes were ~25% of a
+``Detector`` call), keeping at least ``keep`` (default ``REDUCE_MARGIN``) times the size it will be resized to:
+the Detector asks for its local stage's fine scale, so no stage ever enlarges a reduced decode.
 """
 from __future__ import annotations
 
@@ -53,16 +54,18 @@ class LoadedImage:
         return self.src_hw if self.src_hw is not None else (int(self.gray.shape[0]), int(self.gray.shape[1]))
 
 
-def load_image(image: ImageInput, reduce_for: Optional[Tuple[int, int]] = None) -> LoadedImage:
+def load_image(image: ImageInput, reduce_for: Optional[Tuple[int, int]] = None,
+               keep: float = REDUCE_MARGIN) -> LoadedImage:
     """Decode ``image`` (path, file bytes or array) to a :class:`LoadedImage`; :class:`ImageError` names the problem.
 
     ``reduce_for``: the model input (h, w) the image is for; large 8-bit JPEGs are then decoded at reduced scale
-    (see the module doc). Arrays and other formats are never reduced.
+    (see the module doc), to no less than ``keep`` times the letterboxed size. Arrays and other formats are never
+    reduced.
     """
     if isinstance(image, np.ndarray):
         return LoadedImage(to_gray_u8(image, "<array>"))
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return _decode_bytes(bytes(image), "<bytes>", reduce_for)
+        return _decode_bytes(bytes(image), "<bytes>", reduce_for, keep)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.exists():
@@ -73,7 +76,7 @@ def load_image(image: ImageInput, reduce_for: Optional[Tuple[int, int]] = None) 
             data = path.read_bytes()
         except OSError as e:
             raise ImageError(f"image file {path}: cannot read it ({e})") from e
-        return _decode_bytes(data, str(path), reduce_for)
+        return _decode_bytes(data, str(path), reduce_for, keep)
     raise ImageError(f"image must be a path, bytes or a numpy array, got {type(image).__name__}")
 
 
@@ -112,7 +115,8 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _reduced_jpeg(buf: np.ndarray, data: bytes, reduce_for: Tuple[int, int], source: str) -> Optional[LoadedImage]:
+def _reduced_jpeg(buf: np.ndarray, data: bytes, reduce_for: Tuple[int, int], source: str,
+                  keep: float = REDUCE_MARGIN) -> Optional[LoadedImage]:
     """A reduced-scale decode of an 8-bit JPEG, or None when none applies (small image, other format)."""
     head = jpeg_header(data)
     if head is None or head[2] != 8 or min(head[:2]) < MIN_SIDE:
@@ -122,7 +126,7 @@ def _reduced_jpeg(buf: np.ndarray, data: bytes, reduce_for: Tuple[int, int], sou
         # The letterboxed size for either orientation (EXIF may swap the axes) must stay well under the decode.
         for hh, ww in ((h, w), (w, h)):
             s = min(reduce_for[0] / hh, reduce_for[1] / ww)
-            if min(hh / r, ww / r) < REDUCE_MARGIN * min(hh, ww) * s:
+            if min(hh / r, ww / r) < max(keep, REDUCE_MARGIN) * min(hh, ww) * s:
                 break
         else:
             img = cv2.imdecode(buf, _REDUCED[r])
@@ -202,7 +206,8 @@ def check_size(h: int, w: int, source: str) -> None:
         raise ImageError(f"image {source}: {w}x{h} pixels exceeds the limit of {MAX_PIXELS} pixels")
 
 
-def _decode_bytes(data: bytes, source: str, reduce_for: Optional[Tuple[int, int]] = None) -> LoadedImage:
+def _decode_bytes(data: bytes, source: str, reduce_for: Optional[Tuple[int, int]] = None,
+                  keep: float = REDUCE_MARGIN) -> LoadedImage:
     if not data:
         raise ImageError(f"image {source} is empty (0 bytes)")
     if _is_dicom(data):
@@ -218,7 +223,7 @@ def _decode_bytes(data: bytes, source: str, reduce_for: Optional[Tuple[int, int]
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         if reduce_for is not None:
-            reduced = _reduced_jpeg(buf, data, reduce_for, source)
+            reduced = _reduced_jpeg(buf, data, reduce_for, source, keep)
             if reduced is not None:
                 return reduced
         # GRAYSCALE|ANYDEPTH keeps 16-bit data and, unlike IMREAD_UNCHANGED, applies the EXIF orientation.

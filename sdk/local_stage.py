@@ -170,6 +170,14 @@ class LocalStage:
         self.params = LocalParams(m.input_h, self.factor, m.heatmap_stride, m.sigma, m.mean, m.std, m.pad_value,
                                   m.channels, m.decoder, prior)
 
+    def concurrent(self, workers: int) -> "LocalStage":
+        """This local stage with its network set up for ``workers`` callers at once (see :meth:`Backend.concurrent`)."""
+        from copy import copy
+
+        twin = copy(self)
+        twin._backend = self._backend.concurrent(workers)
+        return twin
+
     def check_pairs_with(self, first_meta, first_path) -> None:
         """A local stage must share the first stage's landmarks, and be set up for its input size."""
         if first_meta.schema.names != self.meta.schema.names:

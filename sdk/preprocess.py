@@ -117,15 +117,18 @@ def preprocess(gray: np.ndarray, input_hw: Tuple[int, int], mean: float, std: fl
 
 
 def prepare(image, input_hw: Tuple[int, int], mean: float, std: float, pad_value: float, channels: int = 1,
-            fast_decode: bool = False):
+            fast_decode: bool = True, keep: Optional[float] = None):
     """Any accepted image (path, bytes, array) -> ((C, h, w) float32 input, Letterbox, LoadedImage): the one
     path from a file to a model input, shared by the Detector, calibration and the checks.
 
-    ``fast_decode``: decode large JPEGs at reduced scale (:func:`sdk.image_io.load_image`). Off by default: the
-    models are trained on full decodes, and a file then gives the same points as its pixels passed as an array.
+    ``fast_decode``: decode large JPEGs at reduced scale (:func:`sdk.image_io.load_image`), keeping ``keep`` times
+    the input's scale (default ``REDUCE_MARGIN``; the Detector passes its local stage's fine scale). Points move
+    by ~0.1 mm on average against a full decode (Test1 MRE within 0.01 mm); ``False``: a file gives exactly the
+    points of its pixels passed as an array.
     """
-    from .image_io import load_image
+    from .image_io import REDUCE_MARGIN, load_image
 
-    loaded = load_image(image, reduce_for=input_hw if fast_decode else None)
+    loaded = load_image(image, reduce_for=input_hw if fast_decode else None,
+                        keep=REDUCE_MARGIN if keep is None else keep)
     x, lb = preprocess(loaded.gray, input_hw, mean, std, pad_value, channels, loaded.full_hw, loaded.reduction)
     return x, lb, loaded

@@ -42,11 +42,14 @@ def test_result_api(tiny_onnx):
 def test_inputs_agree_path_bytes_array(tiny_onnx):
     import cv2
 
-    det = Detector(tiny_onnx["onnx"], backend="onnxruntime")
+    det = Detector(tiny_onnx["onnx"], backend="onnxruntime", fast_decode=False)   # a file = its pixels
     a = det(IMGS[1]).xy
     b = det(IMGS[1].read_bytes()).xy
     c = det(cv2.imread(str(IMGS[1]))).xy  # BGR 3-channel
     assert np.allclose(a, b) and np.abs(a - c).max() < 0.5
+    fast = Detector(tiny_onnx["onnx"], backend="onnxruntime")       # the default: a reduced decode of the JPEG
+    assert fast.preprocess(IMGS[1])[2].reduction > 1
+    assert np.allclose(fast(IMGS[1]).xy, fast(IMGS[1].read_bytes()).xy)
 
 
 def test_backend_parity(tiny_onnx):

@@ -393,8 +393,11 @@ def convert(checkpoint, out_dir, stem, openvino, int8, int8_onnx, ort_qdq, calib
 @click.option("--strict", is_flag=True, help="Exit with 3 also when a result only has landmarks to check.")
 @click.option("--fast-decode/--full-decode", default=True, show_default=True,
               help="Decode large JPEGs at reduced scale (~12 ms less per image; points within ~0.1 mm) or in full.")
+@click.option("--analysis", "analysis", default=None,
+              help="Measurements to report and trace, comma-separated: isbi2015, steiner, downs, tweed, mcnamara, "
+                   "ricketts, wits, other (default: all the model's landmarks give).")
 def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay, jsonl_path, recursive, skip_done,
-            progress, strict, fast_decode):
+            progress, strict, fast_decode, analysis):
     """Detect landmarks on images: files, folders or glob patterns (no torch needed).
 
     Each image is read on its own: one that fails is named with its reason and the rest go on. A summary ends
@@ -409,8 +412,13 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
 
     from .run import collect_inputs, exit_code, run_images
 
+    from sdk.measurements import ANALYSES
+
     if (overlay or write_csv or skip_done) and out_dir is None:
         raise click.UsageError("--overlay, --csv and --skip-done need --out (a folder for the files)")
+    analyses = None if analysis is None else [a.strip() for a in analysis.split(",") if a.strip()]
+    if analyses is not None and (not analyses or set(analyses) - set(ANALYSES)):
+        raise click.UsageError(f"--analysis {analysis!r}: choose from {', '.join(ANALYSES)}")
     try:
         if spacing is not None:
             spacing = check_spacing(spacing, "--spacing")
@@ -426,7 +434,7 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
     jsonl = open(jsonl_path, "a", encoding="utf-8") if jsonl_path else None
     try:
         with click.progressbar(length=len(files), label="images", file=sys.stderr) if show_bar else _NoBar() as bar:
-            for o in run_images(det, files, out_dir, spacing, write_csv, overlay, skip_done):
+            for o in run_images(det, files, out_dir, spacing, write_csv, overlay, skip_done, analyses=analyses):
                 counts[o.status] += 1
                 bar.update(1)
                 if jsonl is not None and o.status != "skipped":

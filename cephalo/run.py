@@ -92,11 +92,12 @@ class Outcome:
     result: object = None          # sdk.Landmarks when read
     error: str = ""
     written: List[Path] = field(default_factory=list)
+    analyses: Optional[Sequence[str]] = None   # the measurements reported (default: all)
 
     def record(self) -> Dict:
         """The JSON record of this outcome (the result's own dict when it was read)."""
         if self.result is not None:
-            return {**self.result.to_dict(), "file": str(self.file)}
+            return {**self.result.to_dict(self.analyses), "file": str(self.file)}
         return {"file": str(self.file), "status": self.status, "error": self.error or None}
 
 
@@ -130,12 +131,31 @@ def write_csv(res, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_measurements_csv(res, path: Path, analyses: Optional[Sequence[str]] = None) -> None:
+    """One row per measurement (value, unit, norm, ISBI class, doubtful, the landmarks it uses, its source), then
+    one per measurement the schema or a missing spacing cannot give, with why; written like :func:`write_csv`."""
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["measurement", "value", "unit", "norm_mean", "norm_sd", "isbi_class", "isbi_class_meaning",
+                    "doubtful", "landmarks", "reference"])
+        for k, e in res.measurements(analyses).items():
+            w.writerow([k, e["value"], e["unit"], e["norm_mean"], e["norm_sd"], e.get("isbi_class", ""),
+                        e.get("isbi_class_meaning", ""), int(e["doubtful"]), " ".join(e["landmarks"]),
+                        e["reference"]])
+        if res.is_cephalogram:
+            for k, why in res.unavailable_measurements(analyses).items():
+                w.writerow([k, "", "", "", "", "", "", "", "", f"unavailable: {why}"])
+    os.replace(tmp, path)
+
+
 def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing: Optional[float] = None,
                csv_too: bool = False, overlay: bool = False, skip_done: bool = False,
-               workers: int = 2) -> Iterator[Outcome]:
+               workers: int = 2, analyses: Optional[Sequence[str]] = None) -> Iterator[Outcome]:
     """Read each file with ``det`` and, with ``out_dir``, write ``<key>.json`` (and ``.csv``,
     ``_landmarks.png``) there; yields one Outcome per file, in order. Nothing raised by one image stops the run.
-    ``workers`` images are read at once (:meth:`sdk.Detector.stream`); results are written in order."""
+    ``workers`` images are read at once (:meth:`sdk.Detector.stream`); results are written in order.
+    ``analyses``: the measurements reported in the JSON, the measurements CSV and the overlay (default: all)."""
     keys = output_keys(files)
     todo = []
     for path in files:
@@ -152,18 +172,19 @@ def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing: Opt
         if isinstance(res, Exception):
             yield Outcome(path, key, "failed", error=str(res))
             continue
-        out = Outcome(path, key, res.status, res)
+        out = Outcome(path, key, res.status, res, analyses=analyses)
         if base is not None:
             try:
                 base.parent.mkdir(parents=True, exist_ok=True)
                 if csv_too:
                     write_csv(res, base.with_name(base.name + ".csv"))
-                    out.written.append(base.with_name(base.name + ".csv"))
+                    write_measurements_csv(res, base.with_name(base.name + "_measurements.csv"), analyses)
+                    out.written += [base.with_name(base.name + ".csv"), base.with_name(base.name + "_measurements.csv")]
                 if overlay:
                     from sdk.draw import save_png
 
                     png = base.with_name(base.name + "_landmarks.png")
-                    save_png(det.draw(path, res), png.with_name(png.name + ".part"))
+                    save_png(det.draw(path, res, analyses), png.with_name(png.name + ".part"))
                     os.replace(png.with_name(png.name + ".part"), png)
                     out.written.append(png)
                 # the JSON last: its presence marks the image done for a resumed run

@@ -13,7 +13,7 @@ from .backends import open_backend
 from .decode import decode_to_image
 from .errors import BatchError, CephaloError, ModelError
 from .image_io import ImageInput, LoadedImage, load_image
-from .measurements import measure
+from .measurements import measure, unavailable
 from .preprocess import Letterbox, prepare, preprocess
 from .quality import assess, shape_model
 from .local_stage import LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_path
@@ -106,21 +106,37 @@ class Landmarks:
         pts = self.mm()
         return float(np.linalg.norm(pts[self.names.index(a)] - pts[self.names.index(b)]))
 
-    def measurements(self) -> Dict[str, Dict]:
+    def measurements(self, analyses: Optional[Sequence[str]] = None) -> Dict[str, Dict]:
         """Cephalometric angles, ratios and (with a spacing) distances computable from this schema, each with its
-        norm and, for the ISBI 2015 eight, the challenge's class (see :mod:`sdk.measurements`); empty when the
-        image was not read as a cephalogram."""
+        norm, the landmarks it uses, ``doubtful`` (one of them is flagged) and, for the ISBI 2015 eight, the
+        challenge's class (see :mod:`sdk.measurements`). ``analyses``: only these (``sdk.measurements.ANALYSES``:
+        'isbi2015', 'steiner', 'downs', 'tweed', 'mcnamara', 'ricketts', 'wits', 'other'). Empty when the image
+        was not read as a cephalogram."""
         if not self.is_cephalogram:
             return {}
+        schema = self._schema()
+        out = measure({n: self.xy[i] for i, n in enumerate(self.names)}, schema, self.spacing, analyses)
+        for e in out.values():
+            idx = [schema.index(n) for n in e["landmarks"]]
+            e["landmarks"] = [self.names[i] for i in idx]
+            e["doubtful"] = bool(self.point_flags) and any(self.point_flags[i] for i in idx)
+        return out
+
+    def unavailable_measurements(self, analyses: Optional[Sequence[str]] = None) -> Dict[str, str]:
+        """{measurement: why} for what this schema's landmarks, or a missing spacing, cannot give."""
+        return unavailable(self._schema(), self.spacing, analyses)
+
+    def _schema(self):
         from .schemas import get_schema, schema_from_dict
 
         try:
-            schema = get_schema(self.schema) if self.schema else None
+            return get_schema(self.schema) if self.schema else schema_from_dict(
+                {"id": "custom", "landmarks": list(self.names)})
         except CephaloError:   # a custom schema known only to the model file: its names, no aliases
-            schema = schema_from_dict({"id": self.schema, "landmarks": list(self.names)})
-        return measure({n: self.xy[i] for i, n in enumerate(self.names)}, schema, self.spacing)
+            return schema_from_dict({"id": self.schema, "landmarks": list(self.names)})
 
-    def to_dict(self) -> Dict:
+    def to_dict(self, analyses: Optional[Sequence[str]] = None) -> Dict:
+        """The JSON-ready record; ``analyses``: only these analyses' measurements (default: all)."""
         d = {
             "file": self.source,
             "status": self.status,
@@ -138,7 +154,8 @@ class Landmarks:
                  "reliability": None if self.reliability is None else round(float(self.reliability[i]), 4),
                  "flag": (self.point_flags[i] or None) if self.point_flags else None}
                 for i, n in enumerate(self.names)],
-            "measurements": self.measurements(),
+            "measurements": self.measurements(analyses),
+            "unavailable_measurements": self.unavailable_measurements(analyses) if self.is_cephalogram else {},
         }
         if self.spacing is not None:
             mm = self.mm()
@@ -445,12 +462,39 @@ class Detector:
             raise CephaloError(f"got {len(spacings)} spacings for {n} images")
         return [None if s is None else check_spacing(s, f"spacing= of image {i}") for i, s in enumerate(spacings)]
 
-    def draw(self, image: ImageInput, result: Landmarks) -> np.ndarray:
-        """(H, W, 3) uint8 BGR overlay of ``result`` on ``image``: numbered points, flagged ones marked, and a
-        legend of the names."""
+    def draw(self, image: ImageInput, result: Landmarks, analyses: Optional[Sequence[str]] = None) -> np.ndarray:
+        """(H, W, 3) uint8 BGR overlay of ``result`` on ``image``: numbered points (flagged ones marked), the
+        tracing of the measurements of ``analyses`` (default: all the schema gives) with their lines, and legends
+        of the landmark names and of the measurements (value, norm, ISBI class; '(check)' when a landmark it uses
+        is flagged)."""
         from .draw import draw_landmarks
+        from .measurements import TRACING
 
-        return draw_landmarks(load_image(image).gray, result.xy, names=result.names, flagged=result.flagged)
+        meas = result.measurements(analyses)
+        index = {n: i for i, n in enumerate(result.names)}
+        lines = sorted({tuple(sorted((index[a], index[b]))) for k, e in meas.items() for a, b in
+                        _pairs(TRACING.get(k, ()), result) if a in index and b in index})
+        text = [(_measurement_line(k, e), e["doubtful"]) for k, e in meas.items()]
+        return draw_landmarks(load_image(image).gray, result.xy, names=result.names, flagged=result.flagged,
+                              lines=lines, measurements=text)
+
+
+def _pairs(pairs, result: Landmarks):
+    """Landmark pairs of a tracing, in the result's own names (schema aliases resolved)."""
+    schema = result._schema()
+    for a, b in pairs:
+        try:
+            yield result.names[schema.index(a)], result.names[schema.index(b)]
+        except KeyError:
+            continue
+
+
+def _measurement_line(name: str, e: Dict) -> str:
+    unit = {"deg": " deg", "mm": " mm", "ratio": ""}[e["unit"]]
+    fmt = "{:.2f}" if e["unit"] == "ratio" else "{:.1f}"
+    cls = f"  {e['isbi_class']} {e['isbi_class_meaning']}" if "isbi_class" in e else ""
+    return (f"{name} {fmt.format(e['value'])}{unit} (norm {fmt.format(e['norm_mean'])}+-{fmt.format(e['norm_sd'])})"
+            f"{cls}" + ("  (check)" if e["doubtful"] else ""))
 
 
 def _renamed(deprecated: Dict, local_stage):

@@ -3,7 +3,7 @@ PNG (paths handled as bytes: non-ASCII and Windows paths work)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -13,18 +13,31 @@ from .errors import ImageError
 _OK, _FLAGGED, _TEXT = (0, 0, 255), (0, 165, 255), (0, 255, 255)   # BGR: red points, orange when flagged
 
 
+_LINE = (255, 200, 0)     # BGR: the tracing's lines, light blue
+
+
 def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 0,
-                   names: Optional[Sequence[str]] = None, flagged: Optional[np.ndarray] = None) -> np.ndarray:
+                   names: Optional[Sequence[str]] = None, flagged: Optional[np.ndarray] = None,
+                   lines: Sequence[Tuple[int, int]] = (),
+                   measurements: Sequence[Tuple[str, bool]] = ()) -> np.ndarray:
     """(H, W) uint8 gray + (K, 2) points -> BGR overlay with numbered points (1-based, or ``labels``).
 
     ``names``: a legend panel ``number  name`` is added on the right, so numbers beside the points stay short
     and the image itself is not covered. ``flagged`` (K,) bool: those points are drawn as rings, in orange, and
-    marked in the legend. Sizes scale with the image so the overlay reads at its own size."""
+    marked in the legend. ``lines``: (i, j) landmark pairs drawn first, as a tracing; ``measurements``: (text,
+    doubtful) lines of a second panel (doubtful ones in orange). Sizes scale with the image so the overlay reads
+    at its own size."""
     img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     scale = max(gray.shape) / 1000.0
     r = radius or max(2, int(round(6 * scale)))
     thick = max(1, int(round(2 * scale)))
     flagged = np.zeros(len(xy), bool) if flagged is None else np.asarray(flagged, bool)
+    pts = np.asarray(xy, float)
+    for i, j in lines:
+        a, b = pts[i], pts[j]
+        if np.isfinite(a).all() and np.isfinite(b).all():
+            cv2.line(img, (int(round(a[0])), int(round(a[1]))), (int(round(b[0])), int(round(b[1]))), _LINE,
+                     max(1, thick // 2 + 1), cv2.LINE_AA)
     for i, (x, y) in enumerate(np.asarray(xy, float)):
         if not (np.isfinite(x) and np.isfinite(y)):
             continue
@@ -34,16 +47,20 @@ def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 
         text = str(labels[i]) if labels is not None else str(i + 1)
         cv2.putText(img, text, (c[0] + r + 2, c[1] - r - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, _TEXT,
                     thick, cv2.LINE_AA)
-    if names is None:
-        return img
-    return np.hstack([img, _legend(names, flagged, img.shape[0], scale, labels)])
+    panels = [img]
+    if names is not None:
+        panels.append(_legend([f"{labels[i] if labels is not None else i + 1:>2}  {n}" + ("  (check)" if flagged[i]
+                                                                                           else "")
+                               for i, n in enumerate(names)], flagged, img.shape[0], scale))
+    if measurements:
+        panels.append(_legend([t for t, _ in measurements], np.array([d for _, d in measurements], bool),
+                              img.shape[0], scale))
+    return np.hstack(panels) if len(panels) > 1 else img
 
 
-def _legend(names: Sequence[str], flagged: np.ndarray, height: int, scale: float, labels=None) -> np.ndarray:
-    """A dark panel listing ``number  name`` per landmark (flagged ones in orange with '(check)')."""
+def _legend(lines: Sequence[str], flagged: np.ndarray, height: int, scale: float) -> np.ndarray:
+    """A dark panel of text lines (flagged ones in orange)."""
     font, fs, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.55 * scale, max(1, int(round(1.5 * scale)))
-    lines = [f"{labels[i] if labels is not None else i + 1:>2}  {n}" + ("  (check)" if flagged[i] else "")
-             for i, n in enumerate(names)]
     (tw, th), _ = cv2.getTextSize(max(lines, key=len), font, fs, thick)
     step = max(th + 4, min(int(th * 2.0), (height - 2 * th) // max(1, len(lines))))
     panel = np.full((height, tw + 2 * th, 3), 32, np.uint8)

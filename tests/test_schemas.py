@@ -65,7 +65,9 @@ def test_every_builtin_schema_gives_every_measurement_its_landmarks_allow():
     rng = np.random.default_rng(0)
     ref = {n: rng.uniform(0, 1000, 2) for n in ISBI19.names}
     expected = measure(ref, ISBI19, spacing=0.1)
-    assert set(expected) == {m.name for m in MEASUREMENTS} and unavailable(ISBI19) == {}
+    missing = unavailable(ISBI19)         # incisor apices, condylion, pronasale, molars: aariz29 has them
+    assert set(expected) | set(missing) == {m.name for m in MEASUREMENTS} and not set(expected) & set(missing)
+    assert {"U1-NA", "IMPA", "Wits", "Co-Gn", "Upper lip to E-line"} <= set(missing)
     assert "MW" not in measure(ref, ISBI19) and "spacing" in unavailable(ISBI19, spacing=None)["MW"]
     for schema in (AARIZ29, CEPH31):
         same = {}                       # the schema's own name of each ISBI landmark it has (aliases resolved)
@@ -76,8 +78,8 @@ def test_every_builtin_schema_gives_every_measurement_its_landmarks_allow():
                 pass
         pts = {n: ref[same[n]] if n in same else rng.uniform(0, 1000, 2) for n in schema.names}
         got = measure(pts, schema, spacing=0.1)
-        assert set(got) == set(expected) and unavailable(schema) == {}, (schema.id, set(expected) - set(got))
-        for k in got:
+        assert set(got) == {m.name for m in MEASUREMENTS} and unavailable(schema) == {}, (schema.id, set(got))
+        for k in expected:
             assert got[k]["value"] == expected[k]["value"], (schema.id, k)
     assert measure({"a_point": [0, 0]}) == {}        # without a schema only exact names count
 

@@ -51,10 +51,12 @@ def steps(data: Path, work: Path, install: bool) -> List[Tuple[str, List[str], P
         ("bundle_first", cephalo + ["bundle", str(work / "ft320" / "last.pt"), "--data", str(data), "--work",
                                     str(work / "bundle_ft320")], first),
         ("train_local", cephalo + ["train-local", "--data", str(data), "--out", str(work / "local_mean120"),
-                                   "--annotators", "senior,junior", "--first-model", str(first)],
+                                   "--annotators", "senior,junior", "--widths", "16,32,64,128",
+                                   "--first-model", str(first)],
          work / "local_mean120" / "last.pt"),
         ("bundle_local", cephalo + ["bundle-local", str(work / "local_mean120" / "last.pt"), "--data", str(data),
-                                    "--first", str(first), "--work", str(work / "bundle_local")]
+                                    "--first", str(first), "--work", str(work / "bundle_local"),
+                                    "--prior-sd", "4"]
          + (["--install"] if install else []), work / "bundle_local" / "model_int8.local.onnx"),
         ("calibrate", cephalo + ["calibrate", str(local), "--data", str(data), "--model",
                                  str(ROOT / "sdk" / "models" / "isbi19_default_int8.onnx" if install else first),

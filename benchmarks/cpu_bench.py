@@ -78,7 +78,6 @@ def run_row(key: str, cfg: Dict) -> Dict:
     """One row, in a fresh process: load, latency (SDK + raw), batch throughput, memory, accuracy."""
     import numpy as np
 
-    from sdk.preprocess import prepare
 
     threads, images, warmup, runs = cfg["threads"], [Path(p) for p in cfg["images"]], cfg["warmup"], cfg["runs"]
     label, pattern, backend = ROWS[key]
@@ -108,7 +107,7 @@ def run_row(key: str, cfg: Dict) -> Dict:
                 return model(torch.from_numpy(x)).numpy()
 
         def sdk_call(p):
-            x, lb, _ = prepare(p, meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)
+            x, lb, _ = meta.preprocessing.prepare(p)
             return decode_to_image(raw(x[None])[0], lb, meta.heatmap_stride, meta.sigma, meta.decoder)[0]
     else:
         from sdk import Detector
@@ -124,7 +123,7 @@ def run_row(key: str, cfg: Dict) -> Dict:
 
         def sdk_call(p):
             return det(p).xy
-    x1 = prepare(images[0], meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)[0][None]
+    x1 = meta.preprocessing.prepare(images[0])[0][None]
     raw(x1)
     row["load_s"] = round(time.perf_counter() - t0, 2)
     lat_raw = _times(lambda: raw(x1), warmup, runs)

@@ -253,6 +253,7 @@ def pack(data_dir, out_file, input_size, schema, fmt, split, annotators, align_a
     """Write a data pack: the labelled images resized for one input size, in one small .npz for 'train --data'
     on another machine."""
     from sdk.schemas import get_schema
+    from sdk.preprocess import Preprocessing
     from train.data.cache import ImageCache, default_cache_dir
     from train.data.pack import write_pack
     from train.datasets import load_train_val
@@ -265,7 +266,7 @@ def pack(data_dir, out_file, input_size, schema, fmt, split, annotators, align_a
         tr, va = load_train_val(data_dir, sch, fmt, [s for s in split.split(",") if s] or None, anns,
                                 val_count if align_annotators else 0, seed, align_annotators)
         samples = tr + va
-        cache = ImageCache(cache_dir or default_cache_dir(), (input_size, input_size))
+        cache = ImageCache(cache_dir or default_cache_dir(), Preprocessing((input_size, input_size)))
         labels = _labels_info(annotators, anns, align_annotators)
         if align_annotators and len(anns) > 1:
             labels += f", carve val-count {val_count} seed {seed}"
@@ -311,12 +312,11 @@ def eval_cmd(checkpoint, data_dir, split, annotators, fmt, cache_dir, json_out):
         else:
             samples = load_folder(data_dir, schema, fmt, [s for s in split.split(",") if s] or None,
                                   tuple(annotators.split(",")))
-        cache = ImageCache(cache_dir or default_cache_dir(), cfg.input_hw)
+        cache = ImageCache(cache_dir or default_cache_dir(), cfg.preprocessing)
         import torch
 
         m = evaluate(model, samples, cache, list(schema.names), stride=cfg.heatmap_stride, sigma=cfg.sigma,
-                     mean=cfg.mean, std=cfg.std, pad_value=cfg.pad_value, channels=cfg.channels,
-                     autocast_dtype=autocast_dtype(cfg, torch.device("cpu")))
+                     pre=cfg.preprocessing, autocast_dtype=autocast_dtype(cfg, torch.device("cpu")))
         click.echo(format_summary(m, f"{checkpoint} on {split} ({annotators}), epoch {ck['epoch']}"))
         if json_out:
             json_out.write_text(json.dumps(m, indent=2))

@@ -12,7 +12,7 @@ from sdk.backends import open_backend
 from sdk.errors import CephaloError
 from sdk.decode import decode_to_image
 from sdk.metadata import ModelMeta
-from sdk.preprocess import letterbox_geometry, prepare
+from sdk.preprocess import letterbox_geometry
 
 FP32_HEATMAP_TOL = 1e-4      # max |difference| of heatmap values
 FP32_POINT_TOL_PX = 0.01     # max point difference, original pixels
@@ -43,7 +43,7 @@ def parity(model: torch.nn.Module, path: Path, images: Sequence[Path], meta: Mod
     model = model.float().eval()
     hm_d, pt_d, pt_in = [], [], []
     for p in images:
-        x, lb, _ = prepare(p, meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)
+        x, lb, _ = meta.preprocessing.prepare(p, fast_decode=False)
         with torch.no_grad():
             ref = model(torch.from_numpy(x[None])).numpy()[0]
         out = be.run(x[None])[0]

@@ -37,6 +37,8 @@ def checkpoint_meta(ck: Dict, accuracy: Optional[Dict] = None, extra: Optional[D
                      heatmap_stride=cfg.heatmap_stride, sigma=cfg.sigma, decoder="dark",
                      trained_on=str(ck.get("data", "")), accuracy=acc,
                      extra={"precision": "fp32", "epochs_trained": int(ck["epoch"]), "recipe": recipe,
+                            "preprocessing": {"resize": cfg.preprocessing.resize,
+                                              "version": cfg.preprocessing.version},
                             **({"fine_tuned_from": ck["init"]} if ck.get("init") else {}),
                             **(extra or {})})
 

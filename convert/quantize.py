@@ -16,7 +16,6 @@ from typing import Iterable, List, Optional, Sequence
 import numpy as np
 
 from sdk.metadata import META_KEY, ModelMeta
-from sdk.preprocess import prepare
 
 from .files import atomic_ir, atomic_path
 from .qdq_concat import requantize_concats
@@ -47,7 +46,7 @@ def model_inputs(paths: Iterable[Path], meta: ModelMeta) -> List[np.ndarray]:
     """(1, C, H, W) float32 model inputs of ``paths`` by the SDK's preprocessing."""
     out = []
     for p in paths:
-        x, _, _ = prepare(p, meta.input_hw, meta.mean, meta.std, meta.pad_value, meta.channels)
+        x, _, _ = meta.preprocessing.prepare(p, fast_decode=False)
         out.append(x[None])
     return out
 

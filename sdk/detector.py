@@ -14,7 +14,7 @@ from .decode import decode_to_image
 from .errors import BatchError, CephaloError, ModelError
 from .image_io import ImageInput, LoadedImage, load_image
 from .measurements import measure, unavailable
-from .preprocess import Letterbox, prepare, preprocess
+from .preprocess import Letterbox
 from .quality import assess, shape_model
 from .local_stage import LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_path
 from .spacing import check_spacing
@@ -239,6 +239,10 @@ class Detector:
             raise ModelError(f"model {path} is a local-stage model (patches, not whole images): pass it as "
                              f"local_stage= beside its first-stage model")
         self.schema = self.meta.schema
+        try:
+            self._pre = self.meta.preprocessing
+        except (TypeError, ValueError) as e:
+            raise ModelError(f"model {path}: {e}") from None
         self._twins: Dict[int, "Detector"] = {}     # concurrent set-ups for stream(), made on first use
         self._twins_lock = threading.Lock()
         self.fast_decode = bool(fast_decode)
@@ -263,9 +267,7 @@ class Detector:
     # -- the three steps -----------------------------------------------------------------------------------------
     def preprocess(self, image: ImageInput) -> Tuple[np.ndarray, Letterbox, LoadedImage]:
         """Image -> ((C, H, W) float32 input, its Letterbox, the decoded image)."""
-        m = self.meta
-        return prepare(image, m.input_hw, m.mean, m.std, m.pad_value, m.channels, self.fast_decode,
-                       self.local.factor if self.local is not None else None)
+        return self._pre.prepare(image, self.fast_decode, self.local.factor if self.local is not None else None)
 
     def postprocess(self, heatmaps: np.ndarray, lb: Letterbox, loaded: LoadedImage,
                     spacing: Optional[float], gray: Optional[np.ndarray] = None) -> Landmarks:
@@ -358,13 +360,13 @@ class Detector:
         res, stage2 = read
         if not self.auto_view or res.confidence >= LOW_CONFIDENCE:
             return self._assess(res, stage2), stage2
-        m, g = self.meta, loaded.gray
+        g = loaded.gray
         best, best_stage2 = res, stage2
         for view in _VIEWS:
             img = view_image(g, view)
             turned = view in ("rotated90", "rotated270")
             full = loaded.full_hw[::-1] if turned else loaded.full_hw
-            x, lb = preprocess(img, m.input_hw, m.mean, m.std, m.pad_value, m.channels, full, loaded.reduction)
+            x, lb = self._pre.apply(img, full, loaded.reduction)
             cand, cand2 = self._read(self._run(x[None])[0], lb, loaded, spacing, img)
             if cand.confidence > best.confidence:
                 best = replace(cand, xy=view_points_back(cand.xy, view, loaded.full_hw),

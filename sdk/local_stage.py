@@ -24,7 +24,7 @@ import numpy as np
 from .backends import open_backend
 from .decode import decode_heatmaps, heatmap_to_input
 from .errors import ImageError, ModelError
-from .preprocess import Letterbox, normalize
+from .preprocess import Letterbox, normalize, pad_pixel
 from .quality import Calibration
 
 
@@ -229,7 +229,7 @@ def local_inputs(fine: FineImage, xy: np.ndarray, p: LocalParams) -> Tuple[np.nd
     """(K, 2) points (original pixels) -> ((K, C, size, size) float32 patches of the fine image centred on them,
     (K, 2, 3) matrices). Patch ``i`` belongs to landmark ``i``."""
     mats = centred_matrices(fine.to_fine(xy), p.size)
-    patches = cut_patches(fine.pixels, mats, p.size, p.pad_value * 255)
+    patches = cut_patches(fine.pixels, mats, p.size, pad_pixel(p.pad_value))
     return np.stack([normalize(q, p.mean, p.std, p.channels) for q in patches]), mats
 
 

@@ -41,6 +41,14 @@ class ModelMeta:
     def input_hw(self) -> Tuple[int, int]:
         return (self.input_h, self.input_w)
 
+    @property
+    def preprocessing(self):
+        """The :class:`sdk.preprocess.Preprocessing` this model's inputs are made with."""
+        from .preprocess import Preprocessing
+
+        return Preprocessing(self.input_hw, self.channels, self.mean, self.std, self.pad_value,
+                             **self.extra.get("preprocessing", {}))
+
     def to_json(self) -> str:
         d = asdict(self)
         d["schema"] = self.schema.to_dict()

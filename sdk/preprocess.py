@@ -91,10 +91,16 @@ def resize_for_letterbox(gray: np.ndarray, lb: Letterbox, reduction: int = 1) ->
 
 
 def pad_to_input(resized: np.ndarray, lb: Letterbox, pad_value: float) -> np.ndarray:
-    """(new_h, new_w) uint8 -> (dst_h, dst_w) uint8 with the letterbox padding."""
-    out = np.full((lb.dst_h, lb.dst_w), pad_value, dtype=resized.dtype)
+    """(new_h, new_w) uint8 -> (dst_h, dst_w) uint8 with the letterbox padding. ``pad_value`` is on the [0, 1]
+    scale of ``mean`` and ``std`` (as the local stage's patches use it)."""
+    out = np.full((lb.dst_h, lb.dst_w), pad_pixel(pad_value), dtype=resized.dtype)
     out[lb.pad_top:lb.pad_top + lb.new_h, lb.pad_left:lb.pad_left + lb.new_w] = resized
     return out
+
+
+def pad_pixel(pad_value: float) -> int:
+    """The uint8 pixel of a [0, 1] pad value."""
+    return int(round(min(max(float(pad_value), 0.0), 1.0) * 255))
 
 
 def normalize(padded: np.ndarray, mean: float, std: float, channels: int) -> np.ndarray:
@@ -103,32 +109,83 @@ def normalize(padded: np.ndarray, mean: float, std: float, channels: int) -> np.
     return np.repeat(x[None], channels, axis=0) if channels > 1 else x[None]
 
 
+RESIZE_RULE = "letterbox-area"      # aspect kept, area interpolation when shrinking, centred padding
+PREPROCESSING_VERSION = 1           # bump when any step below changes the pixels a model sees
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything that turns an image into a model input: input size, channels, normalisation, pad value, the
+    resize rule and its version. Carried whole by the model metadata (:attr:`sdk.metadata.ModelMeta.preprocessing`)
+    and the training config; :meth:`apply` is the one function the Detector, the image cache and data packs,
+    training and evaluation all use, and :attr:`key` names its output (cache and pack keys derive from it)."""
+
+    input_hw: Tuple[int, int]
+    channels: int = 1
+    mean: float = 0.5
+    std: float = 0.25
+    pad_value: float = 0.0
+    resize: str = RESIZE_RULE
+    version: int = PREPROCESSING_VERSION
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_hw", (int(self.input_hw[0]), int(self.input_hw[1])))
+        if self.resize != RESIZE_RULE or self.version != PREPROCESSING_VERSION:
+            raise ValueError(f"preprocessing {self.resize!r} v{self.version}: this SDK applies {RESIZE_RULE!r} "
+                             f"v{PREPROCESSING_VERSION}")
+
+    @property
+    def key(self) -> str:
+        """What the resized (not yet padded or normalised) image depends on: cache and pack keys."""
+        return f"{self.resize}-v{self.version}-{self.input_hw[0]}x{self.input_hw[1]}"
+
+    def resized(self, gray: np.ndarray, src_hw: Optional[Tuple[int, int]] = None,
+                reduction: int = 1) -> Tuple[np.ndarray, Letterbox]:
+        """The cacheable step: (H, W) uint8 -> ((new_h, new_w) uint8 letterboxed content, its Letterbox). For a
+        reduced decode pass the full image's ``src_hw`` and the ``reduction``."""
+        lb = letterbox_geometry(src_hw if src_hw is not None else gray.shape[:2], self.input_hw)
+        return resize_for_letterbox(gray, lb, reduction), lb
+
+    def pad(self, resized: np.ndarray, lb: Letterbox) -> np.ndarray:
+        return pad_to_input(resized, lb, self.pad_value)
+
+    def normalize(self, padded: np.ndarray) -> np.ndarray:
+        return normalize(padded, self.mean, self.std, self.channels)
+
+    def apply(self, gray: np.ndarray, src_hw: Optional[Tuple[int, int]] = None,
+              reduction: int = 1) -> Tuple[np.ndarray, Letterbox]:
+        """(H, W) uint8 gray image -> ((C, h_in, w_in) float32 model input, its Letterbox)."""
+        small, lb = self.resized(gray, src_hw, reduction)
+        return self.normalize(self.pad(small, lb)), lb
+
+    def prepare(self, image, fast_decode: bool = True, keep: Optional[float] = None):
+        """Any accepted image (path, bytes, array) -> ((C, h, w) float32 input, Letterbox, LoadedImage).
+
+        ``fast_decode``: decode large JPEGs at reduced scale (:func:`sdk.image_io.load_image`), keeping ``keep``
+        times the input's scale (default ``REDUCE_MARGIN``; the Detector passes its local stage's fine scale).
+        Points move by ~0.1 mm on average against a full decode (Test1 MRE within 0.01 mm); ``False``: a file gives
+        exactly the points of its pixels passed as an array.
+        """
+        from .image_io import REDUCE_MARGIN, load_image
+
+        loaded = load_image(image, reduce_for=self.input_hw if fast_decode else None,
+                            keep=REDUCE_MARGIN if keep is None else keep)
+        x, lb = self.apply(loaded.gray, loaded.full_hw, loaded.reduction)
+        return x, lb, loaded
+
+    def to_dict(self) -> dict:
+        return {"input_hw": list(self.input_hw), "channels": self.channels, "mean": self.mean, "std": self.std,
+                "pad_value": self.pad_value, "resize": self.resize, "version": self.version}
+
+
 def preprocess(gray: np.ndarray, input_hw: Tuple[int, int], mean: float, std: float, pad_value: float,
                channels: int = 1, src_hw: Optional[Tuple[int, int]] = None,
                reduction: int = 1) -> Tuple[np.ndarray, Letterbox]:
-    """(H, W) uint8 gray image -> ((C, h_in, w_in) float32 model input, its Letterbox).
-
-    For a reduced decode (:class:`sdk.image_io.LoadedImage` with ``reduction`` > 1) pass its ``full_hw`` as
-    ``src_hw`` and its ``reduction``: the Letterbox then maps to full-resolution pixels.
-    """
-    lb = letterbox_geometry(src_hw if src_hw is not None else gray.shape[:2], input_hw)
-    x = normalize(pad_to_input(resize_for_letterbox(gray, lb, reduction), lb, pad_value), mean, std, channels)
-    return x, lb
+    """:meth:`Preprocessing.apply` with its fields as arguments."""
+    return Preprocessing(input_hw, channels, mean, std, pad_value).apply(gray, src_hw, reduction)
 
 
 def prepare(image, input_hw: Tuple[int, int], mean: float, std: float, pad_value: float, channels: int = 1,
             fast_decode: bool = True, keep: Optional[float] = None):
-    """Any accepted image (path, bytes, array) -> ((C, h, w) float32 input, Letterbox, LoadedImage): the one
-    path from a file to a model input, shared by the Detector, calibration and the checks.
-
-    ``fast_decode``: decode large JPEGs at reduced scale (:func:`sdk.image_io.load_image`), keeping ``keep`` times
-    the input's scale (default ``REDUCE_MARGIN``; the Detector passes its local stage's fine scale). Points move
-    by ~0.1 mm on average against a full decode (Test1 MRE within 0.01 mm); ``False``: a file gives exactly the
-    points of its pixels passed as an array.
-    """
-    from .image_io import REDUCE_MARGIN, load_image
-
-    loaded = load_image(image, reduce_for=input_hw if fast_decode else None,
-                        keep=REDUCE_MARGIN if keep is None else keep)
-    x, lb = preprocess(loaded.gray, input_hw, mean, std, pad_value, channels, loaded.full_hw, loaded.reduction)
-    return x, lb, loaded
+    """:meth:`Preprocessing.prepare` with its fields as arguments."""
+    return Preprocessing(input_hw, channels, mean, std, pad_value).prepare(image, fast_decode, keep)

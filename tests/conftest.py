@@ -73,3 +73,23 @@ def tiny_local(tmp_path_factory, fixture_samples, tiny_onnx):
     hist = train_local_stage(tr, va, first, ISBI19.k, cfg, run, threads=2)
     files = convert_local(load_local_checkpoint(run / "best.pt"), ISBI19.to_dict(), run / "tiny.local.onnx", tr[:3])
     return {"run": run, "history": hist, **files}
+
+
+_MODEL_FIXTURES = {"tiny_run", "tiny_onnx", "tiny_local", "det"}
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that train or load a model are marked ``model``: a mutation run (setup.cfg [mutmut]) leaves them out
+    with ``-m 'not model'``, since each of its forked runs would train the tiny model again."""
+    for item in items:
+        if _MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or "Detector(" in _source(item):
+            item.add_marker(pytest.mark.model)
+
+
+def _source(item) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(item.function)
+    except (OSError, TypeError, AttributeError):
+        return ""

@@ -4,7 +4,7 @@ import cv2
 import pytest
 import numpy as np
 
-from sdk.preprocess import preprocess
+from sdk.preprocess import Preprocessing, preprocess
 from train.data.augment import AugmentConfig, random_affine, warp_image, warp_points
 from train.data.cache import ImageCache
 from train.data.dataset import LandmarkDataset
@@ -48,8 +48,8 @@ def test_dataset_keeps_points_on_their_pixels(tmp_path):
     cv2.imwrite(str(path), img)
     s = Sample("dots", path, pts, 0.1)
     aug = AugmentConfig(rotate_deg=20, hflip_p=0.5, p_geometric=1.0, p_intensity=1.0, noise_std=0.0, blur_sigma=0.0)
-    ds = LandmarkDataset([s], ImageCache(tmp_path / "c", (256, 256)), stride=4, sigma=1.5, mean=0.5, std=0.25,
-                         pad_value=0, channels=1, augment=aug)
+    pre = Preprocessing((256, 256))
+    ds = LandmarkDataset([s], ImageCache(tmp_path / "c", pre), stride=4, sigma=1.5, pre=pre, augment=aug)
     for epoch in range(6):
         ds.set_epoch(epoch)
         x, p = ds.input_and_points(0)
@@ -57,16 +57,16 @@ def test_dataset_keeps_points_on_their_pixels(tmp_path):
         for q in p:
             assert np.linalg.norm(_centroid(im, *q, r=9) - q) < 0.25
     # Without augmentation the input is exactly the SDK's preprocessing of the file.
-    plain = LandmarkDataset([s], ImageCache(tmp_path / "c", (256, 256)), stride=4, sigma=1.5, mean=0.5, std=0.25,
-                            pad_value=0, channels=1)
+    plain = LandmarkDataset([s], ImageCache(tmp_path / "c", pre), stride=4, sigma=1.5, pre=pre)
     x, p = plain.input_and_points(0)
     ref, lb = preprocess(img, (256, 256), 0.5, 0.25, 0)
     assert np.array_equal(x, ref) and np.allclose(p, lb.to_input(pts))
 
 
 def test_augmentation_is_reproducible_per_epoch(tmp_path, fixture_samples):
-    ds = LandmarkDataset(fixture_samples[:1], ImageCache(tmp_path / "c", (128, 128)), stride=4, sigma=1.5, mean=0.5,
-                         std=0.25, pad_value=0, channels=1, augment=AugmentConfig(), seed=3)
+    pre = Preprocessing((128, 128))
+    ds = LandmarkDataset(fixture_samples[:1], ImageCache(tmp_path / "c", pre), stride=4, sigma=1.5, pre=pre,
+                         augment=AugmentConfig(), seed=3)
     ds.set_epoch(2)
     a = ds[0]["image"]
     ds.set_epoch(3)

@@ -13,10 +13,11 @@ from train.data.pack import read_pack, write_pack
 from train.trainer import Trainer, split_train_val
 
 from conftest import tiny_config
+from sdk.preprocess import Preprocessing
 
 
 def test_pack_round_trip_equals_folder_cache(tmp_path, fixture_samples):
-    cache = ImageCache(tmp_path / "cache", (128, 128))
+    cache = ImageCache(tmp_path / "cache", Preprocessing((128, 128)))
     p = write_pack(fixture_samples, cache, tmp_path / "p.npz", info="fixture")
     samples, pcache, info = read_pack(p, 19)
     assert info == "fixture" and [s.id for s in samples] == [s.id for s in fixture_samples]
@@ -28,7 +29,7 @@ def test_pack_round_trip_equals_folder_cache(tmp_path, fixture_samples):
         np.testing.assert_array_equal(a, b)
         assert lb_a == lb_b
     # The same training item (augmented) from either source.
-    kw = dict(stride=4, sigma=1.5, mean=0.5, std=0.25, pad_value=0.0, channels=1)
+    kw = dict(stride=4, sigma=1.5, pre=Preprocessing((128, 128)))
     from train.data.augment import AugmentConfig
     da = LandmarkDataset(samples, pcache, augment=AugmentConfig(), **kw)
     db = LandmarkDataset(list(fixture_samples), cache, augment=AugmentConfig(), **kw)
@@ -37,7 +38,7 @@ def test_pack_round_trip_equals_folder_cache(tmp_path, fixture_samples):
 
 
 def test_bad_packs(tmp_path, fixture_samples):
-    cache = ImageCache(tmp_path / "cache", (128, 128))
+    cache = ImageCache(tmp_path / "cache", Preprocessing((128, 128)))
     p = write_pack(fixture_samples[:2], cache, tmp_path / "p.npz")
     with pytest.raises(AnnotationError, match="schema needs"):
         read_pack(p, 29)
@@ -57,7 +58,7 @@ def test_bad_packs(tmp_path, fixture_samples):
 
 
 def test_trainer_refuses_cache_of_other_size(tmp_path, fixture_samples):
-    cache = ImageCache(tmp_path / "cache", (160, 160))
+    cache = ImageCache(tmp_path / "cache", Preprocessing((160, 160)))
     with pytest.raises(ValueError, match="config needs"):
         Trainer(tiny_config(), fixture_samples[:4], [], tmp_path / "run", cache=cache)
 
@@ -68,10 +69,10 @@ def test_epoch_sampler_encodes_epoch(fixture_samples, tmp_path):
     idx = list(s)
     assert sorted(i - 3 * 6 for i in idx) == list(range(6))
     assert idx != list(iter(EpochSampler(6, seed=2)))
-    cache = ImageCache(tmp_path / "cache", (128, 128))
+    cache = ImageCache(tmp_path / "cache", Preprocessing((128, 128)))
     from train.data.augment import AugmentConfig
-    ds = LandmarkDataset(list(fixture_samples), cache, augment=AugmentConfig(), stride=4, sigma=1.5, mean=0.5,
-                         std=0.25, pad_value=0.0, channels=1)
+    ds = LandmarkDataset(list(fixture_samples), cache, augment=AugmentConfig(), stride=4, sigma=1.5,
+                         pre=cache.pre)
     ds.set_epoch(2)
     plain = ds[4]
     ds.set_epoch(0)
@@ -170,7 +171,7 @@ def test_cli_pack_then_train_from_pack(tmp_path):
     assert res.exit_code != 0 and "no validation images" in res.output
     res = r.invoke(main, ["train", "--data", str(pack), "--out", str(tmp_path / "run2"), "--input-size", "160",
                           *common])
-    assert res.exit_code != 0 and "config needs (160, 160)" in res.output
+    assert res.exit_code != 0 and "config needs letterbox-area-v1-160x160" in res.output
     res = r.invoke(main, ["pack", "--data", str(ISBI_FIX), "--out", str(tmp_path / "x.zip")])
     assert res.exit_code != 0 and "must end in .npz" in res.output
 

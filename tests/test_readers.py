@@ -12,6 +12,7 @@ from train.data.readers import read_aariz, read_isbi, read_labelme, read_points_
 from train.datasets import load_folder
 
 from conftest import ISBI_FIX
+from sdk.preprocess import Preprocessing
 
 
 def test_isbi_folder(fixture_samples):
@@ -61,7 +62,7 @@ def test_point_outside_image_named_at_decode(tmp_path):
     _edit_csv(d / "senior.csv", lambda r: [r[0], [r[1][0], "5000"] + r[1][2:]] + r[2:])
     s = read_isbi(d, ISBI19, spacing=0.4)[0]
     with pytest.raises(AnnotationError, match="outside the 484x600 image"):
-        ImageCache(tmp_path / "c", (128, 128)).get(s)
+        ImageCache(tmp_path / "c", Preprocessing((128, 128))).get(s)
 
 
 def test_unreadable_image_named(tmp_path):
@@ -69,7 +70,7 @@ def test_unreadable_image_named(tmp_path):
     (d / "images" / "001.jpg").write_bytes(b"garbage")
     s = read_isbi(d, ISBI19, spacing=0.4)[0]
     with pytest.raises(Exception, match="001.jpg"):
-        ImageCache(tmp_path / "c", (128, 128)).get(s)
+        ImageCache(tmp_path / "c", Preprocessing((128, 128))).get(s)
 
 
 def _labelme(tmp_path, pts, names, extra=()):

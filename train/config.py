@@ -45,6 +45,13 @@ class TrainConfig:
         return (self.input_size, self.input_size)
 
     @property
+    def preprocessing(self):
+        """The :class:`sdk.preprocess.Preprocessing` of this model's inputs (exported into its metadata)."""
+        from sdk.preprocess import Preprocessing
+
+        return Preprocessing(self.input_hw, self.channels, self.mean, self.std, self.pad_value)
+
+    @property
     def t0(self) -> int:
         return self.restart_period or max(1, self.epochs // 3)
 

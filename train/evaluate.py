@@ -8,7 +8,7 @@ import torch
 
 from sdk.decode import decode_to_image
 from sdk.metrics import radial_errors, summarize
-from sdk.preprocess import normalize, pad_to_input
+from sdk.preprocess import Preprocessing
 
 from .data.cache import ImageCache
 from .data.readers import Sample
@@ -16,7 +16,7 @@ from .data.readers import Sample
 
 @torch.no_grad()
 def predict_samples(model: torch.nn.Module, samples: Sequence[Sample], cache: ImageCache, *, stride: int,
-                    sigma: float, mean: float, std: float, pad_value: float, channels: int, batch_size: int = 8,
+                    sigma: float, pre: Preprocessing, batch_size: int = 8,
                     autocast_dtype=None, decoder: str = "dark") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Points for each sample: ((N, K, 2) original pixels, (N, K) scores, (N,) original pixels per input pixel)."""
     model.eval()
@@ -24,7 +24,7 @@ def predict_samples(model: torch.nn.Module, samples: Sequence[Sample], cache: Im
     xs, lbs = [], []
     for s in samples:
         resized, lb = cache.get(s)
-        xs.append(normalize(pad_to_input(resized, lb, pad_value), mean, std, channels))
+        xs.append(pre.normalize(pre.pad(resized, lb)))
         lbs.append(lb)
     pts, scores = [], []
     for i in range(0, len(xs), batch_size):

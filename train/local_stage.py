@@ -19,7 +19,7 @@ import torch
 
 from sdk.decode import gaussian_heatmaps, input_to_heatmap
 from sdk.image_io import load_image
-from sdk.preprocess import letterbox_geometry, normalize
+from sdk.preprocess import letterbox_geometry, normalize, pad_pixel
 from sdk.local_stage import FineImage, LocalParams, apply_matrix, cut_patches, fine_image, local_inputs, local_points, \
     patch_matrix
 
@@ -125,7 +125,7 @@ class PatchDataset(torch.utils.data.Dataset):
         angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg) if self.augment else 0.0
         scale = rng.uniform(*cfg.scale) if self.augment else 1.0
         m = patch_matrix(np.round(true + shift), cfg.patch, angle, scale)
-        patch = cut_patches(d.fine.pixels, m[None], cfg.patch, cfg.pad_value * 255)[0]
+        patch = cut_patches(d.fine.pixels, m[None], cfg.patch, pad_pixel(cfg.pad_value))[0]
         if self.augment:
             patch = random_intensity(patch, rng, self.aug)
         x = normalize(patch, cfg.mean, cfg.std, 1)

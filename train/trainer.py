@@ -105,16 +105,16 @@ class Trainer:
                                  f"{self.schema.k}")
         if cache is None and cache_dir is None:
             raise ValueError("give cache_dir or cache")
-        self.cache = cache if cache is not None else ImageCache(cache_dir, cfg.input_hw)
-        if tuple(self.cache.input_hw) != cfg.input_hw:
-            raise ValueError(f"the image cache holds {self.cache.input_hw} inputs; the config needs {cfg.input_hw}")
+        self.cache = cache if cache is not None else ImageCache(cache_dir, cfg.preprocessing)
+        if self.cache.key != cfg.preprocessing.key:
+            raise ValueError(f"the images given were resized by {self.cache.key}; the config needs "
+                             f"{cfg.preprocessing.key}")
         self.checkpoint_every_s = float(checkpoint_every_s)
         self._last_save = -math.inf
         self._best_weights: Optional[Dict] = None   # best model weights (CPU copy) not yet written
         self.data_info = data_info
         self.init_info = ""      # where the starting weights came from (--init), kept across resumes
-        common = dict(stride=cfg.heatmap_stride, sigma=cfg.sigma, mean=cfg.mean, std=cfg.std,
-                      pad_value=cfg.pad_value, channels=cfg.channels)
+        common = dict(stride=cfg.heatmap_stride, sigma=cfg.sigma, pre=cfg.preprocessing)
         self.eval_kw = common
         if not 0 < cfg.aug_scale_min <= cfg.aug_scale_max:
             raise ValueError(f"augmentation scale range {cfg.aug_scale_min}..{cfg.aug_scale_max} is not 0 < min <= max")

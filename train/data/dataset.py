@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from sdk.decode import gaussian_heatmaps, input_to_heatmap
-from sdk.preprocess import normalize, pad_to_input
+from sdk.preprocess import Preprocessing, pad_pixel
 
 from .augment import AugmentConfig, random_affine, random_intensity, warp_image, warp_points
 from .cache import ImageCache
@@ -22,12 +22,10 @@ class LandmarkDataset(Dataset):
     With ``augment=None`` the image is exactly ``sdk.preprocess`` of the file.
     """
 
-    def __init__(self, samples: List[Sample], cache: ImageCache, *, stride: int, sigma: float, mean: float,
-                 std: float, pad_value: float, channels: int, augment: Optional[AugmentConfig] = None,
-                 seed: int = 0):
+    def __init__(self, samples: List[Sample], cache: ImageCache, *, stride: int, sigma: float, pre: Preprocessing,
+                 augment: Optional[AugmentConfig] = None, seed: int = 0):
         self.samples, self.cache = samples, cache
-        self.stride, self.sigma = stride, sigma
-        self.mean, self.std, self.pad_value, self.channels = mean, std, pad_value, channels
+        self.stride, self.sigma, self.pre = stride, sigma, pre
         self.augment = augment
         self.seed = seed
         self.epoch = 0
@@ -50,16 +48,16 @@ class LandmarkDataset(Dataset):
         epoch, i = self._split(i)
         s = self.samples[i]
         resized, lb = self.cache.get(s)
-        img = pad_to_input(resized, lb, self.pad_value)
+        img = self.pre.pad(resized, lb)
         pts = lb.to_input(s.points)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, epoch, i])
             content = (slice(lb.pad_top, lb.pad_top + lb.new_h), slice(lb.pad_left, lb.pad_left + lb.new_w))
             img = random_intensity(img, rng, self.augment, content)
             m = random_affine(rng, img.shape, self.augment)
-            img = warp_image(img, m, self.pad_value)
+            img = warp_image(img, m, pad_pixel(self.pre.pad_value))
             pts = warp_points(pts, m)
-        return normalize(img, self.mean, self.std, self.channels), pts
+        return self.pre.normalize(img), pts
 
     def __getitem__(self, i: int):
         x, pts = self.input_and_points(i)

@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from sdk.errors import AnnotationError
-from sdk.preprocess import Letterbox, letterbox_geometry
+from sdk.preprocess import RESIZE_RULE, Letterbox, letterbox_geometry
 
 from ..checkpoint import publish
 from .cache import ImageCache
@@ -40,7 +40,8 @@ def write_pack(samples: Sequence[Sample], cache: ImageCache, path: Path, info: s
         img, lb = cache.get(s)
         arrays[f"image_{i}"] = img
         src_hw.append((lb.src_h, lb.src_w))
-    head = {"format": PACK_FORMAT, "input_hw": list(cache.input_hw), "ids": [s.id for s in samples], "info": info}
+    head = {"format": PACK_FORMAT, "input_hw": list(cache.input_hw), "preprocessing": cache.pre.key,
+            "ids": [s.id for s in samples], "info": info}
     arrays.update(header=np.frombuffer(json.dumps(head).encode(), dtype=np.uint8),
                   points=np.stack([s.points for s in samples]).astype(np.float64),
                   spacing=np.array([s.spacing for s in samples], dtype=np.float64),
@@ -58,10 +59,12 @@ def write_pack(samples: Sequence[Sample], cache: ImageCache, path: Path, info: s
 
 
 class PackCache:
-    """The :class:`ImageCache` interface over a loaded pack: ``get(sample)`` -> (resized image, Letterbox)."""
+    """The :class:`ImageCache` interface over a loaded pack: ``get(sample)`` -> (resized image, Letterbox). ``key``:
+    the preprocessing key the pack was resized with."""
 
-    def __init__(self, images: Dict[str, np.ndarray], src_hw: Dict[str, Tuple[int, int]], input_hw: Tuple[int, int]):
-        self.images, self.src_hw, self.input_hw = images, src_hw, tuple(input_hw)
+    def __init__(self, images: Dict[str, np.ndarray], src_hw: Dict[str, Tuple[int, int]], input_hw: Tuple[int, int],
+                 key: str):
+        self.images, self.src_hw, self.input_hw, self.key = images, src_hw, tuple(input_hw), key
 
     def get(self, sample: Sample) -> Tuple[np.ndarray, Letterbox]:
         try:
@@ -93,6 +96,8 @@ def read_pack(path: Path, k: int) -> Tuple[List[Sample], PackCache, str]:
                               f"({len(ids)}, {k}, 2)")
     samples = [Sample(sid, Path(f"{path.name}#{sid}"), points[i].copy(), float(spacing[i]))
                for i, sid in enumerate(ids)]
-    cache = PackCache(images, {sid: (int(src[i, 0]), int(src[i, 1])) for i, sid in enumerate(ids)},
-                      tuple(head["input_hw"]))
+    hw = tuple(int(v) for v in head["input_hw"])
+    # packs written before the key was recorded were resized by version 1 of the one resize rule
+    key = head.get("preprocessing", f"{RESIZE_RULE}-v1-{hw[0]}x{hw[1]}")
+    cache = PackCache(images, {sid: (int(src[i, 0]), int(src[i, 1])) for i, sid in enumerate(ids)}, hw, key)
     return samples, cache, str(head.get("info", ""))

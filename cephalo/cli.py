@@ -460,6 +460,56 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
     sys.exit(exit_code(counts, strict))
 
 
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder of result shards (one row per image); a rerun with it skips the images already read.")
+@click.option("--address", default=None,
+              help="Ray cluster to join (e.g. ray://head:10001 or auto); default: a local one on this machine.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Detector actors (one model each).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Inference threads per actor.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="Default: the bundled model.")
+@click.option("--backend", default="auto", show_default=True)
+@click.option("--spacing", type=float, default=None, help="mm per pixel for every image (else DICOM tags).")
+@click.option("-r", "--recursive", is_flag=True, help="Read folders' sub-folders too.")
+@click.option("--analysis", default=None, help="Measurements to report, comma-separated (as cephalo predict).")
+def archive(inputs, out_dir, address, workers, threads, fmt, model, backend, spacing, recursive, analysis):
+    """Read an archive on a Ray cluster: folders, globs, list files (.txt, one path or URL per line) or URLs
+    (s3://, gs://, ...). Needs the ray extra (pip install ".[ray]"). Exit code as cephalo predict."""
+    import sys
+
+    from sdk.measurements import ANALYSES
+    from sdk.spacing import check_spacing
+
+    from .run import exit_code
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        _fail(CephaloError('cephalo archive needs Ray: pip install ".[ray]"'))
+    analyses = None if analysis is None else [a.strip() for a in analysis.split(",") if a.strip()]
+    if analyses is not None and (not analyses or set(analyses) - set(ANALYSES)):
+        raise click.UsageError(f"--analysis {analysis!r}: choose from {', '.join(ANALYSES)}")
+    from .archive import list_inputs, run_archive
+
+    try:
+        if spacing is not None:
+            spacing = check_spacing(spacing, "--spacing")
+        paths, missing = list_inputs(inputs, recursive)
+        for spec, why in missing:
+            click.echo(f"{spec}: FAILED: {why}", err=True)
+        counts = run_archive(paths, out_dir, address=address, workers=workers, threads=threads, model=model,
+                             backend=backend, fmt=fmt, spacing=spacing, analyses=analyses)
+    except CephaloError as e:
+        _fail(e)
+    counts["failed"] += len(missing)
+    click.echo(f"{sum(counts.values())} image(s): {counts['ok']} ok, {counts['check']} with landmarks to check, "
+               f"{counts['flagged']} flagged, {counts['failed']} failed, {counts['skipped']} skipped (done before) "
+               f"-> {out_dir}", err=True)
+    sys.exit(exit_code(counts))
+
+
 class _NoBar:
     def __enter__(self):
         return self

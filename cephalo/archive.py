@@ -118,7 +118,8 @@ class DetectorWorker:
         self.spacing, self.analyses = spacing, analyses
 
     def __call__(self, batch: Dict) -> Dict[str, List]:
-        out: Dict[str, List] = {"path": [], "status": [], "error": [], "record": []}
+        out: Dict[str, List] = {"path": [], "status": [], "error": [], "record": [], "worker": [],
+                                "worker_peak_mb": []}
         for path, data in zip(batch["path"], batch["bytes"]):
             path = str(path)
             try:
@@ -135,7 +136,26 @@ class DetectorWorker:
             out["error"].append(error)
             out["record"].append(json.dumps(rec if rec is not None else
                                             {"file": path, "status": status, "error": error}))
+        out["worker"] += [_worker_name()] * len(out["path"])
+        out["worker_peak_mb"] += [_peak_mb()] * len(out["path"])    # for sizing workers (the benchmark reads it)
         return out
+
+
+def _worker_name() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory, MB (Linux; 0 where /proc is absent)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
 
 
 def run_archive(paths: Sequence[str], out_dir: Path, *, address: Optional[str] = None, workers: int = 1,

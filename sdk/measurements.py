@@ -26,17 +26,16 @@ Point = np.ndarray
 
 
 def angle_at(vertex: Point, a: Point, b: Point) -> float:
-    """Angle a-vertex-b in degrees, in [0, 180]."""
+    """Angle a-vertex-b in degrees, in [0, 180] (atan2 of cross and dot: exact near 0 and 180 degrees and for short
+    vectors; 0 when a point coincides with the vertex)."""
     u, v = np.asarray(a, float) - vertex, np.asarray(b, float) - vertex
-    c = np.dot(u, v) / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-12)
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+    return float(np.degrees(np.arctan2(abs(u[0] * v[1] - u[1] * v[0]), np.dot(u, v))))
 
 
 def line_angle(p1: Point, p2: Point, q1: Point, q2: Point) -> float:
     """Acute angle between lines p1-p2 and q1-q2, degrees in [0, 90]."""
     u, v = np.asarray(p2, float) - p1, np.asarray(q2, float) - q1
-    c = abs(np.dot(u, v)) / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-12)
-    return float(np.degrees(np.arccos(np.clip(c, 0.0, 1.0))))
+    return float(np.degrees(np.arctan2(abs(u[0] * v[1] - u[1] * v[0]), abs(np.dot(u, v)))))
 
 
 def _signed(u: Point, v: Point) -> float:

@@ -224,7 +224,7 @@ def train_local(data_dir, run_dir, first_model, schema, fmt, split, annotators, 
         run_dir.mkdir(parents=True, exist_ok=True)
         if va:
             np.savez(run_dir / "first_stage_val.npz", **first)      # for lab/studies/local_stage_probe.py
-        rec = train_local_stage(tr, va, first, sch.k, cfg, run_dir, threads, info, epochs_now, init_ckpt)
+        rec = train_local_stage(tr, va, first, sch.k, cfg, run_dir, threads, info, epochs_now, init_ckpt, sch)
         if rec and not va:
             click.echo(f"done: epoch {rec['epoch']} (final fit, no validation) -> {run_dir / 'last.pt'}")
         elif rec:

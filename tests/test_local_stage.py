@@ -94,7 +94,7 @@ def test_local_stage_training_resumes_and_refuses_other_settings(tiny_local, tin
 
     ck = load_local_checkpoint(tiny_local["run"] / "last.pt")
     assert ck["epoch"] == 2 and len(ck["history"]) == 2
-    assert all(np.isfinite(h["loss"]) and h["mre_mm"] > 0 for h in ck["history"])
+    assert all(np.isfinite(h["train_loss"]) and h["mre_mm"] > 0 and h["val_mre_mm"] == h["mre_mm"] for h in ck["history"])
     # one more epoch continues the same run: history grows, the first two records are kept
     cfg = LocalConfig(input_size=128, patch=32, widths=(8, 16, 24, 32), epochs=3, batch_size=16)
     first = {s.id: s.points for s in fixture_samples[6:]}
@@ -229,7 +229,8 @@ def test_cli_train_local_final_fit_on_all_images(tmp_path, tiny_onnx):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "8 train / 0 val" in res.output and "final fit" in res.output
-    assert (out / "last.pt").is_file() and not (out / "best.pt").exists()
+    # as the first stage's trainer does without validation: best.pt is the last epoch
+    assert load_local_checkpoint(out / "best.pt")["epoch"] == load_local_checkpoint(out / "last.pt")["epoch"]
     assert not (out / "first_stage_val.npz").exists()
     ck = load_local_checkpoint(out / "last.pt")
     assert ck["epoch"] == 1 and "mre_mm" not in ck["history"][0]
@@ -260,7 +261,7 @@ def test_cli_train_local_init_fine_tunes_with_the_source_recipe(tmp_path, tiny_o
     ck = load_local_checkpoint(out / "last.pt")
     assert ck["config"]["patch"] == src["config"]["patch"] == 32          # the source's recipe, not --patch 48
     assert ck["config"]["aug_processing_p"] == 0.5 and ck["config"]["aug_gamma_max"] == 1.8
-    assert str((tiny_local["run"] / "last.pt").resolve()) in ck["init"]
+    assert f"initialised from {tiny_local['run'].name}/last.pt (epoch {src['epoch']}" in ck["init"]   # as stage 1
     # lr 1e-9 (warm-up makes it smaller still): the weights are the source's, so the init was applied (batch-norm
     # running statistics move whatever the learning rate)
     for k, v in src["model"].items():
@@ -278,3 +279,16 @@ def test_old_keyword_refine_still_works_and_warns(tiny_onnx):
     assert det.local is None
     with pytest.raises(TypeError, match="refin"):
         Detector(tiny_onnx["onnx"], refin=False)
+
+
+def test_each_stage_loader_refuses_the_other_stage_checkpoint(tiny_run, tiny_local):
+    from sdk.errors import ModelError
+    from train.checkpoint import FORMAT, load_checkpoint
+    from train.local_stage import load_local_checkpoint
+
+    ck = load_local_checkpoint(tiny_local["run"] / "last.pt")
+    assert ck["format"] == FORMAT and ck["stage"] == "local" and {"optimizer", "scheduler"} <= set(ck)
+    with pytest.raises(ModelError, match="local-stage checkpoint"):
+        load_checkpoint(tiny_local["run"] / "last.pt")
+    with pytest.raises(ModelError, match="not a local-stage checkpoint"):
+        load_local_checkpoint(tiny_run[0] / "last.pt")

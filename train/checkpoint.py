@@ -56,4 +56,7 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
     for key in ("model", "config", "schema", "epoch"):
         if key not in ck:
             raise ModelError(f"checkpoint {path} lacks {key!r}")
+    if ck.get("stage", "first") != "first":
+        raise ModelError(f"checkpoint {path} is a {ck['stage']}-stage checkpoint (cephalo train-local), not a "
+                         f"first-stage one")
     return ck

@@ -1,4 +1,6 @@
-"""Training the local stage (:mod:`sdk.local_stage`, :class:`train.local_model.PatchNet`).
+"""Training the local stage (:mod:`sdk.local_stage`, :class:`train.local_model.PatchNet`) with the first stage's
+:class:`train.trainer.Trainer`: :class:`LocalTrainer` overrides its task methods only (data, model, loss,
+validation, checkpoint contents), so both stages share the loop, the schedule, checkpoints, resume and fine-tuning.
 
 Training patches are centred on the true point plus a random displacement that imitates the first stage's errors
 (mostly Gaussian, a share spread evenly over the patch), rotated, scaled and intensity-jittered. Validation uses
@@ -18,16 +20,18 @@ import numpy as np
 import torch
 
 from sdk.decode import gaussian_heatmaps, input_to_heatmap
+from sdk.schemas import Schema
 from sdk.image_io import load_image
 from sdk.preprocess import letterbox_geometry, normalize, pad_pixel
 from sdk.local_stage import FineImage, LocalParams, apply_matrix, cut_patches, fine_image, local_inputs, local_points, \
     patch_matrix
 
-from .checkpoint import read_checkpoint, save_atomic
+from .checkpoint import read_checkpoint
 from .data.augment import AugmentConfig, random_intensity, with_processing
 from .data.readers import Sample
-from .losses import combined_loss
 from .local_model import PatchNet, pick_channel
+from .losses import combined_loss
+from .trainer import Trainer
 
 log = logging.getLogger("cephalo.local_stage")
 
@@ -62,6 +66,28 @@ class LocalConfig:
     bf16: bool = False             # bf16 autocast is ~10x slower than fp32 on this AVX2-only CPU
     aug_processing_p: float = 0.0  # other sites' processing (CLAHE, unsharp mask) on patches, each at this probability
     aug_gamma_max: float = 1.5
+
+    # What the shared Trainer reads from any config: one cosine cycle over the run (no restarts), no loader
+    # workers (patches are cut in memory), all of it every epoch.
+    channels_last = True
+    workers = 0
+    threads = 0
+    max_steps_per_epoch = 0
+
+    @property
+    def t0(self) -> int:
+        return self.epochs
+
+    @property
+    def grad_clip(self) -> float:
+        return self.clip
+
+    @property
+    def amp(self) -> str:
+        return "bf16" if self.bf16 else "off"
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Dict) -> "LocalConfig":
@@ -109,13 +135,19 @@ class PatchDataset(torch.utils.data.Dataset):
                                    px_scale=cfg.factor * cfg.input_size / 384, clahe_tiles=1)
         self.hm = cfg.patch // cfg.stride
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def __len__(self) -> int:
         return len(self.data) * self.k
 
     def __getitem__(self, i: int):
+        # indices >= len come from the Trainer's EpochSampler and carry their epoch (train.data.dataset)
+        n = len(self)
+        epoch, i = (i // n - 1, i % n) if i >= n else (self.epoch, i)
         cfg, d = self.cfg, self.data[i // self.k]
         lm = i % self.k
-        rng = np.random.default_rng([cfg.seed, self.epoch, i])
+        rng = np.random.default_rng([cfg.seed, epoch, i])
         true = d.points[lm]
         in_px = cfg.factor  # fine pixels per first-stage input pixel
         if rng.random() < cfg.shift_uniform_p:
@@ -175,101 +207,104 @@ def init_config(init: Path, **changes) -> LocalConfig:
     return replace(LocalConfig.from_dict(load_local_checkpoint(init)["config"]), **changes)
 
 
+class LocalTrainer(Trainer):
+    """:class:`train.trainer.Trainer` for the local stage: patches around each landmark, the patch model, its own
+    loss on the patch's own channel, and validation through the first stage's real points (``first_val``)."""
+
+    def __init__(self, cfg: LocalConfig, train: Sequence[Sample], val: Sequence[Sample],
+                 first_val: Dict[str, np.ndarray], schema: Schema, run_dir: Path, threads: Optional[int] = None,
+                 data_info: str = "", **kw):
+        self.first_val, self._local_schema = first_val, schema
+        super().__init__(cfg, train, val, run_dir, data_info=data_info, device="cpu", **kw)
+        if threads:
+            torch.set_num_threads(threads)
+
+    def _schema(self) -> Schema:
+        return self._local_schema
+
+    def _setup_task(self, train_samples, cache, cache_dir) -> None:
+        t0 = time.time()
+        self.fine_train, self.fine_val = load_fine(train_samples, self.cfg), load_fine(self.val_samples, self.cfg)
+        log.info("fine images ready in %.0f s: %d train, %d val", time.time() - t0, len(self.fine_train),
+                 len(self.fine_val))
+        self.train_set = PatchDataset(self.fine_train, self.cfg, self.schema.k)
+        self.model = PatchNet(self.schema.k, 1, self.cfg.widths)
+
+    def _loss(self, batch):
+        x, target, lm, pt = batch
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            hm = self.model(x)
+        pred = pick_channel(hm.float(), lm)
+        loss, parts = combined_loss(pred, target, pt[:, None], torch.ones(len(x), 1), self.cfg.sigma,
+                                    self.cfg.focal_weight, self.cfg.coord_weight)
+        return loss, parts, len(x)
+
+    def validate(self) -> Optional[Dict]:
+        return evaluate(self.model, self.fine_val, self.first_val, self.cfg) if self.fine_val else None
+
+    def _val_record(self, val: Dict) -> Dict:
+        rec = {f"val_{k}": v for k, v in val.items()}
+        rec["val_sdr2"] = val["sdr2"]
+        return {**rec, **val}       # the unprefixed keys too, as local-stage histories always had them
+
+    def _task_state(self) -> Dict:
+        return {"config": self.cfg.to_dict(), "schema": self.schema.to_dict(), "k": self.schema.k,
+                "stage": "local"}
+
+    def _load(self, path: Path) -> Dict:
+        return load_local_checkpoint(path)
+
+    def _check_compatible(self, ck: Dict, path: Path, init: bool) -> None:
+        from sdk.errors import ModelError
+
+        saved = LocalConfig.from_dict(ck["config"])
+        keys = ("widths",) if init else ("input_size", "factor", "patch", "stride", "sigma", "widths", "mean", "std")
+        differ = [k for k in keys if getattr(saved, k) != getattr(self.cfg, k)]
+        if differ or ck["k"] != self.schema.k:
+            what = ", ".join(differ) or "landmark count"
+            raise ModelError(f"{path} was trained with other settings ({what}): "
+                             + ("its weights do not fit this run" if init else
+                                "resume with the same ones or use another output folder"))
+
+    def resume(self, path: Path) -> None:
+        ck = load_local_checkpoint(path)
+        if "scheduler" not in ck:      # made before the local stage used this Trainer: no schedule state
+            self._check_compatible(ck, path, init=False)
+            self.model.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["optimizer"])
+            self.epoch, self.history = int(ck["epoch"]), list(ck.get("history", []))
+            self.best_mre, self.init_info = float(ck.get("best_mre_mm", math.inf)), str(ck.get("init", ""))
+            self.sched.step(self.epoch)
+            return
+        super().resume(path)
+
+
 def train_local_stage(train: Sequence[Sample], val: Sequence[Sample], first_val: Dict[str, np.ndarray], k: int,
-                  cfg: LocalConfig, out: Path, threads: Optional[int] = None, data_info: str = "",
-                  stop_after: Optional[int] = None, init: Optional[Path] = None) -> Dict:
+                      cfg: LocalConfig, out: Path, threads: Optional[int] = None, data_info: str = "",
+                      stop_after: Optional[int] = None, init: Optional[Path] = None,
+                      schema: Optional[Schema] = None) -> Dict:
     """Train (or resume) the patch model into ``out``; returns the last epoch's record. ``stop_after``: at most
     this many epochs in this call (the run resumes later). With no ``val`` images it is a final fit on a recipe
-    fixed elsewhere: no validation, no ``best.pt``; ``last.pt`` is the result. ``init``: a local-stage checkpoint
-    whose weights a fresh run starts from (a fine-tune; its config should come from :func:`init_config`)."""
+    fixed elsewhere: no validation; ``last.pt`` (and ``best.pt``, the same epoch) is the result. ``init``: a local-stage checkpoint whose weights a
+    fresh run starts from (a fine-tune; its config should come from :func:`init_config`)."""
+    from sdk.schemas import ISBI19, schema_from_dict
+
+    sch = schema or (ISBI19 if k == ISBI19.k else schema_from_dict({"id": f"k{k}",
+                                                                    "landmarks": [f"p{i}" for i in range(k)]}))
+    if sch.k != k:
+        raise ValueError(f"schema {sch.id} has {sch.k} landmarks, not {k}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(cfg.seed)
-    t0 = time.time()
-    tr, va = load_fine(train, cfg), load_fine(val, cfg)
-    log.info("fine images ready in %.0f s: %d train, %d val", time.time() - t0, len(tr), len(va))
-    ds = PatchDataset(tr, cfg, k)
-    model = PatchNet(k, 1, cfg.widths).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(ds) / cfg.batch_size)
-    total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return cfg.lr * (step + 1) / warm
-        return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-    epoch, best, history, origin = 0, math.inf, [], ""
+    tr = LocalTrainer(cfg, train, val, first_val, sch, out, threads, data_info)
     last = out / "last.pt"
-    if init is not None and not last.is_file():
-        ck = load_local_checkpoint(init)
-        if ck["k"] != k or LocalConfig.from_dict(ck["config"]).widths != cfg.widths:
-            from sdk.errors import ModelError
-
-            raise ModelError(f"{init} has {ck['k']} landmarks and widths {ck['config'].get('widths')}; this run "
-                             f"needs {k} and {cfg.widths}")
-        model.load_state_dict(ck["model"])
-        origin = f"{Path(init).resolve()} (epoch {ck['epoch']}; {ck.get('data', '')})"
-        log.info("starting from %s", origin)
     if last.is_file():
-        ck = load_local_checkpoint(last)
-        saved = LocalConfig.from_dict(ck["config"])
-        differ = [k for k in ("input_size", "factor", "patch", "stride", "sigma", "widths", "mean", "std")
-                  if getattr(saved, k) != getattr(cfg, k)]
-        if differ or ck["k"] != k:
-            from sdk.errors import ModelError
-
-            raise ModelError(f"{last} was trained with other settings ({', '.join(differ) or 'landmark count'}): "
-                             f"resume with the same ones or use another output folder")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        epoch, best, history, origin = ck["epoch"], ck["best_mre_mm"], ck["history"], ck.get("init", "")
+        tr.resume(last)
         if init is not None:
             log.info("resuming %s: the init weights were applied when the run started, not again", last)
-        log.info("resumed %s at epoch %d%s", last, epoch, f" (best val {best:.3f} mm)" if math.isfinite(best) else "")
-    stop = cfg.epochs if stop_after is None else min(cfg.epochs, epoch + stop_after)
-    while epoch < stop:
-        model.train()
-        ds.epoch = epoch
-        g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, sampler=torch.randperm(len(ds), generator=g).tolist(),
-                                             num_workers=0, drop_last=True)
-        t, tot, n = time.time(), 0.0, 0
-        for step, (x, target, lm, pt) in enumerate(loader):
-            for grp in opt.param_groups:
-                grp["lr"] = lr_at(epoch * steps_per_epoch + step)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                hm = model(x)
-            pred = pick_channel(hm.float(), lm)
-            loss, _ = combined_loss(pred, target, pt[:, None], torch.ones(len(x), 1), cfg.sigma,
-                                    cfg.focal_weight, cfg.coord_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            tot, n = tot + float(loss.detach()), n + 1
-        epoch += 1
-        rec = {"epoch": epoch, "loss": tot / max(n, 1), "seconds": round(time.time() - t, 1)}
-        if va:
-            rec.update(evaluate(model, va, first_val, cfg))
-        history.append(rec)
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "config": asdict(cfg),
-                 "k": k, "history": history, "best_mre_mm": min(best, rec.get("mre_mm", math.inf)),
-                 "data": data_info, "init": origin}
-        if va and rec["mre_mm"] < best:
-            best = rec["mre_mm"]
-            save_atomic(state, out / "best.pt")
-        save_atomic(state, last)
-        if va:
-            log.info("epoch %d loss %.4f %.0fs val first-stage %.3f mm -> refined %.3f mm (no prior %.3f; SDR@2 "
-                     "%.1f -> %.1f%%)", epoch, rec["loss"], rec["seconds"], rec["first_mre_mm"], rec["mre_mm"],
-                     rec["raw_mre_mm"], rec["first_sdr2"], rec["sdr2"])
-        else:
-            log.info("epoch %d loss %.4f %.0fs (final fit: no validation)", epoch, rec["loss"], rec["seconds"])
-    return history[-1] if history else {}
+    elif init is not None:
+        log.info("starting from %s", tr.init_from(init))
+    tr.fit(progress=False, stop_after=stop_after)
+    return tr.history[-1] if tr.history else {}
 
 
 def model_from_local_checkpoint(ck: Dict) -> PatchNet:
@@ -286,6 +321,7 @@ def load_local_checkpoint(path: Path) -> Dict:
     from sdk.errors import ModelError
 
     ck = read_checkpoint(path, "local-stage checkpoint")
-    if not isinstance(ck, dict) or not {"model", "config", "k", "epoch"} <= set(ck) or "patch" not in ck["config"]:
+    if not isinstance(ck, dict) or not {"model", "config", "k", "epoch"} <= set(ck) or "patch" not in ck["config"] \
+            or ck.get("stage", "local") != "local":
         raise ModelError(f"{path} is not a local-stage checkpoint (made by 'cephalo train-local')")
     return ck

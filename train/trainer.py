@@ -1,5 +1,11 @@
-"""The training loop: AdamW, CosineAnnealingWarmRestarts, gradient clipping, bf16 autocast + channels_last on CPU,
-an atomic checkpoint every epoch, resume, and the best checkpoint by validation MRE."""
+"""The training loop of both stages: AdamW, CosineAnnealingWarmRestarts with a linear warm-up, gradient clipping,
+bf16 autocast + channels_last on CPU, an atomic checkpoint every epoch, resume, fine-tuning from another run, and
+the best checkpoint by validation MRE.
+
+:class:`Trainer` trains the first stage (whole images -> heatmaps). What differs for another task (the local
+stage, :class:`train.local_stage.LocalTrainer`) is in a few methods it overrides: ``_setup_task`` (data and model),
+``_loss`` (one batch), ``validate`` / ``_val_record``, ``_task_state`` and ``_check_compatible``; the loop, the
+schedule, checkpoints, resume and deadlines are this class's, for both."""
 from __future__ import annotations
 
 import json
@@ -12,7 +18,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -90,7 +96,7 @@ class Trainer:
                  cache=None, checkpoint_every_s: float = 0.0, clock: Callable[[], float] = time.perf_counter):
         self.cfg = cfg
         self.clock = clock      # seconds; every time-based decision reads it (tests pass a fake one)
-        self.schema: Schema = get_schema(cfg.schema)
+        self.schema: Schema = self._schema()
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -99,31 +105,14 @@ class Trainer:
         else:
             torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
         torch.manual_seed(cfg.seed)
-        for s in list(train_samples) + list(val_samples):
-            if s.points.shape != (self.schema.k, 2):
-                raise ValueError(f"sample {s.id} has {s.points.shape[0]} points, schema {self.schema.id} has "
-                                 f"{self.schema.k}")
-        if cache is None and cache_dir is None:
-            raise ValueError("give cache_dir or cache")
-        self.cache = cache if cache is not None else ImageCache(cache_dir, cfg.preprocessing)
-        if self.cache.key != cfg.preprocessing.key:
-            raise ValueError(f"the images given were resized by {self.cache.key}; the config needs "
-                             f"{cfg.preprocessing.key}")
         self.checkpoint_every_s = float(checkpoint_every_s)
         self._last_save = -math.inf
         self._best_weights: Optional[Dict] = None   # best model weights (CPU copy) not yet written
         self.data_info = data_info
         self.init_info = ""      # where the starting weights came from (--init), kept across resumes
-        common = dict(stride=cfg.heatmap_stride, sigma=cfg.sigma, pre=cfg.preprocessing)
-        self.eval_kw = common
-        if not 0 < cfg.aug_scale_min <= cfg.aug_scale_max:
-            raise ValueError(f"augmentation scale range {cfg.aug_scale_min}..{cfg.aug_scale_max} is not 0 < min <= max")
-        aug = (with_processing(AugmentConfig(hflip_p=cfg.hflip_p, scale=(cfg.aug_scale_min, cfg.aug_scale_max)),
-                               cfg.aug_processing_p, cfg.aug_gamma_max, px_scale=cfg.input_size / 384)
-               if cfg.augment else None)
-        self.train_set = LandmarkDataset(list(train_samples), self.cache, augment=aug, seed=cfg.seed, **common)
         self.val_samples = list(val_samples)
-        self.model = build_model(cfg, self.schema.k).to(self.device)
+        self._setup_task(list(train_samples), cache, cache_dir)     # self.train_set, self.model
+        self.model = self.model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -136,6 +125,70 @@ class Trainer:
         self.sampler = EpochSampler(len(self.train_set), cfg.seed)
         self._loader: Optional[DataLoader] = None
         self._sigchld = None            # SIGCHLD disposition to restore when the loader's workers stop
+
+    # -- the task: what the first stage trains on and how (overridden by other tasks) --------------------------------
+    def _schema(self) -> Schema:
+        return get_schema(self.cfg.schema)
+
+    def _setup_task(self, train_samples: List[Sample], cache, cache_dir: Optional[Path]) -> None:
+        """``self.train_set`` (a dataset with ``set_epoch``) and ``self.model`` for this task."""
+        cfg = self.cfg
+        for s in train_samples + self.val_samples:
+            if s.points.shape != (self.schema.k, 2):
+                raise ValueError(f"sample {s.id} has {s.points.shape[0]} points, schema {self.schema.id} has "
+                                 f"{self.schema.k}")
+        if cache is None and cache_dir is None:
+            raise ValueError("give cache_dir or cache")
+        self.cache = cache if cache is not None else ImageCache(cache_dir, cfg.preprocessing)
+        if self.cache.key != cfg.preprocessing.key:
+            raise ValueError(f"the images given were resized by {self.cache.key}; the config needs "
+                             f"{cfg.preprocessing.key}")
+        self.eval_kw = dict(stride=cfg.heatmap_stride, sigma=cfg.sigma, pre=cfg.preprocessing)
+        if not 0 < cfg.aug_scale_min <= cfg.aug_scale_max:
+            raise ValueError(f"augmentation scale range {cfg.aug_scale_min}..{cfg.aug_scale_max} is not 0 < min <= max")
+        aug = (with_processing(AugmentConfig(hflip_p=cfg.hflip_p, scale=(cfg.aug_scale_min, cfg.aug_scale_max)),
+                               cfg.aug_processing_p, cfg.aug_gamma_max, px_scale=cfg.input_size / 384)
+               if cfg.augment else None)
+        self.train_set = LandmarkDataset(train_samples, self.cache, augment=aug, seed=cfg.seed, **self.eval_kw)
+        self.model = build_model(cfg, self.schema.k)
+
+    def _loss(self, batch) -> Tuple[torch.Tensor, Dict[str, float], int]:
+        """(loss, its parts, images) of one training batch."""
+        cfg = self.cfg
+        x = batch["image"].to(self.device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target = batch["heatmaps"].to(self.device, non_blocking=True)
+        txy = torch.as_tensor(input_to_heatmap(batch["points"].numpy(), cfg.heatmap_stride),
+                              dtype=torch.float32, device=self.device)
+        vis = batch["visible"].to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            pred = self.model(x)
+        loss, parts = combined_loss(pred, target, txy, vis, cfg.sigma, cfg.focal_weight, cfg.coord_weight,
+                                    cfg.softargmax_beta)
+        return loss, parts, len(x)
+
+    def _val_record(self, val: Dict) -> Dict:
+        """The history fields of one validation (``val_mre_mm`` and ``val_sdr2`` always)."""
+        return dict(val_mre_mm=val["mre_mm"], val_sdr2=val["sdr"]["2mm"], val_mre_input_px=val["mre_input_px"])
+
+    def _task_state(self) -> Dict:
+        """What a checkpoint of this task holds beside the weights, optimizer, schedule and history."""
+        return {"config": self.cfg.to_dict(), "schema": self.schema.to_dict(), "stage": "first"}
+
+    def _check_compatible(self, ck: Dict, path: Path, init: bool) -> None:
+        """Refuse a checkpoint this run cannot resume from (``init``: or start from)."""
+        if ck["schema"] != self.schema.to_dict():
+            raise ModelError(f"checkpoint {path} is for schema {ck['schema'].get('id')!r}, not {self.schema.id!r}")
+        if init:
+            src = TrainConfig.from_dict(ck["config"])
+            for key in ("backbone", "heatmap_stride", "channels"):
+                if getattr(src, key) != getattr(self.cfg, key):
+                    raise ModelError(f"checkpoint {path} has {key}={getattr(src, key)!r}; this run has "
+                                     f"{key}={getattr(self.cfg, key)!r}")
+
+    def _load(self, path: Path) -> Dict:
+        return load_checkpoint(path)
 
     @property
     def loader(self) -> DataLoader:
@@ -157,9 +210,9 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def state(self, weights_only: bool = False) -> Dict:
         """The checkpoint dict; ``weights_only`` leaves out the optimizer and scheduler (``best.pt``)."""
-        st = {"format": FORMAT, "model": self.model.state_dict(), "epoch": self.epoch, "config": self.cfg.to_dict(),
-              "schema": self.schema.to_dict(), "best_mre_mm": self.best_mre, "history": self.history,
-              "data": self.data_info, "init": self.init_info, "torch": str(torch.__version__)}
+        st = {"format": FORMAT, "model": self.model.state_dict(), "epoch": self.epoch, **self._task_state(),
+              "best_mre_mm": self.best_mre, "history": self.history, "data": self.data_info,
+              "init": self.init_info, "torch": str(torch.__version__)}
         if not weights_only:
             st.update(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict())
         return st
@@ -177,13 +230,9 @@ class Trainer:
         save_atomic(self.state(), self.run_dir / "last.pt")
         self._last_save = self.clock()
 
-    def _check_schema(self, ck: Dict, path: Path) -> None:
-        if ck["schema"] != self.schema.to_dict():
-            raise ModelError(f"checkpoint {path} is for schema {ck['schema'].get('id')!r}, not {self.schema.id!r}")
-
     def resume(self, path: Path) -> None:
-        ck = load_checkpoint(path)
-        self._check_schema(ck, path)
+        ck = self._load(path)
+        self._check_compatible(ck, path, init=False)
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
@@ -197,13 +246,8 @@ class Trainer:
         """Start from another run's weights (fine-tuning: the bundled model on a clinic's own images, or on more
         data). The optimizer and schedule start fresh; the architecture and schema must match. Returns a line
         naming the source, kept in the checkpoints' ``init``."""
-        ck = load_checkpoint(path)
-        self._check_schema(ck, path)
-        src = TrainConfig.from_dict(ck["config"])
-        for key in ("backbone", "heatmap_stride", "channels"):
-            if getattr(src, key) != getattr(self.cfg, key):
-                raise ModelError(f"checkpoint {path} has {key}={getattr(src, key)!r}; this run has "
-                                 f"{key}={getattr(self.cfg, key)!r}")
+        ck = self._load(path)
+        self._check_compatible(ck, path, init=True)
         try:
             self.model.load_state_dict(ck["model"])
         except RuntimeError as e:
@@ -233,17 +277,7 @@ class Trainer:
         for step, batch in enumerate(loader):
             if step >= n_steps:
                 break
-            x = batch["image"].to(self.device, non_blocking=True)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            target = batch["heatmaps"].to(self.device, non_blocking=True)
-            txy = torch.as_tensor(input_to_heatmap(batch["points"].numpy(), cfg.heatmap_stride),
-                                  dtype=torch.float32, device=self.device)
-            vis = batch["visible"].to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                pred = self.model(x)
-            loss, parts = combined_loss(pred, target, txy, vis, cfg.sigma, cfg.focal_weight, cfg.coord_weight,
-                                        cfg.softargmax_beta)
+            loss, parts, n_batch = self._loss(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {float(loss)} at epoch {self.epoch + 1} step {step}")
             self.opt.zero_grad(set_to_none=True)
@@ -253,8 +287,8 @@ class Trainer:
             self.opt.step()
             parts["loss"] = float(loss.detach())
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v * len(x)
-            n_img += len(x)
+                sums[k] = sums.get(k, 0.0) + v * n_batch
+            n_img += n_batch
             bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{self.opt.param_groups[0]['lr']:.2e}")
             bar.update(1)
         bar.close()
@@ -348,7 +382,7 @@ class Trainer:
             rec = {"epoch": self.epoch, "lr": self.opt.param_groups[0]["lr"], "epoch_sec": tr["epoch_sec"],
                    **{f"train_{k}": v for k, v in tr.items() if k != "epoch_sec"}}
             if val is not None:
-                rec.update(val_mre_mm=val["mre_mm"], val_sdr2=val["sdr"]["2mm"], val_mre_input_px=val["mre_input_px"])
+                rec.update(self._val_record(val))
             self.history.append(rec)
             improved = val is not None and val["mre_mm"] < self.best_mre
             if improved:
@@ -362,7 +396,7 @@ class Trainer:
             done = self.epoch - first
             eta = (self.clock() - started) / done * (target - self.epoch)
             msg = (f"epoch {self.epoch}/{self.cfg.epochs} loss {tr['loss']:.4f} ({tr['sec_per_img']:.3f} s/img)"
-                   + (f" val MRE {val['mre_mm']:.3f} mm SDR@2mm {val['sdr']['2mm']:.1f}%" if val else "")
+                   + (f" val MRE {rec['val_mre_mm']:.3f} mm SDR@2mm {rec['val_sdr2']:.1f}%" if val else "")
                    + (" *best*" if improved else "") + f" ETA {eta / 3600:.2f} h")
             if progress:
                 tqdm.write(msg)      # above the bar; logging it as well printed every line twice

@@ -254,3 +254,118 @@ def test_dicom_spacing_tags_by_value(tags, spacing, note):
         assert notes[0] == note
         assert (notes[-1] == "no pixel spacing from the file: pass spacing= (--spacing) for millimetres") == \
             (spacing is None)
+
+
+def test_prepare_wires_decode_reduction_keep_and_every_field(tmp_path):
+    import cv2
+
+    from sdk.preprocess import prepare, preprocess
+
+    g = (np.indices((1200, 968)).sum(axis=0) % 256).astype(np.uint8)
+    data = cv2.imencode(".jpg", g, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    pre = Preprocessing((128, 128), pad_value=0.5)
+    assert pre.prepare(data)[2].reduction == 4                      # large enough for 1/4 at the 2x margin
+    assert pre.prepare(data, keep=3.0)[2].reduction == 2            # a finer scale kept (the local stage's)
+    assert pre.prepare(data, fast_decode=False)[2].reduction == 1
+    x, lb, loaded = prepare(data, (128, 128), 0.5, 0.25, 0.5)     # the free function: same defaults and fields
+    assert loaded.reduction == 4 and np.array_equal(x, pre.prepare(data)[0])
+    assert lb.pad_left > 0 and np.isclose(x[0, 0, 0], (128 / 255 - 0.5) / 0.25, atol=1e-6)   # the pad value
+    assert prepare(data, (128, 128), 0.5, 0.25, 0.5, keep=3.0)[2].reduction == 2
+    small = loaded.gray
+    a, lb_a = preprocess(small, (128, 128), 0.5, 0.25, 0.0, src_hw=loaded.full_hw, reduction=4)
+    assert a.shape == (1, 128, 128) and (lb_a.src_h, lb_a.src_w) == (1200, 968)
+
+
+def test_shrinking_averages_pixels_and_channels_repeat():
+    checker = (np.indices((400, 400)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    small = resize_for_letterbox(checker, letterbox_geometry((400, 400), (100, 100)), 1)
+    assert np.abs(small.astype(int) - 128).max() <= 1                  # area averaging, not a sampled checkerboard
+    assert normalize(np.zeros((2, 2), np.uint8), 0.0, 1.0, 2).shape == (2, 2, 2)
+
+
+def test_ahead_and_convexity_do_not_depend_on_the_line_direction():
+    from sdk.measurements import _ahead
+
+    a, b, p = np.array([0.0, 0.0]), np.array([10.0, 100.0]), np.array([30.0, 50.0])
+    assert _ahead(p, a, b) == pytest.approx(_ahead(p, b, a)) and _ahead(p, a, b) > 0
+    q = {"nasion": np.array([0.0, 0.0]), "pogonion": np.array([0.0, 100.0]), "subspinale": np.array([0.5, 50.0])}
+    assert measure(q)["Angle of convexity"]["value"] > 0                 # half a pixel ahead is ahead
+
+
+def test_profile_direction_with_a_vertical_offset_and_values_rounded_to_3_places():
+    from test_measurements import skull
+
+    p = {k: v + np.array([300.0, 50.0]) for k, v in skull(overjet_px=30.0).items()}
+    m = measure(p, spacing=0.1)
+    assert m["MW"]["value"] == pytest.approx(3.0, abs=1e-3)              # facing right: not mirrored
+    assert all(round(e["value"], 3) == e["value"] for e in m.values())
+    with pytest.raises(ValueError, match="choose from isbi2015, steiner, downs, tweed, mcnamara, ricketts"):
+        measure(p, analyses=["nope"])
+
+
+def test_targets_stop_at_the_map_edge_and_the_default_decoder_is_dark():
+    from sdk.decode import decode_to_image
+
+    t = gaussian_heatmaps(np.array([[8.2, 2.0], [3.0, -1.0], [3.0, 6.3]]), (6, 8), 1.5)
+    assert not t.any()                           # just past the right, top and bottom edges: no target
+    hm = _rotated_peak((16, 16), (7.3, 8.6), 1.5, 1.5, 0.0)
+    lb = letterbox_geometry((64, 64), (64, 64))
+    xy, _ = decode_to_image(hm[None], lb, 4, 1.5)
+    assert xy[0] == pytest.approx([(7.3 + 0.5) * 4 - 0.5, (8.6 + 0.5) * 4 - 0.5], abs=0.2)
+
+
+def test_dark_keeps_the_argmax_at_a_dip_and_clips_steps_both_ways():
+    yy, xx = np.mgrid[0:21, 0:21]
+    ring = 0.8 * np.exp(-0.5 * ((np.hypot(xx - 10, yy - 10) - 3.0) / 0.8) ** 2).astype(np.float32)
+    ring[10, 10] = 1.0                           # the argmax sits in the middle of a brighter ring: a dip
+    xy, _ = decode_heatmaps(ring[None], sigma=1.5)
+    assert xy[0].tolist() == [10.0, 10.0]
+    hm = 0.9 * _rotated_peak((20, 40), (14.0, 10.0), 4.0, 4.0, 0.0)
+    hm[10, 20] = 1.0                             # the hill on the left this time
+    xy, _ = decode_heatmaps(hm[None], sigma=1.5)
+    assert xy[0, 0] == pytest.approx(18.5, abs=1e-9)
+
+
+def test_dicom_errors_rgb_window_and_a_malformed_spacing_tag(monkeypatch):
+    import sys
+
+    from sdk.dicom import read_dicom
+
+    with pytest.raises(ImageError, match=r"DICOM bad.dcm: cannot decode its pixels"):
+        read_dicom(b"DICM" + b"\0" * 200, "bad.dcm")
+    px = np.tile(np.linspace(0, 4000, 40), (32, 1)).astype(np.uint16)
+    windowed, _, _ = read_dicom(_dicom_bytes(px, WindowCenter=1000, WindowWidth=500), "w.dcm")
+    plain, _, _ = read_dicom(_dicom_bytes(px), "p.dcm")
+    # the VOI window (1000 +- 250) was applied: everything above it saturates, where the plain stretch had one
+    assert windowed[0, 0] == 0 and (windowed[0] == 65535).sum() > 20 and (plain[0] == 65535).sum() == 1
+    _, s, notes = read_dicom(_dicom_bytes(px, ImagerPixelSpacing=[0.1], PixelSpacing=[0.2, 0.2]), "m.dcm")
+    assert s == pytest.approx(0.2) and notes[0].startswith("DICOM ImagerPixelSpacing") and "pair" in notes[0]
+    monkeypatch.setitem(sys.modules, "pydicom", None)
+    with pytest.raises(ImageError, match="image x.dcm is DICOM; install the 'dicom' extra"):
+        read_dicom(b"", "x.dcm")
+
+
+def test_dicom_colour_pixels_are_not_taken_for_frames():
+    pytest.importorskip("pydicom")
+    import io
+
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from sdk.dicom import read_dicom
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("rgb.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    rgb = np.zeros((16, 20, 3), np.uint8)
+    rgb[..., 0] = np.arange(20, dtype=np.uint8)[None, :] * 10
+    ds.Rows, ds.Columns = 16, 20
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = rgb.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    got, _, _ = read_dicom(buf.getvalue(), "rgb.dcm")
+    assert got.shape == (16, 20, 3)

@@ -248,14 +248,9 @@ def bench_pipeline(model: Optional[Path], images: List[Path], out: Path, threads
     cfg = {"model": str(model) if model else None, "threads": threads, "images": [str(p) for p in images],
            "warmup": 2 if quick else 5, "runs": 8 if quick else 30,
            "eval": {"data": str(eval_data), "split": eval_split, "n": eval_n} if eval_data else None}
-    ctx = mp.get_context("spawn")
     rows = []
     for b in backends:
-        q = ctx.Queue()
-        p = ctx.Process(target=_pipeline_child, args=(b, cfg, q))
-        p.start()
-        rows.append(q.get())
-        p.join()
+        rows.append(_in_own_process(_pipeline_child, b, cfg))
         if "error" not in rows[-1]:
             rows[-1]["cold_start_s"] = cold_start_s(b, cfg["model"], images[0], 1 if quick else 3)
         click.echo(f"  {b}: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
@@ -335,6 +330,17 @@ def int8_peak_gops(threads: int) -> float:
     return 2 * macs / (ms / 1000) / 1e9
 
 
+def _in_own_process(target, key, cfg) -> Dict:
+    """``target(key, cfg, queue)`` in a fresh process (its load time and peak memory are its own); its row."""
+    ctx = mp.get_context("spawn")  # the same on Windows, macOS and Linux
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(key, cfg, q))
+    p.start()
+    row = q.get()
+    p.join()
+    return row
+
+
 def _child(key, cfg, q):
     try:
         q.put(run_row(key, cfg))
@@ -348,14 +354,9 @@ def bench(checkpoint: Path, models_dir: Path, images: List[Path], out: Path, thr
     cfg = {"checkpoint": str(checkpoint), "models_dir": str(models_dir), "stem": stem, "threads": threads,
            "images": [str(p) for p in images], "warmup": 2 if quick else 5, "runs": 8 if quick else 30,
            "batch": batch, "eval": {"data": str(eval_data), "split": eval_split, "n": eval_n} if eval_data else None}
-    ctx = mp.get_context("spawn")  # the same on Windows, macOS and Linux
     rows = []
     for key in backends:
-        q = ctx.Queue()
-        p = ctx.Process(target=_child, args=(key, cfg, q))
-        p.start()
-        rows.append(q.get())
-        p.join()
+        rows.append(_in_own_process(_child, key, cfg))
         click.echo(f"  {key}: " + json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items()
                                               if k not in ("key", "label")}))
     gmac = conv_macs(checkpoint)

@@ -5,6 +5,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import List, Optional
 
 import click
 
@@ -412,13 +413,9 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
 
     from .run import collect_inputs, exit_code, run_images
 
-    from sdk.measurements import ANALYSES
-
     if (overlay or write_csv or skip_done) and out_dir is None:
         raise click.UsageError("--overlay, --csv and --skip-done need --out (a folder for the files)")
-    analyses = None if analysis is None else [a.strip() for a in analysis.split(",") if a.strip()]
-    if analyses is not None and (not analyses or set(analyses) - set(ANALYSES)):
-        raise click.UsageError(f"--analysis {analysis!r}: choose from {', '.join(ANALYSES)}")
+    analyses = _analyses(analysis)
     try:
         if spacing is not None:
             spacing = check_spacing(spacing, "--spacing")
@@ -479,7 +476,6 @@ def archive(inputs, out_dir, address, workers, threads, fmt, model, backend, spa
     (s3://, gs://, ...). Needs the ray extra (pip install ".[ray]"). Exit code as cephalo predict."""
     import sys
 
-    from sdk.measurements import ANALYSES
     from sdk.spacing import check_spacing
 
     from .run import exit_code
@@ -488,9 +484,7 @@ def archive(inputs, out_dir, address, workers, threads, fmt, model, backend, spa
         import ray  # noqa: F401
     except ImportError:
         _fail(CephaloError('cephalo archive needs Ray: pip install ".[ray]"'))
-    analyses = None if analysis is None else [a.strip() for a in analysis.split(",") if a.strip()]
-    if analyses is not None and (not analyses or set(analyses) - set(ANALYSES)):
-        raise click.UsageError(f"--analysis {analysis!r}: choose from {', '.join(ANALYSES)}")
+    analyses = _analyses(analysis)
     from .archive import list_inputs, run_archive
 
     try:
@@ -508,6 +502,18 @@ def archive(inputs, out_dir, address, workers, threads, fmt, model, backend, spa
                f"{counts['flagged']} flagged, {counts['failed']} failed, {counts['skipped']} skipped (done before) "
                f"-> {out_dir}", err=True)
     sys.exit(exit_code(counts))
+
+
+def _analyses(analysis: Optional[str]) -> Optional[List[str]]:
+    """--analysis: comma-separated names of sdk.measurements.ANALYSES (None: all); a usage error otherwise."""
+    from sdk.measurements import ANALYSES
+
+    if analysis is None:
+        return None
+    names = [a.strip() for a in analysis.split(",") if a.strip()]
+    if not names or set(names) - set(ANALYSES):
+        raise click.UsageError(f"--analysis {analysis!r}: choose from {', '.join(ANALYSES)}")
+    return names
 
 
 class _NoBar:

@@ -75,6 +75,36 @@ def tiny_local(tmp_path_factory, fixture_samples, tiny_onnx):
     return {"run": run, "history": hist, **files}
 
 
+def dicom_bytes(px, photometric="MONOCHROME2", **tags) -> bytes:
+    """A DICOM file's bytes holding ``px`` (uint16 (H, W); (frames, H, W) for several frames) and the given tags
+    (``ImagerPixelSpacing=[0.1, 0.1]``, ``WindowCenter=...``). Skips the test without pydicom."""
+    import io
+
+    import numpy as np
+
+    pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    px = np.asarray(px, np.uint16)
+    if px.ndim == 3:
+        ds.NumberOfFrames = px.shape[0]
+    ds.Rows, ds.Columns = px.shape[-2:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    ds.PixelData = px.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 _MODEL_FIXTURES = {"tiny_run", "tiny_onnx", "tiny_local", "det"}
 
 

@@ -14,29 +14,13 @@ from sdk.errors import CephaloError
 from sdk.image_io import LoadedImage, load_image
 from sdk.preprocess import preprocess
 
-from conftest import ISBI_FIX
+from conftest import ISBI_FIX, dicom_bytes
 
 CASES = 2400          # >= 2,000 mutated files; ~15 s on the project's 2-core VM
 
 
 def _dicom_bytes(px: np.ndarray) -> bytes:
-    pytest.importorskip("pydicom")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.Rows, ds.Columns = px.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.ImagerPixelSpacing = [0.1, 0.1]
-    ds.PixelData = px.astype(np.uint16).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return dicom_bytes(px, ImagerPixelSpacing=[0.1, 0.1])
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from sdk.errors import CephaloError, ImageError
 from sdk.measurements import angle_at, isbi_mw_class, line_angle, measure
 from sdk.preprocess import Letterbox, Preprocessing, letterbox_geometry, normalize, pad_pixel, resize_for_letterbox
 
+from conftest import dicom_bytes
+
 
 @pytest.mark.parametrize("src,dst,want", [
     ((2400, 1935), (320, 320), Letterbox(2400, 1935, 320, 320, 320, 258, 0, 31)),
@@ -193,46 +195,19 @@ def test_unavailable_names_what_is_missing_exactly():
     assert "MW" not in unavailable(ISBI19) and "MW" not in unavailable(ISBI19, spacing=0.1)
 
 
-def _dicom_bytes(px, photometric="MONOCHROME2", **tags):
-    """A DICOM file's bytes holding ``px`` (uint16; (frames, H, W) for several frames) and the given tags."""
-    import io
-
-    pytest.importorskip("pydicom")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    px = np.asarray(px, np.uint16)
-    if px.ndim == 3:
-        ds.NumberOfFrames = px.shape[0]
-    ds.Rows, ds.Columns = px.shape[-2:]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for k, v in tags.items():
-        setattr(ds, k, v)
-    ds.PixelData = px.tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
 def test_dicom_pixels_are_stretched_to_16_bits_exactly():
     from sdk.dicom import read_dicom
 
     px = np.tile(np.linspace(100, 4000, 40), (32, 1)).astype(np.uint16)
-    got, spacing, notes = read_dicom(_dicom_bytes(px), "a.dcm")
+    got, spacing, notes = read_dicom(dicom_bytes(px), "a.dcm")
     want = np.rint((px.astype(np.float64) - 100) * (65535.0 / 3900)).astype(np.uint16)
     assert got.dtype == np.uint16 and np.array_equal(got, want) and spacing is None and notes == ()
-    inv, _, _ = read_dicom(_dicom_bytes(px, "MONOCHROME1"), "b.dcm")          # high values are dark
+    inv, _, _ = read_dicom(dicom_bytes(px, "MONOCHROME1"), "b.dcm")          # high values are dark
     assert np.array_equal(inv, 65535 - want)
-    flat, _, _ = read_dicom(_dicom_bytes(np.full((8, 8), 700)), "c.dcm")
+    flat, _, _ = read_dicom(dicom_bytes(np.full((8, 8), 700)), "c.dcm")
     assert flat.dtype == np.uint16 and not flat.any()                          # no contrast: all black
     frames = np.stack([px, px[:, ::-1]])
-    first, _, _ = read_dicom(_dicom_bytes(frames), "d.dcm")
+    first, _, _ = read_dicom(dicom_bytes(frames), "d.dcm")
     assert np.array_equal(first, want)                                          # multi-frame: the first
 
 
@@ -246,7 +221,7 @@ def test_dicom_pixels_are_stretched_to_16_bits_exactly():
 def test_dicom_spacing_tags_by_value(tags, spacing, note):
     from sdk.dicom import read_dicom
 
-    _, got, notes = read_dicom(_dicom_bytes(np.arange(64).reshape(8, 8), **tags), "s.dcm")
+    _, got, notes = read_dicom(dicom_bytes(np.arange(64).reshape(8, 8), **tags), "s.dcm")
     assert got == (pytest.approx(spacing) if spacing is not None else None)
     if note is None:
         assert notes == ()
@@ -334,11 +309,11 @@ def test_dicom_errors_rgb_window_and_a_malformed_spacing_tag(monkeypatch):
     with pytest.raises(ImageError, match=r"DICOM bad.dcm: cannot decode its pixels"):
         read_dicom(b"DICM" + b"\0" * 200, "bad.dcm")
     px = np.tile(np.linspace(0, 4000, 40), (32, 1)).astype(np.uint16)
-    windowed, _, _ = read_dicom(_dicom_bytes(px, WindowCenter=1000, WindowWidth=500), "w.dcm")
-    plain, _, _ = read_dicom(_dicom_bytes(px), "p.dcm")
+    windowed, _, _ = read_dicom(dicom_bytes(px, WindowCenter=1000, WindowWidth=500), "w.dcm")
+    plain, _, _ = read_dicom(dicom_bytes(px), "p.dcm")
     # the VOI window (1000 +- 250) was applied: everything above it saturates, where the plain stretch had one
     assert windowed[0, 0] == 0 and (windowed[0] == 65535).sum() > 20 and (plain[0] == 65535).sum() == 1
-    _, s, notes = read_dicom(_dicom_bytes(px, ImagerPixelSpacing=[0.1], PixelSpacing=[0.2, 0.2]), "m.dcm")
+    _, s, notes = read_dicom(dicom_bytes(px, ImagerPixelSpacing=[0.1], PixelSpacing=[0.2, 0.2]), "m.dcm")
     assert s == pytest.approx(0.2) and notes[0].startswith("DICOM ImagerPixelSpacing") and "pair" in notes[0]
     monkeypatch.setitem(sys.modules, "pydicom", None)
     with pytest.raises(ImageError, match="image x.dcm is DICOM; install the 'dicom' extra"):

@@ -10,7 +10,7 @@ import pytest
 
 from sdk import Detector
 
-from conftest import ISBI_FIX
+from conftest import ISBI_FIX, dicom_bytes
 
 IMGS = sorted((ISBI_FIX / "images").glob("*.jpg"))
 
@@ -45,25 +45,10 @@ def test_many_threads_at_once_give_the_single_call_points(tiny_onnx, tiny_local,
 def test_dicom_spacing_through_the_detector_prefers_the_imager_tag(tiny_onnx, tmp_path):
     """Both tags present and different: the Detector's mm use ImagerPixelSpacing (the detector plane, what a
     cephalostat's ruler-free calibration gives), not PixelSpacing."""
-    pytest.importorskip("pydicom")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     from sdk.image_io import load_image
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(tmp_path / "c.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-    px = (load_image(IMGS[0]).gray.astype(np.uint16) * 16)
-    ds.Rows, ds.Columns = px.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.ImagerPixelSpacing = [0.4, 0.4]
-    ds.PixelSpacing = [0.3, 0.3]
-    ds.PixelData = px.tobytes()
-    ds.save_as(str(tmp_path / "c.dcm"), enforce_file_format=True)
+    px = load_image(IMGS[0]).gray.astype(np.uint16) * 16
+    (tmp_path / "c.dcm").write_bytes(dicom_bytes(px, ImagerPixelSpacing=[0.4, 0.4], PixelSpacing=[0.3, 0.3]))
     det = Detector(tiny_onnx["onnx"], backend="onnxruntime")
     res = det(tmp_path / "c.dcm")
     assert res.spacing == pytest.approx(0.4) and res.spacing_source == "dicom"

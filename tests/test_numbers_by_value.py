@@ -344,3 +344,28 @@ def test_dicom_colour_pixels_are_not_taken_for_frames():
     ds.save_as(buf, enforce_file_format=True)
     got, _, _ = read_dicom(buf.getvalue(), "rgb.dcm")
     assert got.shape == (16, 20, 3)
+
+
+def test_resize_rule_is_area_when_shrinking_and_linear_when_enlarging():
+    import cv2
+
+    rng = np.random.default_rng(3)
+    g = rng.integers(0, 256, (400, 400), dtype=np.uint8)
+    small = resize_for_letterbox(g, letterbox_geometry((400, 400), (100, 100)), 1)
+    block = g.reshape(100, 4, 100, 4).astype(np.float64).mean(axis=(1, 3))
+    assert np.abs(small.astype(np.float64) - block).max() <= 0.5001      # 4x4 block means: area averaging
+    wide = rng.integers(0, 256, (50, 200), dtype=np.uint8)
+    lb = letterbox_geometry((50, 200), (256, 256))
+    assert np.array_equal(resize_for_letterbox(wide, lb, 1),
+                          cv2.resize(wide, (lb.new_w, lb.new_h), interpolation=cv2.INTER_LINEAR))
+
+
+def test_line_angle_and_signed_distance_off_the_axes():
+    from sdk.measurements import _ahead
+
+    o = np.zeros(2)
+    assert line_angle(o, np.array([1.0, 2.0]), o, np.array([2.0, 1.0])) == pytest.approx(math.degrees(math.atan2(3, 4)))
+    a, b, p = np.array([5.0, 10.0]), np.array([15.0, 110.0]), np.array([40.0, 60.0])
+    assert _ahead(p, a, b) == pytest.approx(_ahead(p, b, a)) == pytest.approx(30 * 100 / math.hypot(10, 100))
+    with pytest.raises(ValueError, match="^heatmaps contain NaN or infinity$"):
+        decode_heatmaps(np.full((1, 4, 4), np.inf, np.float32))

@@ -115,3 +115,23 @@ def test_csv_mm_columns_are_pixels_times_spacing_per_axis(tiny_onnx, tmp_path):
         assert float(r["x"]) == pytest.approx(res.xy[i, 0], abs=1e-3)
         assert float(r["x_mm"]) == pytest.approx(res.xy[i, 0] * 0.25, abs=2e-3)
         assert float(r["y_mm"]) == pytest.approx(res.xy[i, 1] * 0.25, abs=2e-3)
+
+
+def test_onnxruntime_optimised_graph_cache_gives_the_same_points(tmp_path, monkeypatch):
+    """The optimised graph kept between processes ($CEPHALO_CACHE/onnxruntime) loads with the metadata and gives
+    the points of a fresh optimisation, bit for bit; a damaged cache file is rebuilt, not trusted."""
+    monkeypatch.setenv("CEPHALO_CACHE", str(tmp_path / "cache"))
+    first = Detector(backend="onnxruntime", threads=2)
+    files = sorted((tmp_path / "cache" / "onnxruntime").glob("*.onnx"))
+    assert len(files) == 2                                    # the first stage and the local stage
+    again = Detector(backend="onnxruntime", threads=2)        # from the cache
+    assert again.meta == first.meta and again.local.calibration is not None
+    for p in IMGS[:2]:
+        assert np.array_equal(again(p).xy, first(p).xy)
+    for f in files:
+        f.write_bytes(b"not a model")
+    rebuilt = Detector(backend="onnxruntime", threads=2)
+    assert np.array_equal(rebuilt(IMGS[0]).xy, first(IMGS[0]).xy)
+    assert all(f.stat().st_size > 1000 for f in files)       # written again
+    monkeypatch.setenv("CEPHALO_CACHE", "")                   # caching off: nothing written, same points
+    assert np.array_equal(Detector(backend="onnxruntime", threads=2)(IMGS[0]).xy, first(IMGS[0]).xy)

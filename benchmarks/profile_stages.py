@@ -17,7 +17,6 @@ from pathlib import Path
 
 import click
 import cv2
-import numpy as np
 
 
 def profile_image(det, image: Path, runs: int) -> dict:

@@ -665,8 +665,6 @@ def calibrate(local_model, data_dir, first_model, annotators, val_count, seed, v
               write):
     """Fit the per-point reliability (P(within --tolerance mm of the reference labels)) of a local-stage model on
     held-out images and their cross-site variants, and store it in the model's metadata."""
-    import numpy as np
-
     from convert.model_card import update_meta
     from sdk import Detector
     from sdk.metrics import auroc

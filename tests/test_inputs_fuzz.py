@@ -1,7 +1,6 @@
 """Seeded mutations of real image files (JPEG, PNG 8/16-bit, TIFF, BMP, PGM, DICOM): truncations, bit flips,
 header edits, absurd dimensions. Every outcome must be a decoded image or a CephaloError: never another
 exception, never a hang, and memory stays bounded."""
-import io
 import resource
 import sys
 

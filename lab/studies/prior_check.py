@@ -2,9 +2,10 @@
 
     python -m lab.studies.prior_check LOCAL_INT8.onnx OUT.json 4,6,8
 """
-import json, sys
+import json
+import sys
 from pathlib import Path
-import numpy as np, onnx
+import onnx
 from sdk import Detector
 from sdk.metadata import META_KEY
 from sdk.schemas import get_schema

@@ -188,7 +188,22 @@ class Trainer:
                                      f"{key}={getattr(self.cfg, key)!r}")
 
     def _load(self, path: Path) -> Dict:
+        if Path(path).suffix.lower() == ".onnx":     # a shipped model: its weights read back (train.from_onnx)
+            from .from_onnx import checkpoint_from_onnx
+
+            return checkpoint_from_onnx(path)
         return load_checkpoint(path)
+
+    def _recalibrate(self, images: int = 32) -> int:
+        """BatchNorm statistics from ``images`` unaugmented training inputs (after ``--init model.onnx``)."""
+        from .from_onnx import recalibrate_batchnorm
+
+        ds = self.train_set
+        plain = LandmarkDataset(ds.samples[:images], ds.cache, stride=ds.stride, sigma=ds.sigma, pre=ds.pre)
+        batches = (torch.from_numpy(np.stack([plain.input_and_points(j)[0]
+                                              for j in range(i, min(i + 8, len(plain)))])).to(self.device)
+                   for i in range(0, len(plain), 8))
+        return recalibrate_batchnorm(self.model, batches)
 
     @property
     def loader(self) -> DataLoader:
@@ -252,6 +267,8 @@ class Trainer:
             self.model.load_state_dict(ck["model"])
         except RuntimeError as e:
             raise ModelError(f"checkpoint {path} weights do not fit this model: {str(e)[:300]}") from e
+        if ck.get("recalibrate_bn"):
+            self._recalibrate()
         val = float(ck.get("best_mre_mm", math.inf))
         path = Path(path)
         name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name   # the run folder says which

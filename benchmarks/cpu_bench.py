@@ -168,7 +168,7 @@ def pipeline_row(backend: str, cfg: Dict) -> Dict:
     """One runtime, in a fresh process: the Detector (both stages) against its networks alone."""
     from sdk import Detector
     from sdk.decode import decode_to_image
-    from sdk.local_stage import fine_image, local_inputs
+    from sdk.local_stage import local_inputs
 
     images, warmup, runs, threads = [Path(p) for p in cfg["images"]], cfg["warmup"], cfg["runs"], cfg["threads"]
     t0 = time.perf_counter()
@@ -183,7 +183,7 @@ def pipeline_row(backend: str, cfg: Dict) -> Dict:
     if det.local is not None:
         m = det.meta
         xy = decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder)[0]
-        xp = local_inputs(fine_image(loaded.gray, lb, det.local.factor, loaded.reduction), xy, det.local.params)[0]
+        xp = local_inputs(det.local.fine(loaded.gray, lb, loaded.reduction), xy, det.local.params)[0]
         calls["local network"] = lambda: det.local.run_network(xp)
     it = iter(images * (1 + (warmup + runs) // len(images)))
     calls["detector"] = lambda: det(next(it))

@@ -47,15 +47,15 @@ def profile_image(det, image: Path, runs: int) -> dict:
         "decode heatmaps": lambda: decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder),
     }
     if det.local is not None:   # the local stage (sdk.local_stage), when the model has one
-        from sdk.local_stage import fine_image, local_inputs, local_points
+        from sdk.local_stage import local_inputs, local_points
 
         loc = det.local
         xy = decode_to_image(hm[0], lb, m.heatmap_stride, m.sigma, m.decoder)[0]
-        fine = fine_image(gray, lb, loc.factor, red)
+        fine = loc.fine(gray, lb, red)
         xp, mats = local_inputs(fine, xy, loc.params)
         hp = loc.run_network(xp)
         stages.update({
-            "local: fine image": lambda: fine_image(gray, lb, loc.factor, red),
+            "local: fine image": lambda: loc.fine(gray, lb, red),
             "local: cut patches": lambda: local_inputs(fine, xy, loc.params),
             "local: model": lambda: loc.run_network(xp),
             "local: decode": lambda: local_points(hp, mats, fine, loc.params, xy),

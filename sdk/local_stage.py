@@ -30,11 +30,15 @@ from .quality import Calibration
 
 @dataclass(frozen=True)
 class FineImage:
-    """The source image resized by ``(sx, sy)`` fine pixels per original pixel."""
+    """The source image at ``(sx, sy)`` fine pixels per original pixel, stored as ``pixels`` at ``(zx, zy)`` fine
+    pixels per stored pixel: 1 when the image was resized to the fine scale, else the decoded image itself, which
+    patches are cut from directly (:meth:`stored_matrices`) and so skips a whole-image resize."""
 
     pixels: np.ndarray      # (h, w) uint8
     sx: float
     sy: float
+    zx: float = 1.0
+    zy: float = 1.0
 
     def to_fine(self, xy: np.ndarray) -> np.ndarray:
         """(..., 2) original pixels -> fine pixels."""
@@ -46,11 +50,31 @@ class FineImage:
         xy = np.asarray(xy, dtype=np.float64)
         return np.stack([(xy[..., 0] + 0.5) / self.sx - 0.5, (xy[..., 1] + 0.5) / self.sy - 0.5], axis=-1)
 
+    def stored_matrices(self, mats: np.ndarray) -> np.ndarray:
+        """(N, 2, 3) fine -> patch matrices as stored-pixel -> patch matrices (the same patches, cut from
+        ``pixels``)."""
+        mats = np.asarray(mats, dtype=np.float64)
+        if self.zx == 1.0 and self.zy == 1.0:
+            return mats
+        z = np.array([self.zx, self.zy])
+        out = mats.copy()
+        out[:, :, :2] = mats[:, :, :2] * z                       # A @ diag(z)
+        out[:, :, 2] = mats[:, :, 2] + mats[:, :, :2] @ (z / 2 - 0.5)   # A @ c + t, c = z / 2 - 1/2
+        return out
 
-def fine_image(gray: np.ndarray, lb: Letterbox, factor: float, reduction: int = 1) -> FineImage:
-    """``gray`` (the source, or its 1/``reduction`` decode) resized to ``factor`` x the letterbox's scale.
+
+# Cutting patches straight from the decoded image (bilinear) instead of from an area-resized copy, as long as it
+# shrinks by no more than this: more would alias (bilinear reads only the nearest source pixels).
+DIRECT_MIN_ZOOM = 0.75
+
+
+def fine_image(gray: np.ndarray, lb: Letterbox, factor: float, reduction: int = 1,
+               direct: bool = False) -> FineImage:
+    """``gray`` (the source, or its 1/``reduction`` decode) at ``factor`` x the letterbox's scale.
 
     Area interpolation when shrinking (anti-aliased, like the first stage's input), linear when enlarging.
+    ``direct``: no resize when the fine scale is at least ``DIRECT_MIN_ZOOM`` of ``gray``'s (the Detector after a
+    reduced decode): patches are then cut from ``gray`` itself.
     """
     if not factor > 0:
         raise ValueError(f"fine factor must be > 0, got {factor!r}")
@@ -59,6 +83,9 @@ def fine_image(gray: np.ndarray, lb: Letterbox, factor: float, reduction: int = 
         raise ImageError(f"image is {gray.shape[:2]}, letterbox was computed for {(lb.src_h, lb.src_w)}")
     fw = max(1, int(round(lb.src_w * lb.scale_x * factor)))
     fh = max(1, int(round(lb.src_h * lb.scale_y * factor)))
+    zx, zy = fw / gray.shape[1], fh / gray.shape[0]
+    if direct and min(zx, zy) >= DIRECT_MIN_ZOOM and (fh, fw) != gray.shape[:2]:
+        return FineImage(np.ascontiguousarray(gray), fw / lb.src_w, fh / lb.src_h, zx, zy)
     if (fh, fw) == gray.shape[:2]:
         pixels = np.ascontiguousarray(gray)
     else:
@@ -191,6 +218,10 @@ class LocalStage:
         """The patch network alone: (K, C, size, size) float32 patches -> (K, K, h, w) heatmaps."""
         return self._backend.run(np.ascontiguousarray(x, dtype=np.float32))
 
+    def fine(self, gray: np.ndarray, lb: Letterbox, reduction: int = 1) -> FineImage:
+        """The fine image the Detector cuts patches from (the decoded image itself when close enough in scale)."""
+        return fine_image(gray, lb, self.factor, reduction, direct=True)
+
     def locate(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1) -> np.ndarray:
         """(K, 2) first-stage points in original pixels -> (K, 2) local-stage points, one model call for K patches.
 
@@ -200,7 +231,7 @@ class LocalStage:
 
     def locate_with_peaks(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1):
         """:meth:`locate`, plus the (K,) local heatmap peak each point was read at."""
-        fine = fine_image(gray, lb, self.factor, reduction)
+        fine = self.fine(gray, lb, reduction)
         x, mats = local_inputs(fine, xy, self.params)
         hm = self.run_network(x)
         if hm.shape[:2] != (len(xy), self.meta.schema.k):
@@ -229,7 +260,7 @@ def local_inputs(fine: FineImage, xy: np.ndarray, p: LocalParams) -> Tuple[np.nd
     """(K, 2) points (original pixels) -> ((K, C, size, size) float32 patches of the fine image centred on them,
     (K, 2, 3) matrices). Patch ``i`` belongs to landmark ``i``."""
     mats = centred_matrices(fine.to_fine(xy), p.size)
-    patches = cut_patches(fine.pixels, mats, p.size, pad_pixel(p.pad_value))
+    patches = cut_patches(fine.pixels, fine.stored_matrices(mats), p.size, pad_pixel(p.pad_value))
     return np.stack([normalize(q, p.mean, p.std, p.channels) for q in patches]), mats
 
 

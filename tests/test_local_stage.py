@@ -37,6 +37,39 @@ def test_patch_cut_is_an_exact_integer_crop():
     assert p[1][0, 0] == 7 and p[1][16, 16] == img[5, 3]
 
 
+@pytest.mark.parametrize("zoom", [0.8, 1.6])
+def test_patches_cut_from_the_decoded_image_match_the_resized_fine_image(zoom):
+    """The Detector's direct cut (no whole-image resize) gives the patches of the resized fine image: same
+    geometry (a dot lands on the same patch pixel) and, on a smooth image, the same pixels within a few levels."""
+    import cv2
+
+    hw = (1200, 967)                     # a 1/2-scale decode of ISBI's 2400 x 1935
+    rng = np.random.default_rng(4)
+    smooth = cv2.GaussianBlur(rng.uniform(0, 255, hw).astype(np.float32), (0, 0), 6)
+    img = cv2.normalize(smooth, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    lb = letterbox_geometry(hw, (384, 384))
+    factor = zoom / lb.scale_y           # fine pixels per decoded pixel = zoom
+    resized = fine_image(img, lb, factor)
+    direct = fine_image(img, lb, factor, direct=True)
+    assert resized.zx == 1.0 and direct.pixels is not resized.pixels and direct.pixels.shape == hw
+    assert abs(direct.zx - zoom) < 0.01 and (direct.sx, direct.sy) == (resized.sx, resized.sy)
+    pts = rng.uniform(50, 900, size=(6, 2))
+    a, _ = local_inputs(resized, pts, PARAMS)
+    b, mats = local_inputs(direct, pts, PARAMS)
+    assert np.abs(a - b).mean() * PARAMS.std * 255 < 1.0 and np.abs(a - b).max() * PARAMS.std * 255 < 8
+    # geometry: a blurred dot at an original-pixel point has the same centroid in both patches (sub-pixel)
+    dot = cv2.GaussianBlur(cv2.circle(np.zeros(hw, np.uint8), (400, 500), 8, 255, -1), (0, 0), 3)
+    centroids = []
+    for direct_cut in (False, True):
+        p = local_inputs(fine_image(dot, lb, factor, direct=direct_cut), np.array([[400.3, 500.6]]), PARAMS)[0][0, 0]
+        w = p - p.min()
+        yy, xx = np.mgrid[:p.shape[0], :p.shape[1]]
+        centroids.append(np.array([(w * xx).sum(), (w * yy).sum()]) / w.sum())
+    assert np.abs(centroids[0] - centroids[1]).max() < 0.03
+    # a strong shrink keeps the anti-aliased resize
+    assert fine_image(img, lb, factor * 0.5 / zoom, direct=True).zx == 1.0
+
+
 def test_rotated_patch_maps_back():
     m = patch_matrix(np.array([50.0, 60.0]), 64, angle_deg=12.0, scale=1.1)
     pts = np.array([[47.3, 58.2], [55.1, 61.9]])

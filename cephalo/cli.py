@@ -43,7 +43,8 @@ def _labels_info(annotators: str, anns, align: bool) -> str:
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Decoded-image cache folder.")
 @click.option("--epochs-now", type=int, default=None, help="Stop after this many more epochs (resumable).")
 @click.option("--init", "init_ckpt", type=click.Path(path_type=Path), default=None,
-              help="Start from this checkpoint's weights (fine-tuning; fresh optimizer and schedule).")
+              help="Start from this checkpoint's weights (fine-tuning; fresh optimizer and schedule), or from an "
+                   "exported model file (.onnx, the bundled one included; INT8 weights are dequantized).")
 @click.option("--schema", default=None)
 @click.option("--backbone", default=None)
 @click.option("--input-size", type=int, default=None)

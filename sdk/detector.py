@@ -14,7 +14,8 @@ from .decode import decode_to_image
 from .errors import BatchError, CephaloError, ModelError
 from .image_io import ImageInput, LoadedImage, load_image
 from .measurements import measure, unavailable
-from .preprocess import Letterbox
+from .framing import crop_or_pad, framing
+from .preprocess import Letterbox, pad_pixel
 from .quality import assess, shape_model
 from .local_stage import LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_path
 from .spacing import check_spacing
@@ -219,14 +220,16 @@ class Detector:
     sure of; costs nothing on a normal image. ``local_stage``: run the model's local stage (a second, small model on
     crops around each landmark at a finer scale, :mod:`sdk.local_stage`): True uses ``<model>.local.onnx`` beside
     the model file when there is one, a path names the file, False turns it off (``refine=``, its old name, is still
-    accepted). Calls are thread-safe.
+    accepted). ``reframe`` (default): when the field is much wider than the training images' (another machine's
+    field; the skull small in the model input), read the image again cropped to their framing (:mod:`sdk.framing`; one
+    more model call, only then; the result's ``notes`` say so). Calls are thread-safe.
     """
 
     local: Optional[LocalStage] = None     # the local stage in use, if any
 
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
                  fast_decode: bool = True, auto_view: bool = True, local_stage: Union[bool, str, Path] = True,
-                 **deprecated):
+                 reframe: bool = True, **deprecated):
         local_stage = _renamed(deprecated, local_stage)
         path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
         if not path.is_file():
@@ -247,6 +250,7 @@ class Detector:
         self._twins_lock = threading.Lock()
         self.fast_decode = bool(fast_decode)
         self.auto_view = bool(auto_view)
+        self.reframe = bool(reframe)
         if local_stage is True and local_stage_path(path).is_file():
             local_stage = local_stage_path(path)
         if local_stage is not True and local_stage is not False and local_stage is not None:
@@ -347,11 +351,38 @@ class Detector:
         try:
             x, lb, loaded = self.preprocess(image)
             hm = self._run(x[None])
-            return self._settle(self._read(hm[0], lb, loaded, spacing), loaded, spacing)
+            read = self._read(hm[0], lb, loaded, spacing)
+            if self.reframe:
+                read = self._reframed(read, loaded, spacing)
+            return self._settle(read, loaded, spacing)
         except CephaloError:
             raise
         except Exception as e:   # never a bare library error: name the image and keep the cause
             raise CephaloError(f"image {_name(image)}: {type(e).__name__}: {str(e)[:300]}") from e
+
+    def _reframed(self, read: Tuple[Landmarks, Dict], loaded: LoadedImage,
+                  spacing: Optional[float]) -> Tuple[Landmarks, Dict]:
+        """The reading again, on the image cropped (padded where the frame leaves it) to the training images'
+        framing around its landmarks, when the field is wider than theirs by more than the framing's tolerance
+        (:mod:`sdk.framing`); else ``read`` as it is."""
+        res, _ = read
+        f = framing(self.schema.id)
+        if f is None or res.confidence < LOW_CONFIDENCE or \
+                not f.needs_reframe(res.xy, loaded.full_hw, self.meta.input_hw):
+            return read
+        r = loaded.reduction
+        x0, y0, x1, y1 = f.frame(res.xy)
+        box = (int(np.floor(x0 / r)), int(np.floor(y0 / r)), int(np.ceil(x1 / r)), int(np.ceil(y1 / r)))
+        sub = crop_or_pad(loaded.gray, box, pad_pixel(self.meta.pad_value))
+        x, lb = self._pre.apply(sub, ((box[3] - box[1]) * r, (box[2] - box[0]) * r), r)
+        cand, cand2 = self._read(self._run(x[None])[0], lb, loaded, spacing, sub)
+        if cand.confidence < LOW_CONFIDENCE:
+            return read
+        size = 1.0 / f.scale_change(res.xy, loaded.full_hw, self.meta.input_hw)
+        note = (f"re-read with the image cropped to the training images' framing (the anatomy was "
+                f"{size:.2f}x its training size in the model input)")
+        return replace(cand, xy=cand.xy + np.array([box[0] * r, box[1] * r], dtype=np.float64),
+                       image_size=tuple(loaded.full_hw), notes=cand.notes + (note,)), cand2
 
     def _settle(self, read: Tuple[Landmarks, Dict], loaded: LoadedImage,
                 spacing: Optional[float]) -> Tuple[Landmarks, Dict]:

@@ -19,6 +19,9 @@ import numpy as np
 from .quality import SHAPES_DIR
 
 
+MAX_ZOOM = 3.0
+
+
 @dataclass(frozen=True)
 class Framing:
     """The training images' frame around their landmarks, in units of the landmarks' extent: ``left`` = (first
@@ -50,8 +53,10 @@ class Framing:
     def needs_reframe(self, xy: np.ndarray, image_hw: Tuple[int, int], input_hw: Tuple[int, int]) -> bool:
         """True when the field is wider than the training images' by more than the tolerance (the anatomy smaller
         in the model input). A tighter field is left as it is: the training's zoom augmentation (up to 1.3x)
-        covers it, and padding a cut-off image to the training framing did worse on validation images."""
-        return self.scale_change(xy, image_hw, input_hw) > 1.0 + self.tolerance
+        covers it, and padding a cut-off image to the training framing did worse on validation images. Nor when the
+        anatomy would grow more than ``MAX_ZOOM`` times: landmarks that close together are a failed reading, not a
+        small skull."""
+        return 1.0 + self.tolerance < self.scale_change(xy, image_hw, input_hw) <= MAX_ZOOM
 
     def to_dict(self):
         return {"left": self.left, "right": self.right, "top": self.top, "bottom": self.bottom,

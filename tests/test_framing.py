@@ -15,6 +15,7 @@ def test_frame_and_scale_change_by_hand():
     assert not f.needs_reframe(xy, (400, 400), (100, 100)) and not f.needs_reframe(xy, (450, 450), (100, 100))
     assert f.needs_reframe(xy, (800, 800), (100, 100))
     assert not f.needs_reframe(xy, (200, 200), (100, 100))      # tighter fields are left to the augmentation
+    assert not f.needs_reframe(xy, (2000, 2000), (100, 100))    # 5x: points that close are a failed reading
 
 
 def test_crop_or_pad_keeps_pixels_in_place():

@@ -76,8 +76,9 @@ def tiny_local(tmp_path_factory, fixture_samples, tiny_onnx):
 
 
 def dicom_bytes(px, photometric="MONOCHROME2", **tags) -> bytes:
-    """A DICOM file's bytes holding ``px`` (uint16 (H, W); (frames, H, W) for several frames) and the given tags
-    (``ImagerPixelSpacing=[0.1, 0.1]``, ``WindowCenter=...``). Skips the test without pydicom."""
+    """A DICOM file's bytes holding ``px`` (uint16 (H, W); (frames, H, W) for several frames; with ``photometric``
+    'RGB', uint8 (H, W, 3)) and the given tags (``ImagerPixelSpacing=[0.1, 0.1]``, ``WindowCenter=...``). Skips the
+    test without pydicom."""
     import io
 
     import numpy as np
@@ -91,12 +92,18 @@ def dicom_bytes(px, photometric="MONOCHROME2", **tags) -> bytes:
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    px = np.asarray(px, np.uint16)
-    if px.ndim == 3:
-        ds.NumberOfFrames = px.shape[0]
-    ds.Rows, ds.Columns = px.shape[-2:]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if photometric == "RGB":      # 8-bit colour, samples interleaved
+        px = np.asarray(px, np.uint8)
+        ds.Rows, ds.Columns = px.shape[:2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, photometric, 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    else:
+        px = np.asarray(px, np.uint16)
+        if px.ndim == 3:
+            ds.NumberOfFrames = px.shape[0]
+        ds.Rows, ds.Columns = px.shape[-2:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     for k, v in tags.items():
         setattr(ds, k, v)
     ds.PixelData = px.tobytes()

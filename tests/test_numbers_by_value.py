@@ -321,28 +321,12 @@ def test_dicom_errors_rgb_window_and_a_malformed_spacing_tag(monkeypatch):
 
 
 def test_dicom_colour_pixels_are_not_taken_for_frames():
-    pytest.importorskip("pydicom")
-    import io
-
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
+    from conftest import dicom_bytes
     from sdk.dicom import read_dicom
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("rgb.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
     rgb = np.zeros((16, 20, 3), np.uint8)
     rgb[..., 0] = np.arange(20, dtype=np.uint8)[None, :] * 10
-    ds.Rows, ds.Columns = 16, 20
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = rgb.tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    got, _, _ = read_dicom(buf.getvalue(), "rgb.dcm")
+    got, _, _ = read_dicom(dicom_bytes(rgb, "RGB"), "rgb.dcm")
     assert got.shape == (16, 20, 3)
 
 

@@ -8,15 +8,9 @@ import sys
 import numpy as np
 from pathlib import Path
 from sdk import Detector
+from sdk.metrics import auroc
 from sdk.schemas import get_schema
 from train.datasets import load_folder
-def auroc(score_bad, bad):
-    bad = np.asarray(bad, bool); s = np.asarray(score_bad, float)
-    pos, neg = s[bad], s[~bad]
-    if len(pos) == 0 or len(neg) == 0: return float("nan")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order)); ranks[order] = np.arange(1, len(order) + 1)
-    return (ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
 det = Detector(backend="onnxruntime")
 names = get_schema("isbi19").names
 out = {}

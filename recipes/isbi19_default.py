@@ -67,12 +67,12 @@ def steps(data: Path, work: Path, install: bool) -> List[Tuple[str, List[str], P
                                     "--first", str(first), "--work", str(work / "bundle_local"),
                                     "--prior-sd", "4"]
          + (["--install"] if install else []), work / "bundle_local" / "model_int8.local.onnx"),
-        ("calibrate", cephalo + ["calibrate", str(local), "--data", str(data), "--model",
-                                 str(ROOT / "sdk" / "models" / "isbi19_default_int8.onnx" if install else first),
-                                 "--report", str(work / "calibration.json")], work / "calibration.json"),
         ("shape_model", [sys.executable, "-m", "train.shape_model", "--data", str(data), "--out",
                          str(ROOT / "sdk" / "shapes" / "isbi19.json" if install else work / "isbi19_shape.json")],
          ROOT / "sdk" / "shapes" / "isbi19.json" if install else work / "isbi19_shape.json"),
+        ("calibrate", cephalo + ["calibrate", str(local), "--data", str(data), "--model",
+                                 str(ROOT / "sdk" / "models" / "isbi19_default_int8.onnx" if install else first),
+                                 "--report", str(work / "calibration.json")], work / "calibration.json"),
     ]
 
 

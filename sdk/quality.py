@@ -2,9 +2,11 @@
 
 - **Shape**: the schema's mean landmark configuration (``sdk/shapes/<schema>.json``, fitted on clinicians'
   labels by :mod:`train.shape_model`) is fitted to the points by a similarity transform (Umeyama 1991) with
-  iterative reweighting, so one point far off (porion on the ruler) cannot drag the fit. A point whose residual
-  exceeds ``SHAPE_Z`` times its landmark's training residual (RMS) cannot be where the skull's configuration puts
-  it. When a large share of the points is off, the image is not a cephalogram this model reads.
+  iterative reweighting, so one point far off (porion on the ruler) cannot drag the fit. With the configurations'
+  covariance, each point is compared with where the *other* points put it (Mahalanobis distance, Gaussian
+  conditioning); above ``COND_Z`` the skull's configuration cannot put it there. (A shape file without covariance:
+  the residual from the mean shape above ``SHAPE_Z`` times the landmark's RMS.) When a large share of the points
+  is off, the image is not a cephalogram this model reads.
 - **Outside the image**: a point outside the image's pixels.
 - **Low score**: the heatmap peak below ``LOW_SCORE``.
 - **Stages disagree**: the local stage moved the first stage's point by more than ``MAX_SHIFT`` first-stage
@@ -25,7 +27,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 SHAPES_DIR = Path(__file__).resolve().parent / "shapes"
-SHAPE_Z = 5.0             # residual / landmark RMS residual above which a point is implausible
+SHAPE_Z = 5.0             # residual / landmark RMS residual above which a point is implausible (no covariance)
+COND_Z = 4.5              # conditional distance above which it is: doubts <= 0.1% of right validation points
 SHAPE_IMAGE_SHARE = 0.25  # share of implausible points above which the whole configuration is
 LOW_SCORE = 0.25          # heatmap peak below which a point is doubted
 MAX_SHIFT = 6.0           # first-stage input px the local stage may move a point before the two disagree
@@ -34,22 +37,58 @@ MAX_SHIFT = 6.0           # first-stage input px the local stage may move a poin
 @dataclass(frozen=True)
 class ShapeModel:
     """Mean configuration of a schema's landmarks. ``mean``: (K, 2), centred, unit RMS radius. ``rms``: (K,)
-    each landmark's RMS residual after a similarity fit, same units. ``names``: the schema's landmark order."""
+    each landmark's RMS residual after a similarity fit, same units. ``names``: the schema's landmark order.
+    ``cov``: (2K, 2K) covariance of the aligned configurations (x0, y0, x1, ...; same units), when fitted: with it
+    each point is judged by where the *other* points put it (:meth:`conditional_z`), not by the mean alone."""
 
     schema: str
     names: Tuple[str, ...]
     mean: np.ndarray
     rms: np.ndarray
     source: str = ""
+    cov: Optional[np.ndarray] = None
 
     def to_dict(self) -> Dict:
-        return {"schema": self.schema, "names": list(self.names), "mean": np.round(self.mean, 6).tolist(),
-                "rms": np.round(self.rms, 6).tolist(), "source": self.source}
+        d = {"schema": self.schema, "names": list(self.names), "mean": np.round(self.mean, 6).tolist(),
+             "rms": np.round(self.rms, 6).tolist(), "source": self.source}
+        if self.cov is not None:
+            d["cov"] = np.round(self.cov, 9).tolist()
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict) -> "ShapeModel":
+        cov = np.asarray(d["cov"], np.float64) if d.get("cov") is not None else None
         return cls(d["schema"], tuple(d["names"]), np.asarray(d["mean"], np.float64),
-                   np.asarray(d["rms"], np.float64), d.get("source", ""))
+                   np.asarray(d["rms"], np.float64), d.get("source", ""), cov)
+
+    def conditional_z(self, xy: np.ndarray) -> np.ndarray:
+        """(K, 2) points -> (K,) each point's Mahalanobis distance from the position the other points predict
+        (Gaussian conditioning on the aligned configurations). Unlike :meth:`z_scores` this knows that soft-tissue
+        pogonion follows the chin and the lips, so a point slid along an outline stands out. Points that do not fit
+        the shape at all (:meth:`z_scores` > 3) are left out of the others, so one gross error cannot hide another.
+        Without ``cov``, :meth:`z_scores`."""
+        xy = np.asarray(xy, np.float64)
+        iso = self.z_scores(xy)
+        if self.cov is None:
+            return iso
+        k = len(xy)
+        out = np.zeros(k)
+        for i in range(k):
+            w = (iso <= 3.0).astype(np.float64)
+            w[i] = 0.0
+            if w.sum() < k // 2:     # most points off: condition on all the others rather than a few
+                w = np.ones(k)
+                w[i] = 0.0
+            aligned = similarity_fit(xy, self.mean, w)[0].reshape(-1)   # into the model's frame
+            o = np.flatnonzero(w)
+            oi, ii = np.r_[2 * o, 2 * o + 1], np.array([2 * i, 2 * i + 1])
+            mu = self.mean.reshape(-1)
+            s_oo, s_io = self.cov[np.ix_(oi, oi)], self.cov[np.ix_(ii, oi)]
+            gain = np.linalg.solve(s_oo, s_io.T).T
+            r = aligned[ii] - mu[ii] - gain @ (aligned[oi] - mu[oi])
+            c = self.cov[np.ix_(ii, ii)] - gain @ s_io.T
+            out[i] = float(np.sqrt(max(r @ np.linalg.solve(c, r), 0.0)))
+        return out
 
     def z_scores(self, xy: np.ndarray) -> np.ndarray:
         """(K, 2) points -> (K,) residual of each point from the fitted mean shape, in units of its RMS."""
@@ -98,7 +137,7 @@ FEATURES = ("first_score", "local_peak", "shift", "shape_z")
 def point_features(first_score: np.ndarray, local_peak: np.ndarray, shift: np.ndarray,
                    shape_z: np.ndarray) -> np.ndarray:
     """(K, 4) inputs of :class:`Calibration`: logits of the two stages' heatmap peaks, log(1 + the local stage's
-    move in first-stage input px), log(1 + the shape residual z)."""
+    move in first-stage input px), log(1 + the shape check's distance, :meth:`ShapeModel.conditional_z`)."""
     def logit(p):
         p = np.clip(np.asarray(p, np.float64), 1e-3, 1 - 1e-3)
         return np.log(p / (1 - p))
@@ -170,8 +209,11 @@ def assess(xy: np.ndarray, scores: np.ndarray, image_hw: Tuple[int, int], schema
     reasons = [""] * k
     outside = (xy[:, 0] < -0.5) | (xy[:, 1] < -0.5) | (xy[:, 0] > w - 0.5) | (xy[:, 1] > h - 0.5)
     model = shape_model(schema_id, tuple(names))
-    z = model.z_scores(mirror_x(xy) if mirrored else xy) if model is not None else np.zeros(k)
-    implausible = z > SHAPE_Z
+    z, limit = np.zeros(k), np.inf
+    if model is not None:
+        z = model.conditional_z(mirror_x(xy) if mirrored else xy)
+        limit = COND_Z if model.cov is not None else SHAPE_Z
+    implausible = z > limit
     reliability = None
     if calibration is not None and shift is not None and local_peak is not None and len(calibration.bias) == k:
         reliability = calibration.probability(point_features(scores, local_peak, shift, z))

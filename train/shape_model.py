@@ -2,7 +2,12 @@
 
 Generalised Procrustes analysis: every label set is centred and scaled to unit RMS radius, then each is rotated
 onto the running mean until the mean settles. The residual RMS per landmark is measured after a similarity fit,
-as the SDK's check measures it.
+as the SDK's check measures it. The covariance of the aligned sets (what :meth:`ShapeModel.conditional_z` conditions
+on) gets ``noise_mm`` of independent error per coordinate on its diagonal: a detector's point is never exact, and
+without it a landmark the others pin down tightly would be doubted for an ordinary 1 mm miss.
+
+Fitted on the training carve only (``--val-count`` images held out, as ``cephalo calibrate`` holds them out), so
+the calibration sees the shape check as it behaves on unseen images.
 
     python -m train.shape_model --data ../shared/data/isbi2015 --annotators senior,junior --out sdk/shapes/isbi19.json
 """
@@ -11,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -24,8 +29,11 @@ def _normalise(xy: np.ndarray) -> np.ndarray:
     return c / np.sqrt((c ** 2).sum(axis=1).mean())
 
 
-def fit_shape_model(point_sets: Sequence[np.ndarray], schema: Schema, source: str = "") -> ShapeModel:
-    """(N, K, 2) label sets (any pixels) -> the schema's ShapeModel."""
+def fit_shape_model(point_sets: Sequence[np.ndarray], schema: Schema, source: str = "",
+                    spacings: Optional[Sequence[float]] = None, noise_mm: float = 1.0) -> ShapeModel:
+    """(N, K, 2) label sets (any pixels) -> the schema's ShapeModel. ``spacings`` (N,) mm per pixel turn
+    ``noise_mm`` into the model's units; without them no covariance is fitted."""
+    radius = [np.sqrt(((p - p.mean(axis=0)) ** 2).sum(axis=1).mean()) for p in np.asarray(point_sets, np.float64)]
     sets = [_normalise(np.asarray(p, np.float64)) for p in point_sets]
     if len(sets) < 3:
         raise ValueError(f"a shape model needs at least 3 labelled images, got {len(sets)}")
@@ -43,11 +51,16 @@ def fit_shape_model(point_sets: Sequence[np.ndarray], schema: Schema, source: st
         fitted, scale = similarity_fit(mean, p, ones)
         res.append(np.linalg.norm(p - fitted, axis=1) / scale)
     rms = np.sqrt(np.mean(np.square(res), axis=0))
-    return ShapeModel(schema.id, schema.names, mean, rms, source)
+    cov = None
+    if spacings is not None:
+        flat = np.stack([similarity_fit(p, mean, ones)[0].reshape(-1) for p in sets])
+        noise = noise_mm / float(np.mean(np.asarray(radius) * np.asarray(spacings, np.float64)))
+        cov = np.cov(flat.T) + noise ** 2 * np.eye(flat.shape[1])
+    return ShapeModel(schema.id, schema.names, mean, rms, source, cov)
 
 
 def main(argv=None) -> None:
-    from train.datasets import load_folder
+    from train.datasets import load_train_val
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -55,16 +68,21 @@ def main(argv=None) -> None:
     ap.add_argument("--split", default="train")
     ap.add_argument("--annotators", default="senior,junior",
                     help="each annotator's labels are one shape each (both clinicians' variation)")
+    ap.add_argument("--val-count", type=int, default=30, help="held out as cephalo calibrate holds them out")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--noise-mm", type=float, default=1.0, help="a detector's own error per coordinate, mm")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     schema = get_schema(a.schema)
-    sets, n = [], 0
+    sets, spacings, n = [], [], 0
     for ann in a.annotators.split(","):
-        samples = load_folder(a.data, schema, split=[a.split], annotators=(ann,))
+        samples, _ = load_train_val(a.data, schema, "auto", [a.split], (ann,), a.val_count, a.seed)
         sets += [s.points for s in samples]
+        spacings += [s.spacing for s in samples]
         n = len(samples)
-    model = fit_shape_model(sets, schema, f"{a.data.name} {a.split} ({n} images; {a.annotators}), "
-                                          f"python -m train.shape_model")
+    model = fit_shape_model(sets, schema, f"{a.data.name} {a.split} less a {a.val_count}-image validation carve "
+                                          f"(seed {a.seed}; {n} images; {a.annotators}), noise {a.noise_mm} mm, "
+                                          f"python -m train.shape_model", spacings, a.noise_mm)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(model.to_dict()), encoding="utf-8")
     print(f"{a.out}: {schema.id}, {len(sets)} label sets; RMS residual per landmark "

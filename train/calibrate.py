@@ -7,7 +7,7 @@ P(within tolerance). Only images neither stage trained on may be used (the valid
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -19,10 +19,10 @@ from .data.variants import VARIANTS, in_frame
 def collect(det, samples: Sequence, variants: Sequence[str]) -> Dict[str, np.ndarray]:
     """Per point of every (sample, variant): ``features`` (N, 4), ``error_mm`` (N,), ``landmark`` (N,),
     ``flagged_otherwise`` (N,) (outside the image / implausible position: flagged whatever the calibration says),
-    ``variant`` (N,). Points whose label the variant moved out of the frame are left out."""
+    ``variant`` (N,), ``image`` (N,) the sample's id. Points whose label the variant moved out of the frame are left out."""
     from sdk.image_io import load_image
 
-    out = {k: [] for k in ("features", "error_mm", "landmark", "flagged_otherwise", "variant")}
+    out = {k: [] for k in ("features", "error_mm", "landmark", "flagged_otherwise", "variant", "image")}
     for s in samples:
         g = load_image(s.image).gray
         for v in variants:
@@ -40,27 +40,31 @@ def collect(det, samples: Sequence, variants: Sequence[str]) -> Dict[str, np.nda
             out["landmark"].append(np.arange(len(gt))[inside])
             out["flagged_otherwise"].append(other[inside])
             out["variant"].append(np.array([v] * int(inside.sum())))
+            out["image"].append(np.array([s.id] * int(inside.sum())))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def fit_calibration(features: np.ndarray, landmark: np.ndarray, within: np.ndarray, k: int,
-                    l2_landmark: float = 2.0, l2_coef: float = 1e-2, iters: int = 50, **info) -> Calibration:
+                    l2_landmark: float = 2.0, l2_coef: float = 1e-2, iters: int = 50,
+                    weight: Optional[np.ndarray] = None, **info) -> Calibration:
     """Logistic regression P(within) = sigmoid(features @ coef + c + b[landmark]) by Newton's method; the
     per-landmark offsets ``b`` are shrunk toward 0 (``l2_landmark``) so a landmark with few misses keeps the
-    common intercept ``c``."""
+    common intercept ``c``. ``weight`` (N,): each row's weight (default 1)."""
     x = np.asarray(features, np.float64)
     n, f = x.shape
+    wt = np.ones(n) if weight is None else np.asarray(weight, np.float64)
     design = np.hstack([x, np.ones((n, 1)), np.eye(k)[np.asarray(landmark)]])
     y = np.asarray(within, np.float64)
     reg = np.r_[np.full(f, l2_coef), 0.0, np.full(k, l2_landmark)]
     theta = np.zeros(design.shape[1])
     for _ in range(iters):
         p = 1.0 / (1.0 + np.exp(-(design @ theta)))
-        grad = design.T @ (p - y) + reg * theta
-        hess = (design * (p * (1 - p))[:, None]).T @ design + np.diag(reg + 1e-9)
+        grad = design.T @ (wt * (p - y)) + reg * theta
+        hess = (design * (wt * p * (1 - p))[:, None]).T @ design + np.diag(reg + 1e-9)
         step = np.linalg.solve(hess, grad)
         theta -= step
         if np.abs(step).max() < 1e-8:
             break
     coef, c, b = theta[:f], theta[f], theta[f + 1:]
     return Calibration(coef, c + b, **info)
+

@@ -64,31 +64,50 @@ class ShapeModel:
     def conditional_z(self, xy: np.ndarray) -> np.ndarray:
         """(K, 2) points -> (K,) each point's Mahalanobis distance from the position the other points predict
         (Gaussian conditioning on the aligned configurations). Unlike :meth:`z_scores` this knows that soft-tissue
-        pogonion follows the chin and the lips, so a point slid along an outline stands out. Points that do not fit
-        the shape at all (:meth:`z_scores` > 3) are left out of the others, so one gross error cannot hide another.
-        Without ``cov``, :meth:`z_scores`."""
+        pogonion follows the chin and the lips, so a point slid along an outline stands out. Each point is aligned
+        and predicted from the others alone; points that do not fit the shape at all (:meth:`z_scores` > 3) are
+        left out of the others, so one gross error cannot hide another. Without ``cov``, :meth:`z_scores`."""
         xy = np.asarray(xy, np.float64)
         iso = self.z_scores(xy)
         if self.cov is None:
             return iso
         k = len(xy)
-        out = np.zeros(k)
+        inlier = iso <= 3.0
+        others = np.tile(inlier, (k, 1))
+        if inlier.sum() - 1 < k // 2:      # most points off: condition on all the others rather than a few
+            others[:] = True
+        np.fill_diagonal(others, False)
+        aligned = similarity_fits(xy, self.mean, others.astype(np.float64)).reshape(k, 2 * k)
+        dev = aligned - self.mean.reshape(-1)           # row i: the image aligned without point i
+        out = np.empty(k)
+        if others.sum() == k * (k - 1):                   # every row "all but i": the precomputed case
+            gain, prec = self._all_but_one()
+            r = dev.reshape(k, k, 2)[np.arange(k), np.arange(k)] - np.einsum("kij,kj->ki", gain, dev)
+            return np.sqrt(np.maximum(np.einsum("ki,kij,kj->k", r, prec, r), 0.0))
         for i in range(k):
-            w = (iso <= 3.0).astype(np.float64)
-            w[i] = 0.0
-            if w.sum() < k // 2:     # most points off: condition on all the others rather than a few
-                w = np.ones(k)
-                w[i] = 0.0
-            aligned = similarity_fit(xy, self.mean, w)[0].reshape(-1)   # into the model's frame
-            o = np.flatnonzero(w)
-            oi, ii = np.r_[2 * o, 2 * o + 1], np.array([2 * i, 2 * i + 1])
-            mu = self.mean.reshape(-1)
-            s_oo, s_io = self.cov[np.ix_(oi, oi)], self.cov[np.ix_(ii, oi)]
-            gain = np.linalg.solve(s_oo, s_io.T).T
-            r = aligned[ii] - mu[ii] - gain @ (aligned[oi] - mu[oi])
-            c = self.cov[np.ix_(ii, ii)] - gain @ s_io.T
-            out[i] = float(np.sqrt(max(r @ np.linalg.solve(c, r), 0.0)))
+            gain, prec = self._conditioner(i, np.flatnonzero(others[i]))
+            r = dev[i, 2 * i:2 * i + 2] - gain @ dev[i]
+            out[i] = float(np.sqrt(max(r @ prec @ r, 0.0)))
         return out
+
+    def _conditioner(self, i: int, o: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Point ``i`` given points ``o``: the (2, 2K) gain (zero outside ``o``'s columns) and (2, 2) precision."""
+        oi, ii = np.r_[2 * o, 2 * o + 1], np.array([2 * i, 2 * i + 1])
+        s_io = self.cov[np.ix_(ii, oi)]
+        g = np.linalg.solve(self.cov[np.ix_(oi, oi)], s_io.T).T
+        gain = np.zeros((2, len(self.cov)))
+        gain[:, oi] = g
+        return gain, np.linalg.inv(self.cov[np.ix_(ii, ii)] - g @ s_io.T)
+
+    def _all_but_one(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(K, 2, 2K) gains and (K, 2, 2) precisions of each point given all the others, computed once."""
+        cached = self.__dict__.get("_abo")
+        if cached is None:
+            k = len(self.names)
+            pairs = [self._conditioner(i, np.delete(np.arange(k), i)) for i in range(k)]
+            cached = (np.stack([g for g, _ in pairs]), np.stack([p for _, p in pairs]))
+            self.__dict__["_abo"] = cached     # frozen dataclass: a derived cache, not a field
+        return cached
 
     def z_scores(self, xy: np.ndarray) -> np.ndarray:
         """(K, 2) points -> (K,) residual of each point from the fitted mean shape, in units of its RMS."""
@@ -119,6 +138,22 @@ def similarity_fit(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> Tuple[np.
     var = float(w @ (s0 ** 2).sum(axis=1))
     scale = float(np.trace(np.diag(sv) @ d) / max(var, 1e-12))
     return scale * s0 @ rot.T + md, scale
+
+
+def similarity_fits(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`similarity_fit` for many weightings at once: (N, K) ``weights`` -> (N, K, 2), row n ``src`` moved
+    onto ``dst`` by the fit its weights give."""
+    w = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+    ms, md = w @ src, w @ dst
+    s0, d0 = src[None] - ms[:, None], dst[None] - md[:, None]
+    cov = np.einsum("nk,nki,nkj->nij", w, d0, s0)
+    u, sv, vt = np.linalg.svd(cov)
+    sign = np.sign(np.linalg.det(u @ vt))
+    sign[sign == 0] = 1.0
+    rot = u @ (np.eye(2)[None] * np.stack([np.ones_like(sign), sign], axis=1)[:, None, :]) @ vt
+    var = np.einsum("nk,nki->n", w, s0 ** 2)
+    scale = (sv[:, 0] + sign * sv[:, 1]) / np.maximum(var, 1e-12)
+    return scale[:, None, None] * np.einsum("nki,nji->nkj", s0, rot) + md[:, None]
 
 
 @lru_cache(maxsize=None)

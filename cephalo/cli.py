@@ -398,8 +398,11 @@ def convert(checkpoint, out_dir, stem, openvino, int8, int8_onnx, ort_qdq, calib
 @click.option("--analysis", "analysis", default=None,
               help="Measurements to report and trace, comma-separated: isbi2015, steiner, downs, tweed, mcnamara, "
                    "ricketts, wits, other (default: all the model's landmarks give).")
+@click.option("--labels", default="consensus", show_default=True,
+              help="Whose landmark conventions to follow: 'consensus' (several clinicians' mean) or 'challenge' "
+                   "(the ISBI 2015 challenge's ground truth, to compare with published results).")
 def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay, jsonl_path, recursive, skip_done,
-            progress, strict, fast_decode, analysis):
+            progress, strict, fast_decode, analysis, labels):
     """Detect landmarks on images: files, folders or glob patterns (no torch needed).
 
     Each image is read on its own: one that fails is named with its reason and the rest go on. A summary ends
@@ -421,7 +424,7 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
         if spacing is not None:
             spacing = check_spacing(spacing, "--spacing")
         files, missing = collect_inputs(images, recursive)
-        det = Detector(model, backend=backend, threads=threads, fast_decode=fast_decode)
+        det = Detector(model, backend=backend, threads=threads, fast_decode=fast_decode, labels=labels)
     except CephaloError as e:
         _fail(e)
     counts = {"ok": 0, "check": 0, "flagged": 0, "failed": 0, "skipped": 0}
@@ -599,7 +602,11 @@ def bundle(checkpoint, data_dir, work_dir, calib_count, install, int8_tol, notes
               help="Copy the INT8 local stage beside the bundled model and update the model card (replacing the "
                    "shipped ones).")
 @click.option("--notes", default="", help="Text for the card's Notes section.")
-def bundle_local(checkpoint, data_dir, work_dir, prior_sd, first_model, calib_count, install, notes):
+@click.option("--labels", default="consensus", show_default=True,
+              help="The labelling convention the checkpoint learnt: with --install, anything but 'consensus' is "
+                   "installed as <model>.<labels>.local.onnx (Detector(labels=...)), leaving the default pair and "
+                   "its card alone.")
+def bundle_local(checkpoint, data_dir, work_dir, prior_sd, first_model, calib_count, install, notes, labels):
     """Build the bundled model's local stage: FP32 + INT8 (NNCF QDQ) ONNX, Test1/Test2 accuracy of the two stages
     together in its metadata, and the model card with the first stage alone beside it."""
     import shutil
@@ -622,7 +629,7 @@ def bundle_local(checkpoint, data_dir, work_dir, prior_sd, first_model, calib_co
         results = {"INT8, first stage only": isbi_accuracy(first, data_dir, backend="onnxruntime"),
                    "INT8 + local FP32": isbi_accuracy(first, data_dir, backend="onnxruntime", local_stage=files["fp32"]),
                    "INT8 + local INT8": isbi_accuracy(first, data_dir, backend="onnxruntime", local_stage=files["int8"])}
-        local_name = local_stage_path(MODELS_DIR / DEFAULT_MODEL).name   # its name once installed
+        local_name = local_stage_path(MODELS_DIR / DEFAULT_MODEL, labels).name   # its name once installed
         lmeta = embed_accuracy(files["int8"], headline(results["INT8 + local INT8"]),
                                {"licence": "CC BY-NC 4.0 (inherited from the ISBI 2015 data)",
                                 "fp32_accuracy": headline(results["INT8 + local FP32"]),
@@ -634,11 +641,13 @@ def bundle_local(checkpoint, data_dir, work_dir, prior_sd, first_model, calib_co
         (work_dir / "accuracy.json").write_text(json.dumps({"isbi": results}, indent=2))
         click.echo(card)
         if install:
-            if first_model is not None:
+            default_pair = labels == "consensus"
+            if first_model is not None and default_pair:
                 shutil.copyfile(first, MODELS_DIR / DEFAULT_MODEL)
                 click.echo(f"installed {MODELS_DIR / DEFAULT_MODEL}")
             shutil.copyfile(files["int8"], MODELS_DIR / local_name)
-            shutil.copyfile(work_dir / "MODEL_CARD.md", MODELS_DIR / "MODEL_CARD.md")
+            if default_pair:
+                shutil.copyfile(work_dir / "MODEL_CARD.md", MODELS_DIR / "MODEL_CARD.md")
             click.echo(f"installed {MODELS_DIR / local_name}")
     except (CephaloError, ValueError, OSError) as e:
         _fail(e)

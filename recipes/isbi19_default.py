@@ -32,6 +32,8 @@ def steps(data: Path, work: Path, install: bool) -> List[Tuple[str, List[str], P
     first = work / "bundle_mean" / "model_int8.onnx"              # ... fine-tuned on the clinicians' mean
     local = (ROOT / "sdk" / "models" / "isbi19_default_int8.local.onnx" if install
              else work / "bundle_local" / "model_int8.local.onnx")
+    challenge_local = (ROOT / "sdk" / "models" / "isbi19_default_int8.challenge.local.onnx" if install
+                       else work / "bundle_local_challenge" / "model_int8.local.onnx")
     return [
         ("pack384", cephalo + ["pack", "--data", str(data), "--out", str(work / "isbi_train_384.npz"),
                                "--input-size", "384"], work / "isbi_train_384.npz"),
@@ -60,7 +62,7 @@ def steps(data: Path, work: Path, install: bool) -> List[Tuple[str, List[str], P
         ("bundle_mean", cephalo + ["bundle", str(work / "ft320_mean" / "last.pt"), "--data", str(data), "--work",
                                    str(work / "bundle_mean")], first),
         ("train_local", cephalo + ["train-local", "--data", str(data), "--out", str(work / "local_mean120"),
-                                   "--annotators", "senior,junior", "--widths", "16,32,64,128",
+                                   "--annotators", "senior,junior", "--widths", "16,32,64,128", "--patch", "80",
                                    "--first-model", str(first)],
          work / "local_mean120" / "last.pt"),
         ("bundle_local", cephalo + ["bundle-local", str(work / "local_mean120" / "last.pt"), "--data", str(data),
@@ -73,6 +75,21 @@ def steps(data: Path, work: Path, install: bool) -> List[Tuple[str, List[str], P
         ("calibrate", cephalo + ["calibrate", str(local), "--data", str(data), "--model",
                                  str(ROOT / "sdk" / "models" / "isbi19_default_int8.onnx" if install else first),
                                  "--report", str(work / "calibration.json")], work / "calibration.json"),
+        # the option Detector(labels="challenge"): the same local stage on the challenge's ground truth
+        ("train_local_challenge", cephalo + ["train-local", "--data", str(data), "--out",
+                                             str(work / "local_challenge120"), "--annotators", "challenge",
+                                             "--widths", "16,32,64,128", "--patch", "80", "--first-model", str(first)],
+         work / "local_challenge120" / "last.pt"),
+        ("bundle_local_challenge", cephalo + ["bundle-local", str(work / "local_challenge120" / "last.pt"), "--data",
+                                              str(data), "--first", str(first), "--work",
+                                              str(work / "bundle_local_challenge"), "--prior-sd", "4",
+                                              "--labels", "challenge"] + (["--install"] if install else []),
+         challenge_local),
+        ("calibrate_challenge", cephalo + ["calibrate", str(challenge_local), "--data", str(data), "--model",
+                                           str(ROOT / "sdk" / "models" / "isbi19_default_int8.onnx" if install
+                                               else first), "--annotators", "challenge", "--report",
+                                           str(work / "calibration_challenge.json")],
+         work / "calibration_challenge.json"),
     ]
 
 
@@ -96,7 +113,8 @@ def main(argv=None) -> int:
         if a.list or not started:
             print(line if a.list else f"[{name}] before --from: skipped")
             continue
-        if done.exists() and not (a.install and name in ("bundle_local", "calibrate", "shape_model")):
+        if done.exists() and not (a.install and name in ("bundle_local", "calibrate", "shape_model",
+                                                         "bundle_local_challenge", "calibrate_challenge")):
             print(f"[{name}] done ({done})")
             continue
         print(line, flush=True)

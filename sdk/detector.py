@@ -17,7 +17,8 @@ from .measurements import measure, unavailable
 from .framing import crop_or_pad, framing
 from .preprocess import Letterbox, pad_pixel
 from .quality import assess, shape_model
-from .local_stage import LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_path
+from .local_stage import (CONSENSUS, LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_conventions,
+                          local_stage_path)
 from .spacing import check_spacing
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -222,14 +223,17 @@ class Detector:
     the model file when there is one, a path names the file, False turns it off (``refine=``, its old name, is still
     accepted). ``reframe`` (default): when the field is much wider than the training images' (another machine's
     field; the skull small in the model input), read the image again cropped to their framing (:mod:`sdk.framing`; one
-    more model call, only then; the result's ``notes`` say so). Calls are thread-safe.
+    more model call, only then; the result's ``notes`` say so). ``labels``: whose landmark conventions the points
+    follow: 'consensus' (default: the mean of several clinicians) or another convention whose local stage lies
+    beside the model (``<model>.<labels>.local.onnx``; the bundled model has 'challenge', the ISBI 2015
+    challenge's official ground truth, for comparing with published results). Calls are thread-safe.
     """
 
     local: Optional[LocalStage] = None     # the local stage in use, if any
 
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
                  fast_decode: bool = True, auto_view: bool = True, local_stage: Union[bool, str, Path] = True,
-                 reframe: bool = True, **deprecated):
+                 reframe: bool = True, labels: str = CONSENSUS, **deprecated):
         local_stage = _renamed(deprecated, local_stage)
         path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
         if not path.is_file():
@@ -251,6 +255,16 @@ class Detector:
         self.fast_decode = bool(fast_decode)
         self.auto_view = bool(auto_view)
         self.reframe = bool(reframe)
+        if labels != CONSENSUS:
+            if local_stage is not True:
+                raise ModelError(f"labels={labels!r} picks the local stage beside the model; it cannot go with "
+                                 f"local_stage={local_stage!r}")
+            if not isinstance(labels, str) or not local_stage_path(path, labels).is_file():
+                raise ModelError(f"model {path} has no local stage for labels={labels!r} (looked for "
+                                 f"{local_stage_path(path, str(labels)).name}); it has: "
+                                 f"{', '.join(local_stage_conventions(path)) or 'none'}")
+            local_stage = local_stage_path(path, labels)
+        self.labels = labels
         if local_stage is True and local_stage_path(path).is_file():
             local_stage = local_stage_path(path)
         if local_stage is not True and local_stage is not False and local_stage is not None:
@@ -265,7 +279,7 @@ class Detector:
                 "schema": m.schema.id, "landmarks": list(m.schema.names), "input_hw": list(m.input_hw),
                 "channels": m.channels, "heatmap_stride": m.heatmap_stride, "sigma": m.sigma, "decoder": m.decoder,
                 "trained_on": m.trained_on, "accuracy": m.accuracy, **m.extra,
-                "local_stage": str(self.local.path) if self.local else None,
+                "local_stage": str(self.local.path) if self.local else None, "labels": self.labels,
                 "local_stage_accuracy": self.local.meta.accuracy if self.local else None}
 
     # -- the three steps -----------------------------------------------------------------------------------------

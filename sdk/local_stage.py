@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import List, Tuple
 
 import cv2
 import numpy as np
@@ -134,10 +134,26 @@ LOCAL_STAGE = "local"
 LOCAL_SUFFIX = ".local"      # model.onnx -> model.local.onnx: the local stage found beside a first-stage file
 
 
-def local_stage_path(model_path) -> Path:
-    """Where the local stage of ``model_path`` lives by convention: ``<stem>.local<suffix>`` beside it."""
+CONSENSUS = "consensus"      # the default labels: the clinicians' consensus, in <stem>.local.onnx
+
+
+def local_stage_path(model_path, labels: str = CONSENSUS) -> Path:
+    """Where the local stage of ``model_path`` lives: ``<stem>.local<suffix>`` beside it, or for another labelling
+    convention (e.g. 'challenge', the ISBI 2015 challenge's ground truth) ``<stem>.<labels>.local<suffix>``."""
     p = Path(model_path)
-    return p.with_name(p.stem + LOCAL_SUFFIX + p.suffix)
+    infix = "" if labels == CONSENSUS else "." + labels
+    return p.with_name(p.stem + infix + LOCAL_SUFFIX + p.suffix)
+
+
+def local_stage_conventions(model_path) -> List[str]:
+    """The labelling conventions whose local stage lies beside ``model_path`` (``CONSENSUS`` first when present)."""
+    p = Path(model_path)
+    found = [CONSENSUS] if local_stage_path(p).is_file() else []
+    for f in sorted(p.parent.glob(p.stem + ".*" + LOCAL_SUFFIX + p.suffix)):
+        name = f.name[len(p.stem) + 1:-len(LOCAL_SUFFIX + p.suffix)]
+        if name and "." not in name:
+            found.append(name)
+    return found
 
 
 def rescale_for_first_stage(factor: float, prior_sd: float, trained_behind, first_input) -> Tuple[float, float]:

@@ -45,7 +45,7 @@ def test_every_step_parses_with_its_tool(tmp_path):
 def test_list_and_dry_run(tmp_path, capsys):
     assert recipe_main(["--data", str(tmp_path), "--work", str(tmp_path / "w"), "--list"]) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert len(listed) == 13 and listed[0].startswith("[pack384]")
+    assert len(listed) == 16 and listed[0].startswith("[pack384]")
     assert recipe_main(["--data", str(tmp_path), "--work", str(tmp_path / "w"), "--dry-run",
                         "--from", "train_local"]) == 0
     out = capsys.readouterr().out

@@ -378,7 +378,9 @@ def convert(checkpoint, out_dir, stem, openvino, int8, int8_onnx, ort_qdq, calib
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="Model file (default: bundled).")
-@click.option("--backend", type=click.Choice(["auto", "openvino", "onnxruntime"]), default="auto")
+@click.option("--backend", type=click.Choice(["auto", "openvino", "onnxruntime"]), default="auto",
+              help="auto: OpenVINO when installed, but onnxruntime for fewer than 60 images (it starts ~0.7 s "
+                   "sooner, more than OpenVINO's faster reading saves on so few).")
 @click.option("--threads", type=int, default=None)
 @click.option("--spacing", type=float, default=None, help="mm per pixel (else DICOM tags or ruler points).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -415,7 +417,7 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
     from sdk import Detector
     from sdk.spacing import check_spacing
 
-    from .run import collect_inputs, exit_code, run_images
+    from .run import collect_inputs, exit_code, pick_backend, run_images
 
     if (overlay or write_csv or skip_done) and out_dir is None:
         raise click.UsageError("--overlay, --csv and --skip-done need --out (a folder for the files)")
@@ -424,7 +426,8 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
         if spacing is not None:
             spacing = check_spacing(spacing, "--spacing")
         files, missing = collect_inputs(images, recursive)
-        det = Detector(model, backend=backend, threads=threads, fast_decode=fast_decode, labels=labels)
+        det = Detector(model, backend=pick_backend(backend, len(files), model), threads=threads,
+                       fast_decode=fast_decode, labels=labels)
     except CephaloError as e:
         _fail(e)
     counts = {"ok": 0, "check": 0, "flagged": 0, "failed": 0, "skipped": 0}

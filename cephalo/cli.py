@@ -16,6 +16,12 @@ def _fail(e: Exception):
     raise click.ClickException(str(e))
 
 
+LABELS_OPTION = click.option(
+    "--labels", default="consensus", show_default=True,
+    help="Whose landmark conventions to follow: 'consensus' (several clinicians' mean) or 'challenge' (the ISBI "
+         "2015 challenge's ground truth, to compare with published results).")
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool):
@@ -400,9 +406,7 @@ def convert(checkpoint, out_dir, stem, openvino, int8, int8_onnx, ort_qdq, calib
 @click.option("--analysis", "analysis", default=None,
               help="Measurements to report and trace, comma-separated: isbi2015, steiner, downs, tweed, mcnamara, "
                    "ricketts, wits, other (default: all the model's landmarks give).")
-@click.option("--labels", default="consensus", show_default=True,
-              help="Whose landmark conventions to follow: 'consensus' (several clinicians' mean) or 'challenge' "
-                   "(the ISBI 2015 challenge's ground truth, to compare with published results).")
+@LABELS_OPTION
 def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay, jsonl_path, recursive, skip_done,
             progress, strict, fast_decode, analysis, labels):
     """Detect landmarks on images: files, folders or glob patterns (no torch needed).
@@ -733,7 +737,8 @@ def calibrate(local_model, data_dir, first_model, annotators, val_count, seed, v
               help="Images detected at a time (default: the cores); each uses cores / workers threads.")
 @click.option("--max-upload-mb", type=float, default=50.0, show_default=True)
 @click.option("--queue", type=int, default=32, show_default=True, help="Requests that may wait; more get 503.")
-def serve(model, backend, host, port, workers, max_upload_mb, queue):
+@LABELS_OPTION
+def serve(model, backend, host, port, workers, max_upload_mb, queue, labels):
     """Serve the Detector over HTTP (POST /v1/landmarks) with a page at / that shows the tracing
     (needs the 'serve' extra: pip install ".[serve]")."""
     import os
@@ -745,9 +750,9 @@ def serve(model, backend, host, port, workers, max_upload_mb, queue):
     try:
         cores = os.cpu_count() or 1
         n = max(1, workers or cores)
-        det = Detector(model, backend=backend, threads=max(1, cores // n))
-        click.echo(f"serving {det.model_path.name} ({det.info['backend']}, {n} worker(s)) on http://{host}:{port}/",
-                   err=True)
+        det = Detector(model, backend=backend, threads=max(1, cores // n), labels=labels)
+        click.echo(f"serving {det.model_path.name} ({det.info['backend']}, {labels} labels, {n} worker(s)) on "
+                   f"http://{host}:{port}/", err=True)
         run(det, host, port, n, Limits(int(max_upload_mb * 2**20), queue))
     except ImportError as e:
         _fail(CephaloError(f"cephalo serve needs the 'serve' extra (pip install \".[serve]\"): {e}"))

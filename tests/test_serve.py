@@ -93,6 +93,10 @@ with sync_playwright() as p:
     page.wait_for_function("document.querySelectorAll('#landmarks tbody tr').length === 19", timeout=60000)
     print("measurements", page.locator("#measurements tbody tr").count())
     print("status", page.locator("#status").get_attribute("class"))
+    try:                                                     # the tracing is drawn once the image has loaded
+        page.wait_for_selector("#view", state="visible", timeout=30000)
+    except Exception:
+        pass
     print("canvas", page.locator("#view").is_visible())
     page.screenshot(path=shot, full_page=True)
     page.set_input_files("#file", not_an_image)             # an error; the page stays usable

@@ -37,6 +37,7 @@ class Landmarks:
     point_flags: (K,) why each landmark is doubtful ('' = not flagged; :mod:`sdk.quality`). flags: image-level
     codes ('low_confidence', 'implausible_shape', 'points_outside_image'). notes: facts the user should know
     (e.g. an unusable DICOM spacing). source: the file the result belongs to ('<array>' / '<bytes>' otherwise).
+    labels: whose landmark conventions the points follow ('consensus', or e.g. 'challenge'; ``Detector(labels=)``).
     """
 
     xy: np.ndarray
@@ -52,6 +53,7 @@ class Landmarks:
     notes: Tuple[str, ...] = ()
     source: str = ""
     reliability: Optional[np.ndarray] = None   # (K,) P(within the calibration's tolerance, 4 mm), when calibrated
+    labels: str = "consensus"
 
     @property
     def confidence(self) -> float:
@@ -145,6 +147,7 @@ class Landmarks:
             "flags": list(self.flags),
             "messages": self.messages(),
             "schema": self.schema,
+            "labels": self.labels,
             "image_size": {"height": self.image_size[0], "width": self.image_size[1]},
             "spacing_mm": self.spacing,
             "spacing_source": self.spacing_source,
@@ -230,6 +233,7 @@ class Detector:
     """
 
     local: Optional[LocalStage] = None     # the local stage in use, if any
+    labels: str = CONSENSUS                # whose landmark conventions the local stage learnt
 
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
                  fast_decode: bool = True, auto_view: bool = True, local_stage: Union[bool, str, Path] = True,
@@ -324,7 +328,7 @@ class Detector:
             if d > 1.0:
                 spacing, src = mm / d, "ruler"
         res = Landmarks(xy, scores, m.schema.names, (lb.src_h, lb.src_w), spacing, src, m.schema.id,
-                        notes=loaded.notes, source=loaded.source)
+                        notes=loaded.notes, source=loaded.source, labels=self.labels)
         return res, stage2
 
     def _assess(self, res: Landmarks, stage2: Dict) -> Landmarks:

@@ -37,6 +37,7 @@ def test_challenge_labels_put_soft_tissue_pogonion_lower(pair):
     dy, moved = [], []
     for p in IMGS:
         a, b = consensus(p), challenge(p)
+        assert (a.labels, b.labels) == ("consensus", "challenge")
         dy.append((b.xy[STP, 1] - a.xy[STP, 1]) * 0.4)          # fixture images: 0.4 mm per pixel
         moved.append(np.linalg.norm(b.xy - a.xy, axis=1).mean() * 0.4)
     assert min(dy) > 0 and np.mean(dy) > 0.5
@@ -57,6 +58,7 @@ def test_cli_predict_takes_labels(tmp_path):
                                   "--out", str(tmp_path)])
     assert r.exit_code in (0, 3), r.output
     rec = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert rec["labels"] == "challenge"        # a clinic mixing conventions can tell the records apart
     want = Detector(backend="onnxruntime", labels="challenge")(IMGS[0]).xy
     got = np.array([[p["x"], p["y"]] for p in rec["landmarks"]])
     assert np.allclose(got, want, atol=0.05)

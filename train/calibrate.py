@@ -13,34 +13,26 @@ import numpy as np
 
 from sdk.quality import IMPLAUSIBLE, OUTSIDE, Calibration, point_features
 
-from .data.variants import VARIANTS, in_frame
+from .data.variants import variant_readings
 
 
 def collect(det, samples: Sequence, variants: Sequence[str]) -> Dict[str, np.ndarray]:
     """Per point of every (sample, variant): ``features`` (N, 4), ``error_mm`` (N,), ``landmark`` (N,),
     ``flagged_otherwise`` (N,) (outside the image / implausible position: flagged whatever the calibration says),
     ``variant`` (N,), ``image`` (N,) the sample's id. Points whose label the variant moved out of the frame are left out."""
-    from sdk.image_io import load_image
-
     out = {k: [] for k in ("features", "error_mm", "landmark", "flagged_otherwise", "variant", "image")}
-    for s in samples:
-        g = load_image(s.image).gray
-        for v in variants:
-            fimg, fpts, factor = VARIANTS[v]
-            img = fimg(g)
-            res, ev = det.evidence(img)
-            if ev["shift"] is None or ev["shape_z"] is None:
-                raise ValueError("calibration needs a Detector with a local stage and a schema with a shape model")
-            gt = fpts(s.points, g.shape)
-            inside = in_frame(gt, img.shape)
-            err = np.linalg.norm(res.xy - gt, axis=1) * s.spacing * factor
-            other = np.array([r in (OUTSIDE, IMPLAUSIBLE) for r in res.point_flags])
-            out["features"].append(point_features(res.scores, ev["local_peak"], ev["shift"], ev["shape_z"])[inside])
-            out["error_mm"].append(err[inside])
-            out["landmark"].append(np.arange(len(gt))[inside])
-            out["flagged_otherwise"].append(other[inside])
-            out["variant"].append(np.array([v] * int(inside.sum())))
-            out["image"].append(np.array([s.id] * int(inside.sum())))
+    for s, v, img, gt, inside, mm in variant_readings(samples, variants):
+        res, ev = det.evidence(img)
+        if ev["shift"] is None or ev["shape_z"] is None:
+            raise ValueError("calibration needs a Detector with a local stage and a schema with a shape model")
+        err = np.linalg.norm(res.xy - gt, axis=1) * mm
+        other = np.array([r in (OUTSIDE, IMPLAUSIBLE) for r in res.point_flags])
+        out["features"].append(point_features(res.scores, ev["local_peak"], ev["shift"], ev["shape_z"])[inside])
+        out["error_mm"].append(err[inside])
+        out["landmark"].append(np.arange(len(gt))[inside])
+        out["flagged_otherwise"].append(other[inside])
+        out["variant"].append(np.array([v] * int(inside.sum())))
+        out["image"].append(np.array([s.id] * int(inside.sum())))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

@@ -14,11 +14,10 @@ import numpy as np
 
 from sdk import Detector
 from sdk.decode import decode_to_image
-from sdk.image_io import load_image
 from sdk.quality import IMPLAUSIBLE, OUTSIDE, assess, point_features
 from sdk.schemas import ISBI19
 from train.calibrate import collect
-from train.data.variants import CROSS_SITE, VARIANTS, in_frame
+from train.data.variants import CROSS_SITE, variant_readings
 from train.datasets import load_train_val
 
 
@@ -33,32 +32,26 @@ def collect_failures(det, samples: Sequence, variants: Sequence[str], per_readin
     rng = np.random.default_rng(seed)
     m = det.meta
     out = {k: [] for k in ("features", "error_mm", "landmark", "flagged_otherwise", "variant", "image")}
-    for s in samples:
-        g = load_image(s.image).gray
-        for v in variants:
-            fimg, fpts, factor = VARIANTS[v]
-            img = fimg(g)
-            gt = fpts(s.points, g.shape)
-            inside = in_frame(gt, img.shape)
-            x, lb, loaded = det.preprocess(img)
-            xy, scores = decode_to_image(det.run_network(x[None])[0], lb, m.heatmap_stride, m.sigma, m.decoder)
-            moved = rng.choice(np.flatnonzero(inside), size=min(per_reading, int(inside.sum())), replace=False)
-            start = xy.copy()
-            ang = rng.uniform(0, 2 * np.pi, len(moved))
-            dist = rng.uniform(*mm, len(moved)) / (s.spacing * factor)
-            start[moved] += np.stack([np.cos(ang), np.sin(ang)], axis=1) * dist[:, None]
-            start[moved] = np.clip(start[moved], 0, np.array(img.shape[1::-1]) - 1)
-            local, peaks = det.local.locate_with_peaks(loaded.gray, lb, start, loaded.reduction)
-            shift = np.linalg.norm((local - start) * np.array([lb.scale_x, lb.scale_y]), axis=1)
-            a = assess(local, scores, img.shape[:2], m.schema.id, m.schema.names, shift, peaks)
-            err = np.linalg.norm(local - gt, axis=1) * s.spacing * factor
-            other = np.array([r in (OUTSIDE, IMPLAUSIBLE) for r in a.reasons])
-            out["features"].append(point_features(scores, peaks, shift, a.shape_z)[moved])
-            out["error_mm"].append(err[moved])
-            out["landmark"].append(moved)
-            out["flagged_otherwise"].append(other[moved])
-            out["variant"].append(np.array([v] * len(moved)))
-            out["image"].append(np.array([s.id] * len(moved)))
+    for s, v, img, gt, inside, px_mm in variant_readings(samples, variants):
+        x, lb, loaded = det.preprocess(img)
+        xy, scores = decode_to_image(det.run_network(x[None])[0], lb, m.heatmap_stride, m.sigma, m.decoder)
+        moved = rng.choice(np.flatnonzero(inside), size=min(per_reading, int(inside.sum())), replace=False)
+        start = xy.copy()
+        ang = rng.uniform(0, 2 * np.pi, len(moved))
+        dist = rng.uniform(*mm, len(moved)) / px_mm
+        start[moved] += np.stack([np.cos(ang), np.sin(ang)], axis=1) * dist[:, None]
+        start[moved] = np.clip(start[moved], 0, np.array(img.shape[1::-1]) - 1)
+        local, peaks = det.local.locate_with_peaks(loaded.gray, lb, start, loaded.reduction)
+        shift = np.linalg.norm((local - start) * np.array([lb.scale_x, lb.scale_y]), axis=1)
+        a = assess(local, scores, img.shape[:2], m.schema.id, m.schema.names, shift, peaks)
+        err = np.linalg.norm(local - gt, axis=1) * px_mm
+        other = np.array([r in (OUTSIDE, IMPLAUSIBLE) for r in a.reasons])
+        out["features"].append(point_features(scores, peaks, shift, a.shape_z)[moved])
+        out["error_mm"].append(err[moved])
+        out["landmark"].append(moved)
+        out["flagged_otherwise"].append(other[moved])
+        out["variant"].append(np.array([v] * len(moved)))
+        out["image"].append(np.array([s.id] * len(moved)))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

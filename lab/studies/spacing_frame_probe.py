@@ -18,10 +18,9 @@ import numpy as np
 
 from sdk import Detector
 from sdk.framing import crop_or_pad, framing
-from sdk.image_io import load_image
 from sdk.preprocess import pad_pixel
 from sdk.schemas import ISBI19
-from train.data.variants import VARIANTS, in_frame
+from train.data.variants import variant_readings
 from train.datasets import load_train_val
 
 DATA = Path("../shared/data/isbi2015")
@@ -48,22 +47,14 @@ def main(out: Path) -> None:
     shipped = Detector(backend="onnxruntime", threads=2)
     modes = ["no re-framing", "shipped", "spacing, always", "spacing, wider only"]
     err = {m: {v: [] for v in VARIANTS_USED} for m in modes}
-    for s in va:
-        g = load_image(s.image).gray
-        for v in VARIANTS_USED:
-            fimg, fpts, factor = VARIANTS[v]
-            img = fimg(g)
-            gt = fpts(s.points, g.shape)
-            keep = in_frame(gt, img.shape)
-            sp = s.spacing * factor
-            first = plain(img).xy
-            reads = {"no re-framing": first, "shipped": shipped(img).xy,
-                     "spacing, always": spacing_read(plain, img, sp, first, False)}
-            wider = spacing_read(plain, img, sp, first, True)
-            reads["spacing, wider only"] = first if wider is None else wider
-            for m, xy in reads.items():
-                err[m][v].append((np.linalg.norm(xy - gt, axis=1) * sp)[keep])
-        print(s.id, flush=True)
+    for s, v, img, gt, keep, sp in variant_readings(va, VARIANTS_USED):
+        first = plain(img).xy
+        reads = {"no re-framing": first, "shipped": shipped(img).xy,
+                 "spacing, always": spacing_read(plain, img, sp, first, False)}
+        wider = spacing_read(plain, img, sp, first, True)
+        reads["spacing, wider only"] = first if wider is None else wider
+        for m, xy in reads.items():
+            err[m][v].append((np.linalg.norm(xy - gt, axis=1) * sp)[keep])
     res = {m: {v: {"mre_mm": round(float(np.concatenate(e).mean()), 4),
                    "over_10mm": int((np.concatenate(e) > 10).sum())} for v, e in per.items()} for m, per in err.items()}
     for m in modes:

@@ -18,7 +18,7 @@ import numpy as np
 from sdk import Detector
 from sdk.image_io import load_image
 from sdk.schemas import ISBI19
-from train.data.variants import CROSS_SITE, VARIANTS, in_frame
+from train.data.variants import CROSS_SITE, variant_readings
 from train.datasets import load_train_val
 
 DATA = Path("../shared/data/isbi2015")
@@ -64,24 +64,16 @@ def main(out: Path) -> None:
     modes = ["off", "match", "quantiles", "match gated", "quantiles gated"]
     err = {m: {v: [] for v in variants} for m in modes}
     applied = {m: {v: 0 for v in variants} for m in modes}
-    for s in va:
-        g = load_image(s.image).gray
-        for v in variants:
-            fimg, fpts, factor = VARIANTS[v]
-            img = fimg(g)
-            gt = fpts(s.points, g.shape)
-            inside = in_frame(gt, img.shape)
-            far = float(np.abs(quantiles(img) - ref_q).max()) > spread
-            for m in modes:
-                if m == "off" or (m.endswith("gated") and not far):
-                    x = img
-                else:
-                    lut = lut_match(img, ref_cdf) if m.startswith("match") else lut_quantiles(img, ref_q)
-                    x = lut.astype(np.uint8)[img]
-                    applied[m][v] += 1
-                e = np.linalg.norm(det(x).xy - gt, axis=1) * s.spacing * factor
-                err[m][v].append(e[inside])
-        print(s.id, flush=True)
+    for s, v, img, gt, inside, mm in variant_readings(va, variants):
+        far = float(np.abs(quantiles(img) - ref_q).max()) > spread
+        for m in modes:
+            if m == "off" or (m.endswith("gated") and not far):
+                x = img
+            else:
+                lut = lut_match(img, ref_cdf) if m.startswith("match") else lut_quantiles(img, ref_q)
+                x = lut.astype(np.uint8)[img]
+                applied[m][v] += 1
+            err[m][v].append((np.linalg.norm(det(x).xy - gt, axis=1) * mm)[inside])
     res = {"reference_quantiles": ref_q.tolist(), "gate": spread, "mre_mm": {}, "over_10mm": {}, "applied": applied}
     for m in modes:
         res["mre_mm"][m] = {v: float(np.concatenate(err[m][v]).mean()) for v in variants}

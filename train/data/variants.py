@@ -87,6 +87,21 @@ def in_frame(points: np.ndarray, shape) -> np.ndarray:
     return (points[:, 0] >= 0) & (points[:, 1] >= 0) & (points[:, 0] < shape[1]) & (points[:, 1] < shape[0])
 
 
+def variant_readings(samples, variants):
+    """Each sample under each variant, as the studies and the calibration read them: yields ``(sample, variant,
+    image, labels, inside, mm_per_px)`` with the labels moved with the image, ``inside`` the labels still in its
+    frame (:func:`in_frame`) and the variant's pixel spacing. Each sample's image is decoded once."""
+    from sdk.image_io import load_image
+
+    for s in samples:
+        g = load_image(s.image).gray
+        for v in variants:
+            fimg, fpts, factor = VARIANTS[v]
+            img = fimg(g)
+            gt = fpts(s.points, g.shape)
+            yield s, v, img, gt, in_frame(gt, img.shape), s.spacing * factor
+
+
 def _resized(g, s):
     """``g`` resized by ``s`` (area when shrinking) and the exact point map of that resize."""
     h, w = g.shape

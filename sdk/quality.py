@@ -77,13 +77,13 @@ class ShapeModel:
         if inlier.sum() - 1 < k // 2:      # most points off: condition on all the others rather than a few
             others[:] = True
         np.fill_diagonal(others, False)
-        aligned = similarity_fits(xy, self.mean, others.astype(np.float64)).reshape(k, 2 * k)
+        aligned = similarity_fits(xy, self.mean, others.astype(np.float64))[0].reshape(k, 2 * k)
         dev = aligned - self.mean.reshape(-1)           # row i: the image aligned without point i
-        out = np.empty(k)
         if others.sum() == k * (k - 1):                   # every row "all but i": the precomputed case
             gain, prec = self._all_but_one()
             r = dev.reshape(k, k, 2)[np.arange(k), np.arange(k)] - np.einsum("kij,kj->ki", gain, dev)
             return np.sqrt(np.maximum(np.einsum("ki,kij,kj->k", r, prec, r), 0.0))
+        out = np.empty(k)
         for i in range(k):
             gain, prec = self._conditioner(i, np.flatnonzero(others[i]))
             r = dev[i, 2 * i:2 * i + 2] - gain @ dev[i]
@@ -128,21 +128,14 @@ class ShapeModel:
 def similarity_fit(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> Tuple[np.ndarray, float]:
     """``src`` moved by the rotation, uniform scale and translation that best fit it to ``dst`` in weighted
     least squares (Umeyama, IEEE TPAMI 1991; no reflection); returns ((K, 2) moved points, scale)."""
-    w = np.asarray(w, np.float64) / max(float(np.sum(w)), 1e-12)
-    ms, md = w @ src, w @ dst
-    s0, d0 = src - ms, dst - md
-    cov = (d0 * w[:, None]).T @ s0
-    u, sv, vt = np.linalg.svd(cov)
-    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-    rot = u @ d @ vt
-    var = float(w @ (s0 ** 2).sum(axis=1))
-    scale = float(np.trace(np.diag(sv) @ d) / max(var, 1e-12))
-    return scale * s0 @ rot.T + md, scale
+    moved, scale = similarity_fits(np.asarray(src, np.float64), np.asarray(dst, np.float64),
+                                   np.asarray(w, np.float64)[None])
+    return moved[0], float(scale[0])
 
 
-def similarity_fits(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """:func:`similarity_fit` for many weightings at once: (N, K) ``weights`` -> (N, K, 2), row n ``src`` moved
-    onto ``dst`` by the fit its weights give."""
+def similarity_fits(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`similarity_fit` for many weightings at once: (N, K) ``weights`` -> ((N, K, 2) ``src`` moved onto
+    ``dst`` by the fit each row of weights gives, (N,) scales)."""
     w = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
     ms, md = w @ src, w @ dst
     s0, d0 = src[None] - ms[:, None], dst[None] - md[:, None]
@@ -153,7 +146,7 @@ def similarity_fits(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> np
     rot = u @ (np.eye(2)[None] * np.stack([np.ones_like(sign), sign], axis=1)[:, None, :]) @ vt
     var = np.einsum("nk,nki->n", w, s0 ** 2)
     scale = (sv[:, 0] + sign * sv[:, 1]) / np.maximum(var, 1e-12)
-    return scale[:, None, None] * np.einsum("nki,nji->nkj", s0, rot) + md[:, None]
+    return scale[:, None, None] * np.einsum("nki,nji->nkj", s0, rot) + md[:, None], scale
 
 
 @lru_cache(maxsize=None)

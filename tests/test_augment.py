@@ -1,8 +1,8 @@
 from dataclasses import replace
 
 import cv2
-import pytest
 import numpy as np
+import pytest
 
 from sdk.preprocess import Preprocessing, preprocess
 from train.data.augment import AugmentConfig, random_affine, warp_image, warp_points
@@ -93,3 +93,23 @@ def test_processing_augmentation_is_off_by_default_and_changes_pixels_when_on():
         with_processing(base, 1.5, 1.5)
     with pytest.raises(ValueError, match="gamma"):
         with_processing(base, 0.3, 0.8)
+
+
+def test_machine_artifacts_draw_inside_the_content_only():
+    """Other machines' artifacts (shutters, text, a ruler, a tone curve) change the unpadded area, stay in range,
+    and leave the padding alone; with artifacts_p 0 the stream is the old one."""
+    from train.data.augment import machine_artifacts, random_intensity
+
+    img = np.tile(np.linspace(40, 220, 96, dtype=np.float32), (120, 1)).astype(np.uint8)
+    content = (slice(10, 110), slice(0, 96))
+    base = AugmentConfig(p_intensity=1.0, noise_std=0.0, blur_sigma=0.0)
+    plain = random_intensity(img, np.random.default_rng(3), base, content)
+    art = random_intensity(img, np.random.default_rng(3), replace(base, artifacts_p=1.0), content)
+    assert art.min() >= 0 and art.max() <= 255
+    assert np.abs(art[content] - plain[content]).mean() > 1.0
+    assert np.allclose(art[:10], img[:10], atol=1e-3) and np.allclose(art[110:], img[110:], atol=1e-3)
+    again = random_intensity(img, np.random.default_rng(3), replace(base, artifacts_p=0.0), content)
+    assert np.array_equal(again, plain)
+    drawn = machine_artifacts(np.full((200, 160), 0.5, np.float32), np.random.default_rng(1),
+                              replace(base, artifacts_p=1.0))
+    assert drawn.dtype == np.float32 and (drawn != 0.5).mean() > 0.02

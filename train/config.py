@@ -33,6 +33,7 @@ class TrainConfig:
     aug_scale_min: float = 0.9       # random zoom range of the geometric augmentation
     aug_scale_max: float = 1.1
     aug_processing_p: float = 0.0    # other sites' processing (CLAHE, unsharp mask), each at this probability
+    aug_artifacts_p: float = 0.0     # other machines' artifacts (shutters, text, a ruler, a tone curve), each at this p
     aug_gamma_max: float = 1.5       # gamma augmentation up to this: 0.7-1.5 as before, else (min(0.7, 1/max), max)
     amp: str = "auto"                # auto | bf16 | off  (bf16 autocast on CPU, fp16/bf16 on CUDA)
     channels_last: bool = True

@@ -35,6 +35,9 @@ class AugmentConfig:
     clahe_tiles: int = 8             # tiles per side of the augmented image (8 = ~30 mm on a whole cephalogram)
     unsharp_amount: Tuple[float, float] = (0.3, 2.0)
     unsharp_sigma: Tuple[float, float] = (1.5, 8.0)   # pixels of the augmented image (~1-5 mm at 384 input)
+    # other machines' artifacts: each of shutters, text, a ruler and a tone curve applies with this probability
+    artifacts_p: float = 0.0
+    shutter_frac: Tuple[float, float] = (0.03, 0.2)    # of the image side a shutter covers
 
 
 def with_processing(cfg: AugmentConfig, p: float, gamma_max: float, px_scale: float = 1.0,
@@ -96,9 +99,70 @@ def random_intensity(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConf
         if cfg.processing_p > 0 and rng.random() < cfg.processing_p:
             amount, radius = rng.uniform(*cfg.unsharp_amount), rng.uniform(*cfg.unsharp_sigma)
             c = c + amount * (c - cv2.GaussianBlur(c, (0, 0), radius))
+        if cfg.artifacts_p > 0:
+            c = machine_artifacts(c, rng, cfg)
         sigma = rng.uniform(0, cfg.blur_sigma)
         if sigma > 0.3:
             c = cv2.GaussianBlur(c, (0, 0), sigma)
         c = c + rng.normal(0, rng.uniform(0, cfg.noise_std), size=c.shape).astype(np.float32)
         x[content] = np.clip(c, 0, 1)
     return x * np.float32(255.0)
+
+
+_TEXT_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -:/^."
+
+
+def _paint(c: np.ndarray, mask: np.ndarray, value: float) -> np.ndarray:
+    """``c`` with ``value`` drawn where the 8-bit ``mask`` is set (its anti-aliased edges blended)."""
+    a = mask.astype(np.float32) * np.float32(1 / 255.0)
+    return c * (1 - a) + np.float32(value) * a
+
+
+def machine_artifacts(c: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """(H, W) float32 in [0, 1] with other machines' artifacts drawn in, each with probability ``artifacts_p``."""
+    c = np.array(c, dtype=np.float32, copy=True)
+    h, w = c.shape
+    p = cfg.artifacts_p
+    if rng.random() < p:          # tone curve: a sigmoid about a random grey
+        mid, width = rng.uniform(0.35, 0.65), rng.uniform(0.06, 0.2)
+        c = 1.0 / (1.0 + np.exp(-(c - mid) / width, dtype=np.float32))
+    if rng.random() < p:          # burned-in text lines and a label block
+        mask = np.zeros((h, w), np.uint8)      # OpenCV draws text on 8-bit images only
+        scale = rng.uniform(0.6, 1.6) * h / 1000.0
+        for _ in range(rng.integers(1, 5)):
+            text = "".join(rng.choice(list(_TEXT_CHARS), size=rng.integers(4, 24)))
+            org = (int(rng.uniform(0, 0.8) * w), int(rng.uniform(0.03, 1.0) * h))
+            cv2.putText(mask, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.9 * scale, 255, max(1, int(2 * scale)),
+                        cv2.LINE_AA)
+        if rng.random() < 0.5:
+            bh, bw = int(rng.uniform(0.03, 0.08) * h), int(rng.uniform(0.08, 0.2) * w)
+            y, x = int(rng.uniform(0, 1) * (h - bh)), int(rng.uniform(0, 1) * (w - bw))
+            mask[y:y + bh, x:x + bw] = 255
+        c = _paint(c, mask, rng.uniform(0.8, 1.0))
+    if rng.random() < p:          # a ruler: a bar with a comb of ticks, anywhere, upright or lying
+        mask = np.zeros((h, w), np.uint8)
+        pitch = rng.uniform(0.006, 0.02) * h
+        n = int(rng.integers(6, 20))
+        length, tick = pitch * n, rng.uniform(0.008, 0.025) * h
+        x0, y0 = rng.uniform(0, 0.9) * w, rng.uniform(0, 0.9) * h
+        th = max(1, int(rng.uniform(0.002, 0.006) * h))
+        lines = [(x0, y0, x0, y0 + length)] + [(x0, y0 + i * pitch, x0 + tick * (1.6 if i % 5 == 0 else 1.0),
+                                                 y0 + i * pitch) for i in range(n + 1)]
+        upright = rng.random() < 0.6
+        for a, b, cc, d in lines:
+            p0, p1 = ((a, b), (cc, d)) if upright else ((b, a), (d, cc))
+            cv2.line(mask, tuple(map(int, p0)), tuple(map(int, p1)), 255, th)
+        c = _paint(c, mask, rng.uniform(0.7, 1.0))
+    if rng.random() < p:          # collimator shutters on one to three sides (a shutter on top cuts the skull)
+        fill = 0.0 if rng.random() < 0.85 else 1.0
+        for side in rng.choice(4, size=rng.integers(1, 4), replace=False):
+            f = rng.uniform(*cfg.shutter_frac)
+            if side == 0:
+                c[:int(f * h)] = fill
+            elif side == 1:
+                c[h - int(f * h):] = fill
+            elif side == 2:
+                c[:, :int(f * w)] = fill
+            else:
+                c[:, w - int(f * w):] = fill
+    return c

@@ -1,0 +1,125 @@
+"""Site profiles (issue 32): a clinic's conventions learnt from its labelled images and applied by the Detector."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import ISBI_FIX
+
+from sdk import Detector, SiteError, SiteProfile, fit_site
+from sdk.schemas import ISBI19
+from sdk.site import MAX_OFFSET_SN, frames, to_frame
+from train.datasets import load_folder
+
+PORION = ISBI19.names.index("porion")
+MENTON = ISBI19.names.index("menton")
+
+
+@pytest.fixture(scope="module")
+def readings():
+    samples = load_folder(ISBI_FIX, ISBI19)
+    det = Detector(backend="onnxruntime")
+    return samples, np.stack([det(s.image).xy for s in samples])
+
+
+def _planted(pred, planted_sn, noise_px=0.0, seed=0):
+    """Labels that differ from ``pred`` by ``planted_sn`` (K, 2) in each image's S-N frame, plus noise."""
+    _, rot, length = frames(pred, ISBI19.names)
+    shift = np.einsum("nji,kj->nki", rot, planted_sn) * length[:, None, None]
+    return pred + shift + np.random.default_rng(seed).normal(0, noise_px, pred.shape)
+
+
+def test_a_planted_convention_is_recovered_and_applied(readings):
+    samples, pred = readings
+    planted = np.zeros((ISBI19.k, 2))
+    planted[PORION] = (-0.03, -0.06)      # porion a few mm up and back: the ear rod's ring
+    planted[MENTON] = (0.02, 0.0)
+    truth = _planted(pred, planted, noise_px=1.0)
+    prof = fit_site("clinic", ISBI19.id, ISBI19.names, pred, truth, [s.spacing for s in samples])
+    assert np.abs(prof.offsets[PORION] - planted[PORION]).max() < 0.01
+    assert np.abs(prof.offsets[MENTON] - planted[MENTON]).max() < 0.01
+    moved = np.stack([prof.apply(p) for p in pred])
+    assert np.linalg.norm(moved - truth, axis=2)[:, PORION].mean() < 3.0          # within the planted noise
+    assert np.linalg.norm(pred - truth, axis=2)[:, PORION].mean() > 8.0            # before: far off
+    r = prof.report
+    assert r["after_cv"]["mre_mm"] < r["before"]["mre_mm"] and r["images"] == len(samples)
+
+
+def test_offsets_follow_the_skull_mirrored_and_scaled(readings):
+    """The same convention on a mirrored, half-size reading moves the point the mirrored, halved way."""
+    _, pred = readings
+    planted = np.zeros((ISBI19.k, 2))
+    planted[PORION] = (-0.03, -0.06)
+    prof = SiteProfile("c", ISBI19.id, ISBI19.names, planted, 5)
+    p = pred[0]
+    d = prof.displacements(p)
+    mirrored = np.c_[1000.0 - p[:, 0], p[:, 1]] * 0.5
+    dm = prof.displacements(mirrored)
+    assert np.allclose(dm[PORION], [-d[PORION, 0] * 0.5, d[PORION, 1] * 0.5], atol=1e-9)
+
+
+def test_profile_round_trip_and_detector(tmp_path, readings):
+    samples, pred = readings
+    planted = np.zeros((ISBI19.k, 2))
+    planted[PORION] = (-0.03, -0.06)
+    prof = fit_site("clinic_a", ISBI19.id, ISBI19.names, pred, _planted(pred, planted, 0.5))
+    path = prof.save(tmp_path / "clinic_a.json")
+    back = SiteProfile.load(path)
+    assert back.name == "clinic_a" and np.allclose(back.offsets, prof.offsets, atol=1e-6)
+    plain = Detector(backend="onnxruntime")(samples[0].image)
+    res = Detector(backend="onnxruntime", site=path)(samples[0].image)
+    assert res.labels == "site:clinic_a" and json.loads(res.to_json())["labels"] == "site:clinic_a"
+    assert np.allclose(res.xy, back.apply(plain.xy))
+    assert res.point_flags == plain.point_flags                     # the flags judge the model's reading
+    others = [k for k in range(ISBI19.k) if np.abs(back.offsets[k]).max() == 0]
+    assert np.array_equal(res.xy[others], plain.xy[others])
+
+
+def test_refusals(tmp_path, readings):
+    _, pred = readings
+    with pytest.raises(SiteError, match="at least 5"):
+        fit_site("x", ISBI19.id, ISBI19.names, pred[:4], pred[:4])
+    swapped = pred.copy()
+    swapped[:, [PORION, MENTON]] = swapped[:, [MENTON, PORION]]    # two columns swapped by mistake
+    with pytest.raises(SiteError, match="porion.*mislabelled"):
+        fit_site("x", ISBI19.id, ISBI19.names, pred, swapped)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SiteError, match="bad.json"):
+        SiteProfile.load(bad)
+    other = SiteProfile("x", "aariz29", ISBI19.names, np.zeros((ISBI19.k, 2)), 5).save(tmp_path / "aariz.json")
+    with pytest.raises(SiteError, match="aariz29"):
+        Detector(backend="onnxruntime", site=other)
+    assert MAX_OFFSET_SN < 0.5
+
+
+def test_frame_is_anatomical(readings):
+    """Frame units: S-N has length 1 along the first axis; the chin lies on the positive side of the second."""
+    _, pred = readings
+    _, rot, length = frames(pred, ISBI19.names)
+    rel = to_frame(pred - pred[:, [0]], rot, length)
+    assert np.allclose(rel[:, 1], [1.0, 0.0], atol=1e-9) and (rel[:, MENTON, 1] > 0).all()
+
+
+def test_cli_adapt_then_predict_with_the_site(tmp_path):
+    from cephalo.cli import main
+
+    data = tmp_path / "clinic"
+    shutil.copytree(ISBI_FIX, data)
+    site = tmp_path / "clinic.json"
+    r = CliRunner().invoke(main, ["adapt", "--data", str(data), "--out", str(site), "--backend", "onnxruntime"])
+    assert r.exit_code == 0, r.output
+    assert "cross-validated" in r.output and site.is_file()
+    img = next((data / "images").glob("*.jpg"))
+    r = CliRunner().invoke(main, ["predict", str(img), "--site", str(site), "--backend", "onnxruntime"])
+    assert json.loads(r.stdout.splitlines()[0])["labels"] == "site:clinic", r.output
+    few = tmp_path / "few"
+    shutil.copytree(ISBI_FIX, few)
+    (few / "splits.csv").write_text("image,split\n001.jpg,a\n002.jpg,a\n003.jpg,a\n")
+    r = CliRunner().invoke(main, ["adapt", "--data", str(few), "--out", str(tmp_path / "x.json"), "--split", "a"])
+    assert r.exit_code == 1 and "at least 5" in r.output and "Traceback" not in r.output
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    r = CliRunner().invoke(main, ["predict", str(img), "--site", str(bad)])
+    assert r.exit_code == 2 and "not a cephalo site profile" in r.output

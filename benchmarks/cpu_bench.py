@@ -2,7 +2,7 @@
 
     python -m benchmarks.cpu_bench --checkpoint best.pt --models-dir converted/ --images DIR [--quick]
     python -m benchmarks.cpu_bench --pipeline [--model FILE] --images DIR [--eval-data ISBI]   (the shipped pair)
-    cephalo bench ...   (same options)
+    cephalo-bench ...   (same options; installed with the package)
 
 ``--pipeline``: the Detector as users run it (both stages) against its own first-stage network, per runtime: the
 network alone p50, the local stage's network alone p50, Detector p50 and their ratio (calls interleaved in one
@@ -87,9 +87,9 @@ def run_row(key: str, cfg: Dict) -> Dict:
         import torch
 
         torch.set_num_threads(threads)
+        from convert.export import checkpoint_meta
         from sdk.decode import decode_to_image
         from train.checkpoint import load_checkpoint
-        from convert.export import checkpoint_meta
         from train.trainer import model_from_checkpoint
 
         ck = load_checkpoint(Path(cfg["checkpoint"]))
@@ -274,7 +274,7 @@ def pipeline_markdown(res: Dict) -> str:
         if "error" in r:
             lines.append(f"| {r['label']} | {r['error']} |" + " |" * 11)
             continue
-        f = lambda k, fmt: (fmt.format(r[k]) if r.get(k) is not None else "")
+        f = lambda k, fmt, r=r: (fmt.format(r[k]) if r.get(k) is not None else "")
         lines.append(f"| {r['label']} | {f('model_p50_ms', '{:.1f}')} | {f('local_model_p50_ms', '{:.1f}')} | "
                      f"{f('sdk_p50_ms', '{:.1f}')} | {f('ratio', '{:.2f}')} | {f('sdk_p95_ms', '{:.1f}')} | "
                      f"{f('throughput_img_s', '{:.1f}')} | {f('throughput_over_1_p50', '{:.2f}')} | "
@@ -387,7 +387,7 @@ def markdown(res: Dict) -> str:
         if "sdk_p50_ms" not in r:
             lines.append(f"| {r['label']} | {r.get('skipped') or r.get('error')} |" + " |" * 10)
             continue
-        f = lambda k, fmt: (fmt.format(r[k]) if k in r else "")
+        f = lambda k, fmt, r=r: (fmt.format(r[k]) if k in r else "")
         lines.append(f"| {r['label']} | {f('sdk_p50_ms', '{:.1f}')} | {f('sdk_p95_ms', '{:.1f}')} | "
                      f"{f('model_p50_ms', '{:.1f}')} | {f('throughput_img_s', '{:.1f}')} | "
                      f"{f('speedup_vs_torch_fp32', '{:.2f}x')} | {f('file_mb', '{:.1f}')} | {f('peak_rss_mb', '{:.0f}')} | "

@@ -23,9 +23,8 @@ def profile_image(det, image: Path, runs: int) -> dict:
     """Median ms of each stage. Stages run in rounds (each stage once per round) so that the shared machine's
     slow spells fall on all of them alike, rather than on whichever stage was timed then."""
     from sdk.decode import decode_to_image
-    from sdk.preprocess import letterbox_geometry, normalize, pad_to_input, resize_for_letterbox
-
     from sdk.image_io import REDUCE_MARGIN, load_image
+    from sdk.preprocess import letterbox_geometry, normalize, pad_to_input, resize_for_letterbox
 
     m = det.meta
     data = Path(image).read_bytes()

@@ -14,22 +14,16 @@ from pathlib import Path
 import click
 import numpy as np
 
-
-from train.data.variants import CROSS_SITE, VARIANTS, in_frame  # noqa: E402,F401  (re-exported)
+from train.data import variants as _variants
+from train.data.variants import CROSS_SITE, VARIANTS, in_frame  # noqa: F401  (re-exported)
 
 
 def pick_variants(spec: str):
-    """Names of VARIANTS named in ``spec`` (comma-separated names or name prefixes), in table order; all if empty."""
-    wanted = [w.strip() for w in spec.split(",") if w.strip()]
-    if not wanted:
-        return list(VARIANTS)
-    out = set()
-    for w in wanted:
-        hits = [n for n in VARIANTS if n.startswith(w)]
-        if not hits:
-            raise click.BadParameter(f"{w!r} names no variant; choose from {list(VARIANTS)}", param_hint="--variants")
-        out.update(hits)
-    return [n for n in VARIANTS if n in out]
+    """:func:`train.data.variants.pick_variants` with a bad name as the command line's usage error."""
+    try:
+        return _variants.pick_variants(spec)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--variants") from None
 
 
 @click.command()

@@ -23,9 +23,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".di
                   ".pnm", ".webp", ".jp2"}
 _GLOB_CHARS = set("*?[")
 
-# A whole `cephalo predict` process starts ~0.7 s later with OpenVINO (import and cached compile: 1.19 s against
-# 0.45) and then reads each image ~12 ms sooner (61 against 73 ms; lab/results/speed/pipeline_local80/, AMD EPYC Zen 4,
-# 2 cores): onnxruntime finishes first below ~60 images.
+# OpenVINO starts later than onnxruntime (import and compile) and then reads each image sooner: below about this
+# many images onnxruntime finishes first (measured: lab/results/speed/).
 FEW_IMAGES = 60
 
 
@@ -214,3 +213,34 @@ def exit_code(counts: Dict[str, int], strict: bool = False) -> int:
     if counts.get("failed"):
         return EXIT_FAILED
     return EXIT_FLAGGED if counts.get("flagged") or (strict and counts.get("check")) else EXIT_OK
+
+
+def summary_line(counts: Dict[str, int], always_skipped: bool = False) -> str:
+    """The run's last line: how many images ended how."""
+    skipped = counts.get("skipped", 0)
+    return (f"{sum(counts.values())} image(s): {counts['ok']} ok, {counts['check']} with landmarks to check, "
+            f"{counts['flagged']} flagged, {counts['failed']} failed"
+            + (f", {skipped} skipped (done before)" if skipped or always_skipped else ""))
+
+
+class JsonLines:
+    """``--jsonl``: every image's record appended to one file (its folder made first), flushed per line."""
+
+    def __init__(self, path: Optional[Path]):
+        self.path, self.f = path, None
+
+    def __enter__(self):
+        if self.path is not None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.f = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def write(self, record: Dict) -> None:
+        if self.f is not None:
+            self.f.write(json.dumps(record) + "\n")
+            self.f.flush()
+
+    def __exit__(self, *exc):
+        if self.f is not None:
+            self.f.close()
+        return False

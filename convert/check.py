@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from sdk.backends import open_backend
-from sdk.errors import CephaloError
 from sdk.decode import decode_to_image
+from sdk.errors import CephaloError
 from sdk.metadata import ModelMeta
 from sdk.preprocess import letterbox_geometry
 

@@ -13,9 +13,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from sdk.image_io import load_image
+from sdk.local_stage import LOCAL_STAGE, STAGE_KEY, fine_image, local_inputs
 from sdk.metadata import ModelMeta
 from sdk.preprocess import letterbox_geometry
-from sdk.local_stage import LOCAL_STAGE, STAGE_KEY, fine_image, local_inputs
 from sdk.schemas import schema_from_dict
 from train.local_stage import LocalConfig, model_from_local_checkpoint
 

@@ -10,9 +10,9 @@ import numpy as np
 
 from sdk import Detector
 from sdk.backends import open_backend
+from sdk.local_stage import rescale_for_first_stage
 from sdk.metadata import ModelMeta
 from sdk.metrics import radial_errors, summarize
-from sdk.local_stage import rescale_for_first_stage
 from sdk.schemas import ISBI19
 from train.datasets import load_folder
 

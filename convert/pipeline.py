@@ -13,8 +13,7 @@ from train.trainer import model_from_checkpoint
 
 from . import check
 from .export import checkpoint_meta, export_onnx, to_openvino
-from .quantize import (calibration_images, model_inputs, quantize_onnx_nncf, quantize_onnx_ort,
-                       quantize_openvino)
+from .quantize import calibration_images, model_inputs, quantize_onnx_nncf, quantize_onnx_ort, quantize_openvino
 
 log = logging.getLogger("cephalo.convert")
 INT8_MEAN_TOL_INPUT_PX = 0.5   # mean INT8-vs-FP32 point shift allowed, model-input pixels

@@ -109,6 +109,17 @@ def export_winner(results: dict, runs: Path, out: Path) -> None:
           f"in {(len(data) + PART - 1) // PART} parts", flush=True)
 
 
+def train_variants(pack: Path, out: Path, runs: Path, variants, seconds: float = 480, grace: float = 30,
+                   preset: str = "high_accuracy", workers: int = 6, fail_fast: bool = False) -> dict:
+    """The command's run as one call: ``variants`` ('name:extra cephalo train options') side by side, the winner
+    by validation MRE exported to ``out``."""
+    args = argparse.Namespace(pack=str(pack), runs=str(runs), seconds=seconds, grace=grace, preset=preset,
+                              workers=workers, variant=list(variants), fail_fast=fail_fast)
+    results = run_variants(args)
+    export_winner(results, Path(runs), Path(out))
+    return results
+
+
 def join(parts, dest: Path) -> None:
     parts = sorted(parts, key=lambda p: int(str(p).rsplit("part", 1)[1]))
     with open(dest, "wb") as f:
@@ -135,8 +146,7 @@ def main() -> None:
         return
     if not a.pack or not a.variant:
         ap.error("--pack and at least one --variant are needed")
-    results = run_variants(a)
-    export_winner(results, Path(a.runs), Path(a.out))
+    train_variants(a.pack, a.out, a.runs, a.variant, a.seconds, a.grace, a.preset, a.workers, a.fail_fast)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import BackendError, ModelError
+from .errors import BackendError, ModelError, cause
 from .metadata import META_KEY, ModelMeta, missing_metadata_error
 
 BACKENDS = ("auto", "openvino", "onnxruntime")
@@ -96,7 +96,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise ModelError(f"model {path}: onnxruntime cannot load it ({str(e)[:300]})") from e
+            raise ModelError(f"model {path}: onnxruntime cannot load it ({cause(e)})") from e
         finally:
             if tmp is not None and tmp.is_file():
                 try:
@@ -121,7 +121,7 @@ class OpenVinoBackend(Backend):
         try:
             model = core.read_model(str(path))
         except Exception as e:
-            raise ModelError(f"model {path}: OpenVINO cannot read it ({str(e)[:300]})") from e
+            raise ModelError(f"model {path}: OpenVINO cannot read it ({cause(e)})") from e
         text = _ov_meta(model, path)
         if text is None:
             raise missing_metadata_error(str(path))

@@ -11,14 +11,14 @@ import numpy as np
 
 from .backends import open_backend
 from .decode import decode_to_image
-from .errors import BatchError, CephaloError, ModelError
-from .image_io import ImageInput, LoadedImage, load_image
-from .measurements import measure, unavailable
+from .errors import BatchError, CephaloError, ModelError, cause
 from .framing import crop_or_pad, framing
+from .image_io import ImageInput, LoadedImage, load_image
+from .local_stage import CONSENSUS, LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_conventions, local_stage_path
+from .measurements import measure, unavailable
 from .preprocess import Letterbox, pad_pixel
 from .quality import assess, shape_model
-from .local_stage import (CONSENSUS, LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_conventions,
-                          local_stage_path)
+from .site import SiteProfile
 from .spacing import check_spacing
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -179,12 +179,16 @@ FLAG_TEXT = {
     "points_outside_image": "some landmarks lie outside the image (a cropped or unusual field of view)",
 }
 
-# Mean heatmap peak below which a result is doubted (and, with auto_view, the other views are tried). The bundled
-# 320 model gives 0.88-0.93 on 40 ISBI Test1/Test2 images, 0.11-0.44 on them mirrored, 0.04-0.15 inverted (the
-# 384 model before it: 0.04-0.34 mirrored, so 0.5 was the bar); 0.6 keeps a margin on both sides. A 256-input
-# candidate read one mirrored validation image at 0.52 and kept it as given.
+# Mean heatmap peak below which a result is doubted (and, with auto_view, the other views are tried): between what
+# cephalograms in the right view give and what mirrored or inverted ones give, with a margin on both sides
+# (the measured ranges per model: lab/RESULTS.md).
 LOW_CONFIDENCE = 0.6
 _VIEWS = ("mirrored", "inverted", "mirrored+inverted", "rotated90", "rotated270", "rotated180")
+
+
+def _quarter_turns(view: str) -> int:
+    """Counter-clockwise quarter turns of a view: 'rotated90' -> 1, 'rotated270' -> 3, any other view -> 0."""
+    return int(view.removeprefix("rotated")) // 90 if view.startswith("rotated") else 0
 
 
 def view_image(gray: np.ndarray, view: str) -> np.ndarray:
@@ -192,7 +196,7 @@ def view_image(gray: np.ndarray, view: str) -> np.ndarray:
     img = gray[:, ::-1] if view.startswith("mirrored") else gray
     img = 255 - img if view.endswith("inverted") else img
     if view.startswith("rotated"):
-        img = np.rot90(img, int(view[7:]) // 90)
+        img = np.rot90(img, _quarter_turns(view))
     return np.ascontiguousarray(img)
 
 
@@ -202,7 +206,7 @@ def view_points_back(xy: np.ndarray, view: str, given_hw: Tuple[int, int]) -> np
     x, y = xy[:, 0], xy[:, 1]
     if view.startswith("mirrored"):
         return np.stack([w - 1 - x, y], axis=1)
-    turns = int(view[7:]) // 90 if view.startswith("rotated") else 0
+    turns = _quarter_turns(view)
     if turns == 1:           # np.rot90: reading (x, y) came from given (w - 1 - y, x)
         return np.stack([w - 1 - y, x], axis=1)
     if turns == 2:
@@ -217,8 +221,8 @@ class Detector:
 
     ``Detector()`` uses the bundled model. ``backend``: 'auto' (OpenVINO when installed, else onnxruntime),
     'openvino' or 'onnxruntime'. ``threads``: inference threads (default: all cores). ``fast_decode`` (default):
-    decode large JPEG files at 1/2-1/8 scale, never below the local stage's fine scale (12 ms less per 4.6 MP
-    image here; points move ~0.1 mm on average, Test1 MRE within 0.01 mm); False: a file gives exactly the points
+    decode large JPEG files at 1/2-1/8 scale, never below the local stage's fine scale (faster; points move by a
+    small fraction of a millimetre); False: a file gives exactly the points
     of its pixels passed as an array. ``auto_view``: when a result's confidence is low, also read the
     image mirrored (a facing-left cephalogram), inverted (a negative) and both, and keep the reading the model is
     sure of; costs nothing on a normal image. ``local_stage``: run the model's local stage (a second, small model on
@@ -229,7 +233,10 @@ class Detector:
     more model call, only then; the result's ``notes`` say so). ``labels``: whose landmark conventions the points
     follow: 'consensus' (default: the mean of several clinicians) or another convention whose local stage lies
     beside the model (``<model>.<labels>.local.onnx``; the bundled model has 'challenge', the ISBI 2015
-    challenge's official ground truth, for comparing with published results). Calls are thread-safe.
+    challenge's official ground truth, for comparing with published results). ``site``: a site profile (a path
+    written by ``cephalo adapt``, or a :class:`sdk.site.SiteProfile`): the points are moved onto that clinic's
+    conventions, learnt from its own labelled images, and ``labels`` of each result names the site; the flags
+    judge the model's reading before the move. Calls are thread-safe.
     """
 
     local: Optional[LocalStage] = None     # the local stage in use, if any
@@ -237,7 +244,8 @@ class Detector:
 
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
                  fast_decode: bool = True, auto_view: bool = True, local_stage: Union[bool, str, Path] = True,
-                 reframe: bool = True, labels: str = CONSENSUS, **deprecated):
+                 reframe: bool = True, labels: str = CONSENSUS, site: Union[str, Path, SiteProfile, None] = None,
+                 **deprecated):
         local_stage = _renamed(deprecated, local_stage)
         path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
         if not path.is_file():
@@ -269,6 +277,9 @@ class Detector:
                                  f"{', '.join(local_stage_conventions(path)) or 'none'}")
             local_stage = local_stage_path(path, labels)
         self.labels = labels
+        self.site = site if isinstance(site, SiteProfile) or site is None else SiteProfile.load(site)
+        if self.site is not None:
+            self.site.check_schema(self.schema.id, self.schema.names)
         if local_stage is True and local_stage_path(path).is_file():
             local_stage = local_stage_path(path)
         if local_stage is not True and local_stage is not False and local_stage is not None:
@@ -284,6 +295,7 @@ class Detector:
                 "channels": m.channels, "heatmap_stride": m.heatmap_stride, "sigma": m.sigma, "decoder": m.decoder,
                 "trained_on": m.trained_on, "accuracy": m.accuracy, **m.extra,
                 "local_stage": str(self.local.path) if self.local else None, "labels": self.labels,
+                "site": self.site.name if self.site is not None else None,
                 "local_stage_accuracy": self.local.meta.accuracy if self.local else None}
 
     # -- the three steps -----------------------------------------------------------------------------------------
@@ -352,7 +364,7 @@ class Detector:
             raise
         except Exception as e:   # a runtime's own error type: say which model, keep the cause
             raise ModelError(f"model {self.model_path}: inference failed ({type(e).__name__}: "
-                             f"{str(e)[:300]})") from e
+                             f"{cause(e)})") from e
 
     def __call__(self, image: ImageInput, spacing: Optional[float] = None) -> Landmarks:
         """Landmarks of one image (path, file bytes, or (H, W[, C]) uint8/uint16 array)."""
@@ -372,11 +384,14 @@ class Detector:
             read = self._read(hm[0], lb, loaded, spacing)
             if self.reframe:
                 read = self._reframed(read, loaded, spacing)
-            return self._settle(read, loaded, spacing)
+            res, stage2 = self._settle(read, loaded, spacing)
+            if self.site is not None:      # the site's conventions, after the flags judged the model's reading
+                res = replace(res, xy=self.site.apply(res.xy), labels=self.site.label)
+            return res, stage2
         except CephaloError:
             raise
         except Exception as e:   # never a bare library error: name the image and keep the cause
-            raise CephaloError(f"image {_name(image)}: {type(e).__name__}: {str(e)[:300]}") from e
+            raise CephaloError(f"image {_name(image)}: {type(e).__name__}: {cause(e)}") from e
 
     def _reframed(self, read: Tuple[Landmarks, Dict], loaded: LoadedImage,
                   spacing: Optional[float]) -> Tuple[Landmarks, Dict]:
@@ -572,6 +587,6 @@ def _as_error(e: Exception, image: ImageInput, index: int) -> CephaloError:
     where = name if not name.startswith("<") else f"{name} #{index}"
     if isinstance(e, CephaloError):
         return e if where in str(e) else type(e)(f"{where}: {e}")
-    err = CephaloError(f"{where}: {type(e).__name__}: {str(e)[:300]}")
+    err = CephaloError(f"{where}: {type(e).__name__}: {cause(e)}")
     err.__cause__ = e
     return err

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import io
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 

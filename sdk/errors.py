@@ -1,6 +1,16 @@
 """Exceptions raised by the SDK. Every one names the input and what was expected."""
 
 
+# A lower library's message (a decoder's, a runtime's) is quoted up to this many characters: enough to tell what
+# went wrong, short enough for one line of a log or an HTTP answer.
+CAUSE_CHARS = 300
+
+
+def cause(e: BaseException) -> str:
+    """``e``'s message, cut to :data:`CAUSE_CHARS`."""
+    return str(e)[:CAUSE_CHARS]
+
+
 class CephaloError(Exception):
     """Base class of every error this project raises on purpose."""
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from .quality import SHAPES_DIR
 
-
 MAX_ZOOM = 3.0
 
 

@@ -9,9 +9,9 @@ import pytest
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.timeout(600)     # a stalled cluster fails the test instead of hanging CI
 
-from sdk import Detector  # noqa: E402
-
 from conftest import ISBI_FIX  # noqa: E402
+
+from sdk import Detector  # noqa: E402
 
 IMGS = sorted((ISBI_FIX / "images").glob("*.jpg"))
 

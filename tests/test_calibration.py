@@ -42,9 +42,10 @@ def test_point_features_are_finite_at_the_edges():
 def test_a_calibration_in_the_local_stage_gives_reliabilities(tiny_onnx, tiny_local, tmp_path):
     import shutil
 
+    from conftest import ISBI_FIX
+
     from convert.model_card import update_meta
     from sdk import Detector
-    from conftest import ISBI_FIX
 
     local = tmp_path / "m.local.onnx"
     shutil.copyfile(tiny_local["int8"], local)

@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import ISBI_FIX
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("c++"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     sys.path.insert(0, str(ROOT / "capi"))
-    from build import build, python_flags   # noqa: E402  (capi/build.py)
+    from build import build, python_flags  # noqa: E402  (capi/build.py)
 
     out = tmp_path_factory.mktemp("capi")
     build(out, examples=True)

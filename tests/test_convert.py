@@ -2,6 +2,7 @@
 import numpy as np
 import onnx
 import pytest
+from conftest import ISBI_FIX
 
 from convert.check import ParityError, parity, require_fp32
 from convert.pipeline import convert
@@ -10,8 +11,6 @@ from sdk.errors import ModelError
 from sdk.metadata import META_KEY, ModelMeta
 from train.checkpoint import load_checkpoint
 from train.trainer import model_from_checkpoint
-
-from conftest import ISBI_FIX
 
 
 def test_onnx_has_contract(tiny_onnx):

@@ -1,17 +1,16 @@
 import json
-from dataclasses import replace
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 import numpy as np
 import onnx
 import pytest
+from conftest import ISBI_FIX
 
 from sdk import Detector, Landmarks
 from sdk.errors import BackendError, CephaloError, ImageError, ModelError
-
-from conftest import ISBI_FIX
 
 IMGS = sorted((ISBI_FIX / "images").glob("*.jpg"))
 
@@ -125,12 +124,12 @@ def test_bad_images_raise_sdk_errors(tiny_onnx, tmp_path):
 
 def test_ruler_spacing(tmp_path):
     """A ceph31-style schema derives mm from its two ruler points."""
+    from sdk.decode import gaussian_heatmaps, input_to_heatmap
     from sdk.detector import Detector as D
+    from sdk.image_io import LoadedImage
     from sdk.metadata import ModelMeta
     from sdk.preprocess import letterbox_geometry
-    from sdk.image_io import LoadedImage
     from sdk.schemas import CEPH31
-    from sdk.decode import gaussian_heatmaps, input_to_heatmap
 
     det = D.__new__(D)
     det.meta = ModelMeta(CEPH31, 128, 128, 1, 0.5, 0.25, 0, 4, 1.5)

@@ -3,8 +3,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from conftest import ISBI_FIX
+
 from sdk.errors import ModelError
 from train.checkpoint import load_checkpoint
 from train.from_onnx import _module_path, checkpoint_from_onnx, recalibrate_batchnorm

@@ -8,12 +8,11 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import ISBI_FIX
 
 from sdk import ISBI19, BatchError, CephaloError, Detector, check_spacing
 from sdk.detector import view_image, view_points_back
 from sdk.quality import assess, shape_model
-
-from conftest import ISBI_FIX
 
 IMGS = sorted((ISBI_FIX / "images").glob("*.jpg"))
 HELD_OUT = ISBI_FIX / "images" / "151.jpg"        # a Test1 image: neither stage of the bundled model saw it
@@ -105,6 +104,7 @@ def test_quality_flags_points_off_the_skull_and_outside_the_image(fixture_sample
 def test_dicom_with_spacing_zero_says_so(tmp_path):
     pytest.importorskip("pydicom")
     from test_image_io import _dicom
+
     from sdk.image_io import load_image
 
     path = _dicom(tmp_path)
@@ -226,7 +226,7 @@ def test_cli_refuses_implausible_spacing_and_huge_headers(tmp_path):
     from cephalo.cli import main
 
     r = CliRunner().invoke(main, ["predict", str(HELD_OUT), "--spacing", "10"])
-    assert r.exit_code == 1 and "--spacing" in r.stderr and "pixels per mm" in r.stderr and r.stdout == ""
+    assert r.exit_code == 2 and "--spacing" in r.stderr and "pixels per mm" in r.stderr and r.stdout == ""
     ok, buf = cv2.imencode(".png", np.zeros((40, 40), np.uint8))
     b = bytearray(buf.tobytes())
     b[16:24] = (60000).to_bytes(4, "big") * 2

@@ -3,11 +3,10 @@ import io
 import cv2
 import numpy as np
 import pytest
+from conftest import ISBI_FIX
 
 from sdk.errors import ImageError
 from sdk.image_io import load_image, to_gray_u8
-
-from conftest import ISBI_FIX
 
 IMG = ISBI_FIX / "images" / "001.jpg"
 

@@ -7,13 +7,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import ISBI_FIX, dicom_bytes
 
 from sdk import Detector
 from sdk.errors import CephaloError
 from sdk.image_io import LoadedImage, load_image
 from sdk.preprocess import preprocess
-
-from conftest import ISBI_FIX, dicom_bytes
 
 CASES = 2400          # >= 2,000 mutated files; ~15 s on the project's 2-core VM
 

@@ -3,14 +3,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import ISBI_FIX
 
 from sdk.errors import AnnotationError
 from sdk.schemas import ISBI19
 from train.data.labels import aligned_mean, annotator_offsets
 from train.datasets import load_folder, load_train_val
 from train.trainer import split_train_val
-
-from conftest import ISBI_FIX
 
 
 def _both():

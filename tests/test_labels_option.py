@@ -5,12 +5,11 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import ISBI_FIX
 
 from sdk import ISBI19, Detector, ModelError
 from sdk.detector import DEFAULT_MODEL, MODELS_DIR
 from sdk.local_stage import local_stage_conventions
-
-from conftest import ISBI_FIX
 
 IMGS = sorted((ISBI_FIX / "images").glob("*.jpg"))
 STP = ISBI19.names.index("soft_tissue_pogonion")

@@ -6,9 +6,20 @@ import pytest
 
 from sdk.decode import gaussian_heatmaps, input_to_heatmap
 from sdk.errors import ImageError, ModelError
+from sdk.local_stage import (
+    LocalParams,
+    LocalStage,
+    apply_matrix,
+    centred_matrices,
+    cut_patches,
+    fine_image,
+    local_inputs,
+    local_points,
+    local_stage_path,
+    patch_matrix,
+    patch_to_fine,
+)
 from sdk.preprocess import letterbox_geometry
-from sdk.local_stage import (LocalParams, LocalStage, apply_matrix, centred_matrices, cut_patches, fine_image,
-                        local_inputs, local_points, local_stage_path, patch_matrix, patch_to_fine)
 
 PARAMS = LocalParams(size=64, factor=3.0, stride=2, sigma=1.5, mean=0.5, std=0.25, pad_value=0.0)
 
@@ -194,8 +205,8 @@ def test_local_stage_rescales_to_its_first_stage_size(tiny_onnx, tiny_local, tmp
     """Behind a first stage of another input size the patches keep the trained scale: factor and prior rescale."""
     from sdk import Detector
     from sdk.image_io import load_image
-    from sdk.preprocess import letterbox_geometry
     from sdk.local_stage import LocalStage, fine_image
+    from sdk.preprocess import letterbox_geometry
 
     own = LocalStage(tiny_local["fp32"])
     assert own.first_input == own.trained_behind == (128, 128)
@@ -224,9 +235,9 @@ def test_local_stage_must_pair_with_its_first_stage(tiny_onnx, tiny_local, tmp_p
 
 def test_cli_train_local(tmp_path, tiny_onnx):
     from click.testing import CliRunner
+    from conftest import ISBI_FIX
 
     from cephalo.cli import main
-    from conftest import ISBI_FIX
     from train.local_stage import load_local_checkpoint
 
     r = CliRunner()
@@ -248,9 +259,9 @@ def test_cli_train_local(tmp_path, tiny_onnx):
 def test_cli_train_local_final_fit_on_all_images(tmp_path, tiny_onnx):
     """--val-count 0: every image trains, nothing is validated, last.pt is the result and converts."""
     from click.testing import CliRunner
+    from conftest import ISBI_FIX
 
     from cephalo.cli import main
-    from conftest import ISBI_FIX
     from convert.local_stage import local_meta
     from sdk.schemas import get_schema
     from train.local_stage import load_local_checkpoint
@@ -277,9 +288,9 @@ def test_cli_train_local_init_fine_tunes_with_the_source_recipe(tmp_path, tiny_o
     """--init starts from a local checkpoint's weights and keeps its patch geometry; the run records its origin."""
     import torch
     from click.testing import CliRunner
+    from conftest import ISBI_FIX
 
     from cephalo.cli import main
-    from conftest import ISBI_FIX
     from train.local_stage import load_local_checkpoint
 
     src = load_local_checkpoint(tiny_local["run"] / "last.pt")

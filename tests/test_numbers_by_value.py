@@ -6,13 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from conftest import dicom_bytes
 
 from sdk.decode import decode_heatmaps, gaussian_heatmaps, heatmap_to_input, input_to_heatmap
 from sdk.errors import CephaloError, ImageError
 from sdk.measurements import angle_at, isbi_mw_class, line_angle, measure
 from sdk.preprocess import Letterbox, Preprocessing, letterbox_geometry, normalize, pad_pixel, resize_for_letterbox
-
-from conftest import dicom_bytes
 
 
 @pytest.mark.parametrize("src,dst,want", [
@@ -322,6 +321,7 @@ def test_dicom_errors_rgb_window_and_a_malformed_spacing_tag(monkeypatch):
 
 def test_dicom_colour_pixels_are_not_taken_for_frames():
     from conftest import dicom_bytes
+
     from sdk.dicom import read_dicom
 
     rgb = np.zeros((16, 20, 3), np.uint8)

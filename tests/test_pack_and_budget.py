@@ -4,16 +4,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
 from sdk.errors import AnnotationError
+from sdk.preprocess import Preprocessing
 from train.checkpoint import load_checkpoint
 from train.data.cache import ImageCache
 from train.data.dataset import EpochSampler, LandmarkDataset
 from train.data.pack import read_pack, write_pack
 from train.trainer import Trainer, split_train_val
-
-from conftest import tiny_config
-from sdk.preprocess import Preprocessing
 
 
 def test_pack_round_trip_equals_folder_cache(tmp_path, fixture_samples):
@@ -137,9 +136,9 @@ def test_persistent_workers_match_in_process_loading(tmp_path, fixture_samples):
 
 def test_cli_pack_then_train_from_pack(tmp_path):
     from click.testing import CliRunner
+    from conftest import ISBI_FIX
 
     from cephalo.cli import main
-    from conftest import ISBI_FIX
 
     r = CliRunner()
     pack = tmp_path / "fix.npz"

@@ -7,10 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import ISBI_FIX, dicom_bytes
 
 from sdk import Detector
-
-from conftest import ISBI_FIX, dicom_bytes
 
 IMGS = sorted((ISBI_FIX / "images").glob("*.jpg"))
 
@@ -78,8 +77,8 @@ def test_trainer_checkpoint_write_interrupted_keeps_the_last_good_one(tmp_path, 
     """A failure half-way through the Trainer's own write of last.pt (disk full, a kill) leaves the previous
     last.pt whole and loadable, and no partial file under its name."""
     import torch
-
     from conftest import tiny_config
+
     from train.checkpoint import load_checkpoint
     from train.trainer import Trainer
 

@@ -4,15 +4,14 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import ISBI_FIX
 
 from sdk.errors import AnnotationError
+from sdk.preprocess import Preprocessing
 from sdk.schemas import AARIZ29, ISBI19
 from train.data.cache import ImageCache
 from train.data.readers import read_aariz, read_isbi, read_labelme, read_points_csv
 from train.datasets import load_folder
-
-from conftest import ISBI_FIX
-from sdk.preprocess import Preprocessing
 
 
 def test_isbi_folder(fixture_samples):

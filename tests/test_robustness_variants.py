@@ -1,7 +1,7 @@
 """The robustness benchmark's variants: selection by name prefix, and that each keeps labels on their pixels."""
+import click
 import numpy as np
 import pytest
-import click
 
 from benchmarks.robustness import VARIANTS, pick_variants
 

@@ -1,11 +1,10 @@
 import json
 
 import pytest
+from conftest import SHARED_ISBI
 
 from sdk.errors import SchemaError
 from sdk.schemas import AARIZ29, CEPH31, ISBI19, get_schema, schema_from_dict
-
-from conftest import SHARED_ISBI
 
 
 def test_builtin_sizes():

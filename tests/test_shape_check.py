@@ -21,6 +21,7 @@ def model():
 @pytest.fixture(scope="module")
 def mean_labels():
     from conftest import ISBI_FIX
+
     from train.datasets import load_folder
 
     return load_folder(ISBI_FIX, ISBI19, annotators=("senior", "junior"))

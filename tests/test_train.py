@@ -1,15 +1,14 @@
 import json
-import os
 import math
+import os
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from sdk.errors import ModelError
 from train.checkpoint import load_checkpoint, save_atomic
 from train.trainer import Trainer, split_train_val
-
-from conftest import tiny_config
 
 
 def test_tiny_model_learns(tiny_run):

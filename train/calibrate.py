@@ -59,4 +59,3 @@ def fit_calibration(features: np.ndarray, landmark: np.ndarray, within: np.ndarr
             break
     coef, c, b = theta[:f], theta[f], theta[f + 1:]
     return Calibration(coef, c + b, **info)
-

@@ -102,7 +102,7 @@ def checkpoint_from_onnx(path: Path) -> Dict:
 
     from sdk.metadata import META_KEY, ModelMeta, missing_metadata_error
 
-    from .trainer import build_model
+    from .model import build_model
 
     path = Path(path)
     try:

@@ -20,11 +20,19 @@ import numpy as np
 import torch
 
 from sdk.decode import gaussian_heatmaps, input_to_heatmap
-from sdk.schemas import Schema
 from sdk.image_io import load_image
+from sdk.local_stage import (
+    FineImage,
+    LocalParams,
+    apply_matrix,
+    cut_patches,
+    fine_image,
+    local_inputs,
+    local_points,
+    patch_matrix,
+)
 from sdk.preprocess import letterbox_geometry, normalize, pad_pixel
-from sdk.local_stage import FineImage, LocalParams, apply_matrix, cut_patches, fine_image, local_inputs, local_points, \
-    patch_matrix
+from sdk.schemas import Schema
 
 from .checkpoint import read_checkpoint
 from .data.augment import AugmentConfig, random_intensity, with_processing

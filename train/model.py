@@ -6,10 +6,17 @@ with the stride-2 stem features for finer maps, at extra cost.
 """
 from __future__ import annotations
 
+from typing import Dict
+
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sdk.errors import ModelError, cause
+from sdk.schemas import schema_from_dict
+
+from .config import TrainConfig
 
 BACKBONES = {"w18": "hrnet_w18", "w32": "hrnet_w32", "w48": "hrnet_w48", "w18_small": "hrnet_w18_small_v2"}
 
@@ -53,3 +60,19 @@ class HeatmapNet(nn.Module):
             y = F.interpolate(y, size=stem.shape[-2:], mode="bilinear", align_corners=False)
             y = self.up(torch.cat([y, stem], dim=1))
         return self.out(y)
+
+
+def build_model(cfg: TrainConfig, k: int) -> HeatmapNet:
+    return HeatmapNet(k, backbone=cfg.backbone, in_chans=cfg.channels, heatmap_stride=cfg.heatmap_stride)
+
+
+def model_from_checkpoint(ck: Dict) -> HeatmapNet:
+    cfg = TrainConfig.from_dict(ck["config"])
+    schema = schema_from_dict(ck["schema"])
+    model = build_model(cfg, schema.k)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise ModelError(f"checkpoint weights do not fit a {cfg.backbone} model with {schema.k} landmarks: "
+                         f"{cause(e)}") from e
+    return model.eval()

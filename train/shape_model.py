@@ -59,9 +59,29 @@ def fit_shape_model(point_sets: Sequence[np.ndarray], schema: Schema, source: st
     return ShapeModel(schema.id, schema.names, mean, rms, source, cov)
 
 
-def main(argv=None) -> None:
+def write_shape_model(data: Path, out: Path, schema: str = "isbi19", split: str = "train",
+                      annotators: str = "senior,junior", val_count: int = 30, seed: int = 0,
+                      noise_mm: float = 1.0) -> ShapeModel:
+    """Fit the shape model on ``data``'s ``split`` less the validation carve and write it to ``out`` (JSON)."""
     from train.datasets import load_train_val
 
+    sch = get_schema(schema)
+    sets, spacings, n = [], [], 0
+    for ann in annotators.split(","):
+        samples, _ = load_train_val(data, sch, "auto", [split], (ann,), val_count, seed)
+        sets += [s.points for s in samples]
+        spacings += [s.spacing for s in samples]
+        n = len(samples)
+    model = fit_shape_model(sets, sch, f"{data.name} {split} less a {val_count}-image validation carve "
+                                       f"(seed {seed}; {n} images; {annotators}), noise {noise_mm} mm, "
+                                       f"python -m train.shape_model", spacings, noise_mm)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(model.to_dict()), encoding="utf-8")
+    print(f"{out}: {sch.id}, {len(sets)} label sets; RMS residual per landmark {np.round(model.rms, 3).tolist()}")
+    return model
+
+
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--schema", default="isbi19")
@@ -73,21 +93,7 @@ def main(argv=None) -> None:
     ap.add_argument("--noise-mm", type=float, default=1.0, help="a detector's own error per coordinate, mm")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
-    schema = get_schema(a.schema)
-    sets, spacings, n = [], [], 0
-    for ann in a.annotators.split(","):
-        samples, _ = load_train_val(a.data, schema, "auto", [a.split], (ann,), a.val_count, a.seed)
-        sets += [s.points for s in samples]
-        spacings += [s.spacing for s in samples]
-        n = len(samples)
-    model = fit_shape_model(sets, schema, f"{a.data.name} {a.split} less a {a.val_count}-image validation carve "
-                                          f"(seed {a.seed}; {n} images; {a.annotators}), noise {a.noise_mm} mm, "
-                                          f"python -m train.shape_model", spacings, a.noise_mm)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(model.to_dict()), encoding="utf-8")
-    print(f"{a.out}: {schema.id}, {len(sets)} label sets; RMS residual per landmark "
-          f"{np.round(model.rms, 3).tolist()}")
-
+    write_shape_model(a.data, a.out, a.schema, a.split, a.annotators, a.val_count, a.seed, a.noise_mm)
 
 if __name__ == "__main__":
     main()

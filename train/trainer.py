@@ -26,8 +26,8 @@ from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 
 from sdk.decode import input_to_heatmap
-from sdk.errors import ModelError
-from sdk.schemas import Schema, get_schema, schema_from_dict
+from sdk.errors import ModelError, cause
+from sdk.schemas import Schema, get_schema
 
 from .checkpoint import FORMAT, load_checkpoint, save_atomic
 from .config import TrainConfig
@@ -37,7 +37,7 @@ from .data.dataset import EpochSampler, LandmarkDataset
 from .data.readers import Sample
 from .evaluate import evaluate
 from .losses import combined_loss
-from .model import HeatmapNet
+from .model import HeatmapNet, build_model, model_from_checkpoint  # noqa: F401  (re-exported)
 
 log = logging.getLogger("cephalo.train")
 
@@ -54,10 +54,6 @@ def split_train_val(samples: Sequence[Sample], val_count: int, seed: int):
     return ([s for i, s in enumerate(samples) if i not in val_idx], [s for i, s in enumerate(samples) if i in val_idx])
 
 
-def build_model(cfg: TrainConfig, k: int) -> HeatmapNet:
-    return HeatmapNet(k, backbone=cfg.backbone, in_chans=cfg.channels, heatmap_stride=cfg.heatmap_stride)
-
-
 def autocast_dtype(cfg: TrainConfig, device: torch.device):
     if cfg.amp == "off":
         return None
@@ -68,18 +64,6 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device):
         # emulation is ~10x slower than fp32 (measured on an AVX2-only EPYC), so 'auto' keeps fp32 there.
         return torch.bfloat16
     return None
-
-
-def model_from_checkpoint(ck: Dict) -> HeatmapNet:
-    cfg = TrainConfig.from_dict(ck["config"])
-    schema = schema_from_dict(ck["schema"])
-    model = build_model(cfg, schema.k)
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError as e:
-        raise ModelError(f"checkpoint weights do not fit a {cfg.backbone} model with {schema.k} landmarks: "
-                         f"{str(e)[:300]}") from e
-    return model.eval()
 
 
 class Trainer:
@@ -146,7 +130,8 @@ class Trainer:
         self.eval_kw = dict(stride=cfg.heatmap_stride, sigma=cfg.sigma, pre=cfg.preprocessing)
         if not 0 < cfg.aug_scale_min <= cfg.aug_scale_max:
             raise ValueError(f"augmentation scale range {cfg.aug_scale_min}..{cfg.aug_scale_max} is not 0 < min <= max")
-        aug = (with_processing(AugmentConfig(hflip_p=cfg.hflip_p, scale=(cfg.aug_scale_min, cfg.aug_scale_max)),
+        aug = (with_processing(AugmentConfig(hflip_p=cfg.hflip_p, scale=(cfg.aug_scale_min, cfg.aug_scale_max),
+                                             artifacts_p=cfg.aug_artifacts_p),
                                cfg.aug_processing_p, cfg.aug_gamma_max, px_scale=cfg.input_size / 384)
                if cfg.augment else None)
         self.train_set = LandmarkDataset(train_samples, self.cache, augment=aug, seed=cfg.seed, **self.eval_kw)
@@ -194,15 +179,16 @@ class Trainer:
             return checkpoint_from_onnx(path)
         return load_checkpoint(path)
 
-    def _recalibrate(self, images: int = 32) -> int:
-        """BatchNorm statistics from ``images`` unaugmented training inputs (after ``--init model.onnx``)."""
+    def _recalibrate(self, images: int = 32, batch: int = 8) -> int:
+        """BatchNorm statistics from ``images`` unaugmented training inputs (after ``--init model.onnx``), read
+        ``batch`` at a time (the statistics are accumulated over all of them, so the batch size only bounds memory)."""
         from .from_onnx import recalibrate_batchnorm
 
         ds = self.train_set
         plain = LandmarkDataset(ds.samples[:images], ds.cache, stride=ds.stride, sigma=ds.sigma, pre=ds.pre)
         batches = (torch.from_numpy(np.stack([plain.input_and_points(j)[0]
-                                              for j in range(i, min(i + 8, len(plain)))])).to(self.device)
-                   for i in range(0, len(plain), 8))
+                                              for j in range(i, min(i + batch, len(plain)))])).to(self.device)
+                   for i in range(0, len(plain), batch))
         return recalibrate_batchnorm(self.model, batches)
 
     @property
@@ -266,7 +252,7 @@ class Trainer:
         try:
             self.model.load_state_dict(ck["model"])
         except RuntimeError as e:
-            raise ModelError(f"checkpoint {path} weights do not fit this model: {str(e)[:300]}") from e
+            raise ModelError(f"checkpoint {path} weights do not fit this model: {cause(e)}") from e
         if ck.get("recalibrate_bn"):
             self._recalibrate()
         val = float(ck.get("best_mre_mm", math.inf))

@@ -5,12 +5,15 @@ the most such points (the bundled pair, onnxruntime, images as they are).
 """
 import json
 import sys
-import numpy as np
 from pathlib import Path
+
+import numpy as np
+
 from sdk import Detector
 from sdk.metrics import auroc
 from sdk.schemas import get_schema
 from train.datasets import load_folder
+
 det = Detector(backend="onnxruntime")
 names = get_schema("isbi19").names
 out = {}
@@ -19,7 +22,9 @@ for split in ["test1", "test2"]:
     rel, err, lm = [], [], []
     for s in S:
         r = det(s.image)
-        rel.append(r.reliability if r.reliability is not None else r.scores); err.append(np.linalg.norm(r.xy - s.points, axis=1) * s.spacing); lm.append(np.arange(19))
+        rel.append(r.reliability if r.reliability is not None else r.scores)
+        err.append(np.linalg.norm(r.xy - s.points, axis=1) * s.spacing)
+        lm.append(np.arange(19))
     rel, err, lm = map(np.concatenate, (rel, err, lm))
     bad = err > 4
     print(split, "points", len(err), ">4mm", bad.sum(), "AUROC", round(auroc(-rel, bad), 3))

@@ -7,7 +7,6 @@ in its own process, on this machine; onnxruntime uncapped beside it (it has no s
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time

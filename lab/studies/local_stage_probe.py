@@ -18,7 +18,13 @@ import torch
 
 from sdk.schemas import get_schema
 from train.datasets import load_folder
-from train.local_stage import LocalConfig, load_fine, load_local_checkpoint, model_from_local_checkpoint, local_stage_points
+from train.local_stage import (
+    LocalConfig,
+    load_fine,
+    load_local_checkpoint,
+    local_stage_points,
+    model_from_local_checkpoint,
+)
 from train.trainer import split_train_val
 
 

@@ -5,12 +5,14 @@
 import json
 import sys
 from pathlib import Path
+
 import onnx
+
 from sdk import Detector
 from sdk.metadata import META_KEY
 from sdk.schemas import get_schema
-from train.datasets import load_train_val
 from train.calibrate import collect
+from train.datasets import load_train_val
 
 src = Path(sys.argv[1])
 _, va = load_train_val(Path('../shared/data/isbi2015'), get_schema('isbi19'), 'auto', ['train'], ('senior', 'junior'), 30, 0, False)

@@ -5,8 +5,9 @@ from click.testing import CliRunner
 
 
 def test_probe_runs_a_checkpoint_at_other_sizes(tiny_run, tiny_local, tmp_path):
-    from lab.studies.input_size_probe import main
     from product_conftest import ISBI_FIX
+
+    from lab.studies.input_size_probe import main
 
     out = tmp_path / "probe"
     res = CliRunner().invoke(main, ["--data", str(ISBI_FIX), "--checkpoint", str(tiny_run[0] / "last.pt"),

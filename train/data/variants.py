@@ -200,3 +200,17 @@ CROSS_SITE = ("as is", "other machine (170x212 mm field, 0.127 mm/px)", "wider f
               "collimated (shutters top, bottom, left)", "sigmoid tone curve", "CLAHE (clip 2, 8x8 tiles)",
               "unsharp mask (x1.5, sigma 20 px)", "crop 10% each side", "gamma 1.6 (darker)",
               "half resolution (0.2 mm/px)")
+
+
+def pick_variants(spec: str):
+    """Names of VARIANTS named in ``spec`` (comma-separated names or name prefixes), in table order; all if empty."""
+    wanted = [w.strip() for w in spec.split(",") if w.strip()]
+    if not wanted:
+        return list(VARIANTS)
+    out = set()
+    for w in wanted:
+        hits = [n for n in VARIANTS if n.startswith(w)]
+        if not hits:
+            raise ValueError(f"--variants: {w!r} names no variant; choose from {list(VARIANTS)}")
+        out.update(hits)
+    return [n for n in VARIANTS if n in out]

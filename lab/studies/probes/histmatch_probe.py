@@ -1,15 +1,19 @@
 # One-off probe kept as the record of a TRAINING.md figure: run from the repository root; it reads the run
 # folders under ~/cephalo-runs named below (bundle_ft320, bundle_local96), which are not in the repository.
 """Probe: match each image's grey-level histogram to the training images' mean before the Detector."""
-import numpy as np, json
+import json
 from pathlib import Path
+
+import numpy as np
+
+from benchmarks.robustness import VARIANTS
 from sdk import Detector
 from sdk.image_io import load_image
 from sdk.metrics import radial_errors
 from sdk.schemas import ISBI19
 from train.datasets import load_folder
 from train.trainer import split_train_val
-from benchmarks.robustness import VARIANTS
+
 H = Path.home() / "cephalo-runs"
 det = Detector(H / "bundle_ft320/model_int8.onnx", backend="onnxruntime", threads=2, local_stage=H / "bundle_local96/model_int8.local.onnx")
 tr, va = split_train_val(load_folder("../shared/data/isbi2015", ISBI19, split=["train"]), 30, 0)

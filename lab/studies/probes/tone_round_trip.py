@@ -1,14 +1,17 @@
 # One-off probe kept as the record of a TRAINING.md figure: run from the repository root; it reads the run
 # folders under ~/cephalo-runs named below (bundle_ft320, bundle_local96), which are not in the repository.
+from pathlib import Path
+
 import numpy as np
+
+from benchmarks.robustness import _contrast, _gamma
 from sdk import Detector
 from sdk.image_io import load_image
 from sdk.metrics import radial_errors
 from sdk.schemas import ISBI19
 from train.datasets import load_folder
 from train.trainer import split_train_val
-from benchmarks.robustness import _gamma, _contrast
-from pathlib import Path
+
 H = Path.home() / "cephalo-runs"
 det = Detector(H / "bundle_ft320/model_int8.onnx", backend="onnxruntime", threads=2, local_stage=H / "bundle_local96/model_int8.local.onnx")
 samples = split_train_val(load_folder("../shared/data/isbi2015", ISBI19, split=["train"]), 30, 0)[1]

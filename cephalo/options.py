@@ -1,0 +1,111 @@
+"""Option groups several ``cephalo`` commands share, each defined once, and the one error boundary."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import click
+
+from sdk.errors import CephaloError
+
+# Which extra brings a module a command may be missing (pip install ".[extra]").
+EXTRA_OF = {"torch": "train", "torchvision": "train", "timm": "train", "tqdm": "train", "onnx": "convert",
+            "onnxslim": "convert", "nncf": "convert", "openvino": "openvino", "starlette": "serve",
+            "uvicorn": "serve", "ray": "ray", "pydicom": "dicom", "matplotlib": "bench", "psutil": "bench"}
+
+
+def missing_extra(e: ModuleNotFoundError, command: str) -> str:
+    """One line naming the extra that brings the module ``e`` could not find."""
+    top = (e.name or "").split(".")[0]
+    extra = EXTRA_OF.get(top)
+    if extra is None:
+        return f"cephalo {command}: {e}"
+    return f"cephalo {command} needs {top}, which the '{extra}' extra installs: pip install \".[{extra}]\""
+
+
+class Commands(click.Group):
+    """The command group whose sub-commands share one error boundary: an error the project raises on purpose (or a
+    bad value, or a file the system refuses) becomes one line and exit code 1, a missing extra names the extra;
+    everything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as e:
+            raise click.ClickException(missing_extra(e, ctx.invoked_subcommand or "")) from e
+        except (CephaloError, ValueError, OSError) as e:
+            raise click.ClickException(str(e)) from e
+
+
+def _options(*opts):
+    def apply(f):
+        for o in reversed(opts):
+            f = o(f)
+        return f
+    return apply
+
+
+ALIGN_HELP = ("Move each annotator after the first onto the first's convention (mean offset per landmark, fitted on "
+              "the training carve of --val-count/--seed) before averaging; validation scores against the first.")
+
+# Where labelled images come from: the layout, the splits, and whose labels (train, train-local, pack).
+data_options = _options(
+    click.option("--format", "fmt", default="auto", help="Data layout: auto | isbi | labelme | aariz."),
+    click.option("--split", default="train", help="Split(s) of splits.csv, comma-separated ('' = all)."),
+    click.option("--annotators", default="senior", help="Annotator CSVs to average, comma-separated."),
+    click.option("--align-annotators", is_flag=True, default=False, help=ALIGN_HELP),
+)
+
+labels_option = click.option(
+    "--labels", default="consensus", show_default=True,
+    help="Whose landmark conventions to follow: 'consensus' (several clinicians' mean) or 'challenge' (the ISBI "
+         "2015 challenge's ground truth, to compare with published results).")
+
+def _site(ctx, param, value: Optional[str]):
+    from sdk.site import SiteError, SiteProfile
+
+    try:
+        return None if value is None else SiteProfile.load(value)
+    except SiteError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
+site_option = click.option("--site", type=click.Path(exists=True, dir_okay=False), default=None, callback=_site,
+                           help="A site profile from 'cephalo adapt': the points follow that clinic's conventions.")
+
+model_option = click.option("--model", type=click.Path(path_type=Path), default=None,
+                            help="Model file (default: the bundled one).")
+
+
+def _spacing(ctx, param, value: Optional[float]) -> Optional[float]:
+    from sdk.spacing import check_spacing
+
+    if value is None:
+        return None
+    try:
+        return check_spacing(value, "--spacing")
+    except CephaloError as e:
+        raise click.BadParameter(str(e).removeprefix("--spacing: "), ctx, param) from None
+
+
+spacing_option = click.option("--spacing", type=float, default=None, callback=_spacing,
+                              help="mm per pixel (else DICOM tags or ruler points).")
+
+
+def _analyses(ctx, param, value: Optional[str]) -> Optional[List[str]]:
+    from sdk.measurements import ANALYSES
+
+    if value is None:
+        return None
+    names = [a.strip() for a in value.split(",") if a.strip()]
+    if not names or set(names) - set(ANALYSES):
+        raise click.BadParameter(f"{value!r}: choose from {', '.join(ANALYSES)}", ctx, param)
+    return names
+
+
+analysis_option = click.option(
+    "--analysis", default=None, callback=_analyses,
+    help="Measurements to report and trace, comma-separated: isbi2015, steiner, downs, tweed, mcnamara, ricketts, "
+         "wits, other (default: all the model's landmarks give).")
+
+progress_option = click.option("--progress/--no-progress", default=True)

@@ -35,9 +35,11 @@ def _summary(err: np.ndarray) -> dict:
 @click.option("--splits", default="test1,test2", show_default=True)
 @click.option("--n-variant", type=int, default=25, show_default=True, help="Images per split for each variant.")
 @click.option("--variants", default="", help="Variant names or prefixes (default: the cross-site set).")
+@click.option("--repair/--no-repair", default=True, show_default=True,
+              help="Re-read implausible landmarks where the others put them (Detector(repair=)).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/cross_site"),
               show_default=True)
-def main(data_dir, model, local_stage, backend, threads, splits, n_variant, variants, out_dir):
+def main(data_dir, model, local_stage, backend, threads, splits, n_variant, variants, repair, out_dir):
     """Accuracy on ISBI Test1/Test2 and on cross-site variants, gross errors, and whether the flags catch them."""
     from sdk import Detector
     from sdk.image_io import load_image
@@ -48,13 +50,15 @@ def main(data_dir, model, local_stage, backend, threads, splits, n_variant, vari
 
     from .robustness import pick_variants
 
-    det = Detector(model, backend=backend, threads=threads, local_stage={"auto": True, "off": False}.get(local_stage, local_stage))
+    det = Detector(model, backend=backend, threads=threads, repair=repair,
+                   local_stage={"auto": True, "off": False}.get(local_stage, local_stage))
     names = [v for v in (pick_variants(variants) if variants else CROSS_SITE) if v != "as is"]
-    rows, pooled = [], {"err": [], "flag": [], "rel": [], "score": []}
+    rows, pooled = [], {"err": [], "flag": [], "rel": [], "score": [], "repaired": []}
 
     def record(res, err):
         pooled["err"].append(err)
         pooled["flag"].append(res.flagged)
+        pooled["repaired"].append(np.array(res.repaired or [False] * len(res.names), bool))
         pooled["rel"].append(res.reliability if res.reliability is not None else res.scores)
         pooled["score"].append(res.scores)
 
@@ -80,7 +84,8 @@ def main(data_dir, model, local_stage, backend, threads, splits, n_variant, vari
         row = {"split": split, "variant": "as is", "images": len(base),
                "labels": {k: _summary(np.concatenate(v)) for k, v in errs.items()},
                "over_10mm": int((e_mean > 10).sum()), "over_10mm_unflagged": int(((e_mean > 10) & ~fl).sum()),
-               "flagged_points": int(fl.sum()), "points": int(fl.size)}
+               "flagged_points": int(fl.sum()), "flagged_within_2mm": int((fl & (e_mean <= 2)).sum()),
+               "points": int(fl.size)}
         rows.append(row)
         click.echo(f"{split} as is: mean {row['labels']['mean']['mre_mm']:.3f} mm, "
                    + ", ".join(f"{k} {v['mre_mm']:.3f}" for k, v in row["labels"].items() if k != "mean")
@@ -100,13 +105,15 @@ def main(data_dir, model, local_stage, backend, threads, splits, n_variant, vari
             e, f = np.concatenate(e_all), np.concatenate(f_all)
             rows.append({"split": split, "variant": v, "images": len(grays), "labels": {"mean": _summary(e)},
                          "over_10mm": int((e > 10).sum()), "over_10mm_unflagged": int(((e > 10) & ~f).sum()),
-                         "flagged_points": int(f.sum()), "points": int(f.size)})
+                         "flagged_points": int(f.sum()), "flagged_within_2mm": int((f & (e <= 2)).sum()),
+                         "points": int(f.size)})
             click.echo(f"{split} {v}: mean {rows[-1]['labels']['mean']['mre_mm']:.3f} mm; > 10 mm: "
                        f"{rows[-1]['over_10mm']} ({rows[-1]['over_10mm_unflagged']} unflagged)")
     err, flag = np.concatenate(pooled["err"]), np.concatenate(pooled["flag"])
     rel, score = np.concatenate(pooled["rel"]), np.concatenate(pooled["score"])
+    fixed = np.concatenate(pooled["repaired"])
     ok = ~np.isnan(err)
-    err, flag, rel, score = err[ok], flag[ok], rel[ok], score[ok]
+    err, flag, rel, score, fixed = err[ok], flag[ok], rel[ok], score[ok], fixed[ok]
     far = err > 4.0
     total = {"points": int(len(err)), "over_4mm": int(far.sum()),
              "auroc_reliability": auroc(1 - rel, far) if det.local is not None else None,
@@ -114,22 +121,27 @@ def main(data_dir, model, local_stage, backend, threads, splits, n_variant, vari
              "auroc_flag": auroc(flag.astype(float), far),
              "flagged": int(flag.sum()), "flagged_precision_over_4mm": float(far[flag].mean()) if flag.any() else None,
              "recall_over_4mm": float(flag[far].mean()) if far.any() else None,
-             "over_10mm": int((err > 10).sum()), "over_10mm_unflagged": int(((err > 10) & ~flag).sum())}
+             "over_10mm": int((err > 10).sum()), "over_10mm_unflagged": int(((err > 10) & ~flag).sum()),
+             "flagged_within_2mm": int((flag & (err <= 2)).sum()), "repaired": int(fixed.sum()),
+             "repaired_within_4mm": int((fixed & (err <= 4)).sum())}
     click.echo(json.dumps(total, indent=2))
     out_dir.mkdir(parents=True, exist_ok=True)
     res = {"model": str(det.model_path), "local_stage": det.info["local_stage"], "backend": det.info["backend"],
+           "repair": repair,
            "cpu": platform.processor() or platform.machine(), "rows": rows, "pooled": total,
            "per_landmark_mean_labels": per_landmark}
     (out_dir / "cross_site.json").write_text(json.dumps(res, indent=2))
     lines = [f"`{Path(res['model']).name}` + local stage `{Path(res['local_stage'] or '-').name}`, {res['backend']}; "
              f"errors against the mean of both clinicians unless named.", "",
-             "| split | variant | images | MRE mean | challenge | senior | junior | SDR@2 mean | > 10 mm | unflagged |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| split | variant | images | MRE mean | challenge | senior | junior | SDR@2 mean | > 10 mm | unflagged | "
+             "flagged | flagged within 2 mm |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lab = r["labels"]
         cell = [f"{lab[k]['mre_mm']:.3f}" if k in lab else "" for k in ("mean", "challenge", "senior", "junior")]
         lines.append(f"| {r['split']} | {r['variant']} | {r['images']} | " + " | ".join(cell)
-                     + f" | {lab['mean']['sdr2.0']:.1f}% | {r['over_10mm']} | {r['over_10mm_unflagged']} |")
+                     + f" | {lab['mean']['sdr2.0']:.1f}% | {r['over_10mm']} | {r['over_10mm_unflagged']} | "
+                     f"{r['flagged_points']} | {r['flagged_within_2mm']} |")
     lines += ["", "Pooled over every row: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                        for k, v in total.items())]
     (out_dir / "cross_site.md").write_text("\n".join(lines) + "\n")

@@ -81,6 +81,8 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
             bar.update(1)
             if o.status != "skipped":
                 jsonl.write(o.record())
+            elif o.written:
+                jsonl.ensure(o.file, o.written[0])
             _report(o, out_dir, show_bar)
     click.echo(summary_line(counts), err=True)
     sys.exit(exit_code(counts, strict))

@@ -9,7 +9,6 @@ landmarks to check); 2 a usage error (click's).
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,8 +18,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from sdk.errors import CephaloError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FLAGGED = 0, 1, 2, 3
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".pgm", ".ppm", ".pbm",
-                  ".pnm", ".webp", ".jp2"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".gif", ".bmp", ".tif", ".tiff", ".dcm", ".dicom",
+                  ".pgm", ".ppm", ".pbm", ".pnm", ".webp", ".jp2"}
 _GLOB_CHARS = set("*?[")
 
 # OpenVINO starts later than onnxruntime (import and compile) and then reads each image sooner: below about this
@@ -66,7 +65,7 @@ def collect_inputs(specs: Sequence[str], recursive: bool = False) -> Tuple[List[
             for q in found:
                 add(q)
         elif _GLOB_CHARS & set(spec):
-            found = sorted(Path(q) for q in glob.glob(spec, recursive=recursive) if Path(q).is_file())
+            found = sorted(q for q in _glob(spec, recursive) if q.is_file())
             if not found:
                 problems.append((spec, "pattern matches no file"))
             for q in found:
@@ -74,6 +73,19 @@ def collect_inputs(specs: Sequence[str], recursive: bool = False) -> Tuple[List[
         else:
             problems.append((spec, "no such file or folder"))
     return files, problems
+
+
+def _glob(spec: str, recursive: bool) -> List[Path]:
+    """Files a pattern names. pathlib's '**' does not follow symbolic links into folders (glob.glob's does, and a
+    link back up makes it run without end); without ``recursive`` '**' is a plain '*'."""
+    parts = Path(spec).parts
+    cut = next((i for i, part in enumerate(parts) if _GLOB_CHARS & set(part)), len(parts))
+    base = Path(*parts[:cut]) if cut else Path(".")
+    rest = "/".join(parts[cut:]) if recursive else "/".join(parts[cut:]).replace("**", "*")
+    try:
+        return list(base.glob(rest)) if rest else []
+    except (OSError, ValueError):
+        return []
 
 
 def output_keys(files: Sequence[Path]) -> Dict[Path, str]:
@@ -131,17 +143,23 @@ def _done(json_path: Path) -> bool:
 
 
 def write_csv(res, path: Path) -> None:
-    """One row per landmark: pixels, score, mm (when a spacing is known), its flag, and the image's flags."""
+    """One row per landmark: pixels, score, reliability, mm (when a spacing is known), its flag, whether it was
+    repaired (and where it was first read), and the image's flags."""
     mm = res.mm() if res.spacing else None
     image_flags = ";".join(res.flags)
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["index", "name", "x", "y", "score", "x_mm", "y_mm", "flag", "image_status", "image_flags"])
+        w.writerow(["index", "name", "x", "y", "score", "reliability", "x_mm", "y_mm", "flag", "repaired",
+                    "first_x", "first_y", "image_status", "image_flags"])
         for i, n in enumerate(res.names):
+            fixed = bool(res.repaired and res.repaired[i])
             w.writerow([i + 1, n, f"{res.xy[i, 0]:.3f}", f"{res.xy[i, 1]:.3f}", f"{res.scores[i]:.4f}",
+                        "" if res.reliability is None else f"{res.reliability[i]:.4f}",
                         "" if mm is None else f"{mm[i, 0]:.3f}", "" if mm is None else f"{mm[i, 1]:.3f}",
-                        res.point_flags[i] if res.point_flags else "", res.status, image_flags])
+                        res.point_flags[i] if res.point_flags else "", "yes" if fixed else "",
+                        f"{res.first_reading[i, 0]:.3f}" if fixed else "", f"{res.first_reading[i, 1]:.3f}" if fixed else "",
+                        res.status, image_flags])
     os.replace(tmp, path)
 
 
@@ -224,23 +242,53 @@ def summary_line(counts: Dict[str, int], always_skipped: bool = False) -> str:
 
 
 class JsonLines:
-    """``--jsonl``: every image's record appended to one file (its folder made first), flushed per line."""
+    """``--jsonl``: one line per image in one file. Lines are appended as images are read (a crash loses nothing
+    already read); on a clean exit the file is rewritten with exactly one line per image, the latest record of
+    each (a rerun's retry of a failed image replaces its earlier line). :meth:`ensure` adds an image a rerun skipped
+    whose line an earlier crash never wrote."""
 
     def __init__(self, path: Optional[Path]):
         self.path, self.f = path, None
+        self.records: Dict[str, str] = {}
 
     def __enter__(self):
         if self.path is not None:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self.f = open(self.path, "a", encoding="utf-8")
+            path = Path(self.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_file():
+                for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                    self._keep(line)
+            self.f = open(path, "a", encoding="utf-8")
+            if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+                self.f.write("\n")             # a line torn by a crash stays on its own
         return self
+
+    def _keep(self, line: str) -> None:
+        try:
+            self.records[str(json.loads(line)["file"])] = line
+        except (ValueError, KeyError, TypeError):
+            pass                               # a torn line: the image is read again or ensured
 
     def write(self, record: Dict) -> None:
         if self.f is not None:
-            self.f.write(json.dumps(record) + "\n")
+            line = json.dumps(record)
+            self.f.write(line + "\n")
             self.f.flush()
+            self._keep(line)
 
-    def __exit__(self, *exc):
-        if self.f is not None:
-            self.f.close()
+    def ensure(self, file: Path, json_path: Path) -> None:
+        """A skipped image's record from its JSON file, when this file has no line for it."""
+        if self.f is not None and str(file) not in self.records:
+            try:
+                rec = json.loads(json_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return
+            self.write({**rec, "file": str(file)})
+
+    def __exit__(self, exc_type, *exc):
+        if self.f is None:
+            return False
+        self.f.close()
+        if exc_type is None:                   # compact: one line per image
+            _write_atomic(Path(self.path), "".join(line + "\n" for line in self.records.values()))
         return False

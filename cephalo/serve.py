@@ -1,8 +1,10 @@
 """``cephalo serve``: the Detector over HTTP for clinics' software, and a page that shows the tracing.
 
-    POST /v1/landmarks[?spacing=0.1]   body: the image file's bytes -> the CLI's JSON record
-    POST /v1/overlay[?spacing=0.1]     body: the image file's bytes -> the overlay PNG (points, legend, flags)
-    GET  /v1/model                     the model's metadata and measured accuracy
+    POST /v1/landmarks[?spacing=0.1]   body: the image file's bytes, or a multipart/form-data upload whose field
+                                       ``file`` holds them (``curl -F file=@x.jpg``, a browser form) -> the CLI's
+                                       JSON record
+    POST /v1/overlay[?spacing=0.1]     the same body -> the overlay PNG (points, legend, flags)
+    GET  /v1/model                     the model's metadata and measured accuracy (file names, not server paths)
     GET  /health                       {"status": "ok"}
     GET  /                             the page: drop an image, see the tracing, the landmarks and measurements
 
@@ -42,7 +44,7 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Route
 
-    from sdk.errors import CephaloError, ImageError
+    from sdk.errors import CephaloError, ImageError, ImageTooLarge
     from sdk.spacing import check_spacing
 
     limits = limits or Limits()
@@ -87,8 +89,14 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
             except _TooLarge as e:
                 return answer(error(413, f"upload of {e.size} bytes is over the limit of {limits.max_bytes} bytes",
                                     rid))
+            ctype = request.headers.get("content-type", "")
+            if ctype.lower().startswith("multipart/form-data"):
+                try:
+                    data = form_file(data, ctype)
+                except ValueError as e:
+                    return answer(error(400, f"multipart upload: {e}", rid))
             if not data:
-                return answer(error(400, "empty body: POST the image file's bytes", rid))
+                return answer(error(400, "empty body: POST the image file's bytes (or a form field 'file')", rid))
             if slots.locked():
                 return answer(error(503, "busy: too many images waiting; retry later", rid))
             async with slots:
@@ -96,7 +104,7 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
                 try:
                     res = await loop.run_in_executor(pool, lambda: det(data, spacing=spacing))
                 except ImageError as e:
-                    code = 413 if "exceeds the limit" in str(e) else 415
+                    code = 413 if isinstance(e, ImageTooLarge) else 415
                     return answer(error(code, str(e).replace("<bytes>", "upload"), rid))
                 except CephaloError as e:
                     return answer(error(400, str(e).replace("<bytes>", "upload"), rid))
@@ -119,7 +127,8 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
         return await run_detection(request, overlay=True)
 
     async def model(request: Request):
-        return JSONResponse(json.loads(json.dumps(det.info, default=str)))
+        info = {k: (Path(v).name if k in _PATH_KEYS and v else v) for k, v in det.info.items()}
+        return JSONResponse(json.loads(json.dumps(info, default=str)))
 
     async def health(request: Request):
         return JSONResponse({"status": "ok"})
@@ -135,6 +144,28 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
     return Starlette(routes=[Route("/", page), Route("/health", health), Route("/v1/model", model),
                              Route("/v1/landmarks", landmarks, methods=["POST"]),
                              Route("/v1/overlay", overlay, methods=["POST"])], lifespan=lifespan)
+
+
+_PATH_KEYS = ("model", "local_stage")     # where the server keeps its files is not the client's business
+FORM_FIELD = "file"
+
+
+def form_file(body: bytes, content_type: str) -> bytes:
+    """The bytes of the field ``file`` of a multipart/form-data body; ValueError naming what is wrong."""
+    import email
+    import email.policy
+
+    msg = email.message_from_bytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body,
+                                   policy=email.policy.HTTP)
+    if not msg.is_multipart():
+        raise ValueError("the body is not multipart/form-data (a boundary is missing or does not match)")
+    names = []
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        names.append(name)
+        if name == FORM_FIELD:
+            return part.get_payload(decode=True) or b""
+    raise ValueError(f"no field {FORM_FIELD!r} (fields: {', '.join(str(n) for n in names) or 'none'})")
 
 
 class _TooLarge(Exception):

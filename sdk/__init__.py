@@ -5,7 +5,16 @@
 >>> res.xy, res.names, res.mm(), res.measurements()
 """
 from .detector import LOW_CONFIDENCE, Detector, Landmarks
-from .errors import AnnotationError, BackendError, BatchError, CephaloError, ImageError, ModelError, SchemaError
+from .errors import (
+                     AnnotationError,
+                     BackendError,
+                     BatchError,
+                     CephaloError,
+                     ImageError,
+                     ImageTooLarge,
+                     ModelError,
+                     SchemaError,
+)
 from .metadata import ModelMeta
 from .schemas import AARIZ29, CEPH31, ISBI19, Schema, get_schema
 from .site import SiteError, SiteProfile, fit_site
@@ -14,4 +23,4 @@ from .spacing import check_spacing
 __version__ = "0.1.0"
 __all__ = ["Detector", "Landmarks", "LOW_CONFIDENCE", "check_spacing", "ModelMeta", "Schema", "get_schema", "ISBI19",
            "AARIZ29", "CEPH31", "CephaloError", "BatchError", "ImageError", "ModelError", "SchemaError",
-           "AnnotationError", "BackendError", "SiteProfile", "SiteError", "fit_site"]
+           "AnnotationError", "BackendError", "ImageTooLarge", "SiteProfile", "SiteError", "fit_site"]

@@ -17,7 +17,8 @@ from .image_io import ImageInput, LoadedImage, load_image
 from .local_stage import CONSENSUS, LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_conventions, local_stage_path
 from .measurements import measure, unavailable
 from .preprocess import Letterbox, pad_pixel
-from .quality import assess, shape_model
+from .quality import COND_Z, IMPLAUSIBLE, assess, shape_model
+from .repair import ReadingFrame, repair_points
 from .site import SiteProfile
 from .spacing import check_spacing
 
@@ -54,6 +55,8 @@ class Landmarks:
     source: str = ""
     reliability: Optional[np.ndarray] = None   # (K,) P(within the calibration's tolerance, 4 mm), when calibrated
     labels: str = "consensus"
+    repaired: Tuple[bool, ...] = ()            # (K,) read again where the other landmarks put it (sdk.repair)
+    first_reading: Optional[np.ndarray] = None  # (K, 2) the points before repair, when some were repaired
 
     @property
     def confidence(self) -> float:
@@ -85,6 +88,10 @@ class Landmarks:
         bad = [f"{n} ({why})" for n, why in zip(self.names, self.point_flags) if why]
         if bad and self.is_cephalogram:
             out.append(f"{len(bad)} landmark(s) flagged: " + ", ".join(bad))
+        fixed = [n for n, r in zip(self.names, self.repaired) if r]
+        if fixed:
+            out.append(f"{len(fixed)} landmark(s) repaired (read again where the other landmarks put them; the "
+                       f"first reading was implausible): " + ", ".join(fixed))
         return out + list(self.notes)
 
     def __len__(self) -> int:
@@ -139,6 +146,13 @@ class Landmarks:
         except CephaloError:   # a custom schema known only to the model file: its names, no aliases
             return schema_from_dict({"id": self.schema, "landmarks": list(self.names)})
 
+    def _repair_record(self, i: int) -> Dict:
+        """A repaired landmark's record says so and keeps its first reading."""
+        if not (self.repaired and self.repaired[i]):
+            return {}
+        return {"repaired": True, "first_reading": {"x": round(float(self.first_reading[i, 0]), 3),
+                                                    "y": round(float(self.first_reading[i, 1]), 3)}}
+
     def to_dict(self, analyses: Optional[Sequence[str]] = None) -> Dict:
         """The JSON-ready record; ``analyses``: only these analyses' measurements (default: all)."""
         d = {
@@ -157,7 +171,8 @@ class Landmarks:
                 {"name": n, "x": round(float(self.xy[i, 0]), 3), "y": round(float(self.xy[i, 1]), 3),
                  "score": round(float(self.scores[i]), 4),
                  "reliability": None if self.reliability is None else round(float(self.reliability[i]), 4),
-                 "flag": (self.point_flags[i] or None) if self.point_flags else None}
+                 "flag": (self.point_flags[i] or None) if self.point_flags else None,
+                 **self._repair_record(i)}
                 for i, n in enumerate(self.names)],
             "measurements": self.measurements(analyses),
             "unavailable_measurements": self.unavailable_measurements(analyses) if self.is_cephalogram else {},
@@ -236,7 +251,10 @@ class Detector:
     challenge's official ground truth, for comparing with published results). ``site``: a site profile (a path
     written by ``cephalo adapt``, or a :class:`sdk.site.SiteProfile`): the points are moved onto that clinic's
     conventions, learnt from its own labelled images, and ``labels`` of each result names the site; the flags
-    judge the model's reading before the move. Calls are thread-safe.
+    judge the model's reading before the move. ``repair`` (default): a landmark the shape check finds implausible
+    is read again by the local stage where the other landmarks put it, and kept when it then fits
+    (:mod:`sdk.repair`; the result's ``repaired`` and ``first_reading`` say which, and from where). Calls are
+    thread-safe.
     """
 
     local: Optional[LocalStage] = None     # the local stage in use, if any
@@ -245,7 +263,7 @@ class Detector:
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
                  fast_decode: bool = True, auto_view: bool = True, local_stage: Union[bool, str, Path] = True,
                  reframe: bool = True, labels: str = CONSENSUS, site: Union[str, Path, SiteProfile, None] = None,
-                 **deprecated):
+                 repair: bool = True, **deprecated):
         local_stage = _renamed(deprecated, local_stage)
         path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
         if not path.is_file():
@@ -267,6 +285,7 @@ class Detector:
         self.fast_decode = bool(fast_decode)
         self.auto_view = bool(auto_view)
         self.reframe = bool(reframe)
+        self.repair = bool(repair)
         if labels != CONSENSUS:
             if local_stage is not True:
                 raise ModelError(f"labels={labels!r} picks the local stage beside the model; it cannot go with "
@@ -322,12 +341,13 @@ class Detector:
             raise ModelError(f"model {self.model_path} outputs {heatmaps.shape[0]} heatmaps, its schema "
                              f"{m.schema.id!r} has {m.schema.k} landmarks")
         xy, scores = decode_to_image(heatmaps, lb, m.heatmap_stride, m.sigma, m.decoder)
-        stage2 = {"shift": None, "local_peak": None}
+        stage2 = {"shift": None, "local_peak": None,
+                  "frame": ReadingFrame(loaded.gray if gray is None else gray, lb, loaded.reduction, np.zeros(2))}
         if self.local is not None:
             local, peaks = self.local.locate_with_peaks(loaded.gray if gray is None else gray, lb, xy,
                                                         loaded.reduction)
-            stage2 = {"shift": np.linalg.norm((local - xy) * np.array([lb.scale_x, lb.scale_y]), axis=1),
-                      "local_peak": peaks}
+            stage2.update(shift=np.linalg.norm((local - xy) * np.array([lb.scale_x, lb.scale_y]), axis=1),
+                          local_peak=peaks)
             xy = local
         src = None
         if spacing is not None:
@@ -385,6 +405,8 @@ class Detector:
             if self.reframe:
                 read = self._reframed(read, loaded, spacing)
             res, stage2 = self._settle(read, loaded, spacing)
+            if self.repair:
+                res, stage2 = self._repaired(res, stage2)
             if self.site is not None:      # the site's conventions, after the flags judged the model's reading
                 res = replace(res, xy=self.site.apply(res.xy), labels=self.site.label)
             return res, stage2
@@ -414,8 +436,26 @@ class Detector:
         size = 1.0 / f.scale_change(res.xy, loaded.full_hw, self.meta.input_hw)
         note = (f"re-read with the image cropped to the training images' framing (the anatomy was "
                 f"{size:.2f}x its training size in the model input)")
-        return replace(cand, xy=cand.xy + np.array([box[0] * r, box[1] * r], dtype=np.float64),
-                       image_size=tuple(loaded.full_hw), notes=cand.notes + (note,)), cand2
+        offset = np.array([box[0] * r, box[1] * r], dtype=np.float64)
+        cand2["frame"] = replace(cand2["frame"], offset=offset)
+        return replace(cand, xy=cand.xy + offset, image_size=tuple(loaded.full_hw), notes=cand.notes + (note,)), cand2
+
+    def _repaired(self, res: Landmarks, stage2: Dict) -> Tuple[Landmarks, Dict]:
+        """``res`` with its implausible landmarks read again where the others put them (:mod:`sdk.repair`), flags
+        recomputed; as it is when nothing is implausible, the image is no cephalogram or was read in another view."""
+        model = shape_model(res.schema, res.names)
+        implausible = np.array([r == IMPLAUSIBLE for r in res.point_flags]) if res.point_flags else None
+        if (implausible is None or not implausible.any() or self.local is None or model is None or
+                model.cov is None or res.view != "as given" or not res.is_cephalogram):
+            return res, stage2
+        rep = repair_points(res.xy, implausible, self.local, stage2["frame"], model, COND_Z)
+        if not rep.repaired.any():
+            return res, stage2
+        fixed = rep.repaired
+        stage2 = dict(stage2, shift=np.where(fixed, rep.shift, stage2["shift"]),
+                      local_peak=np.where(fixed, rep.peak, stage2["local_peak"]))
+        out = replace(res, xy=rep.xy, repaired=tuple(bool(f) for f in fixed), first_reading=res.xy)
+        return self._assess(out, stage2), stage2
 
     def _settle(self, read: Tuple[Landmarks, Dict], loaded: LoadedImage,
                 spacing: Optional[float]) -> Tuple[Landmarks, Dict]:
@@ -542,7 +582,8 @@ class Detector:
                         _pairs(TRACING.get(k, ()), result) if a in index and b in index})
         text = [(_measurement_line(k, e), e["doubtful"]) for k, e in meas.items()]
         return draw_landmarks(load_image(image).gray, result.xy, names=result.names, flagged=result.flagged,
-                              lines=lines, measurements=text)
+                              lines=lines, measurements=text, repaired=np.array(result.repaired, bool),
+                              first_reading=result.first_reading)
 
 
 def _pairs(pairs, result: Landmarks):

@@ -11,6 +11,7 @@ import numpy as np
 from .errors import ImageError
 
 _OK, _FLAGGED, _TEXT = (0, 0, 255), (0, 165, 255), (0, 255, 255)   # BGR: red points, orange when flagged
+_REPAIRED = (255, 128, 0)          # BGR blue: a repaired point, a square, with a line from its first reading
 
 
 _LINE = (255, 200, 0)     # BGR: the tracing's lines, light blue
@@ -19,19 +20,22 @@ _LINE = (255, 200, 0)     # BGR: the tracing's lines, light blue
 def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 0,
                    names: Optional[Sequence[str]] = None, flagged: Optional[np.ndarray] = None,
                    lines: Sequence[Tuple[int, int]] = (),
-                   measurements: Sequence[Tuple[str, bool]] = ()) -> np.ndarray:
+                   measurements: Sequence[Tuple[str, bool]] = (), repaired: Optional[np.ndarray] = None,
+                   first_reading: Optional[np.ndarray] = None) -> np.ndarray:
     """(H, W) uint8 gray + (K, 2) points -> BGR overlay with numbered points (1-based, or ``labels``).
 
     ``names``: a legend panel ``number  name`` is added on the right, so numbers beside the points stay short
     and the image itself is not covered. ``flagged`` (K,) bool: those points are drawn as rings, in orange, and
     marked in the legend. ``lines``: (i, j) landmark pairs drawn first, as a tracing; ``measurements``: (text,
-    doubtful) lines of a second panel (doubtful ones in orange). Sizes scale with the image so the overlay reads
-    at its own size."""
+    doubtful) lines of a second panel (doubtful ones in orange). ``repaired`` (K,) bool with ``first_reading``
+    (K, 2): those points are drawn as blue squares, a thin line from where they were first read, and marked
+    '(repaired)' in the legend. Sizes scale with the image so the overlay reads at its own size."""
     img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     scale = max(gray.shape) / 1000.0
     r = radius or max(2, int(round(6 * scale)))
     thick = max(1, int(round(2 * scale)))
     flagged = np.zeros(len(xy), bool) if flagged is None else np.asarray(flagged, bool)
+    repaired = np.zeros(len(xy), bool) if repaired is None or not len(repaired) else np.asarray(repaired, bool)
     pts = np.asarray(xy, float)
     for i, j in lines:
         a, b = pts[i], pts[j]
@@ -42,15 +46,21 @@ def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 
         if not (np.isfinite(x) and np.isfinite(y)):
             continue
         c = (int(round(x)), int(round(y)))
-        colour = _FLAGGED if flagged[i] else _OK
-        cv2.circle(img, c, r + (thick if flagged[i] else 0), colour, thick if flagged[i] else -1, cv2.LINE_AA)
+        if repaired[i] and first_reading is not None:
+            f = (int(round(first_reading[i][0])), int(round(first_reading[i][1])))
+            cv2.line(img, f, c, _REPAIRED, max(1, thick // 2), cv2.LINE_AA)
+            cv2.drawMarker(img, f, _REPAIRED, cv2.MARKER_TILTED_CROSS, 2 * r, max(1, thick // 2), cv2.LINE_AA)
+            cv2.rectangle(img, (c[0] - r, c[1] - r), (c[0] + r, c[1] + r), _REPAIRED, thick, cv2.LINE_AA)
+        else:
+            colour = _FLAGGED if flagged[i] else _OK
+            cv2.circle(img, c, r + (thick if flagged[i] else 0), colour, thick if flagged[i] else -1, cv2.LINE_AA)
         text = str(labels[i]) if labels is not None else str(i + 1)
         cv2.putText(img, text, (c[0] + r + 2, c[1] - r - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, _TEXT,
                     thick, cv2.LINE_AA)
     panels = [img]
     if names is not None:
-        panels.append(_legend([f"{labels[i] if labels is not None else i + 1:>2}  {n}" + ("  (check)" if flagged[i]
-                                                                                           else "")
+        marks = ["  (check)" if flagged[i] else "  (repaired)" if repaired[i] else "" for i in range(len(names))]
+        panels.append(_legend([f"{labels[i] if labels is not None else i + 1:>2}  {n}{marks[i]}"
                                for i, n in enumerate(names)], flagged, img.shape[0], scale))
     if measurements:
         panels.append(_legend([t for t, _ in measurements], np.array([d for _, d in measurements], bool),

@@ -19,6 +19,11 @@ class ImageError(CephaloError, ValueError):
     """An image could not be read, or is not something a cephalogram can be (empty, wrong dtype, absurd size)."""
 
 
+class ImageTooLarge(ImageError):
+    """An image over the pixel or file-size limits, or whose header declares more pixels than its bytes could hold
+    (a decompression bomb): refused before decoding."""
+
+
 class ModelError(CephaloError, ValueError):
     """A model file is missing, unreadable, or lacks the metadata of the model contract."""
 

@@ -20,6 +20,11 @@ from typing import Optional, Tuple, Union
 
 MIN_SIDE = 32            # smaller than this is not a cephalogram
 MAX_PIXELS = 200_000_000  # 200 MP: larger is an error, not a scan (and would exhaust memory)
+MAX_FILE_BYTES = 2 ** 30  # 1 GiB: no single cephalogram file is larger
+# A header declaring more than this many pixels per byte of file, for a large image, is a decompression bomb: an
+# X-ray's noise keeps any codec far below it (a 106-byte GIF can declare 14000 x 14000).
+BOMB_PIXELS_PER_BYTE = 1000
+BOMB_MIN_PIXELS = 25_000_000
 # OpenCV's own decoder limit (read once, at its first decode), for formats whose header is not read here.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 # The SDK is quiet: a corrupt file is an ImageError, not lines of OpenCV's log on the host's stderr.
@@ -28,7 +33,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 import cv2  # noqa: E402  (after the limit above)
 import numpy as np  # noqa: E402
 
-from .errors import ImageError  # noqa: E402
+from .errors import ImageError, ImageTooLarge  # noqa: E402
 
 REDUCE_MARGIN = 2.0      # a reduced decode keeps >= 2x the letterboxed size, so the area resize still averages
 _REDUCED = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
@@ -72,6 +77,11 @@ def load_image(image: ImageInput, reduce_for: Optional[Tuple[int, int]] = None,
             raise ImageError(f"image file {path} does not exist")
         if path.is_dir():
             raise ImageError(f"image path {path} is a folder, not a file")
+        if not path.is_file():      # a device (/dev/zero), a FIFO or a socket would be read without end
+            raise ImageError(f"image path {path} is not a regular file (a device, pipe or socket)")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ImageTooLarge(f"image file {path}: {path.stat().st_size} bytes exceeds the limit of "
+                             f"{MAX_FILE_BYTES} bytes")
         try:
             data = path.read_bytes()
         except OSError as e:
@@ -140,15 +150,56 @@ def _reduced_jpeg(buf: np.ndarray, data: bytes, reduce_for: Tuple[int, int], sou
             else:
                 return None
             if full[0] * full[1] > MAX_PIXELS:
-                raise ImageError(f"image {source}: {full[1]}x{full[0]} pixels exceeds the limit of {MAX_PIXELS} "
+                raise ImageTooLarge(f"image {source}: {full[1]}x{full[0]} pixels exceeds the limit of {MAX_PIXELS} "
                                  f"pixels")
             return LoadedImage(img, None, source, r, full)
     return None
 
 
+def _gif_info(data: bytes) -> Tuple[Tuple[int, int], int]:
+    """((height, width) of a GIF's canvas, the largest of its logical screen and its frames; frames counted up
+    to 2), walking its blocks without decoding. A decoder allocates the canvas the header declares."""
+    h, w = int.from_bytes(data[8:10], "little"), int.from_bytes(data[6:8], "little")
+    i = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    frames = 0
+    while i < len(data) and frames < 2:
+        kind = data[i]
+        if kind == 0x2C and i + 10 <= len(data):           # an image: its own size may exceed the screen's
+            frames += 1
+            w = max(w, int.from_bytes(data[i + 1:i + 3], "little") + int.from_bytes(data[i + 5:i + 7], "little"))
+            h = max(h, int.from_bytes(data[i + 3:i + 5], "little") + int.from_bytes(data[i + 7:i + 9], "little"))
+            flags = data[i + 9]
+            i += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+        elif kind == 0x21:                                   # an extension: label, then sub-blocks
+            i += 2
+        else:
+            break
+        while i < len(data) and data[i]:                     # sub-blocks up to the empty one
+            i += data[i] + 1
+        i += 1
+    return (h, w), frames
+
+
+def _webp_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(height, width) from a WebP's first chunk (VP8X canvas, VP8 key frame or VP8L header)."""
+    kind = data[12:16]
+    if kind == b"VP8X" and len(data) >= 30:
+        return 1 + int.from_bytes(data[27:30], "little"), 1 + int.from_bytes(data[24:27], "little")
+    if kind == b"VP8 " and len(data) >= 30:
+        return int.from_bytes(data[28:30], "little") & 0x3FFF, int.from_bytes(data[26:28], "little") & 0x3FFF
+    if kind == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    return None
+
+
 def header_size(data: bytes) -> Optional[Tuple[int, int]]:
-    """(height, width) from the header of a PNG, JPEG, BMP, TIFF or PNM file, without decoding; None for other
-    formats or a header too short to say."""
+    """(height, width) from the header of a PNG, JPEG, GIF, WebP, BMP, TIFF or PNM file, without decoding; None for
+    other formats or a header too short to say."""
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 13:
+        return _gif_info(data)[0]
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _webp_size(data)
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
         return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
     head = jpeg_header(data)
@@ -183,9 +234,10 @@ def _tiff_size(data: bytes) -> Optional[Tuple[int, int]]:
     return (size[257], size[256]) if len(size) == 2 else None
 
 
-def _check_png_chunks(data: bytes, source: str) -> None:
-    """:class:`ImageError` when a PNG's chunk lengths run past its end: a decoder would allocate what the length
-    claims (up to 4 GB for a 12 kB file) before finding the data missing."""
+def _check_png_chunks(data: bytes, source: str) -> bytes:
+    """The PNG without its colour profile (iCCP: meaningless for an X-ray, and libpng prints warnings about
+    malformed ones on the host's stderr); :class:`ImageError` when a chunk's length runs past the end: a decoder
+    would allocate what the length claims (up to 4 GB for a 12 kB file) before finding the data missing."""
     i = 8
     while i + 8 <= len(data):
         length, kind = int.from_bytes(data[i:i + 4], "big"), data[i + 4:i + 8]
@@ -193,17 +245,29 @@ def _check_png_chunks(data: bytes, source: str) -> None:
             raise ImageError(f"image {source}: PNG chunk {kind!r} claims {length} bytes past the end of the file "
                              f"(corrupt or truncated)")
         if kind == b"IEND":
-            return
+            return data
+        if kind == b"iCCP":
+            data = data[:i] + data[i + 12 + length:]
+            continue
         i += 12 + length
     raise ImageError(f"image {source}: PNG file ends before its IEND chunk (truncated)")
 
 
-def check_size(h: int, w: int, source: str) -> None:
-    """:class:`ImageError` when an ``h x w`` image is too small to be a cephalogram or too large to decode."""
+def check_size(h: int, w: int, source: str, file_bytes: Optional[int] = None) -> None:
+    """:class:`ImageError` when an ``h x w`` image is too small to be a cephalogram, or :func:`check_declared`'s."""
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ImageError(f"image {source}: {w}x{h} pixels is too small (each side must be >= {MIN_SIDE})")
+    check_declared(h, w, source, file_bytes)
+
+
+def check_declared(h: int, w: int, source: str, file_bytes: Optional[int] = None) -> None:
+    """:class:`ImageTooLarge` when a header declares an ``h x w`` image too large to decode, or far more pixels
+    than ``file_bytes`` could hold (a decompression bomb)."""
     if h * w > MAX_PIXELS:
-        raise ImageError(f"image {source}: {w}x{h} pixels exceeds the limit of {MAX_PIXELS} pixels")
+        raise ImageTooLarge(f"image {source}: {w}x{h} pixels exceeds the limit of {MAX_PIXELS} pixels")
+    if file_bytes is not None and h * w > BOMB_MIN_PIXELS and h * w > BOMB_PIXELS_PER_BYTE * file_bytes:
+        raise ImageTooLarge(f"image {source}: its header declares {w}x{h} pixels in a file of {file_bytes} bytes, "
+                         f"more than any X-ray compresses to (a decompression bomb?); refused before decoding")
 
 
 def _decode_bytes(data: bytes, source: str, reduce_for: Optional[Tuple[int, int]] = None,
@@ -217,9 +281,12 @@ def _decode_bytes(data: bytes, source: str, reduce_for: Optional[Tuple[int, int]
         return LoadedImage(to_gray_u8(gray, source), spacing, source, notes=notes)
     size = header_size(data)
     if size is not None:          # refuse absurd sizes before a decoder allocates them
-        check_size(size[0], size[1], source)
+        check_size(size[0], size[1], source, len(data))
+    notes: Tuple[str, ...] = ()
     if data[:8] == b"\x89PNG\r\n\x1a\n":
-        _check_png_chunks(data, source)
+        data = _check_png_chunks(data, source)
+    elif data[:6] in (b"GIF87a", b"GIF89a") and _gif_info(data)[1] > 1:
+        notes = ("an animated GIF: its first frame was read",)
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         if reduce_for is not None:
@@ -240,7 +307,7 @@ def _decode_bytes(data: bytes, source: str, reduce_for: Optional[Tuple[int, int]
         raise ImageError(f"image {source} is not a readable image file (corrupt or unsupported format)")
     if img.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"image {source}: {img.dtype} pixels are not supported; give 8- or 16-bit images")
-    return LoadedImage(to_gray_u8(img, source), None, source)
+    return LoadedImage(to_gray_u8(img, source), None, source, notes=notes)
 
 
 def to_gray_u8(arr: np.ndarray, source: str = "<array>") -> np.ndarray:

@@ -14,9 +14,9 @@ rotates and scales about the patch centre. Training and the Detector both call :
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -254,6 +254,17 @@ class LocalStage:
             raise ModelError(f"local-stage model {self.path} gave heatmaps {hm.shape} for {len(xy)} patches")
         return local_points(hm, mats, fine, self.params, xy, return_peaks=True)
 
+    def locate_at(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, landmarks: np.ndarray, reduction: int = 1,
+                  prior_sd: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Landmarks ``landmarks`` (n,) re-read around ``xy`` (n, 2) original pixels: one model call for n patches,
+        each read on its landmark's channel; ``prior_sd`` (first-stage input px) widens the decode prior.
+        Returns ((n, 2) points, (n,) peaks)."""
+        p = self.params if prior_sd is None else replace(self.params, prior_sd=max(self.params.prior_sd, prior_sd))
+        fine = self.fine(gray, lb, reduction)
+        x, mats = local_inputs(fine, xy, p)
+        hm = self.run_network(x)
+        return local_points(hm, mats, fine, p, xy, return_peaks=True, channels=np.asarray(landmarks))
+
 
 @dataclass(frozen=True)
 class LocalParams:
@@ -292,13 +303,14 @@ def _prior(h: int, centres: np.ndarray, p: LocalParams) -> np.ndarray:
 
 
 def local_points(heatmaps: np.ndarray, mats: np.ndarray, fine: FineImage, p: LocalParams,
-                 first: np.ndarray, return_peaks: bool = False):
+                 first: np.ndarray, return_peaks: bool = False, channels: Optional[np.ndarray] = None):
     """(K, K, h, w) patch-model output for the patches of :func:`local_inputs` around ``first`` ((K, 2) original
     pixels) -> (K, 2) original pixels: patch ``i`` is read on its own landmark's channel ``i``. With
     ``return_peaks``: also the (K,) peak each point was read at (prior-weighted; low = the patch model is unsure
-    or found its landmark far from the first stage's point)."""
+    or found its landmark far from the first stage's point). ``channels``: patch ``i``'s landmark when the patches
+    are not one per landmark in order."""
     k = len(mats)
-    own = np.asarray(heatmaps, dtype=np.float32)[np.arange(k), np.arange(k)]
+    own = np.asarray(heatmaps, dtype=np.float32)[np.arange(k), np.arange(k) if channels is None else channels]
     if p.prior_sd > 0:
         centres = np.stack([apply_matrix(q, m) for q, m in zip(fine.to_fine(first), mats)])
         own = own * _prior(own.shape[-1], centres, p)

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -89,6 +89,30 @@ class ShapeModel:
             r = dev[i, 2 * i:2 * i + 2] - gain @ dev[i]
             out[i] = float(np.sqrt(max(r @ prec @ r, 0.0)))
         return out
+
+    def conditional_positions(self, xy: np.ndarray, idx: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+        """Where the other points put each point of ``idx``: ((n, 2) positions, (n, 2, 2) covariances) in the
+        pixels of ``xy`` (K, 2). As in :meth:`conditional_z`, the points that fit no shape are left out of the
+        others. Needs ``cov``."""
+        xy = np.asarray(xy, np.float64)
+        k = len(xy)
+        inlier = self.z_scores(xy) <= 3.0
+        pos, covs = [], []
+        for i in idx:
+            others = inlier.copy()
+            others[i] = False
+            if others.sum() < k // 2:
+                others = np.arange(k) != i
+            aligned = similarity_fits(xy, self.mean, others[None].astype(np.float64))[0][0]
+            # the fit is affine in xy: recover it (aligned = xy @ a.T + t) to map the prediction back
+            sol = np.linalg.lstsq(np.c_[xy, np.ones(k)], aligned, rcond=None)[0]
+            a, t = sol[:2].T, sol[2]
+            gain, prec = self._conditioner(i, np.flatnonzero(others))
+            p = self.mean[i] + gain @ (aligned - self.mean).reshape(-1)
+            inv = np.linalg.inv(a)
+            pos.append(inv @ (p - t))
+            covs.append(inv @ np.linalg.inv(prec) @ inv.T)
+        return np.array(pos).reshape(-1, 2), np.array(covs).reshape(-1, 2, 2)
 
     def _conditioner(self, i: int, o: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Point ``i`` given points ``o``: the (2, 2K) gain (zero outside ``o``'s columns) and (2, 2) precision."""

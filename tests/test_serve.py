@@ -130,3 +130,56 @@ def test_page_shows_landmarks_and_measurements_in_a_browser(tmp_path):
     out = dict(line.split(" ", 1) for line in r.stdout.splitlines())
     assert int(out["measurements"]) >= 7 and out["status"] in ("ok", "check") and out["canvas"] == "True"
     assert "415" in out["error"] and shot.stat().st_size > 10000
+
+
+def test_form_uploads_as_clients_send_them(server):
+    """curl -F, browser forms and HTTP libraries send multipart/form-data: field 'file' is the image."""
+    url, det = server
+    with httpx.Client(base_url=url, timeout=60) as c:
+        raw = c.post("/v1/landmarks", params={"spacing": "0.4"}, content=IMG.read_bytes()).json()
+        form = c.post("/v1/landmarks", params={"spacing": "0.4"},
+                      files={"file": ("151.jpg", IMG.read_bytes(), "image/jpeg")}, data={"note": "x"})
+        assert form.status_code == 200, form.text[:300]
+        assert [p["x"] for p in form.json()["landmarks"]] == [p["x"] for p in raw["landmarks"]]
+        other = c.post("/v1/landmarks", files={"upload": ("a.jpg", IMG.read_bytes(), "image/jpeg")})
+        assert other.status_code == 400 and "no field 'file'" in other.json()["error"]
+        torn = c.post("/v1/landmarks", content=b"--abc\r\nnot a form",
+                      headers={"content-type": "multipart/form-data; boundary=zzz"})
+        assert torn.status_code == 400 and "multipart" in torn.json()["error"]
+        info = c.get("/v1/model").json()
+        assert info["model"] == det.model_path.name and "/" not in info["model"]
+        assert info["local_stage"] is None or "/" not in info["local_stage"]
+
+
+def test_decompression_bombs_are_refused_from_their_headers(server):
+    """A tiny GIF or WebP declaring a huge canvas gets 413 from its header; the server answers the next image."""
+    url, _ = server
+    gif = (b"GIF89a" + (14000).to_bytes(2, "little") * 2 + b"\x00\x00\x00"
+           + b"\x2c" + b"\x00\x00" * 2 + (14000).to_bytes(2, "little") * 2 + b"\x00" + b"\x02\x02\x44\x01\x00\x3b")
+    vp8x = b"VP8X" + (10).to_bytes(4, "little") + b"\x00" * 4 + (19999).to_bytes(3, "little") * 2
+    webp = b"RIFF" + (len(vp8x) + 4).to_bytes(4, "little") + b"WEBP" + vp8x
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for body, words in ((gif, "decompression bomb"), (webp, "exceeds the limit")):
+            r = c.post("/v1/landmarks", content=body)
+            assert r.status_code == 413 and words in r.json()["error"], r.text[:300]
+        assert c.post("/v1/landmarks", content=IMG.read_bytes()).status_code == 200
+
+
+def test_fuzzed_requests_never_get_a_5xx(server):
+    """Random bytes, truncated and mangled multipart bodies, wrong headers: bounded in count, on localhost."""
+    url, _ = server
+    rng = np.random.default_rng(0)
+    good = IMG.read_bytes()
+    bodies = [rng.integers(0, 256, int(n), dtype=np.uint8).tobytes() for n in rng.integers(1, 5000, 12)]
+    bodies += [good[:int(n)] for n in rng.integers(10, len(good), 8)]
+    form = b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n" + good + b"\r\n--b--\r\n"
+    forms = [form[:int(n)] for n in rng.integers(5, len(form), 8)]
+    headers = [{}, {"content-type": "multipart/form-data"}, {"content-type": "multipart/form-data; boundary=b"},
+               {"content-type": "application/json"}, {"content-type": "image/png; charset=\x7f"}]
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for i, body in enumerate(bodies + forms):
+            h = headers[i % len(headers)] if i < len(bodies) else headers[2]
+            r = c.post("/v1/landmarks", content=body, headers=h)
+            assert r.status_code < 500, (i, r.status_code, r.text[:200])
+        assert c.get("/health").status_code == 200
+        assert c.post("/v1/landmarks", content=good).status_code == 200

@@ -170,14 +170,14 @@ def write_measurements_csv(res, path: Path, analyses: Optional[Sequence[str]] = 
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["measurement", "value", "unit", "norm_mean", "norm_sd", "isbi_class", "isbi_class_meaning",
-                    "doubtful", "landmarks", "reference"])
+                    "isbi_band", "doubtful", "landmarks", "reference"])
         for k, e in res.measurements(analyses).items():
             w.writerow([k, e["value"], e["unit"], e["norm_mean"], e["norm_sd"], e.get("isbi_class", ""),
-                        e.get("isbi_class_meaning", ""), int(e["doubtful"]), " ".join(e["landmarks"]),
-                        e["reference"]])
+                        e.get("isbi_class_meaning", ""), e.get("isbi_band", ""), int(e["doubtful"]),
+                        " ".join(e["landmarks"]), e["reference"]])
         if res.is_cephalogram:
             for k, why in res.unavailable_measurements(analyses).items():
-                w.writerow([k, "", "", "", "", "", "", "", "", f"unavailable: {why}"])
+                w.writerow([k, "", "", "", "", "", "", "", "", "", f"unavailable: {why}"])
     os.replace(tmp, path)
 
 

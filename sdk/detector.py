@@ -599,8 +599,10 @@ def _pairs(pairs, result: Landmarks):
 def _measurement_line(name: str, e: Dict) -> str:
     unit = {"deg": " deg", "mm": " mm", "ratio": ""}[e["unit"]]
     fmt = "{:.2f}" if e["unit"] == "ratio" else "{:.1f}"
-    cls = f"  {e['isbi_class']} {e['isbi_class_meaning']}" if "isbi_class" in e else ""
-    return (f"{name} {fmt.format(e['value'])}{unit} (norm {fmt.format(e['norm_mean'])}+-{fmt.format(e['norm_sd'])})"
+    # The ISBI class is decided by its own band, not by the textbook norm beside it: show the band with the class.
+    # (OpenCV's fonts have no plus-minus sign, hence "sd".)
+    cls = f"  ISBI {e['isbi_class']} {e['isbi_class_meaning']} ({e['isbi_band']})" if "isbi_class" in e else ""
+    return (f"{name} {fmt.format(e['value'])}{unit} (norm {fmt.format(e['norm_mean'])} sd {fmt.format(e['norm_sd'])})"
             f"{cls}" + ("  (check)" if e["doubtful"] else ""))
 
 

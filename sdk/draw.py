@@ -42,6 +42,7 @@ def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 
         if np.isfinite(a).all() and np.isfinite(b).all():
             cv2.line(img, (int(round(a[0])), int(round(a[1]))), (int(round(b[0])), int(round(b[1]))), _LINE,
                      max(1, thick // 2 + 1), cv2.LINE_AA)
+    placed: list = []
     for i, (x, y) in enumerate(np.asarray(xy, float)):
         if not (np.isfinite(x) and np.isfinite(y)):
             continue
@@ -55,8 +56,8 @@ def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 
             colour = _FLAGGED if flagged[i] else _OK
             cv2.circle(img, c, r + (thick if flagged[i] else 0), colour, thick if flagged[i] else -1, cv2.LINE_AA)
         text = str(labels[i]) if labels is not None else str(i + 1)
-        cv2.putText(img, text, (c[0] + r + 2, c[1] - r - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, _TEXT,
-                    thick, cv2.LINE_AA)
+        org = _label_place(text, c, r, scale, thick, placed, pts)
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, _TEXT, thick, cv2.LINE_AA)
     panels = [img]
     if names is not None:
         marks = ["  (check)" if flagged[i] else "  (repaired)" if repaired[i] else "" for i in range(len(names))]
@@ -66,6 +67,28 @@ def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 
         panels.append(_legend([t for t, _ in measurements], np.array([d for _, d in measurements], bool),
                               img.shape[0], scale))
     return np.hstack(panels) if len(panels) > 1 else img
+
+
+def _label_place(text: str, c, r: int, scale: float, thick: int, placed: list, pts: np.ndarray):
+    """Where a point's number goes: the first of eight spots around it whose box overlaps no number placed
+    before and covers no other point (menton and gnathion sit a few pixels apart); up-right when none is free.
+    The chosen box is added to ``placed``."""
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, thick)
+    gap = r + 2
+    spots = [(gap, -gap), (gap, gap + th), (-gap - tw, -gap), (-gap - tw, gap + th), (gap + 2, th // 2),
+             (-gap - tw - 2, th // 2), (-tw // 2, -gap - 2), (-tw // 2, gap + th + 2)]
+    finite = pts[np.isfinite(pts).all(axis=1)]
+    for dx, dy in spots:
+        x0, y1 = c[0] + dx, c[1] + dy                  # putText's origin is the text's bottom-left
+        box = (x0, y1 - th, x0 + tw, y1 + base)
+        hits_box = any(not (box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1]) for b in placed)
+        near = (finite[:, 0] >= box[0] - r) & (finite[:, 0] <= box[2] + r) & \
+               (finite[:, 1] >= box[1] - r) & (finite[:, 1] <= box[3] + r)
+        if not hits_box and not near.any():
+            placed.append(box)
+            return x0, y1
+    placed.append((c[0] + gap, c[1] - gap - th, c[0] + gap + tw, c[1] - gap + base))
+    return c[0] + gap, c[1] - gap
 
 
 def _legend(lines: Sequence[str], flagged: np.ndarray, height: int, scale: float) -> np.ndarray:

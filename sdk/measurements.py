@@ -60,6 +60,19 @@ class Classes:
             return self.above
         return "C1", self.normal
 
+    def band(self, value: float) -> str:
+        """The range that decided ``value``'s class, e.g. '< 3.2', '3.2-5.7', '> 5.7'."""
+        if value < self.lo:
+            return f"< {self.lo:g}"
+        if value > self.hi:
+            return f"> {self.hi:g}"
+        return f"{self.lo:g}-{self.hi:g}"
+
+
+def isbi_mw_band(mw: float) -> str:
+    """The range that decided MW's class (:func:`isbi_mw_class`)."""
+    return "2-4.5" if 2.0 <= mw <= 4.5 else "> 4.5" if mw > 4.5 else "0" if mw == 0.0 else "< 2, not 0"
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -319,6 +332,7 @@ def measure(points: Mapping[str, Point], schema=None, spacing: Optional[float] =
         cls = isbi_mw_class(val) if m.name == "MW" else (m.isbi.of(val) if m.isbi is not None else None)
         if cls is not None:
             e["isbi_class"], e["isbi_class_meaning"] = cls
+            e["isbi_band"] = isbi_mw_band(val) if m.name == "MW" else m.isbi.band(val)
         out[m.name] = e
     return out
 

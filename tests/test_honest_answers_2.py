@@ -135,3 +135,27 @@ def test_usage_errors_exit_2(tmp_path):
                  ["predict", str(IMG), "--csv"]):
         r = CliRunner().invoke(main, args)
         assert r.exit_code == 2 and "Traceback" not in r.output, (args, r.output)
+
+
+def test_records_follow_the_published_schema(tmp_path):
+    """sdk/record.schema.json documents every field; real records (a good image, a repaired point, a flagged
+    non-cephalogram) validate against it."""
+    from dataclasses import replace
+
+    jsonschema = pytest.importorskip("jsonschema")
+    from sdk import Detector
+    from sdk.detector import MODELS_DIR
+
+    schema = json.loads((MODELS_DIR.parent / "record.schema.json").read_text())
+    det = Detector(backend="onnxruntime")
+    res = det(IMG, spacing=0.4)
+    first = res.xy.copy()
+    first[0] += 50
+    repaired = replace(res, repaired=(True,) + (False,) * (len(res.names) - 1), first_reading=first)
+    noise = det(np.random.default_rng(1).integers(0, 256, (500, 400), dtype=np.uint8))
+    for r in (res, repaired, noise):
+        jsonschema.validate(json.loads(r.to_json()), schema)
+    bad = json.loads(res.to_json())
+    bad["landmarks"][0]["score"] = 3.0
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)

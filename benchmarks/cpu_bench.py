@@ -444,11 +444,11 @@ def main(pipeline, model, checkpoint, models_dir, stem, images_dir, out, threads
          eval_split, eval_n):
     """Benchmark every backend side by side; writes bench.json, bench.md and bench.png (--pipeline: pipeline.json
     and pipeline.md)."""
-    from convert.quantize import calibration_images
+    from train.datasets import image_files
 
     if pipeline:
         keys = [k for k in (backends or "openvino,onnxruntime").split(",") if k]
-        images = calibration_images(images_dir, split=None, limit=4 if quick else 16)
+        images = image_files(images_dir, split=None, limit=4 if quick else 16)
         res = bench_pipeline(model, images, out, threads, keys, quick, eval_data, eval_split,
                              eval_n if eval_n is not None else (10 if quick else 150))
         click.echo(pipeline_markdown(res))
@@ -460,7 +460,7 @@ def main(pipeline, model, checkpoint, models_dir, stem, images_dir, out, threads
     unknown = [k for k in keys if k not in ROWS]
     if unknown:
         raise click.BadParameter(f"unknown rows {unknown}; choose from {list(ROWS)}", param_hint="--backends")
-    images = calibration_images(images_dir, split=None, limit=4 if quick else 16)
+    images = image_files(images_dir, split=None, limit=4 if quick else 16)
     res = bench(checkpoint, models_dir, images, out, threads, keys, quick, stem, eval_data, eval_split,
                 eval_n if eval_n is not None else (10 if quick else 150), batch)
     click.echo(markdown(res))

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from train.checkpoint import publish
+from train.files import publish
 
 
 @contextmanager

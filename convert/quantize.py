@@ -8,40 +8,19 @@
 """
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Sequence
 
 import numpy as np
 
 from sdk.metadata import META_KEY, ModelMeta
+from train.datasets import image_files as calibration_images  # noqa: F401  (its name here)
 
 from .files import atomic_ir, atomic_path
 from .qdq_concat import requantize_concats
 
 log = logging.getLogger("cephalo.convert")
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}
-
-
-def calibration_images(folder: Path, split: Optional[str] = "train", limit: int = 100) -> List[Path]:
-    """Images for calibration: a folder of images, or a data folder with ``images/`` (and ``splits.csv``, whose
-    ``split`` rows are used: calibrate on training images, never on the test sets)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"calibration folder {folder} does not exist")
-    img_dir = folder / "images" if (folder / "images").is_dir() else folder
-    files = sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_EXT)
-    splits = folder / "splits.csv"
-    if split and splits.is_file():
-        with open(splits, newline="", encoding="utf-8") as f:
-            keep = {r["image"] for r in csv.DictReader(f) if r.get("split") == split}
-        files = [p for p in files if p.name in keep]
-    if not files:
-        raise FileNotFoundError(f"no calibration images in {img_dir}" + (f" for split {split!r}" if split else ""))
-    return files[:limit] if limit else files
-
-
 def model_inputs(paths: Iterable[Path], meta: ModelMeta) -> List[np.ndarray]:
     """(1, C, H, W) float32 model inputs of ``paths`` by the SDK's preprocessing."""
     out = []

@@ -10,16 +10,9 @@ import torch
 
 from sdk.errors import ModelError
 
+from .files import publish  # noqa: F401  (re-exported)
+
 FORMAT = "cephalo-checkpoint/1"
-
-
-def publish(tmp, path) -> None:
-    """Move a finished temporary file onto ``path`` (atomic rename) with the permissions a plain write would give
-    (``mkstemp`` makes files 0600)."""
-    m = os.umask(0)
-    os.umask(m)
-    os.chmod(tmp, 0o666 & ~m)
-    os.replace(tmp, path)
 
 
 def save_atomic(obj: Dict[str, Any], path: Path) -> None:

@@ -1,6 +1,7 @@
 """Loading a labelled data folder by its layout, for the CLI and scripts."""
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -58,3 +59,24 @@ def load_train_val(root: Path, schema: Schema, fmt: str, split: Optional[Sequenc
     merged, _ = aligned_mean(per, {s.id for s in tr_ref})
     by_id = {s.id: s for s in merged}
     return [by_id[s.id] for s in tr_ref], va
+
+
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}
+
+
+def image_files(folder: Path, split: Optional[str] = "train", limit: int = 100) -> List[Path]:
+    """Image files of a folder of images, or of a data folder with ``images/`` (and ``splits.csv``, whose ``split``
+    rows are used: INT8 calibration takes training images, never the test sets); at most ``limit`` (0 = all)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"calibration folder {folder} does not exist")
+    img_dir = folder / "images" if (folder / "images").is_dir() else folder
+    files = sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_EXT)
+    splits = folder / "splits.csv"
+    if split and splits.is_file():
+        with open(splits, newline="", encoding="utf-8") as f:
+            keep = {r["image"] for r in csv.DictReader(f) if r.get("split") == split}
+        files = [p for p in files if p.name in keep]
+    if not files:
+        raise FileNotFoundError(f"no calibration images in {img_dir}" + (f" for split {split!r}" if split else ""))
+    return files[:limit] if limit else files

@@ -10,7 +10,7 @@ import os
 import platform
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -18,6 +18,8 @@ from .errors import BackendError, ModelError, cause
 from .metadata import META_KEY, ModelMeta, missing_metadata_error
 
 BACKENDS = ("auto", "openvino", "onnxruntime")
+PRECISIONS = ("f32", "bf16")
+MAX_STATIC_SHAPES = 3     # batch sizes compiled static per model (an image, its patches, a repair's few)
 
 
 def available_backends():
@@ -38,17 +40,22 @@ class Backend:
     def run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    precision = "f32"
+
     def concurrent(self, workers: int) -> "Backend":
         """The same model set up for ``workers`` callers at once sharing this backend's threads (a folder run):
         each call gets fewer threads, so that calls overlap instead of queueing or oversubscribing the cores."""
-        return type(self)(self.path, self.threads, workers)
+        return type(self)(self.path, self.threads, workers, self.precision)
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int, workers: int = 1):
+    def __init__(self, path: Path, threads: int, workers: int = 1, precision: str = "f32"):
         import onnxruntime as ort
+
+        if precision != "f32":
+            raise BackendError(f"precision {precision!r} needs the OpenVINO backend; onnxruntime runs f32")
 
         self.path = path
         if path.suffix.lower() != ".onnx":
@@ -110,8 +117,12 @@ class OnnxRuntimeBackend(Backend):
 class OpenVinoBackend(Backend):
     name = "openvino"
 
-    def __init__(self, path: Path, threads: int, workers: int = 1):
+    def __init__(self, path: Path, threads: int, workers: int = 1, precision: str = "f32"):
         import openvino as ov
+
+        if precision not in PRECISIONS:
+            raise BackendError(f"precision {precision!r} is not one of {PRECISIONS}")
+        self.precision = precision
 
         self.path = path
         core = ov.Core()
@@ -126,24 +137,59 @@ class OpenVinoBackend(Backend):
         if text is None:
             raise missing_metadata_error(str(path))
         self.meta = ModelMeta.from_json(text, str(path))
-        # f32: on CPUs with native bf16 (AVX-512 BF16, AMX) OpenVINO would otherwise run the float parts in bf16,
-        # and the points would no longer be those the model was checked and measured with.
+        # f32 (default): on CPUs with native bf16 (AVX-512 BF16, AMX) OpenVINO would otherwise run the float parts
+        # in bf16, and the points would no longer be those the model was checked and measured with; 'bf16' asks for
+        # that explicitly (lab/results/speed/ measures what it changes).
         # workers > 1: as many streams, the threads split between them (OpenVINO's throughput mode)
         hint = {"PERFORMANCE_HINT": "LATENCY"} if workers == 1 else {"PERFORMANCE_HINT": "THROUGHPUT",
                                                                      "NUM_STREAMS": workers}
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, **hint,
-                                                          "INFERENCE_PRECISION_HINT": "f32"})
+        self._core, self._model, self._lock = core, model, threading.Lock()
+        self._config = {"INFERENCE_NUM_THREADS": threads, **hint, "INFERENCE_PRECISION_HINT": precision}
+        # Static shapes run faster than the file's dynamic batch (the same outputs, bit for bit): compiled for the
+        # batch a call brings, the usual one at once (an image; a local stage's one patch per landmark), others on
+        # first use, and past MAX_STATIC_SHAPES sizes the dynamic model.
+        usual = self.meta.schema.k if self.meta.extra.get("stage") == "local" else 1
+        self._static: Dict[int, object] = {}
+        self._dynamic = None
+        self.compiled = self._for_batch(usual)
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self._local = threading.local()  # an InferRequest is not shareable between threads
 
+    def _for_batch(self, n: int):
+        """The compiled model for input batch ``n``."""
+        got = self._static.get(n)
+        if got is not None:
+            return got
+        with self._lock:
+            if n in self._static:
+                return self._static[n]
+            if len(self._static) >= MAX_STATIC_SHAPES:
+                if self._dynamic is None:
+                    self._dynamic = self._core.compile_model(self._model, "CPU", self._config)
+                return self._dynamic
+            model = self._model.clone()
+            inp = model.inputs[0]
+            shape = inp.get_partial_shape()
+            if shape.rank.is_dynamic or not all(d.is_static for d in list(shape)[1:]):
+                compiled = self._core.compile_model(self._model, "CPU", self._config)   # not batch-only dynamic
+            else:
+                model.reshape({inp: [n] + [d.get_length() for d in list(shape)[1:]]})
+                compiled = self._core.compile_model(model, "CPU", self._config)
+            self._static[n] = compiled
+            return compiled
+
     def run(self, x: np.ndarray) -> np.ndarray:
-        req = getattr(self._local, "req", None)
+        compiled = self._for_batch(int(x.shape[0]))
+        reqs = getattr(self._local, "reqs", None)
+        if reqs is None:
+            reqs = self._local.reqs = {}
+        req = reqs.get(id(compiled))
         if req is None:
-            req = self._local.req = self.compiled.create_infer_request()
+            req = reqs[id(compiled)] = compiled.create_infer_request()
         # Shared buffers, then one copy out: OpenVINO's default copies every output on its own first, which for
-        # the local stage's (K, K, h, w) heatmaps (3.3 MB) cost 4 ms of its 10 (measured, 2 threads).
+        # the local stage's (K, K, h, w) heatmaps is a large share of its time.
         res = req.infer({0: np.ascontiguousarray(x)}, share_inputs=True, share_outputs=True)
-        return np.array(res[self.compiled.output(0)], copy=True)
+        return np.array(res[compiled.output(0)], copy=True)
 
 
 def _prune(folder: Path, keep: int) -> None:
@@ -199,7 +245,7 @@ def _ov_meta(model, path: Path) -> Optional[str]:
     return None
 
 
-def open_backend(path: Path, backend: str = "auto", threads: Optional[int] = None) -> Backend:
+def open_backend(path: Path, backend: str = "auto", threads: Optional[int] = None, precision: str = "f32") -> Backend:
     """Open ``path`` with the named backend; ``auto`` prefers OpenVINO when installed (faster INT8 on x86)."""
     if backend not in BACKENDS:
         raise BackendError(f"backend {backend!r} is not one of {BACKENDS}")
@@ -216,4 +262,4 @@ def open_backend(path: Path, backend: str = "auto", threads: Optional[int] = Non
     elif backend not in have:
         raise BackendError(f"backend {backend!r} is not installed: pip install {backend}")
     cls = OpenVinoBackend if backend == "openvino" else OnnxRuntimeBackend
-    return cls(path, threads)
+    return cls(path, threads, 1, precision)

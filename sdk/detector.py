@@ -55,6 +55,7 @@ class Landmarks:
     source: str = ""
     reliability: Optional[np.ndarray] = None   # (K,) P(within the calibration's tolerance, 4 mm), when calibrated
     labels: str = "consensus"
+    precision: str = "f32"                     # the networks' float precision ('bf16' only when asked for)
     repaired: Tuple[bool, ...] = ()            # (K,) read again where the other landmarks put it (sdk.repair)
     first_reading: Optional[np.ndarray] = None  # (K, 2) the points before repair, when some were repaired
 
@@ -162,6 +163,7 @@ class Landmarks:
             "messages": self.messages(),
             "schema": self.schema,
             "labels": self.labels,
+            "precision": self.precision,
             "image_size": {"height": self.image_size[0], "width": self.image_size[1]},
             "spacing_mm": self.spacing,
             "spacing_source": self.spacing_source,
@@ -251,7 +253,8 @@ class Detector:
     challenge's official ground truth, for comparing with published results). ``site``: a site profile (a path
     written by ``cephalo adapt``, or a :class:`sdk.site.SiteProfile`): the points are moved onto that clinic's
     conventions, learnt from its own labelled images, and ``labels`` of each result names the site; the flags
-    judge the model's reading before the move. ``repair`` (default): a landmark the shape check finds implausible
+    judge the model's reading before the move. ``precision``: 'f32' (default) or 'bf16' (OpenVINO on a CPU with
+    native bf16 runs the float parts in bf16: a little faster there, points not bit for bit). ``repair`` (default): a landmark the shape check finds implausible
     is read again by the local stage where the other landmarks put it, and kept when it then fits
     (:mod:`sdk.repair`; the result's ``repaired`` and ``first_reading`` say which, and from where). Calls are
     thread-safe.
@@ -259,18 +262,20 @@ class Detector:
 
     local: Optional[LocalStage] = None     # the local stage in use, if any
     labels: str = CONSENSUS                # whose landmark conventions the local stage learnt
+    precision: str = "f32"                 # the networks' float precision
 
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
                  fast_decode: bool = True, auto_view: bool = True, local_stage: Union[bool, str, Path] = True,
                  reframe: bool = True, labels: str = CONSENSUS, site: Union[str, Path, SiteProfile, None] = None,
-                 repair: bool = True, **deprecated):
+                 repair: bool = True, precision: str = "f32", **deprecated):
         local_stage = _renamed(deprecated, local_stage)
         path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist" +
                              ("" if model is not None else " (the bundled model is missing from this install)"))
         self.model_path = path
-        self._backend = open_backend(path, backend, threads)
+        self._backend = open_backend(path, backend, threads, precision)
+        self.precision = precision
         self.meta = self._backend.meta
         if self.meta.extra.get(STAGE_KEY) == LOCAL_STAGE:
             raise ModelError(f"model {path} is a local-stage model (patches, not whole images): pass it as "
@@ -302,7 +307,7 @@ class Detector:
         if local_stage is True and local_stage_path(path).is_file():
             local_stage = local_stage_path(path)
         if local_stage is not True and local_stage is not False and local_stage is not None:
-            self.local = LocalStage(local_stage, backend, threads, self.meta.input_hw)
+            self.local = LocalStage(local_stage, backend, threads, self.meta.input_hw, precision)
             self.local.check_pairs_with(self.meta, path)
 
     @property
@@ -315,6 +320,7 @@ class Detector:
                 "trained_on": m.trained_on, "accuracy": m.accuracy, **m.extra,
                 "local_stage": str(self.local.path) if self.local else None, "labels": self.labels,
                 "site": self.site.name if self.site is not None else None,
+                "precision": self.precision,
                 "local_stage_accuracy": self.local.meta.accuracy if self.local else None}
 
     # -- the three steps -----------------------------------------------------------------------------------------
@@ -360,7 +366,8 @@ class Detector:
             if d > 1.0:
                 spacing, src = mm / d, "ruler"
         res = Landmarks(xy, scores, m.schema.names, (lb.src_h, lb.src_w), spacing, src, m.schema.id,
-                        notes=loaded.notes, source=loaded.source, labels=self.labels)
+                        notes=loaded.notes, source=loaded.source, labels=self.labels,
+                        precision=self.precision)
         return res, stage2
 
     def _assess(self, res: Landmarks, stage2: Dict) -> Landmarks:

@@ -179,11 +179,11 @@ class LocalStage:
     factor x 384/320 from a local stage trained behind 384.
     """
 
-    def __init__(self, path, backend: str = "auto", threads=None, first_input=None):
+    def __init__(self, path, backend: str = "auto", threads=None, first_input=None, precision: str = "f32"):
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"local-stage model {self.path} does not exist")
-        self._backend = open_backend(self.path, backend, threads)
+        self._backend = open_backend(self.path, backend, threads, precision)
         m = self.meta = self._backend.meta
         if m.extra.get(STAGE_KEY) != LOCAL_STAGE:
             raise ModelError(f"model {self.path} is not a local-stage model (its metadata has no "

@@ -90,3 +90,27 @@ def test_the_service_upload_limit_is_exact():
         srv.should_exit = True
         th.join(10)
 
+
+
+def test_static_shapes_and_precision_option():
+    """OpenVINO runs static shapes (the points those of the dynamic model, to 0.01 px); bf16 is asked for, says
+    so in the record, and onnxruntime refuses it."""
+    pytest.importorskip("openvino")
+    import numpy as np
+
+    import sdk.backends as backends
+    from sdk import BackendError, Detector
+
+    static = Detector(backend="openvino")
+    assert set(static._backend._static) == {1} and set(static.local._backend._static) == {19}
+    keep, backends.MAX_STATIC_SHAPES = backends.MAX_STATIC_SHAPES, 0
+    try:
+        dynamic = Detector(backend="openvino")
+    finally:
+        backends.MAX_STATIC_SHAPES = keep
+    a, b = static(IMG), dynamic(IMG)
+    assert np.abs(a.xy - b.xy).max() < 0.01 and a.to_dict()["precision"] == "f32"
+    bf = Detector(backend="openvino", precision="bf16")
+    assert bf(IMG).to_dict()["precision"] == "bf16" and bf.info["precision"] == "bf16"
+    with pytest.raises(BackendError, match="needs the OpenVINO backend"):
+        Detector(backend="onnxruntime", precision="bf16")

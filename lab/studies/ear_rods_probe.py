@@ -4,41 +4,49 @@ labels' porion; green: the rings found; red: machine porion). Arguments: image i
 
     python -m lab.studies.ear_rods_probe [ID ...]
 """
-import cv2, numpy as np, sys
+import sys
 from pathlib import Path
-from sdk import Detector
+
+import cv2
+import numpy as np
+
 from lab.studies.ear_rods import machine_porion
+from sdk import Detector
 from sdk.image_io import load_image
-from train.datasets import load_folder
 from sdk.schemas import ISBI19
-det=Detector(backend='onnxruntime')
-S=load_folder(Path('../shared/data/isbi2015'), ISBI19, split=None, annotators=('senior','junior'))
-ids=[int(a) for a in sys.argv[1:]] if len(sys.argv)>1 else None
-tiles=[]; found=0; off=[]; nr=[]
-for i,s in enumerate(S):
-    if ids and int(s.id) not in ids: continue
-    g=load_image(s.image).gray
-    r=det(g)
-    m=machine_porion(g, r.xy, r.names, s.spacing)
-    k=r.names.index('porion')
+from train.datasets import load_folder
+
+det = Detector(backend="onnxruntime")
+samples = load_folder(Path("../shared/data/isbi2015"), ISBI19, split=None, annotators=("senior", "junior"))
+ids = {int(a) for a in sys.argv[1:]}
+tiles, off, rings = [], [], []
+for i, s in enumerate(samples):
+    if ids and int(s.id) not in ids:
+        continue
+    g = load_image(s.image).gray
+    r = det(g)
+    m = machine_porion(g, r.xy, r.names, s.spacing)
+    k = r.names.index("porion")
     if m is not None:
-        found+=1; off.append((m.xy - s.points[k])*s.spacing); nr.append(len(m.rings))
-    if len(tiles)<24 and (ids or i%17==0):
-        x,y=s.points[k].astype(int)
-        c=cv2.cvtColor(g[max(0,y-300):y+400, max(0,x-350):x+350].copy(), cv2.COLOR_GRAY2BGR)
-        ox,oy=max(0,x-350),max(0,y-300)
+        off.append((m.xy - s.points[k]) * s.spacing)
+        rings.append(len(m.rings))
+    if len(tiles) < 24 and (ids or i % 17 == 0):
+        x, y = s.points[k].astype(int)
+        ox, oy = max(0, x - 350), max(0, y - 300)
+        c = cv2.cvtColor(g[oy:y + 400, ox:x + 350].copy(), cv2.COLOR_GRAY2BGR)
         if m is not None:
-            for rg in m.rings: cv2.circle(c,(int(rg.x-ox),int(rg.y-oy)),int(rg.r),(0,255,0),2)
-            cv2.circle(c,(int(m.xy[0]-ox),int(m.xy[1]-oy)),8,(0,0,255),-1)
-        cv2.circle(c,(x-ox,y-oy),8,(255,0,0),-1)
-        c=cv2.resize(c,(200,200)); cv2.putText(c,s.id,(5,20),0,0.6,(0,255,255),2)
+            for rg in m.rings:
+                cv2.circle(c, (int(rg.x - ox), int(rg.y - oy)), int(rg.r), (0, 255, 0), 2)
+            cv2.circle(c, (int(m.xy[0] - ox), int(m.xy[1] - oy)), 8, (0, 0, 255), -1)
+        cv2.circle(c, (x - ox, y - oy), 8, (255, 0, 0), -1)
+        c = cv2.resize(c, (200, 200))
+        cv2.putText(c, s.id, (5, 20), 0, 0.6, (0, 255, 255), 2)
         tiles.append(c)
-print('found', found, 'of', len(S) if not ids else len(ids))
-off=np.array(off); print('offset machine - anatomical (mm) median', np.median(off,0).round(2), 'MAD', np.median(np.abs(off-np.median(off,0)),0).round(2), 'rings', np.bincount(nr))
-while len(tiles)%6: tiles.append(np.zeros_like(tiles[0]))
-rows=[np.hstack(tiles[i:i+6]) for i in range(0,len(tiles),6)]
-cv2.imwrite('/tmp/mp.png', np.vstack(rows))
-med=np.median(off,0); dev=np.linalg.norm(off-med,axis=1)
-print('share within 2/3/5 mm of the median offset', [(dev<t).mean().round(3) for t in (2,3,5)])
-bad=[S[i].id for i in np.argsort(-dev)[:24]]
-print('worst', bad)
+off = np.array(off)
+med = np.median(off, 0)
+print("rings found on", len(off), "of", len(ids) if ids else len(samples), "images; rings per image",
+      np.bincount(rings))
+print("machine - anatomical porion (mm): median", med.round(2), "MAD", np.median(np.abs(off - med), 0).round(2))
+while len(tiles) % 6:
+    tiles.append(np.zeros_like(tiles[0]))
+cv2.imwrite("/tmp/mp.png", np.vstack([np.hstack(tiles[i:i + 6]) for i in range(0, len(tiles), 6)]))

@@ -111,10 +111,11 @@ class DetectorWorker:
     """A Ray actor: one Detector, called on batches of (path, bytes)."""
 
     def __init__(self, model: Optional[str], backend: str, threads: int, spacing: Optional[float],
-                 analyses: Optional[Sequence[str]], site: Optional[Dict] = None):
+                 analyses: Optional[Sequence[str]], site: Optional[Dict] = None, ruler_mm: Optional[float] = None,
+                 magnification: Optional[float] = None):
         from sdk import Detector, SiteProfile
 
-        self.det = Detector(model, backend=backend, threads=threads,
+        self.det = Detector(model, backend=backend, threads=threads, ruler_mm=ruler_mm, magnification=magnification,
                             site=None if site is None else SiteProfile.from_dict(site))
         self.spacing, self.analyses = spacing, analyses
 
@@ -162,7 +163,8 @@ def _peak_mb() -> float:
 def run_archive(paths: Sequence[str], out_dir: Path, *, address: Optional[str] = None, workers: int = 1,
                 threads: int = 1, model: Optional[str] = None, backend: str = "auto", fmt: str = "jsonl",
                 batch_size: int = 4, spacing: Optional[float] = None, analyses: Optional[Sequence[str]] = None,
-                skip_done: bool = True, site: Optional[Dict] = None) -> Dict[str, int]:
+                skip_done: bool = True, site: Optional[Dict] = None, ruler_mm: Optional[float] = None,
+                magnification: Optional[float] = None) -> Dict[str, int]:
     """Read ``paths`` on a Ray cluster (``address``; None starts a local one) into shards in ``out_dir``; returns
     the count per status of this run's images (plus ``skipped``: done by an earlier run)."""
     import ray
@@ -200,7 +202,8 @@ def run_archive(paths: Sequence[str], out_dir: Path, *, address: Optional[str] =
     ds = ds.map_batches(DetectorWorker, fn_constructor_kwargs=dict(model=None if model is None else str(model),
                                                                    backend=backend, threads=threads,
                                                                    spacing=spacing, analyses=analyses,
-                                                                   site=site),
+                                                                   site=site, ruler_mm=ruler_mm,
+                                                                   magnification=magnification),
                         compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads, batch_size=batch_size,
                         batch_format="numpy")
     if fmt == "jsonl":

@@ -10,7 +10,15 @@ from pathlib import Path
 import click
 
 from . import build_commands, train_commands
-from .options import Commands, analysis_option, labels_option, model_option, site_option, spacing_option
+from .options import (
+    Commands,
+    analysis_option,
+    labels_option,
+    model_option,
+    site_option,
+    spacing_option,
+    spacing_sources,
+)
 
 
 @click.group(cls=Commands)
@@ -50,8 +58,9 @@ for _cmd in train_commands.COMMANDS + build_commands.COMMANDS:
 @analysis_option
 @labels_option
 @site_option
+@spacing_sources
 def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay, jsonl_path, recursive, skip_done,
-            progress, strict, fast_decode, analysis, labels, site):
+            progress, strict, fast_decode, analysis, labels, site, ruler_mm, magnification):
     """Detect landmarks on images: files, folders or glob patterns (no torch needed).
 
     Each image is read on its own: one that fails is named with its reason and the rest go on. A summary ends
@@ -69,7 +78,7 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
         raise click.UsageError("--overlay, --csv and --skip-done need --out (a folder for the files)")
     files, missing = collect_inputs(images, recursive)
     det = Detector(model, backend=pick_backend(backend, len(files), model), threads=threads,
-                   fast_decode=fast_decode, labels=labels, site=site)
+                   fast_decode=fast_decode, labels=labels, site=site, ruler_mm=ruler_mm, magnification=magnification)
     counts = {"ok": 0, "check": 0, "flagged": 0, "failed": len(missing), "skipped": 0}
     for spec, why in missing:
         click.echo(f"{spec}: FAILED: {why}", err=True)
@@ -103,7 +112,9 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
 @click.option("-r", "--recursive", is_flag=True, help="Read folders' sub-folders too.")
 @analysis_option
 @site_option
-def archive(inputs, out_dir, address, workers, threads, fmt, model, backend, spacing, recursive, analysis, site):
+@spacing_sources
+def archive(inputs, out_dir, address, workers, threads, fmt, model, backend, spacing, recursive, analysis, site,
+            ruler_mm, magnification):
     """Read an archive on a Ray cluster: folders, globs, list files (.txt, one path or URL per line) or URLs
     (s3://, gs://, ...). Needs the ray extra (pip install ".[ray]"). Exit code as cephalo predict."""
     import sys
@@ -118,7 +129,8 @@ def archive(inputs, out_dir, address, workers, threads, fmt, model, backend, spa
         click.echo(f"{spec}: FAILED: {why}", err=True)
     counts = run_archive(paths, out_dir, address=address, workers=workers, threads=threads, model=model,
                          backend=backend, fmt=fmt, spacing=spacing, analyses=analysis,
-                         site=None if site is None else site.to_dict())
+                         site=None if site is None else site.to_dict(), ruler_mm=ruler_mm,
+                         magnification=magnification)
     counts["failed"] += len(missing)
     click.echo(f"{summary_line(counts, always_skipped=True)} -> {out_dir}", err=True)
     sys.exit(exit_code(counts))
@@ -170,7 +182,8 @@ def _line(o) -> str:
 @click.option("--queue", type=int, default=32, show_default=True, help="Requests that may wait; more get 503.")
 @labels_option
 @site_option
-def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, site):
+@spacing_sources
+def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, site, ruler_mm, magnification):
     """Serve the Detector over HTTP (POST /v1/landmarks) with a page at / that shows the tracing
     (needs the 'serve' extra: pip install ".[serve]")."""
     import os
@@ -182,7 +195,8 @@ def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, sit
 
     cores = os.cpu_count() or 1
     n = max(1, workers or cores)
-    det = Detector(model, backend=backend, threads=max(1, cores // n), labels=labels, site=site)
+    det = Detector(model, backend=backend, threads=max(1, cores // n), labels=labels, site=site, ruler_mm=ruler_mm,
+                   magnification=magnification)
     click.echo(f"serving {det.model_path.name} ({det.info['backend']}, {labels} labels, {n} worker(s)) on "
                f"http://{host}:{port}/", err=True)
     run(det, host, port, n, Limits(int(max_upload_mb * 2**20), queue))

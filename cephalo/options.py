@@ -109,3 +109,12 @@ analysis_option = click.option(
          "wits, other (default: all the model's landmarks give).")
 
 progress_option = click.option("--progress/--no-progress", default=True)
+
+# Millimetres where the file has no spacing: the ruler in the image, and DICOM's detector spacing at the patient.
+spacing_sources = _options(
+    click.option("--ruler-mm", type=click.FloatRange(0.1, 50), default=None,
+                 help="The tick pitch of the cephalostat's ruler, mm: images without a given or DICOM spacing get "
+                      "theirs from the ruler read in the image (its P1/P2 are drawn)."),
+    click.option("--magnification", type=click.FloatRange(0.5, 2.0), default=None,
+                 help="Divide DICOM detector spacings by this (about 1.1: the mid-sagittal plane's magnification)."),
+)

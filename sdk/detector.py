@@ -19,6 +19,7 @@ from .measurements import measure, unavailable
 from .preprocess import Letterbox, pad_pixel
 from .quality import COND_Z, IMPLAUSIBLE, assess, shape_model
 from .repair import ReadingFrame, repair_points
+from .ruler import read_ruler
 from .site import SiteProfile
 from .spacing import check_spacing
 
@@ -55,7 +56,8 @@ class Landmarks:
     source: str = ""
     reliability: Optional[np.ndarray] = None   # (K,) P(within the calibration's tolerance, 4 mm), when calibrated
     labels: str = "consensus"
-    precision: str = "f32"                     # the networks' float precision ('bf16' only when asked for)
+    float_precision: str = "f32"               # the networks' float parts' precision ('bf16' only when asked for)
+    ruler: Optional[Dict] = None               # the ruler read for the spacing (pitch, P1/P2), when asked for
     repaired: Tuple[bool, ...] = ()            # (K,) read again where the other landmarks put it (sdk.repair)
     first_reading: Optional[np.ndarray] = None  # (K, 2) the points before repair, when some were repaired
 
@@ -89,6 +91,8 @@ class Landmarks:
         bad = [f"{n} ({why})" for n, why in zip(self.names, self.point_flags) if why]
         if bad and self.is_cephalogram:
             out.append(f"{len(bad)} landmark(s) flagged: " + ", ".join(bad))
+        if self.spacing is None and self.is_cephalogram:
+            out.append(NO_SPACING)
         fixed = [n for n, r in zip(self.names, self.repaired) if r]
         if fixed:
             out.append(f"{len(fixed)} landmark(s) repaired (read again where the other landmarks put them; the "
@@ -163,10 +167,11 @@ class Landmarks:
             "messages": self.messages(),
             "schema": self.schema,
             "labels": self.labels,
-            "precision": self.precision,
+            "float_precision": self.float_precision,
             "image_size": {"height": self.image_size[0], "width": self.image_size[1]},
             "spacing_mm": self.spacing,
             "spacing_source": self.spacing_source,
+            "ruler": self.ruler,
             "view": self.view,
             "confidence": round(self.confidence, 4),
             "landmarks": [
@@ -189,6 +194,9 @@ class Landmarks:
         return json.dumps(self.to_dict(), **kw)
 
 
+NO_SPACING = ("no pixel spacing: measurements in mm are missing (give --spacing / spacing=, a DICOM file, or "
+              "--ruler-mm / ruler_mm= to read the ruler in the image)")
+
 FLAG_TEXT = {
     "low_confidence": "low confidence ({conf:.2f} < {bar}) in every view tried: the image may not be a lateral "
                       "cephalogram this model knows; its landmarks and measurements mean nothing",
@@ -200,6 +208,7 @@ FLAG_TEXT = {
 # cephalograms in the right view give and what mirrored or inverted ones give, with a margin on both sides
 # (the measured ranges per model: lab/RESULTS.md).
 LOW_CONFIDENCE = 0.6
+RULER_DISAGREES = 0.05    # a ruler and a DICOM spacing further apart than this are both reported
 _VIEWS = ("mirrored", "inverted", "mirrored+inverted", "rotated90", "rotated270", "rotated180")
 
 
@@ -267,7 +276,8 @@ class Detector:
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
                  fast_decode: bool = True, auto_view: bool = True, local_stage: Union[bool, str, Path] = True,
                  reframe: bool = True, labels: str = CONSENSUS, site: Union[str, Path, SiteProfile, None] = None,
-                 repair: bool = True, precision: str = "f32", **deprecated):
+                 repair: bool = True, precision: str = "f32", ruler_mm: Optional[float] = None,
+                 magnification: Optional[float] = None, **deprecated):
         local_stage = _renamed(deprecated, local_stage)
         path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
         if not path.is_file():
@@ -291,6 +301,12 @@ class Detector:
         self.auto_view = bool(auto_view)
         self.reframe = bool(reframe)
         self.repair = bool(repair)
+        if ruler_mm is not None and not (isinstance(ruler_mm, (int, float)) and 0.1 <= ruler_mm <= 50):
+            raise CephaloError(f"ruler_mm={ruler_mm!r}: the ruler's tick pitch in mm (0.1-50) expected")
+        if magnification is not None and not (isinstance(magnification, (int, float)) and 0.5 <= magnification <= 2):
+            raise CephaloError(f"magnification={magnification!r}: a factor of 0.5-2 expected (about 1.1 at the "
+                               f"mid-sagittal plane)")
+        self.ruler_mm, self.magnification = ruler_mm, magnification
         if labels != CONSENSUS:
             if local_stage is not True:
                 raise ModelError(f"labels={labels!r} picks the local stage beside the model; it cannot go with "
@@ -320,7 +336,7 @@ class Detector:
                 "trained_on": m.trained_on, "accuracy": m.accuracy, **m.extra,
                 "local_stage": str(self.local.path) if self.local else None, "labels": self.labels,
                 "site": self.site.name if self.site is not None else None,
-                "precision": self.precision,
+                "float_precision": self.precision,
                 "local_stage_accuracy": self.local.meta.accuracy if self.local else None}
 
     # -- the three steps -----------------------------------------------------------------------------------------
@@ -367,7 +383,7 @@ class Detector:
                 spacing, src = mm / d, "ruler"
         res = Landmarks(xy, scores, m.schema.names, (lb.src_h, lb.src_w), spacing, src, m.schema.id,
                         notes=loaded.notes, source=loaded.source, labels=self.labels,
-                        precision=self.precision)
+                        float_precision=self.precision)
         return res, stage2
 
     def _assess(self, res: Landmarks, stage2: Dict) -> Landmarks:
@@ -414,6 +430,8 @@ class Detector:
             res, stage2 = self._settle(read, loaded, spacing)
             if self.repair:
                 res, stage2 = self._repaired(res, stage2)
+            if self.ruler_mm is not None or self.magnification is not None:
+                res = self._measured_spacing(res, loaded)
             if self.site is not None:      # the site's conventions, after the flags judged the model's reading
                 res = replace(res, xy=self.site.apply(res.xy), labels=self.site.label)
             return res, stage2
@@ -421,6 +439,35 @@ class Detector:
             raise
         except Exception as e:   # never a bare library error: name the image and keep the cause
             raise CephaloError(f"image {_name(image)}: {type(e).__name__}: {cause(e)}") from e
+
+    def _measured_spacing(self, res: Landmarks, loaded: LoadedImage) -> Landmarks:
+        """``res`` with its spacing by precedence: the caller's, then DICOM's (divided by ``magnification`` when
+        given), then the ruler's (``ruler_mm`` over its tick pitch, :mod:`sdk.ruler`). The ruler is read whenever
+        asked for and no spacing was given, so that a DICOM spacing it disagrees with by more than
+        :data:`RULER_DISAGREES` is said in the notes."""
+        spacing, src, notes, info = res.spacing, res.spacing_source, list(res.notes), None
+        if src == "dicom" and self.magnification is not None:
+            spacing = spacing / self.magnification
+            notes.append(f"DICOM detector spacing divided by the magnification {self.magnification:g}")
+        if self.ruler_mm is not None and src != "caller":
+            r = read_ruler(loaded.gray)
+            if r is None:
+                notes.append("no ruler with certain ticks found in the image: no spacing from it")
+            else:
+                red = loaded.reduction
+                full = lambda p: [round(float(v) * red + (red - 1) / 2, 2) for v in p]   # noqa: E731
+                rs = self.ruler_mm / (r.pitch_px * red)
+                info = {**r.to_dict(), "pitch_px": round(r.pitch_px * red, 4), "pitch_se_px": round(r.pitch_se_px * red, 4),
+                        "p1": full(r.p1), "p2": full(r.p2), "tick_mm": self.ruler_mm, "spacing_mm": round(rs, 6)}
+                if r.second_scale:
+                    notes.append("a second scale with the same tick pitch is in the image; the strongest was read")
+                if src == "dicom":
+                    if abs(rs / spacing - 1) > RULER_DISAGREES:
+                        notes.append(f"the ruler gives {rs:.4f} mm/px, DICOM {spacing:.4f} ({rs / spacing - 1:+.0%}; "
+                                     f"magnification?): DICOM's is used")
+                else:
+                    spacing, src = rs, "ruler"
+        return replace(res, spacing=spacing, spacing_source=src, notes=tuple(notes), ruler=info)
 
     def _reframed(self, read: Tuple[Landmarks, Dict], loaded: LoadedImage,
                   spacing: Optional[float]) -> Tuple[Landmarks, Dict]:
@@ -588,9 +635,13 @@ class Detector:
         lines = sorted({tuple(sorted((index[a], index[b]))) for k, e in meas.items() for a, b in
                         _pairs(TRACING.get(k, ()), result) if a in index and b in index})
         text = [(_measurement_line(k, e), e["doubtful"]) for k, e in meas.items()]
+        if result.is_cephalogram:       # where the millimetres come from, or that they are missing
+            text.append((f"spacing {result.spacing:.4f} mm/px ({result.spacing_source})" if result.spacing
+                         else "no spacing: no mm (--spacing, DICOM or --ruler-mm)", result.spacing is None))
+        ruler = None if result.ruler is None else np.array([result.ruler["p1"], result.ruler["p2"]])
         return draw_landmarks(load_image(image).gray, result.xy, names=result.names, flagged=result.flagged,
                               lines=lines, measurements=text, repaired=np.array(result.repaired, bool),
-                              first_reading=result.first_reading)
+                              first_reading=result.first_reading, ruler=ruler)
 
 
 def _pairs(pairs, result: Landmarks):

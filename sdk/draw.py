@@ -11,6 +11,7 @@ import numpy as np
 from .errors import ImageError
 
 _OK, _FLAGGED, _TEXT = (0, 0, 255), (0, 165, 255), (0, 255, 255)   # BGR: red points, orange when flagged
+_RULER = (0, 200, 0)               # BGR green: the ruler's P1/P2
 _REPAIRED = (255, 128, 0)          # BGR blue: a repaired point, a square, with a line from its first reading
 
 
@@ -21,7 +22,7 @@ def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 
                    names: Optional[Sequence[str]] = None, flagged: Optional[np.ndarray] = None,
                    lines: Sequence[Tuple[int, int]] = (),
                    measurements: Sequence[Tuple[str, bool]] = (), repaired: Optional[np.ndarray] = None,
-                   first_reading: Optional[np.ndarray] = None) -> np.ndarray:
+                   first_reading: Optional[np.ndarray] = None, ruler: Optional[np.ndarray] = None) -> np.ndarray:
     """(H, W) uint8 gray + (K, 2) points -> BGR overlay with numbered points (1-based, or ``labels``).
 
     ``names``: a legend panel ``number  name`` is added on the right, so numbers beside the points stay short
@@ -29,7 +30,7 @@ def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 
     marked in the legend. ``lines``: (i, j) landmark pairs drawn first, as a tracing; ``measurements``: (text,
     doubtful) lines of a second panel (doubtful ones in orange). ``repaired`` (K,) bool with ``first_reading``
     (K, 2): those points are drawn as blue squares, a thin line from where they were first read, and marked
-    '(repaired)' in the legend. Sizes scale with the image so the overlay reads at its own size."""
+    '(repaired)' in the legend. ``ruler`` (2, 2): the ruler's P1 and P2, marked and joined. Sizes scale with the image so the overlay reads at its own size."""
     img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     scale = max(gray.shape) / 1000.0
     r = radius or max(2, int(round(6 * scale)))
@@ -42,6 +43,13 @@ def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 
         if np.isfinite(a).all() and np.isfinite(b).all():
             cv2.line(img, (int(round(a[0])), int(round(a[1]))), (int(round(b[0])), int(round(b[1]))), _LINE,
                      max(1, thick // 2 + 1), cv2.LINE_AA)
+    if ruler is not None:
+        a, b = (tuple(int(round(v)) for v in p) for p in ruler)
+        cv2.line(img, a, b, _RULER, thick, cv2.LINE_AA)
+        for p, name in ((a, "P1"), (b, "P2")):
+            cv2.drawMarker(img, p, _RULER, cv2.MARKER_CROSS, 3 * r, thick, cv2.LINE_AA)
+            cv2.putText(img, name, (p[0] + 2 * r, p[1]), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, _RULER, thick,
+                        cv2.LINE_AA)
     placed: list = []
     for i, (x, y) in enumerate(np.asarray(xy, float)):
         if not (np.isfinite(x) and np.isfinite(y)):

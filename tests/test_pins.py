@@ -109,8 +109,8 @@ def test_static_shapes_and_precision_option():
     finally:
         backends.MAX_STATIC_SHAPES = keep
     a, b = static(IMG), dynamic(IMG)
-    assert np.abs(a.xy - b.xy).max() < 0.01 and a.to_dict()["precision"] == "f32"
+    assert np.abs(a.xy - b.xy).max() < 0.01 and a.to_dict()["float_precision"] == "f32"
     bf = Detector(backend="openvino", precision="bf16")
-    assert bf(IMG).to_dict()["precision"] == "bf16" and bf.info["precision"] == "bf16"
+    assert bf(IMG).to_dict()["float_precision"] == "bf16" and bf.info["float_precision"] == "bf16"
     with pytest.raises(BackendError, match="needs the OpenVINO backend"):
         Detector(backend="onnxruntime", precision="bf16")

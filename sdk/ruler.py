@@ -1,0 +1,236 @@
+"""Reading the cephalostat's ruler: where its comb of ticks is, their pitch in pixels, and P1/P2.
+
+Every cephalostat carries a scale on its nasion rod, a comb of evenly spaced ticks that the image shows. Given the
+ticks' physical pitch (stated once per machine), the pitch in pixels gives the image's spacing at the ruler, near
+the mid-sagittal plane. The search is classical and runs only when asked for:
+
+1. The image is reduced to about :data:`SEARCH_SIDE` pixels on its long side; its gradient across the ticks is
+   averaged over narrow bands (columns for an upright ruler, rows for a lying one).
+2. Along each band, windows of :data:`WINDOW` pixels are Fourier transformed; a comb shows as one sharp peak
+   (its pitch) far above the window's other frequencies, and harmonics at its multiples.
+3. The strongest window is read again at full resolution: its ticks (the notches of the profile across the band)
+   are located to sub-pixel precision, and a line fitted through their positions gives the pitch, its standard
+   error, and P1/P2 (the first and last tick found).
+
+A second comb of the same pitch far from the first (another scale, on the back of the head) is reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+
+SEARCH_SIDE = 1024              # long side of the image the search runs on
+WINDOW = 64                     # search window along a band (search pixels)
+STRIDE = 16
+PAD = 4                         # zero-padding of the window's Fourier transform
+BAND = 4                        # search pixels averaged across a band
+PITCH_RANGE = (3.0, 16.0)       # tick pitch looked for, search pixels (a comb of 4-20 ticks per window)
+MIN_PEAK = 0.7                  # share of a window's power near its peak frequency below which no comb is seen
+MIN_TICKS = 5                   # ticks a reading needs
+MIN_TICKS_LYING = 8
+MAX_REL_SE = 0.01               # pitch standard error, relative, above which the pitch is too uncertain to use
+RUN_TOLERANCE = 0.1             # a tick spacing this far from the median ends the run of ticks
+ENERGY_SHARE = 0.03             # the share of windows, by detail energy, that are Fourier transformed
+TRIES = 5                       # candidates read at full resolution before giving up
+SECOND_APART = 0.25             # a second comb lies this far (share of the long side) from the first
+
+
+@dataclass(frozen=True)
+class Ruler:
+    """A read ruler: ``pitch_px`` and its standard error ``pitch_se_px`` (image pixels), ``p1``/``p2`` (2,) the
+    first and last tick used (image pixels), ``ticks`` how many, ``upright`` its orientation, ``second_scale``
+    another comb of the same pitch elsewhere in the image."""
+
+    pitch_px: float
+    pitch_se_px: float
+    p1: np.ndarray
+    p2: np.ndarray
+    ticks: int
+    upright: bool
+    second_scale: bool = False
+
+    @property
+    def certain(self) -> bool:
+        # a lying comb must be longer: lines of burned-in text are lying, regular, and a few characters long
+        return (self.ticks >= (MIN_TICKS if self.upright else MIN_TICKS_LYING)
+                and self.pitch_se_px <= MAX_REL_SE * self.pitch_px)
+
+    def to_dict(self) -> dict:
+        return {"pitch_px": round(self.pitch_px, 4), "pitch_se_px": round(self.pitch_se_px, 4),
+                "p1": [round(float(v), 2) for v in self.p1], "p2": [round(float(v), 2) for v in self.p2],
+                "ticks": self.ticks, "second_scale": self.second_scale}
+
+
+def _detail(small: np.ndarray) -> np.ndarray:
+    """The image less its slow trend (two box blurs about the longest pitch wide: a Gaussian that size costs ten
+    times more): what is left of a comb is a wave along it."""
+    k = int(2 * PITCH_RANGE[1]) | 1
+    return small - cv2.blur(cv2.blur(small, (k, k)), (k, k))
+
+
+def _candidates(detail: np.ndarray, upright: bool):
+    """Per (band, window): the share of the window's power in its peak frequency and the pitch there, for one
+    orientation of the ``detail`` image (:func:`_detail`)."""
+    detail = detail if upright else detail.T
+    h, w = detail.shape
+    nb = w // BAND
+    bands = detail[:, :nb * BAND].reshape(h, nb, BAND).mean(axis=2).T    # (bands, length)
+    starts = np.arange(0, h - WINDOW + 1, STRIDE)
+    if not len(starts) or not nb:
+        return None
+    # a comb is a strong wave: only the windows with the most detail energy are Fourier transformed
+    csum = np.concatenate([np.zeros((nb, 1), np.float32), np.cumsum(bands ** 2, axis=1)], axis=1)
+    energy = csum[:, starts + WINDOW] - csum[:, starts]
+    keep = energy >= np.quantile(energy, 1.0 - ENERGY_SHARE)
+    bi, wi = np.nonzero(keep)
+    win = bands[bi[:, None], starts[wi][:, None] + np.arange(WINDOW)]
+    win = win - win.mean(axis=1, keepdims=True)
+    # zero-padded, so that a pitch between two of the window's frequencies is not split between them
+    spec = np.abs(np.fft.rfft(win * np.hanning(WINDOW), n=PAD * WINDOW, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(PAD * WINDOW)
+    ok = np.flatnonzero((freqs >= 1 / PITCH_RANGE[1]) & (freqs <= 1 / PITCH_RANGE[0]))
+    k = ok[spec[:, ok].argmax(axis=1)]
+    # a comb puts its power in one frequency (and its harmonics); a bone edge or noise spreads it: the share of
+    # the power within one of the window's own frequency steps of the peak
+    csum = np.cumsum(spec, axis=1)
+    lo, hi = np.maximum(k - PAD, 0), np.minimum(k + PAD, spec.shape[1] - 1)
+    rows = np.arange(len(k))
+    share = (csum[rows, hi] - csum[rows, lo - 1]) / (csum[:, -1] - csum[:, PAD] + 1e-9)
+    inner = (k > ok[0]) & (k < ok[-1])                 # a peak at the range's edge is a trend, not a comb
+    ratio = np.zeros(keep.shape)
+    pitch = np.ones(keep.shape)
+    ratio[bi, wi] = np.where(inner, share, 0.0)
+    pitch[bi, wi] = 1.0 / freqs[k]
+    return ratio, pitch, starts
+
+
+def _ticks(gray: np.ndarray, centre: Tuple[float, float], along: float, span: float, pitch: float,
+           upright: bool) -> Optional[Tuple[np.ndarray, float]]:
+    """Tick positions (along the ruler, image pixels) and the band's centre across it: the profile along a band
+    of half-width ``span`` around ``centre`` (the band among a few beside it whose wave at ``pitch`` is strongest),
+    its extremes at least 0.6 pitch apart, each to sub-pixel by a parabola."""
+    img = gray if upright else gray.T
+    cx, cy = (centre[0], centre[1]) if upright else (centre[1], centre[0])
+    h, w = img.shape
+    y0, y1 = int(max(0, cy - along)), int(min(h, cy + along))
+    if y1 - y0 < 4 * pitch:
+        return None
+    best = None
+    for shift in np.arange(-2, 3) * span:                 # the comb's teeth may lie beside the band found
+        x0, x1 = int(max(0, cx + shift - span)), int(min(w, cx + shift + span + 1))
+        if x1 <= x0:
+            continue
+        prof = img[y0:y1, x0:x1].astype(np.float32).mean(axis=1)
+        smooth = cv2.GaussianBlur(prof[None], (0, 0), max(0.5, pitch / 8))[0]
+        wave = smooth - cv2.GaussianBlur(prof[None], (0, 0), 2 * pitch)[0]
+        t = np.arange(len(wave))
+        power = abs(np.sum(wave * np.exp(-2j * np.pi * t / pitch)))
+        if best is None or power > best[0]:
+            best = (power, wave, (x0 + x1 - 1) / 2)
+    if best is None:
+        return None
+    _, wave, across = best
+    # a tick: a local extreme of the wave, the sign whose extremes are sharper (notches dark or bright)
+    sign = 1.0 if np.percentile(wave, 95) > -np.percentile(wave, 5) else -1.0
+    v = sign * wave
+    m = np.flatnonzero((v[1:-1] > v[:-2]) & (v[1:-1] >= v[2:]) & (v[1:-1] > 0.25 * v.max())) + 1
+    kept: list = []
+    for i in m[np.argsort(v[m])[::-1]]:                  # strongest first, none within 0.6 pitch of another
+        if all(abs(i - j) >= 0.6 * pitch for j in kept):
+            kept.append(i)
+    if len(kept) < MIN_TICKS:
+        return None
+    i = np.sort(np.array(kept))
+    g0, g1, g2 = v[i - 1], v[i], v[i + 1]
+    den = g0 - 2 * g1 + g2
+    pos = i + 0.5 * (g0 - g2) / np.where(np.abs(den) > 1e-9, den, -1e-9)
+    return pos + y0, float(across)
+
+
+def _fit(pos: np.ndarray, pitch: float) -> Optional[Tuple[float, float, np.ndarray]]:
+    """Tick positions -> (pitch, its standard error, the ticks used): the longest run of consecutive ticks whose
+    spacings stay within :data:`RUN_TOLERANCE` of the median spacing (a comb's ends and the rod beside it are not
+    ticks), and a line through them."""
+    if len(pos) < MIN_TICKS:
+        return None
+    d = np.diff(pos)
+    step = float(np.median(d))
+    if not 0.5 * pitch < step < 1.5 * pitch:
+        return None
+    good = np.abs(d - step) <= RUN_TOLERANCE * step
+    best, start = (0, 0), None
+    for i, g in enumerate(np.append(good, False)):
+        if g and start is None:
+            start = i
+        elif not g and start is not None:
+            best = max(best, (i - start, start))
+            start = None
+    n, first = best
+    p = pos[first:first + n + 1]
+    if len(p) < MIN_TICKS:
+        return None
+    idx = np.arange(len(p), dtype=np.float64)
+    a = np.c_[np.ones(len(p)), idx]
+    coef = np.linalg.lstsq(a, p, rcond=None)[0]
+    resid = p - a @ coef
+    s2 = float(resid @ resid) / max(1, len(p) - 2)
+    se = float(np.sqrt(s2 / np.sum((idx - idx.mean()) ** 2)))
+    return float(coef[1]), se, p
+
+
+def _search(gray: np.ndarray, box: Tuple[int, int, int, int], s: float):
+    """The comb candidates in ``box`` (x0, y0, x1, y1) of ``gray`` searched at scale ``s`` (search px per image
+    px): [(score, upright, centre (x, y) image px, pitch image px)], best first, one per orientation and place."""
+    x0, y0, x1, y1 = box
+    crop = gray[y0:y1, x0:x1]
+    small = cv2.resize(crop, (max(8, int(crop.shape[1] * s)), max(8, int(crop.shape[0] * s))),
+                       interpolation=cv2.INTER_AREA).astype(np.float32)
+    sx, sy = small.shape[1] / crop.shape[1], small.shape[0] / crop.shape[0]
+    detail = _detail(small)
+    out = []
+    for upright in (True, False):
+        c = _candidates(detail, upright)
+        if c is None:
+            continue
+        ratio, pitch, starts = c
+        for b, wi in zip(*np.nonzero(ratio >= MIN_PEAK)):
+            along, across = starts[wi] + WINDOW / 2, b * BAND + BAND / 2
+            cx, cy = (across, along) if upright else (along, across)
+            out.append((float(ratio[b, wi]), upright, (x0 + cx / sx, y0 + cy / sy),
+                        float(pitch[b, wi]) / (sy if upright else sx)))
+    return sorted(out, key=lambda t: t[0], reverse=True)
+
+
+def read_ruler(gray: np.ndarray) -> Optional[Ruler]:
+    """The image's ruler (a comb of ticks), or None when none is seen or its pitch is not certain enough. Searched
+    at two scales (pitches of 3-16 and 6-32 pixels at :data:`SEARCH_SIDE`); upright combs (a nasion rod's) are
+    read first, a lying one only when no upright one is certain."""
+    h, w = gray.shape
+    base = min(1.0, SEARCH_SIDE / max(h, w))
+    cands = []
+    for s in (base, base / 2):
+        cands += [(score, upright, centre, pitch, s) for score, upright, centre, pitch in _search(gray, (0, 0, w, h), s)]
+    cands.sort(key=lambda c: (not c[1], -c[0]))
+    tried = 0
+    for _, upright, centre, pitch, s in cands:
+        if tried == TRIES:
+            break
+        tried += 1
+        found = _ticks(gray, centre, 1.5 * WINDOW / s, BAND / s, pitch, upright)
+        fit = None if found is None else _fit(found[0], pitch)
+        if fit is None:
+            continue
+        p_px, se, p = fit
+        across = found[1]
+        ends = np.array([p[0], p[-1]])
+        pts = np.stack([np.full(2, across), ends], 1) if upright else np.stack([ends, np.full(2, across)], 1)
+        mid = pts.mean(axis=0)
+        second = any(abs(o[3] - p_px) < 0.1 * p_px and np.hypot(*(np.asarray(o[2]) - mid)) > SECOND_APART * max(h, w)
+                     for o in cands)
+        ruler = Ruler(p_px, se, pts[0], pts[1], len(p), upright, bool(second))
+        if ruler.certain:
+            return ruler
+    return None

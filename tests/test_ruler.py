@@ -1,0 +1,106 @@
+"""The ruler (issue 34): a comb's tick pitch read to sub-pixel precision, P1/P2, spacing from --ruler-mm."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import ISBI_FIX
+
+from sdk import Detector
+from sdk.ruler import read_ruler
+
+IMG = ISBI_FIX / "images" / "001.jpg"
+# ISBI's comb: 18.38 px at the stated 0.1 mm/px, i.e. 1.838 mm a tick (the fixtures are the images at 1/4)
+ISBI_TICK_MM = 1.838
+
+
+def _comb(pitch: float, n: int = 12, shape=(900, 700), at=(520, 150), upright=True, seed=0) -> np.ndarray:
+    """A noisy background with a bright bar and n dark notches ``pitch`` px apart, drawn anti-aliased."""
+    rng = np.random.default_rng(seed)
+    img = np.clip(rng.normal(90, 12, shape), 0, 255).astype(np.float32)
+    img += np.linspace(0, 40, shape[1])[None]                                    # a slow shading
+    scale = 8
+    big = np.zeros((shape[0] * scale, shape[1] * scale), np.float32)
+    x, y = at
+    length = pitch * (n + 1)
+    if upright:
+        big[y * scale:int((y + length) * scale), x * scale:(x + 14) * scale] = 1
+        for i in range(n):
+            t = int((y + pitch * (i + 0.75)) * scale)
+            big[t:t + int(pitch * scale / 2), (x + 6) * scale:(x + 14) * scale] = 0
+    else:
+        big[x * scale:(x + 14) * scale, y * scale:int((y + length) * scale)] = 1
+        for i in range(n):
+            t = int((y + pitch * (i + 0.75)) * scale)
+            big[(x + 6) * scale:(x + 14) * scale, t:t + int(pitch * scale / 2)] = 0
+    small = cv2.resize(big, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    return np.clip(img + 120 * small, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("pitch,upright", [(7.5, True), (12.25, True), (18.4, True), (10.0, False)])
+def test_a_rendered_comb_gives_its_pitch(pitch, upright):
+    r = read_ruler(_comb(pitch, upright=upright))
+    assert r is not None and r.upright == upright
+    assert abs(r.pitch_px / pitch - 1) < 0.01 and r.pitch_se_px < 0.01 * pitch and r.ticks >= 5
+    assert abs(np.linalg.norm(r.p2 - r.p1) / r.pitch_px - round(np.linalg.norm(r.p2 - r.p1) / r.pitch_px)) < 0.1
+
+
+def test_no_comb_no_ruler_and_a_second_comb_is_reported():
+    rng = np.random.default_rng(3)
+    assert read_ruler(np.clip(rng.normal(100, 15, (800, 600)), 0, 255).astype(np.uint8)) is None
+    g = cv2.imread(str(IMG), cv2.IMREAD_GRAYSCALE)
+    assert read_ruler(g[:, : int(0.7 * g.shape[1])]) is None            # the nasion rod cropped away
+    two = _comb(12.0, at=(520, 150))
+    two[500:700, 60:90] = _comb(12.0, at=(520, 150))[150:350, 515:545]   # the same scale on the other side
+    r = read_ruler(two)
+    assert r is not None and r.second_scale
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.5, 2.0])
+def test_isbi_fixture_recovers_its_scale(scale):
+    g = cv2.imread(str(IMG), cv2.IMREAD_GRAYSCALE)
+    base = read_ruler(g)
+    assert base is not None and abs(base.pitch_px - 18.38 / 4) < 0.15
+    r = read_ruler(cv2.resize(g, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR))
+    assert r is not None and abs(r.pitch_px / (base.pitch_px * scale) - 1) < 0.02
+
+
+def test_detector_spacing_from_the_ruler_by_precedence(tmp_path):
+    det = Detector(backend="onnxruntime", ruler_mm=ISBI_TICK_MM)
+    res = det(IMG)
+    assert res.spacing_source == "ruler" and abs(res.spacing / 0.4 - 1) < 0.03
+    rec = json.loads(res.to_json())
+    assert rec["ruler"]["tick_mm"] == ISBI_TICK_MM and len(rec["ruler"]["p1"]) == 2 and "x_mm" in rec["landmarks"][0]
+    given = det(IMG, spacing=0.41)
+    assert given.spacing == 0.41 and given.spacing_source == "caller" and given.ruler is None
+    plain = Detector(backend="onnxruntime")(IMG)
+    assert plain.spacing is None and any("no pixel spacing" in m for m in plain.messages())
+    with pytest.raises(Exception, match="ruler_mm"):
+        Detector(backend="onnxruntime", ruler_mm=-1)
+
+
+def test_dicom_and_ruler_disagreeing_are_both_reported():
+    from conftest import dicom_bytes
+
+    g = cv2.imread(str(IMG), cv2.IMREAD_GRAYSCALE)
+    data = dicom_bytes(g.astype(np.uint16) * 16, ImagerPixelSpacing=[0.44, 0.44])      # 10% magnified
+    res = Detector(backend="onnxruntime", ruler_mm=ISBI_TICK_MM)(data)
+    assert res.spacing_source == "dicom" and res.spacing == pytest.approx(0.44)
+    assert res.ruler is not None and any("DICOM's is used" in n for n in res.notes)
+    mag = Detector(backend="onnxruntime", magnification=1.1)(data)
+    assert mag.spacing == pytest.approx(0.4) and any("magnification" in n for n in mag.notes)
+
+
+def test_cli_ruler_mm_and_missing_spacing_said(tmp_path):
+    from cephalo.cli import main
+
+    r = CliRunner().invoke(main, ["predict", str(IMG), "--ruler-mm", str(ISBI_TICK_MM), "--out", str(tmp_path),
+                                  "--csv", "--overlay", "--backend", "onnxruntime"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "001.json").read_text())
+    assert rec["spacing_source"] == "ruler"
+    r = CliRunner().invoke(main, ["predict", str(IMG), "--out", str(tmp_path / "b"), "--backend", "onnxruntime"])
+    assert "no pixel spacing" in r.stdout and "--ruler-mm" in r.stdout
+    bad = CliRunner().invoke(main, ["predict", str(IMG), "--ruler-mm", "0"])
+    assert bad.exit_code == 2

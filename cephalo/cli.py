@@ -59,8 +59,14 @@ for _cmd in train_commands.COMMANDS + build_commands.COMMANDS:
 @labels_option
 @site_option
 @spacing_sources
+@click.option("--dicom-sr", is_flag=True, help="Also write <name>.sr.dcm (a DICOM Structured Report) and "
+              "<name>.tracing.dcm (the overlay as a DICOM image) in the image's study (needs --out and the 'pacs' "
+              "extra).")
+@click.option("--store", "store_url", default=None, metavar="URL",
+              help="Store the DICOM outputs in a PACS: a DICOMweb URL (http(s)://host/dicom-web, STOW-RS) or "
+                   "dicom://AET@host:port (C-STORE).")
 def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay, jsonl_path, recursive, skip_done,
-            progress, strict, fast_decode, analysis, labels, site, ruler_mm, magnification):
+            progress, strict, fast_decode, analysis, labels, site, ruler_mm, magnification, dicom_sr, store_url):
     """Detect landmarks on images: files, folders or glob patterns (no torch needed).
 
     Each image is read on its own: one that fails is named with its reason and the rest go on. A summary ends
@@ -72,20 +78,23 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
 
     from sdk import Detector
 
+    from .pacs import DicomOutputs
     from .run import JsonLines, collect_inputs, exit_code, pick_backend, run_images, summary_line
 
-    if (overlay or write_csv or skip_done) and out_dir is None:
-        raise click.UsageError("--overlay, --csv and --skip-done need --out (a folder for the files)")
+    if (overlay or write_csv or skip_done or dicom_sr) and out_dir is None:
+        raise click.UsageError("--overlay, --csv, --dicom-sr and --skip-done need --out (a folder for the files)")
     files, missing = collect_inputs(images, recursive)
     det = Detector(model, backend=pick_backend(backend, len(files), model), threads=threads,
                    fast_decode=fast_decode, labels=labels, site=site, ruler_mm=ruler_mm, magnification=magnification)
+    more = DicomOutputs(det, store_url, analysis) if dicom_sr or store_url else None
     counts = {"ok": 0, "check": 0, "flagged": 0, "failed": len(missing), "skipped": 0}
     for spec, why in missing:
         click.echo(f"{spec}: FAILED: {why}", err=True)
     show_bar = progress if progress is not None else (sys.stderr.isatty() and len(files) >= 10)
     bar = click.progressbar(length=len(files), label="images", file=sys.stderr) if show_bar else _NoBar()
     with JsonLines(jsonl_path) as jsonl, bar:
-        for o in run_images(det, files, out_dir, spacing, write_csv, overlay, skip_done, analyses=analysis):
+        for o in run_images(det, files, out_dir, spacing, write_csv, overlay, skip_done, analyses=analysis,
+                            more=more):
             counts[o.status] += 1
             bar.update(1)
             if o.status != "skipped":

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from sdk.errors import CephaloError
 
@@ -183,11 +183,14 @@ def write_measurements_csv(res, path: Path, analyses: Optional[Sequence[str]] = 
 
 def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing: Optional[float] = None,
                csv_too: bool = False, overlay: bool = False, skip_done: bool = False,
-               workers: int = 2, analyses: Optional[Sequence[str]] = None) -> Iterator[Outcome]:
+               workers: int = 2, analyses: Optional[Sequence[str]] = None,
+               more: Optional[Callable] = None) -> Iterator[Outcome]:
     """Read each file with ``det`` and, with ``out_dir``, write ``<key>.json`` (and ``.csv``,
     ``_landmarks.png``) there; yields one Outcome per file, in order. Nothing raised by one image stops the run.
     ``workers`` images are read at once (:meth:`sdk.Detector.stream`); results are written in order.
-    ``analyses``: the measurements reported in the JSON, the measurements CSV and the overlay (default: all)."""
+    ``analyses``: the measurements reported in the JSON, the measurements CSV and the overlay (default: all).
+    ``more``: called as ``more(path, result, base)`` (base None without ``out_dir``) before the JSON is written,
+    returning the files it wrote (the DICOM outputs and their store); its CephaloError fails the image."""
     keys = output_keys(files)
     todo = []
     for path in files:
@@ -219,11 +222,18 @@ def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing: Opt
                     save_png(det.draw(path, res, analyses), png.with_name(png.name + ".part"))
                     os.replace(png.with_name(png.name + ".part"), png)
                     out.written.append(png)
+                if more is not None:
+                    out.written += more(path, res, base)
                 # the JSON last: its presence marks the image done for a resumed run
                 _write_atomic(json_path, json.dumps(out.record(), indent=2))
                 out.written.insert(0, json_path)
             except (OSError, CephaloError) as e:
                 out.status, out.error = "failed", f"{path}: cannot write the results ({e})"
+        elif more is not None:
+            try:
+                more(path, res, None)
+            except (OSError, CephaloError) as e:
+                out.status, out.error = "failed", f"{path}: {e}"
         yield out
 
 

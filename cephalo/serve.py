@@ -4,6 +4,7 @@
                                        ``file`` holds them (``curl -F file=@x.jpg``, a browser form) -> the CLI's
                                        JSON record
     POST /v1/overlay[?spacing=0.1]     the same body -> the overlay PNG (points, legend, flags)
+    (POST /v1/landmarks with ``Accept: application/dicom``: the DICOM Structured Report instead of the JSON)
     GET  /v1/model                     the model's metadata and measured accuracy (file names, not server paths)
     GET  /health                       {"status": "ok"}
     GET  /                             the page: drop an image, see the tracing, the landmarks and measurements
@@ -115,6 +116,13 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
                 if overlay:
                     png = await loop.run_in_executor(pool, lambda: _overlay_png(det, data, res))
                     return answer(Response(png, media_type="image/png", headers={"X-Request-Id": rid}))
+                if "application/dicom" in request.headers.get("accept", ""):
+                    try:
+                        sr, source_uid = await loop.run_in_executor(pool, lambda: _dicom_sr(det, data, res))
+                    except CephaloError as e:
+                        return answer(error(406, str(e), rid))
+                    return answer(Response(sr, media_type="application/dicom",
+                                           headers={"X-Request-Id": rid, "X-Source-SOP-Instance-UID": source_uid}))
                 return answer(JSONResponse(record, headers={"X-Request-Id": rid}))
         finally:
             log.info("%s %s %s %d %.0f ms", rid, request.method, request.url.path, outcome["status"],
@@ -172,6 +180,20 @@ class _TooLarge(Exception):
     def __init__(self, size: int):
         super().__init__(size)
         self.size = size
+
+
+def _dicom_sr(det, data: bytes, res):
+    """The result's DICOM SR (bytes) and the SOP Instance UID of the image it references (the upload itself, or
+    for a JPEG/PNG the Secondary Capture that ``cephalo predict --dicom-sr`` would write beside it)."""
+    import io
+
+    from sdk.dicom_sr import measurement_report, source_dataset
+    from sdk.image_io import load_image
+
+    source, _ = source_dataset(data, load_image(data).gray)
+    buf = io.BytesIO()
+    measurement_report(res, source, Path(det.model_path).name).save_as(buf, enforce_file_format=True)
+    return buf.getvalue(), str(source.SOPInstanceUID)
 
 
 def _overlay_png(det, data: bytes, res) -> bytes:

@@ -151,6 +151,14 @@ class Landmarks:
         except CephaloError:   # a custom schema known only to the model file: its names, no aliases
             return schema_from_dict({"id": self.schema, "landmarks": list(self.names)})
 
+    def to_dicom_sr(self, source, model: str = "cephalo"):
+        """This result as a DICOM Structured Report (TID 1500) referencing ``source``, the pydicom Dataset of the
+        image read (for a JPEG/PNG, :func:`sdk.dicom_sr.source_dataset` wraps it as one). Needs the 'pacs'
+        extra."""
+        from .dicom_sr import measurement_report
+
+        return measurement_report(self, source, model)
+
     def _repair_record(self, i: int) -> Dict:
         """A repaired landmark's record says so and keeps its first reading."""
         if not (self.repaired and self.repaired[i]):

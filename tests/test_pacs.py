@@ -1,0 +1,206 @@
+"""Results into a real PACS (issue 35): Debian's Orthanc on a free localhost port, its own storage and
+configuration; the SR and the tracing stored by STOW-RS (DICOMweb) and C-STORE, read back by QIDO/WADO."""
+import io
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import ISBI_FIX, dicom_bytes
+
+hd = pytest.importorskip("highdicom")
+pytest.importorskip("pynetdicom")
+pytest.importorskip("dicomweb_client")
+ORTHANC = shutil.which("Orthanc") or next((p for p in ("/usr/sbin/Orthanc",) if shutil.os.path.exists(p)), None)
+DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+pytestmark = pytest.mark.skipif(ORTHANC is None, reason="Orthanc is not installed (Debian: orthanc, orthanc-dicomweb)")
+
+IMG = ISBI_FIX / "images" / "151.jpg"
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    from cephalo.serve import free_port
+
+    root = tmp_path_factory.mktemp("orthanc")
+    http, dicom = free_port(), free_port()
+    cfg = {"Name": "cephalo-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+           "HttpPort": http, "DicomPort": dicom, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+           "AuthenticationEnabled": False, "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False,
+           "Plugins": [DICOMWEB], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "HttpTimeout": 30}
+    (root / "orthanc.json").write_text(json.dumps(cfg))
+    proc = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{http}"
+    for _ in range(300):                      # up to 30 s to listen
+        try:
+            with urllib.request.urlopen(url + "/system", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.terminate()
+        pytest.fail("Orthanc did not start")
+    yield {"rest": url, "dicomweb": url + "/dicom-web", "dicom": f"dicom://ORTHANC@127.0.0.1:{dicom}"}
+    proc.terminate()
+    proc.wait(30)
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _instances(orthanc):
+    return _get(orthanc["rest"] + "/instances")
+
+
+def _series_sr(orthanc, study_uid):
+    """The SR of a study read back through QIDO-RS and WADO-RS."""
+    import pydicom
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(url=orthanc["dicomweb"])
+    found = client.search_for_instances(study_instance_uid=study_uid)
+    by_modality = {}
+    for inst in found:
+        ds = pydicom.Dataset.from_json(inst)
+        by_modality.setdefault(str(ds.get("Modality", "")), []).append(ds)
+    sr_meta = by_modality["SR"][0]
+    sr = client.retrieve_instance(study_uid, sr_meta.SeriesInstanceUID, sr_meta.SOPInstanceUID)
+    return sr, by_modality
+
+
+def test_jpeg_result_stored_by_stow_and_read_back(orthanc, tmp_path):
+    from cephalo.cli import main
+    from sdk.dicom_sr import read_report
+
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["predict", str(IMG), "--spacing", "0.4", "--out", str(out), "--dicom-sr",
+                                  "--store", orthanc["dicomweb"], "--backend", "onnxruntime"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "151.json").read_text())
+    for name in ("151.sr.dcm", "151.tracing.dcm", "151.image.dcm"):
+        assert (out / name).is_file()
+    import pydicom
+
+    local = pydicom.dcmread(out / "151.sr.dcm")
+    assert local.PatientID == "" and local.Modality == "SR"
+    sr, series = _series_sr(orthanc, local.StudyInstanceUID)
+    assert {"SR", "OT"} <= set(series) and len(series["OT"]) == 2          # the converted image and the tracing
+    points, values = read_report(sr)
+    want = {lm["name"]: (lm["x"], lm["y"]) for lm in rec["landmarks"]}
+    assert set(points) == set(want)
+    assert max(abs(points[n][0] - want[n][0]) + abs(points[n][1] - want[n][1]) for n in want) < 0.01
+    for m in ("SNA", "SNB", "ANB"):
+        value, unit, cls = values[m]
+        assert abs(value - rec["measurements"][m]["value"]) < 0.01 and unit == "deg"
+        assert cls == rec["measurements"][m]["isbi_class"]
+    hd.sr.Comprehensive3DSR.from_dataset(sr)                                 # highdicom's reader accepts it
+    if shutil.which("dciodvfy"):
+        check = subprocess.run(["dciodvfy", str(out / "151.sr.dcm")], capture_output=True, text=True)
+        assert not [ln for ln in (check.stdout + check.stderr).splitlines() if ln.startswith("Error")]
+
+
+def test_dicom_input_keeps_its_patient_and_study_by_c_store(orthanc, tmp_path):
+    import cv2
+    import pydicom
+
+    from cephalo.cli import main
+
+    g = cv2.imread(str(IMG), cv2.IMREAD_GRAYSCALE)
+    src = tmp_path / "ceph.dcm"
+    from pydicom.uid import generate_uid
+
+    src.write_bytes(dicom_bytes(g.astype(np.uint16) * 16, ImagerPixelSpacing=[0.4, 0.4], PatientID="P-0042",
+                                PatientName="DOE^JANE", StudyInstanceUID=generate_uid(),
+                                SeriesInstanceUID=generate_uid(), SOPInstanceUID=generate_uid(),
+                                SOPClassUID="1.2.840.10008.5.1.4.1.1.1.1", Modality="DX"))
+    source = pydicom.dcmread(src)
+    r = CliRunner().invoke(main, ["predict", str(src), "--out", str(tmp_path / "o"), "--dicom-sr", "--store",
+                                  orthanc["dicom"], "--backend", "onnxruntime"])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "o" / "ceph.image.dcm").exists()               # the file itself is the source
+    sr, series = _series_sr(orthanc, source.StudyInstanceUID)
+    assert sr.PatientID == "P-0042" and sr.StudyInstanceUID == source.StudyInstanceUID
+    ref = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
+
+
+def test_many_stores_never_lose_or_duplicate_and_a_rerun_adds_nothing(orthanc, tmp_path):
+    import cv2
+
+    from cephalo.cli import main
+
+    src = tmp_path / "many"
+    src.mkdir()
+    g = cv2.imread(str(IMG), cv2.IMREAD_GRAYSCALE)
+    for i in range(50):                        # 50 distinct images: the fixture shifted by i pixels
+        cv2.imwrite(str(src / f"c{i:02d}.png"), np.roll(g, i, axis=1))
+    before = len(_instances(orthanc))
+    args = ["predict", str(src), "--out", str(tmp_path / "o"), "--dicom-sr", "--store", orthanc["dicom"],
+            "--backend", "onnxruntime", "--spacing", "0.4"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code in (0, 3), r.output
+    after = len(_instances(orthanc))
+    assert after - before == 150                                          # image, SR, tracing for each
+    for j in list((tmp_path / "o").glob("*.json"))[::2]:                  # as if killed before these finished
+        j.unlink()
+    r = CliRunner().invoke(main, args + ["--skip-done"])
+    assert r.exit_code in (0, 3), r.output
+    assert len(_instances(orthanc)) == after                              # the same instances again, not copies
+
+
+def test_bad_store_url_and_unreachable_pacs_are_clear(tmp_path):
+    from cephalo.cli import main
+    from cephalo.serve import free_port
+
+    r = CliRunner().invoke(main, ["predict", str(IMG), "--store", "ftp://x", "--backend", "onnxruntime"])
+    assert r.exit_code == 1 and "dicom://AET@host:port" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["predict", str(IMG), "--store", f"dicom://NOBODY@127.0.0.1:{free_port()}",
+                                  "--backend", "onnxruntime"])
+    assert r.exit_code == 1 and "failed after 3 attempts" in r.output
+
+
+def test_api_gives_the_report_of_a_result():
+    import pydicom
+
+    from sdk import Detector
+    from sdk.dicom_sr import measurement_report, read_report, source_dataset
+    from sdk.image_io import load_image
+
+    res = Detector(backend="onnxruntime")(IMG)
+    data = IMG.read_bytes()
+    source, made = source_dataset(data, load_image(data).gray)
+    sr = measurement_report(res, source, "m.onnx")
+    buf = io.BytesIO()
+    sr.save_as(buf, enforce_file_format=True)
+    points, _ = read_report(pydicom.dcmread(io.BytesIO(buf.getvalue())))
+    assert made and np.allclose([points[n] for n in res.names], res.xy, atol=1e-3)
+    again = measurement_report(res, source_dataset(data, load_image(data).gray)[0], "m.onnx")
+    assert again.SOPInstanceUID == sr.SOPInstanceUID                      # the same result, the same instance
+
+
+def test_service_answers_a_dicom_sr_when_asked(tmp_path):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    import pydicom
+    from starlette.testclient import TestClient
+
+    from cephalo.serve import create_app
+    from sdk import Detector
+    from sdk.dicom_sr import read_report
+
+    with TestClient(create_app(Detector(backend="onnxruntime", threads=1), 1)) as c:
+        r = c.post("/v1/landmarks", content=IMG.read_bytes(), headers={"accept": "application/dicom"})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/dicom"
+        sr = pydicom.dcmread(io.BytesIO(r.content))
+        points, _ = read_report(sr)
+        js = c.post("/v1/landmarks", content=IMG.read_bytes()).json()
+        assert max(abs(points[lm["name"]][0] - lm["x"]) for lm in js["landmarks"]) < 0.01
+        assert r.headers["x-source-sop-instance-uid"]

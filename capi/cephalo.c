@@ -138,6 +138,11 @@ struct cephalo_detector {
 };
 
 cephalo_status cephalo_open(const char *model_path, const char *backend, int threads, cephalo_detector **out) {
+    return cephalo_open_with(model_path, backend, threads, NULL, out);
+}
+
+cephalo_status cephalo_open_with(const char *model_path, const char *backend, int threads, const char *options_json,
+                                 cephalo_detector **out) {
     last_error[0] = '\0';
     if (!out)
         return fail(CEPHALO_E_ARGUMENT, "cephalo_open: out is NULL");
@@ -153,7 +158,7 @@ cephalo_status cephalo_open(const char *model_path, const char *backend, int thr
         PyGILState_Release(gil);
         return CEPHALO_E_PYTHON;
     }
-    PyObject *res = PyObject_CallMethod(m, "open_detector", "zzi", model_path, backend, threads);
+    PyObject *res = PyObject_CallMethod(m, "open_detector", "zziz", model_path, backend, threads, options_json);
     Py_DECREF(m);
     if (!res) {
         rc = fail_python("cephalo_open");

@@ -64,6 +64,12 @@ CEPHALO_API cephalo_status cephalo_init(const char *python_executable);
 CEPHALO_API cephalo_status cephalo_open(const char *model_path, const char *backend, int threads,
                                         cephalo_detector **out);
 
+/* cephalo_open with options as a JSON object (NULL or "{}": none), so that new options need no new function:
+   "site" (a site profile's path, from `cephalo adapt`), "labels", "ruler_mm", "magnification", "repair",
+   "precision". An unknown key or a bad value is CEPHALO_E_ARGUMENT. */
+CEPHALO_API cephalo_status cephalo_open_with(const char *model_path, const char *backend, int threads,
+                                             const char *options_json, cephalo_detector **out);
+
 /* Landmarks of one image: `pixels` rows of `width` pixels, `stride_bytes` apart (>= width * channels * bits/8),
    `bits` 8 or 16 (host byte order), `channels` 1 (gray), 3 (RGB) or 4 (RGBA). spacing_mm <= 0: none given. The
    buffer is read in place (no copy) during the call only. */

@@ -26,12 +26,22 @@ def _fail(e: BaseException) -> Tuple[int, str]:
     return E_PYTHON, f"{type(e).__name__}: {e}"
 
 
-def open_detector(model: Optional[str], backend: Optional[str], threads: int):
-    """``(0, Detector)`` or ``(code, message)``; ``model`` None = the bundled one, ``threads`` 0 = all cores."""
+OPTIONS = ("site", "labels", "ruler_mm", "magnification", "repair", "precision")
+
+
+def open_detector(model: Optional[str], backend: Optional[str], threads: int, options_json: Optional[str] = None):
+    """``(0, Detector)`` or ``(code, message)``; ``model`` None = the bundled one, ``threads`` 0 = all cores;
+    ``options_json``: a JSON object of :data:`OPTIONS` (Detector keywords)."""
     from .detector import Detector
 
     try:
-        return OK, Detector(model or None, backend=backend or "auto", threads=threads or None)
+        options = json.loads(options_json) if options_json else {}
+        if not isinstance(options, dict) or set(options) - set(OPTIONS):
+            raise CephaloError(f"cephalo_open_with: options must be a JSON object of {list(OPTIONS)}, got "
+                               f"{options_json!r}")
+        return OK, Detector(model or None, backend=backend or "auto", threads=threads or None, **options)
+    except json.JSONDecodeError as e:
+        return E_ARGUMENT, f"cephalo_open_with: options are not JSON ({e})"
     except BaseException as e:   # noqa: B902 - nothing may escape into the host
         return _fail(e)
 

@@ -132,3 +132,41 @@ def test_cmake_builds_the_library_and_examples(tmp_path):
     r = subprocess.run(["cmake", "--build", str(b), "-j2"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (b / "detect_pgm").is_file() and (b / "detect_cpp").is_file()
+
+
+def test_open_with_options_takes_a_site_and_refuses_unknown_keys(built, tmp_path):
+    """cephalo_open_with: Detector options as JSON (a site profile here), from a host that runs Python (ctypes)."""
+    from sdk import Detector
+    from sdk.schemas import ISBI19
+    from sdk.site import SiteProfile
+
+    out, pgm = built
+    offsets = np.zeros((ISBI19.k, 2))
+    offsets[3] = (-0.03, -0.06)
+    site = SiteProfile("clinic", ISBI19.id, ISBI19.names, offsets, 10).save(tmp_path / "clinic.json")
+    script = tmp_path / "host.py"
+    script.write_text("""
+import ctypes, json, sys
+import numpy as np, cv2
+lib = ctypes.CDLL(sys.argv[1])
+lib.cephalo_last_error.restype = ctypes.c_char_p
+lib.cephalo_result_json.restype = ctypes.c_char_p
+det = ctypes.c_void_p()
+bad = lib.cephalo_open_with(None, b"onnxruntime", 1, b'{"colour": "blue"}', ctypes.byref(det))
+print("bad", bad, lib.cephalo_last_error().decode())
+print("notjson", lib.cephalo_open_with(None, b"onnxruntime", 1, b'{site', ctypes.byref(det)))
+opts = json.dumps({"site": sys.argv[3]}).encode()
+assert lib.cephalo_open_with(None, b"onnxruntime", 1, opts, ctypes.byref(det)) == 0, lib.cephalo_last_error()
+g = np.ascontiguousarray(cv2.imread(sys.argv[2], cv2.IMREAD_GRAYSCALE))
+res = ctypes.c_void_p()
+assert lib.cephalo_detect(det, g.ctypes.data_as(ctypes.c_void_p), g.shape[1], g.shape[0], g.strides[0], 8, 1,
+                          ctypes.c_double(0.0), ctypes.byref(res)) == 0
+print("json", lib.cephalo_result_json(res).decode())
+""")
+    r = _run([sys.executable, script, out / "libcephalo.so", pgm, site])
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = dict(ln.split(" ", 1) for ln in r.stdout.splitlines())
+    assert lines["bad"].startswith("1 ") and "colour" in lines["bad"] and lines["notjson"] == "1"
+    rec = __import__("json").loads(lines["json"])
+    ref = Detector(backend="onnxruntime", site=site)(cv2.imread(str(pgm), cv2.IMREAD_GRAYSCALE))
+    assert rec["labels"] == "site:clinic" and abs(rec["landmarks"][3]["x"] - ref.xy[3, 0]) < 1e-3

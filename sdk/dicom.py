@@ -43,7 +43,7 @@ def read_dicom(data: bytes, source: str) -> Tuple[np.ndarray, Optional[float], T
         from pydicom.pixels import apply_voi_lut
     except ImportError as e:
         raise ImageError(f"image {source} is DICOM; install the 'dicom' extra (pydicom) to read it") from e
-    from .image_io import check_declared
+    from .limits import check_declared
 
     with warnings.catch_warnings(record=True) as caught:     # the SDK prints nothing: deviations become notes
         warnings.simplefilter("always")

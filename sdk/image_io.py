@@ -18,13 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
+from .limits import MAX_FILE_BYTES, MAX_PIXELS, check_declared
+
 MIN_SIDE = 32            # smaller than this is not a cephalogram
-MAX_PIXELS = 200_000_000  # 200 MP: larger is an error, not a scan (and would exhaust memory)
-MAX_FILE_BYTES = 2 ** 30  # 1 GiB: no single cephalogram file is larger
-# A header declaring more than this many pixels per byte of file, for a large image, is a decompression bomb: an
-# X-ray's noise keeps any codec far below it (a 106-byte GIF can declare 14000 x 14000).
-BOMB_PIXELS_PER_BYTE = 1000
-BOMB_MIN_PIXELS = 25_000_000
 # OpenCV's own decoder limit (read once, at its first decode), for formats whose header is not read here.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 # The SDK is quiet: a corrupt file is an ImageError, not lines of OpenCV's log on the host's stderr.
@@ -258,16 +254,6 @@ def check_size(h: int, w: int, source: str, file_bytes: Optional[int] = None) ->
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ImageError(f"image {source}: {w}x{h} pixels is too small (each side must be >= {MIN_SIDE})")
     check_declared(h, w, source, file_bytes)
-
-
-def check_declared(h: int, w: int, source: str, file_bytes: Optional[int] = None) -> None:
-    """:class:`ImageTooLarge` when a header declares an ``h x w`` image too large to decode, or far more pixels
-    than ``file_bytes`` could hold (a decompression bomb)."""
-    if h * w > MAX_PIXELS:
-        raise ImageTooLarge(f"image {source}: {w}x{h} pixels exceeds the limit of {MAX_PIXELS} pixels")
-    if file_bytes is not None and h * w > BOMB_MIN_PIXELS and h * w > BOMB_PIXELS_PER_BYTE * file_bytes:
-        raise ImageTooLarge(f"image {source}: its header declares {w}x{h} pixels in a file of {file_bytes} bytes, "
-                         f"more than any X-ray compresses to (a decompression bomb?); refused before decoding")
 
 
 def _decode_bytes(data: bytes, source: str, reduce_for: Optional[Tuple[int, int]] = None,

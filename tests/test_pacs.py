@@ -20,6 +20,9 @@ DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 pytestmark = pytest.mark.skipif(ORTHANC is None, reason="Orthanc is not installed (Debian: orthanc, orthanc-dicomweb)")
 
 IMG = ISBI_FIX / "images" / "151.jpg"
+SHARED_151 = ISBI_FIX.parents[2].parent / "shared" / "data" / "isbi2015" / "images" / "151.jpg"
+# Test1 image 151 at full resolution where the shared data are (CI), else the fixture's downsized copy
+IMAGES = [IMG] + ([SHARED_151] if SHARED_151.is_file() else [])
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +79,13 @@ def _series_sr(orthanc, study_uid):
     return sr, by_modality
 
 
-def test_jpeg_result_stored_by_stow_and_read_back(orthanc, tmp_path):
+@pytest.mark.parametrize("img", IMAGES, ids=lambda p: f"{p.parent.parent.name}-{p.name}")
+def test_jpeg_result_stored_by_stow_and_read_back(orthanc, tmp_path, img):
     from cephalo.cli import main
     from sdk.dicom_sr import read_report
 
     out = tmp_path / "out"
-    r = CliRunner().invoke(main, ["predict", str(IMG), "--spacing", "0.4", "--out", str(out), "--dicom-sr",
+    r = CliRunner().invoke(main, ["predict", str(img), "--spacing", "0.4", "--out", str(out), "--dicom-sr",
                                   "--store", orthanc["dicomweb"], "--backend", "onnxruntime"])
     assert r.exit_code == 0, r.output
     rec = json.loads((out / "151.json").read_text())
@@ -132,7 +136,12 @@ def test_dicom_input_keeps_its_patient_and_study_by_c_store(orthanc, tmp_path):
     assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
 
 
-def test_many_stores_never_lose_or_duplicate_and_a_rerun_adds_nothing(orthanc, tmp_path):
+def test_many_stores_never_lose_or_duplicate_and_a_killed_run_resumes(orthanc, tmp_path):
+    """50 images stored by C-STORE: each one's image, SR and tracing arrive once; a run killed in the middle and
+    rerun with --skip-done ends with the same set, without copies."""
+    import signal
+    import sys
+
     import cv2
 
     from cephalo.cli import main
@@ -145,15 +154,21 @@ def test_many_stores_never_lose_or_duplicate_and_a_rerun_adds_nothing(orthanc, t
     before = len(_instances(orthanc))
     args = ["predict", str(src), "--out", str(tmp_path / "o"), "--dicom-sr", "--store", orthanc["dicom"],
             "--backend", "onnxruntime", "--spacing", "0.4"]
-    r = CliRunner().invoke(main, args)
-    assert r.exit_code in (0, 3), r.output
-    after = len(_instances(orthanc))
-    assert after - before == 150                                          # image, SR, tracing for each
-    for j in list((tmp_path / "o").glob("*.json"))[::2]:                  # as if killed before these finished
-        j.unlink()
+    proc = subprocess.Popen([sys.executable, "-m", "cephalo", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(1200):                      # kill it once a third has been stored
+        if len(_instances(orthanc)) - before >= 50 or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert len(_instances(orthanc)) - before < 150                        # killed before the end
     r = CliRunner().invoke(main, args + ["--skip-done"])
     assert r.exit_code in (0, 3), r.output
-    assert len(_instances(orthanc)) == after                              # the same instances again, not copies
+    after = len(_instances(orthanc))
+    assert after - before == 150                                          # image, SR and tracing of each, once
+    r = CliRunner().invoke(main, args)                                    # everything again: replaced, not copied
+    assert r.exit_code in (0, 3) and len(_instances(orthanc)) == after
 
 
 def test_bad_store_url_and_unreachable_pacs_are_clear(tmp_path):

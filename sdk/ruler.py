@@ -125,7 +125,7 @@ def _ticks(gray: np.ndarray, centre: Tuple[float, float], along: float, span: fl
             continue
         prof = img[y0:y1, x0:x1].astype(np.float32).mean(axis=1)
         smooth = cv2.GaussianBlur(prof[None], (0, 0), max(0.5, pitch / 8))[0]
-        wave = smooth - cv2.GaussianBlur(prof[None], (0, 0), 2 * pitch)[0]
+        wave = smooth - cv2.GaussianBlur(prof[None], (0, 0), pitch)[0]
         t = np.arange(len(wave))
         power = abs(np.sum(wave * np.exp(-2j * np.pi * t / pitch)))
         if best is None or power > best[0]:
@@ -136,7 +136,12 @@ def _ticks(gray: np.ndarray, centre: Tuple[float, float], along: float, span: fl
     # a tick: a local extreme of the wave, the sign whose extremes are sharper (notches dark or bright)
     sign = 1.0 if np.percentile(wave, 95) > -np.percentile(wave, 5) else -1.0
     v = sign * wave
-    m = np.flatnonzero((v[1:-1] > v[:-2]) & (v[1:-1] >= v[2:]) & (v[1:-1] > 0.25 * v.max())) + 1
+    m = np.flatnonzero((v[1:-1] > v[:-2]) & (v[1:-1] >= v[2:])) + 1
+    if len(m) < MIN_TICKS:
+        return None
+    # ticks stand out from the wave's small wiggles; a step at the comb's end stands out more, so the bar is set
+    # by the typical strong extreme rather than the strongest
+    m = m[v[m] > 0.4 * np.percentile(v[m], 75)]
     kept: list = []
     for i in m[np.argsort(v[m])[::-1]]:                  # strongest first, none within 0.6 pitch of another
         if all(abs(i - j) >= 0.6 * pitch for j in kept):

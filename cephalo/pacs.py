@@ -105,9 +105,10 @@ class DicomOutputs:
         from sdk.image_io import load_image
 
         data = Path(path).read_bytes()
-        source, made = source_dataset(data, load_image(data).gray, res.view.startswith("mirrored"))
+        gray = load_image(data).gray                    # decoded once: the converted source and the tracing
+        source, made = source_dataset(data, gray, res.view.startswith("mirrored"))
         sr = measurement_report(res, source, self.model)
-        tracing = tracing_image(self.det.draw(data, res, self.analyses), source, self.model, res.labels)
+        tracing = tracing_image(self.det.draw(gray, res, self.analyses), source, self.model, res.labels)
         objects = ([("image", source)] if made else []) + [("sr", sr), ("tracing", tracing)]
         written = []
         if base is not None:

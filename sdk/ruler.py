@@ -186,14 +186,12 @@ def _fit(pos: np.ndarray, pitch: float) -> Optional[Tuple[float, float, np.ndarr
     return float(coef[1]), se, p
 
 
-def _search(gray: np.ndarray, box: Tuple[int, int, int, int], s: float):
-    """The comb candidates in ``box`` (x0, y0, x1, y1) of ``gray`` searched at scale ``s`` (search px per image
+def _search(gray: np.ndarray, s: float):
+    """The comb candidates of ``gray`` searched at scale ``s`` (search px per image
     px): [(score, upright, centre (x, y) image px, pitch image px)], best first, one per orientation and place."""
-    x0, y0, x1, y1 = box
-    crop = gray[y0:y1, x0:x1]
-    small = cv2.resize(crop, (max(8, int(crop.shape[1] * s)), max(8, int(crop.shape[0] * s))),
+    small = cv2.resize(gray, (max(8, int(gray.shape[1] * s)), max(8, int(gray.shape[0] * s))),
                        interpolation=cv2.INTER_AREA).astype(np.float32)
-    sx, sy = small.shape[1] / crop.shape[1], small.shape[0] / crop.shape[0]
+    sx, sy = small.shape[1] / gray.shape[1], small.shape[0] / gray.shape[0]
     detail = _detail(small)
     out = []
     for upright in (True, False):
@@ -204,7 +202,7 @@ def _search(gray: np.ndarray, box: Tuple[int, int, int, int], s: float):
         for b, wi in zip(*np.nonzero(ratio >= MIN_PEAK)):
             along, across = starts[wi] + WINDOW / 2, b * BAND + BAND / 2
             cx, cy = (across, along) if upright else (along, across)
-            out.append((float(ratio[b, wi]), upright, (x0 + cx / sx, y0 + cy / sy),
+            out.append((float(ratio[b, wi]), upright, (cx / sx, cy / sy),
                         float(pitch[b, wi]) / (sy if upright else sx)))
     return sorted(out, key=lambda t: t[0], reverse=True)
 
@@ -217,7 +215,7 @@ def read_ruler(gray: np.ndarray) -> Optional[Ruler]:
     base = min(1.0, SEARCH_SIDE / max(h, w))
     cands = []
     for s in (base, base / 2):
-        cands += [(score, upright, centre, pitch, s) for score, upright, centre, pitch in _search(gray, (0, 0, w, h), s)]
+        cands += [(score, upright, centre, pitch, s) for score, upright, centre, pitch in _search(gray, s)]
     cands.sort(key=lambda c: (not c[1], -c[0]))
     tried = 0
     for _, upright, centre, pitch, s in cands:

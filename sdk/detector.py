@@ -441,7 +441,8 @@ class Detector:
             if self.ruler_mm is not None or self.magnification is not None:
                 res = self._measured_spacing(res, loaded)
             if self.site is not None:      # the site's conventions, after the flags judged the model's reading
-                res = replace(res, xy=self.site.apply(res.xy), labels=self.site.label)
+                xy, notes = self.site.place(res.xy, loaded.gray, loaded.reduction)
+                res = replace(res, xy=xy, labels=self.site.label, notes=res.notes + notes)
             return res, stage2
         except CephaloError:
             raise

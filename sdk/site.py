@@ -6,7 +6,10 @@ images do. Each landmark's offset is measured in an anatomical frame (origin sel
 second axis perpendicular, towards the face's lower half; lengths in units of S-N), so that it holds for skulls of
 any size, framing, spacing or facing. The profile keeps the median offset over the site's images; which landmarks
 get their offset (all, or only those whose offset stands out from its own scatter) is chosen by leave-one-out
-cross-validation inside those images. Pure numpy: fitting (``cephalo adapt``) and applying (``Detector(site=)``).
+cross-validation inside those images. Where a site marks a landmark on a structure that looks the same in each of
+its images (machine porion on the ear rod's ring), the profile also keeps that structure's look and matches it
+around the offset point (:mod:`sdk.site_look`), again only where leave-one-out shows that it pays. Numpy and
+OpenCV: fitting (``cephalo adapt``) and applying (``Detector(site=)``).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import CephaloError
+from .site_look import Look, fit_looks, refine, sn_lengths
 
 FORMAT = "cephalo-site-1"
 MIN_IMAGES = 5
@@ -85,6 +89,7 @@ class SiteProfile:
     images: int
     gate: float = 0.0
     report: Dict = field(default_factory=dict)     # what the fit measured (cross-validated before/after)
+    looks: Dict[str, Look] = field(default_factory=dict)   # landmark -> its look at this site, where that pays
 
     @property
     def label(self) -> str:
@@ -96,9 +101,24 @@ class SiteProfile:
         _, rot, length = frames(xy[None], self.names)
         return from_frame(self.offsets, rot, length)[0]
 
-    def apply(self, xy: np.ndarray) -> np.ndarray:
-        """(K, 2) points of the model -> the site's convention."""
-        return np.asarray(xy, dtype=np.float64) + self.displacements(xy)
+    def apply(self, xy: np.ndarray, gray: Optional[np.ndarray] = None, reduction: int = 1) -> np.ndarray:
+        """(K, 2) points of the model -> the site's convention (:meth:`place` without its notes)."""
+        return self.place(xy, gray, reduction)[0]
+
+    def place(self, xy: np.ndarray, gray: Optional[np.ndarray] = None,
+              reduction: int = 1) -> Tuple[np.ndarray, Tuple[str, ...]]:
+        """(K, 2) points of the model -> the site's convention: the offsets, then, given the image (``gray``
+        decoded at 1/``reduction``), each look matched around its landmark; and notes naming each look that was
+        not found (that landmark then stays at the site's average offset)."""
+        out = np.asarray(xy, dtype=np.float64) + self.displacements(xy)
+        if not self.looks or gray is None:
+            return out, ()
+        idx = {self.names.index(n): look for n, look in self.looks.items()}
+        out, scores = refine(gray, reduction, out, float(sn_lengths(np.asarray(xy)[None], list(self.names))[0]), idx)
+        notes = tuple(f"the site's look of {self.names[k]} was not found (match {scores[k]:.2f} < "
+                      f"{look.min_score:.2f}): {self.names[k]} is at the site's average offset"
+                      for k, look in idx.items() if scores[k] < look.min_score)
+        return out, notes
 
     def offsets_mm(self, sn_mm: float = 70.0) -> Dict[str, List[float]]:
         """Each landmark's offset in mm along S-N and across it, for a skull whose S-N is ``sn_mm``."""
@@ -107,7 +127,7 @@ class SiteProfile:
     def to_dict(self) -> Dict:
         return {"format": FORMAT, "name": self.name, "schema": self.schema, "names": list(self.names),
                 "offsets_sn": np.round(self.offsets, 6).tolist(), "images": self.images, "gate": self.gate,
-                "report": self.report}
+                "report": self.report, "looks": {n: v.to_dict() for n, v in self.looks.items()}}
 
     def save(self, path: Union[str, Path]) -> Path:
         path = Path(path)
@@ -122,12 +142,15 @@ class SiteProfile:
         try:
             names = tuple(str(n) for n in d["names"])
             off = np.asarray(d["offsets_sn"], dtype=np.float64)
+            looks = {str(n): Look.from_dict(v) for n, v in dict(d.get("looks", {})).items()}
             prof = cls(str(d["name"]), str(d["schema"]), names, off, int(d["images"]), float(d.get("gate", 0.0)),
-                       dict(d.get("report", {})))
+                       dict(d.get("report", {})), looks)
         except (KeyError, TypeError, ValueError) as e:
             raise SiteError(f"{where}: malformed ({type(e).__name__}: {e})") from None
         if off.shape != (len(names), 2) or not np.all(np.isfinite(off)):
             raise SiteError(f"{where}: offsets must be {len(names)} finite (x, y) pairs")
+        if any(n not in names for n in looks):
+            raise SiteError(f"{where}: looks for landmarks the profile does not name: {sorted(set(looks) - set(names))}")
         return prof
 
     @classmethod
@@ -150,13 +173,15 @@ def _errors_mm(pred: np.ndarray, truth: np.ndarray, spacing: np.ndarray) -> np.n
 
 
 def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, truth: np.ndarray,
-             spacing: Optional[Sequence[float]] = None, gates: Sequence[float] = GATES) -> SiteProfile:
+             spacing: Optional[Sequence[float]] = None, gates: Sequence[float] = GATES,
+             grays: Optional[Sequence[Tuple[np.ndarray, int]]] = None) -> SiteProfile:
     """Fit a site profile from N readings ``pred`` (N, K, 2) of the model and the site's labels ``truth``
     (N, K, 2) of the same images (pixels; ``spacing`` (N,) mm per pixel for the report, 0.1 if unknown).
 
     The gate (which offsets to apply) is chosen by leave-one-out: each image is corrected by the profile of the
-    others, and the gate with the lowest mean error wins. The report holds the cross-validated MRE and SDR@2mm
-    before and after, per landmark too."""
+    others, and the gate with the lowest mean error wins. With ``grays`` (each image as (gray, reduction), the
+    points in full-image pixels), looks are fitted where they pay (:func:`sdk.site_look.fit_looks`). The report
+    holds the cross-validated MRE and SDR@2mm before and after, per landmark too."""
     pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
     n = len(pred)
     if n < MIN_IMAGES:
@@ -173,18 +198,28 @@ def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, tru
         raise SiteError(f"the labels of {bad} lie far beyond any convention from the model's reading: a "
                         f"mislabelled or swapped column? (at most {MAX_OFFSET_SN:.0%} of S-N is accepted)")
     before = _errors_mm(pred, truth, mm)
-    cv = {}
+    cv, placed = {}, {}
     for g in gates:
         out = np.empty_like(pred)
         for i in range(n):
             others = np.arange(n) != i
             out[i] = pred[i] + from_frame(_median_offsets(rel[others], g), rot[i:i + 1], length[i:i + 1])[0]
-        cv[g] = _errors_mm(out, truth, mm)
+        cv[g], placed[g] = _errors_mm(out, truth, mm), out
     gate = min(cv, key=lambda g: cv[g].mean())
     after = cv[gate]
+    looks, look_report = {}, {}
+    if grays is not None:
+        if len(grays) != n:
+            raise SiteError(f"got {len(grays)} images for {n} readings")
+        kept, per, looked = fit_looks(grays, placed[gate], truth, sn_lengths(pred, list(names)), mm)
+        looks = {names[k]: v for k, v in kept.items()}
+        look_report = {names[k]: v for k, v in per.items()}
+        after = _errors_mm(looked, truth, mm)
     report = {"images": n, "gate": gate, "cv_mre_mm": {str(g): round(float(e.mean()), 4) for g, e in cv.items()},
               "before": {"mre_mm": round(float(before.mean()), 4), "sdr2": round(float((before <= 2).mean()) * 100, 2)},
               "after_cv": {"mre_mm": round(float(after.mean()), 4), "sdr2": round(float((after <= 2).mean()) * 100, 2)},
               "per_landmark_mm": {nm: [round(float(before[:, k].mean()), 3), round(float(after[:, k].mean()), 3)]
                                   for k, nm in enumerate(names)}}
-    return SiteProfile(name, schema, tuple(names), _median_offsets(rel, gate), n, float(gate), report)
+    if grays is not None:
+        report["looks"] = look_report
+    return SiteProfile(name, schema, tuple(names), _median_offsets(rel, gate), n, float(gate), report, looks)

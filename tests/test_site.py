@@ -123,3 +123,53 @@ def test_cli_adapt_then_predict_with_the_site(tmp_path):
     bad.write_text("[]")
     r = CliRunner().invoke(main, ["predict", str(img), "--site", str(bad)])
     assert r.exit_code == 2 and "not a cephalo site profile" in r.output
+
+
+@pytest.fixture(scope="module")
+def ear_rod_clinic(readings):
+    """The fixture images as a clinic that marks machine porion: an ear rod planted in each (as an X-ray shows
+    it), porion labelled on the ring's top, the other landmarks where the model reads them."""
+    from benchmarks.site_adapt import ear_rod_site
+    from sdk.image_io import load_image
+
+    samples, pred = readings
+    mm = np.array([s.spacing for s in samples])
+    grays = [(load_image(s.image).gray, 1) for s in samples]
+    return grays, mm, [ear_rod_site(grays, pred, ISBI19.names, mm, seed=s) for s in (0, 1)]
+
+
+def test_a_site_look_finds_machine_porion_on_the_ear_rod(ear_rod_clinic, tmp_path):
+    grays, mm, [(fit_grays, fit_truth), (new_grays, new_truth)] = ear_rod_clinic
+    det = Detector(backend="onnxruntime")
+    pred = np.stack([det(g).xy for g, _ in fit_grays])
+    prof = fit_site("rods", ISBI19.id, ISBI19.names, pred, fit_truth, mm, grays=fit_grays)
+    assert list(prof.looks) == ["porion"], prof.report["looks"]
+    loo = prof.report["looks"]["porion"]
+    assert loo["with_look_mm"] < 0.55 * loo["offset_only_mm"]
+    back = SiteProfile.load(prof.save(tmp_path / "rods.json"))
+    assert list(back.looks) == ["porion"] and np.allclose(back.looks["porion"].patch, prof.looks["porion"].patch, atol=1e-3)
+    # the same rods placed anew (another patient each): the look follows the ring, the offset alone cannot
+    site_det = Detector(backend="onnxruntime", site=back)
+    off_err, look_err = [], []
+    for (g, _), t in zip(new_grays, new_truth):
+        plain, res = det(g), site_det(g)
+        off_err.append(np.linalg.norm(back.apply(plain.xy)[PORION] - t[PORION]))
+        look_err.append(np.linalg.norm(res.xy[PORION] - t[PORION]))
+        assert res.labels == "site:rods"
+    px = 1.0 / mm[0]          # pixels per mm on the fixtures
+    assert np.mean(look_err) < 0.6 * np.mean(off_err) and np.mean(look_err) < 1.5 * px
+
+
+def test_no_look_where_the_image_shows_no_repeatable_structure(readings):
+    """The fixture images with labels near the model's reading: anatomy the model reads well gets no look."""
+    from sdk.image_io import load_image
+
+    samples, pred = readings
+    grays = [(load_image(s.image).gray, 1) for s in samples]
+    planted = np.zeros((ISBI19.k, 2))
+    planted[MENTON] = (0.02, 0.0)
+    prof = fit_site("plain", ISBI19.id, ISBI19.names, pred, _planted(pred, planted, noise_px=1.0),
+                    [s.spacing for s in samples], grays=grays)
+    assert prof.looks == {} and set(prof.report["looks"]) == set(ISBI19.names)
+    img = grays[0][0]
+    assert np.array_equal(prof.apply(pred[0], img, 1), prof.apply(pred[0]))

@@ -45,14 +45,19 @@ def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: st
     log(f"{data_dir}: {len(samples)} labelled images ({','.join(annotators)})")
     pred = np.stack([r.xy for r in det.batch([s.image for s in samples])])
     truth = np.stack([s.points for s in samples])
+    grays = [(loaded.gray, loaded.reduction) for loaded in (det.preprocess(s.image)[2] for s in samples)]
     prof = fit_site(name or Path(out).stem, det.schema.id, det.schema.names, pred, truth,
-                    [s.spacing for s in samples])
+                    [s.spacing for s in samples], grays=grays)
     prof.save(out)
     r = prof.report
     log(f"cross-validated on the site's own images (each corrected by a profile of the others): MRE "
         f"{r['before']['mre_mm']:.3f} -> {r['after_cv']['mre_mm']:.3f} mm, SDR@2mm {r['before']['sdr2']:.1f}% -> "
         f"{r['after_cv']['sdr2']:.1f}%")
     moved = sorted(((float(np.linalg.norm(o)), n) for n, o in zip(prof.names, prof.offsets)), reverse=True)[:5]
+    for n, v in r.get("looks", {}).items():
+        if v["kept"]:
+            log(f"{n}: the site marks it on a structure that looks the same in its images; matched there: "
+                f"{v['offset_only_mm']:.2f} -> {v['with_look_mm']:.2f} mm (cross-validated)")
     log("largest offsets (share of S-N): " + ", ".join(f"{n} {v:.3f}" for v, n in moved if v > 0))
     log(f"site profile {prof.name!r} -> {out}")
     return prof

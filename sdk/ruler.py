@@ -29,6 +29,7 @@ PAD = 4                         # zero-padding of the window's Fourier transform
 BAND = 4                        # search pixels averaged across a band
 PITCH_RANGE = (3.0, 16.0)       # tick pitch looked for, search pixels (a comb of 4-20 ticks per window)
 MIN_PEAK = 0.7                  # share of a window's power near its peak frequency below which no comb is seen
+HARMONICS = 4                   # multiples of the peak frequency whose power counts as the comb's
 MIN_TICKS = 5                   # ticks a reading needs
 MIN_TICKS_LYING = 8
 MAX_REL_SE = 0.01               # pitch standard error, relative, above which the pitch is too uncertain to use
@@ -81,10 +82,14 @@ def _candidates(detail: np.ndarray, upright: bool):
     starts = np.arange(0, h - WINDOW + 1, STRIDE)
     if not len(starts) or not nb:
         return None
-    # a comb is a strong wave: only the windows with the most detail energy are Fourier transformed
-    csum = np.concatenate([np.zeros((nb, 1), np.float32), np.cumsum(bands ** 2, axis=1)], axis=1)
-    energy = csum[:, starts + WINDOW] - csum[:, starts]
-    keep = energy >= np.quantile(energy, 1.0 - ENERGY_SHARE)
+    # a comb is a strong, sharp wave: only the windows with the most energy, or the most energy in its steps
+    # along the band, are Fourier transformed (a millimetre scale's thin ticks carry little energy beside a bone's
+    # broad edge, but their steps are as sharp as any)
+    keep = np.zeros((nb, len(starts)), bool)
+    for wave in (bands, np.diff(bands, axis=1, append=bands[:, -1:])):
+        csum = np.concatenate([np.zeros((nb, 1), np.float32), np.cumsum(wave ** 2, axis=1)], axis=1)
+        energy = csum[:, starts + WINDOW] - csum[:, starts]
+        keep |= energy >= np.quantile(energy, 1.0 - ENERGY_SHARE)
     bi, wi = np.nonzero(keep)
     win = bands[bi[:, None], starts[wi][:, None] + np.arange(WINDOW)]
     win = win - win.mean(axis=1, keepdims=True)
@@ -93,12 +98,18 @@ def _candidates(detail: np.ndarray, upright: bool):
     freqs = np.fft.rfftfreq(PAD * WINDOW)
     ok = np.flatnonzero((freqs >= 1 / PITCH_RANGE[1]) & (freqs <= 1 / PITCH_RANGE[0]))
     k = ok[spec[:, ok].argmax(axis=1)]
-    # a comb puts its power in one frequency (and its harmonics); a bone edge or noise spreads it: the share of
-    # the power within one of the window's own frequency steps of the peak
+    # a comb puts its power in one frequency and its harmonics (thin ticks, a millimetre scale's, are pulses: rich
+    # in harmonics); a bone edge or noise spreads it: the share of the power within one of the window's own
+    # frequency steps of the peak and of its multiples
     csum = np.cumsum(spec, axis=1)
-    lo, hi = np.maximum(k - PAD, 0), np.minimum(k + PAD, spec.shape[1] - 1)
     rows = np.arange(len(k))
-    share = (csum[rows, hi] - csum[rows, lo - 1]) / (csum[:, -1] - csum[:, PAD] + 1e-9)
+    top = spec.shape[1] - 1
+    near = np.zeros(len(k))
+    for h in range(1, HARMONICS + 1):
+        c = h * k
+        lo, hi = np.minimum(np.maximum(c - PAD, 1), top), np.minimum(c + PAD, top)
+        near += np.where(c - PAD <= top, csum[rows, hi] - csum[rows, lo - 1], 0.0)
+    share = near / (csum[:, -1] - csum[:, PAD] + 1e-9)
     inner = (k > ok[0]) & (k < ok[-1])                 # a peak at the range's edge is a trend, not a comb
     ratio = np.zeros(keep.shape)
     pitch = np.ones(keep.shape)

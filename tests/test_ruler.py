@@ -57,6 +57,19 @@ def test_no_comb_no_ruler_and_a_second_comb_is_reported():
     assert r is not None and r.second_scale
 
 
+@pytest.mark.parametrize("gain", [30.0, 60.0])
+def test_a_millimetre_scale_gives_one_millimetre_not_its_long_ticks(gain):
+    """Another maker's scale: thin ticks every mm with longer ones every 5 and 10 mm (whose pitch is also a comb's),
+    drawn on the fixture at 7.88 px per mm where ISBI's comb was blurred away."""
+    from benchmarks.ruler_bench import MM_PX, erase_ruler, millimetre_scale
+
+    g = cv2.imread(str(IMG), cv2.IMREAD_GRAYSCALE)
+    g = cv2.resize(g, None, fx=MM_PX / 2.5, fy=MM_PX / 2.5, interpolation=cv2.INTER_LINEAR)   # fixture: 2.5 px/mm
+    g = erase_ruler(g, read_ruler(g))
+    r = read_ruler(millimetre_scale(g, MM_PX, 0.85 * g.shape[1], 0.15 * g.shape[0], gain=gain))
+    assert r is not None and r.upright and abs(r.pitch_px / MM_PX - 1) < 0.01, r
+
+
 @pytest.mark.parametrize("scale", [1.0, 1.5, 2.0])
 def test_isbi_fixture_recovers_its_scale(scale):
     g = cv2.imread(str(IMG), cv2.IMREAD_GRAYSCALE)

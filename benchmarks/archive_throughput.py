@@ -13,14 +13,14 @@ import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import click
 import cv2
+
+from benchmarks.cpu_bench import benchmark_app
 
 
 def make_archive(data: Path, n: int, root: Path) -> list:
@@ -35,16 +35,6 @@ def make_archive(data: Path, n: int, root: Path) -> list:
             cv2.imwrite(str(dst), cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)[:, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
         out.append(dst)
     return out
-
-
-def benchmark_app_fps(model: Path, seconds: int = 15) -> float:
-    exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
-    res = subprocess.run([exe, "-m", str(model), "-hint", "throughput", "-t", str(seconds), "-d", "CPU",
-                          "-shape", "[1,1,320,320]"], capture_output=True, text=True)
-    for line in res.stdout.splitlines():
-        if "Throughput:" in line:
-            return float(line.split(":")[1].split()[0])
-    raise RuntimeError(f"benchmark_app gave no throughput: {res.stdout[-400:]} {res.stderr[-400:]}")
 
 
 @click.command()
@@ -84,7 +74,8 @@ def main(data_dir, n_images, backend, out_dir):
             rows.append({"run": f"Ray, {workers} worker(s) x {threads} thread(s)", "images_s": n_images / dt,
                          "seconds": dt, "counts": counts, "worker_peak_mb": sorted(peaks.values())})
         ray.shutdown()
-    fps = benchmark_app_fps(Path(__file__).resolve().parents[1] / "sdk" / "models" / "isbi19_default_int8.onnx")
+    fps = benchmark_app(Path(__file__).resolve().parents[1] / "sdk" / "models" / "isbi19_default_int8.onnx",
+                        (320, 320), "throughput", 15)["throughput_fps"]
     best = max(r["images_s"] for r in rows if r["run"].startswith("Ray"))
     res = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "images": n_images,
            "backend": backend, "rows": rows, "benchmark_app_first_stage_fps": fps,

@@ -177,6 +177,7 @@ def pipeline_row(backend: str, cfg: Dict) -> Dict:
     hm = det.run_network(x[None])
     row: Dict = {"key": f"pipeline_{backend}", "label": f"Detector, {det.info['backend']}", "threads": threads,
                  "local_stage": det.local is not None, "load_s": round(time.perf_counter() - t0, 2),
+                 "model_path": str(det.model_path), "input_hw": list(det.meta.input_hw),
                  "file_mb": round(sum(Path(f).stat().st_size for f in
                                       [det.model_path] + ([det.local.path] if det.local else [])) / 2**20, 2)}
     calls = {"network": lambda: det.run_network(x[None])}
@@ -220,6 +221,29 @@ def pipeline_row(backend: str, cfg: Dict) -> Dict:
     return row
 
 
+def benchmark_app(model: Path, input_hw, hint: str, seconds: int = 10) -> Dict:
+    """OpenVINO's own ``benchmark_app`` on the network alone, static shape (1, 1, H, W), its default precision hint
+    for this CPU and all its cores (the tool refuses a thread count beside a hint): what a user comparing runtimes
+    would measure. {median_latency_ms, throughput_fps}."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
+    cmd = [exe, "-m", str(model), "-hint", hint, "-t", str(seconds), "-d", "CPU",
+           "-shape", f"[1,1,{input_hw[0]},{input_hw[1]}]"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    out: Dict = {"hint": hint, "seconds": seconds}
+    lines = res.stdout.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().endswith("Latency:") and i + 1 < len(lines) and "Median:" in lines[i + 1]:
+            out["median_latency_ms"] = float(lines[i + 1].split("Median:")[1].split()[0])
+        if "Throughput:" in line:
+            out["throughput_fps"] = float(line.split("Throughput:")[1].split()[0])
+    if "throughput_fps" not in out:
+        raise RuntimeError(f"benchmark_app gave no throughput: {res.stdout[-400:]} {res.stderr[-400:]}")
+    return out
+
+
 def cold_start_s(backend: str, model: Optional[str], image: Path, runs: int = 3) -> float:
     """Median wall time of a whole ``cephalo predict IMAGE`` process, after one run that fills the caches."""
     import subprocess
@@ -258,6 +282,13 @@ def bench_pipeline(model: Optional[Path], images: List[Path], out: Path, threads
     result = {"machine": {**cpu_name(), "platform": platform.platform(), "python": platform.python_version()},
               "threads": threads, "images": len(images), "quick": quick, "rows": rows,
               "date": time.strftime("%Y-%m-%d %H:%M")}
+    ov = next((r for r in rows if r["key"] == "pipeline_openvino" and "error" not in r), None)
+    if ov is not None:      # the reference a user compares with: OpenVINO's own tool, its best settings
+        try:
+            result["benchmark_app"] = {h: benchmark_app(Path(ov["model_path"]), ov["input_hw"], h,
+                                                        4 if quick else 10) for h in ("latency", "throughput")}
+        except (OSError, RuntimeError) as e:
+            result["benchmark_app"] = {"error": f"{type(e).__name__}: {e}"}
     (out / "pipeline.json").write_text(json.dumps(result, indent=2))
     (out / "pipeline.md").write_text(pipeline_markdown(result))
     return result
@@ -280,6 +311,14 @@ def pipeline_markdown(res: Dict) -> str:
                      f"{f('throughput_img_s', '{:.1f}')} | {f('throughput_over_1_p50', '{:.2f}')} | "
                      f"{f('cold_start_s', '{:.2f}')} | {f('peak_rss_mb', '{:.0f}')} | {f('file_mb', '{:.1f}')} | "
                      f"{f('mre_mm', '{:.3f}')} | {f('sdr2_pct', '{:.1f}%')} |")
+    ba = res.get("benchmark_app")
+    if ba and "error" not in ba:
+        lines += ["", f"OpenVINO's benchmark_app on the first-stage network alone (static shape, its default precision "
+                      f"hint for this CPU, all {res['machine']['logical_cpus']} logical CPUs): latency median "
+                      f"{ba['latency'].get('median_latency_ms', float('nan')):.1f} ms; throughput hint "
+                      f"{ba['throughput']['throughput_fps']:.1f} images/s."]
+    elif ba:
+        lines += ["", f"benchmark_app: {ba['error']}"]
     return "\n".join(lines) + "\n"
 
 

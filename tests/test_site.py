@@ -173,3 +173,34 @@ def test_no_look_where_the_image_shows_no_repeatable_structure(readings):
     assert prof.looks == {} and set(prof.report["looks"]) == set(ISBI19.names)
     img = grays[0][0]
     assert np.array_equal(prof.apply(pred[0], img, 1), prof.apply(pred[0]))
+
+
+def test_cli_adapt_learns_the_ear_rods_look_on_full_size_images(tmp_path, ear_rod_clinic):
+    """End to end on files: the ear-rod clinic at ISBI's full size (0.1 mm/px, so ``adapt`` keeps its images
+    reduced for the looks), PNGs in the ISBI layout; ``adapt`` says it kept porion's look, and ``predict --site``
+    puts porion on the ring of a new image."""
+    import cv2
+    from click.testing import CliRunner
+
+    from cephalo.cli import main
+
+    grays, mm, [(fit_grays, fit_truth), (new_grays, new_truth)] = ear_rod_clinic
+    up = 4                                              # fixtures are ISBI's images at 1/4
+    data = tmp_path / "clinic"
+    (data / "images").mkdir(parents=True)
+    rows, names = [], [f"{n}_{a}" for n in ISBI19.names for a in "xy"]
+    for i, ((g, _), t) in enumerate(zip(fit_grays, fit_truth)):
+        cv2.imwrite(str(data / "images" / f"{i:03d}.png"), cv2.resize(g, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC))
+        rows.append(f"{i:03d}.png," + ",".join(f"{v:.3f}" for v in (t * up + (up - 1) / 2).ravel()))
+    (data / "senior.csv").write_text("image," + ",".join(names) + "\n" + "\n".join(rows) + "\n")
+    (data / "spacing.csv").write_text("image,spacing\n" + "".join(f"{i:03d}.png,0.1\n" for i in range(len(rows))))
+    site = tmp_path / "rods.json"
+    r = CliRunner().invoke(main, ["adapt", "--data", str(data), "--out", str(site), "--backend", "onnxruntime"])
+    assert r.exit_code == 0, r.output
+    assert "porion: the site marks it on a structure" in r.output and list(SiteProfile.load(site).looks) == ["porion"]
+    new = tmp_path / "new.png"
+    cv2.imwrite(str(new), cv2.resize(new_grays[0][0], None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC))
+    r = CliRunner().invoke(main, ["predict", str(new), "--site", str(site), "--backend", "onnxruntime"])
+    rec = json.loads(r.stdout.splitlines()[0])
+    porion = np.array([rec["landmarks"][PORION]["x"], rec["landmarks"][PORION]["y"]])
+    assert np.linalg.norm(porion - (new_truth[0][PORION] * up + (up - 1) / 2)) * 0.1 < 1.5, rec["landmarks"][PORION]

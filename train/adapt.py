@@ -10,6 +10,7 @@ import numpy as np
 
 from sdk.errors import CephaloError
 from sdk.site import SiteProfile, fit_site
+from sdk.site_look import STEP_SN, sn_lengths
 
 _log = logging.getLogger(__name__)
 
@@ -31,6 +32,19 @@ def read_site(data_dir: Path, schema, *, fmt: str = "auto", split: Optional[Sequ
     return samples
 
 
+def _for_looks(loaded, sn_px: float):
+    """(gray, reduction) of one site image, reduced by a whole factor as far as the looks' grid allows (a step
+    of a pixel or more), so that a site of hundreds of large images fits in memory."""
+    import cv2
+
+    f = max(1, int(sn_px * STEP_SN / loaded.reduction))
+    g = loaded.gray
+    if f > 1:
+        h, w = g.shape[0] // f, g.shape[1] // f
+        g = cv2.resize(g[:h * f, :w * f], (w, h), interpolation=cv2.INTER_AREA)
+    return g, loaded.reduction * f
+
+
 def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: str = "auto",
                split: Optional[Sequence[str]] = None, annotators: Sequence[str] = ("senior",),
                spacing: Union[float, Path, None] = None, model: Optional[Path] = None, backend: str = "auto",
@@ -45,7 +59,8 @@ def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: st
     log(f"{data_dir}: {len(samples)} labelled images ({','.join(annotators)})")
     pred = np.stack([r.xy for r in det.batch([s.image for s in samples])])
     truth = np.stack([s.points for s in samples])
-    grays = [(loaded.gray, loaded.reduction) for loaded in (det.preprocess(s.image)[2] for s in samples)]
+    sn = sn_lengths(pred, list(det.schema.names))
+    grays = [_for_looks(det.preprocess(s.image)[2], n) for s, n in zip(samples, sn)]
     prof = fit_site(name or Path(out).stem, det.schema.id, det.schema.names, pred, truth,
                     [s.spacing for s in samples], grays=grays)
     prof.save(out)

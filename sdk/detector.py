@@ -441,7 +441,11 @@ class Detector:
             if self.ruler_mm is not None or self.magnification is not None:
                 res = self._measured_spacing(res, loaded)
             if self.site is not None:      # the site's conventions, after the flags judged the model's reading
-                xy, notes = self.site.place(res.xy, loaded.gray, loaded.reduction)
+                # its looks are of images as its machine gives them: not for one read mirrored or inverted
+                same = res.view == "as given"
+                xy, notes = self.site.place(res.xy, loaded.gray if same else None, loaded.reduction)
+                if self.site.looks and not same:
+                    notes += (f"the site's looks were not matched: the image was read {res.view}",)
                 res = replace(res, xy=xy, labels=self.site.label, notes=res.notes + notes)
             return res, stage2
         except CephaloError:

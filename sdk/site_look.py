@@ -53,10 +53,6 @@ def _to_gray(p: np.ndarray, reduction: int) -> np.ndarray:
     return (np.asarray(p, np.float64) - (reduction - 1) / 2) / reduction
 
 
-def _from_gray(p: np.ndarray, reduction: int) -> np.ndarray:
-    return np.asarray(p, np.float64) * reduction + (reduction - 1) / 2
-
-
 def sample(gray: np.ndarray, centre: np.ndarray, step: float, half: int) -> np.ndarray:
     """(2 half + 1)^2 float32 grid of ``gray`` centred on ``centre`` (x, y in gray pixels), ``step`` pixels apart;
     smoothed first when the step is coarser than a pixel, so that the grid does not alias."""

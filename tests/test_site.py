@@ -158,6 +158,11 @@ def test_a_site_look_finds_machine_porion_on_the_ear_rod(ear_rod_clinic, tmp_pat
         assert res.labels == "site:rods"
     px = 1.0 / mm[0]          # pixels per mm on the fixtures
     assert np.mean(look_err) < 0.6 * np.mean(off_err) and np.mean(look_err) < 1.5 * px
+    # an image read mirrored: the site's looks (of its machine's images as given) are not matched, and it says so
+    flipped = np.ascontiguousarray(new_grays[0][0][:, ::-1])
+    res, plain = site_det(flipped), det(flipped)
+    assert res.view == "mirrored" and any("looks were not matched" in n for n in res.notes)
+    assert np.allclose(res.xy, back.apply(plain.xy))
 
 
 def test_no_look_where_the_image_shows_no_repeatable_structure(readings):

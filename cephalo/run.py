@@ -144,14 +144,15 @@ def _done(json_path: Path) -> bool:
 
 def write_csv(res, path: Path) -> None:
     """One row per landmark: pixels, score, reliability, mm (when a spacing is known), its flag, whether it was
-    repaired (and where it was first read), and the image's flags."""
+    repaired (and where it was first read), the image's flags, and how a site profile placed it (last, so that
+    older readers' columns stay where they were)."""
     mm = res.mm() if res.spacing else None
     image_flags = ";".join(res.flags)
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["index", "name", "x", "y", "score", "reliability", "x_mm", "y_mm", "flag", "repaired",
-                    "first_x", "first_y", "image_status", "image_flags"])
+                    "first_x", "first_y", "image_status", "image_flags", "site_placed"])
         for i, n in enumerate(res.names):
             fixed = bool(res.repaired and res.repaired[i])
             w.writerow([i + 1, n, f"{res.xy[i, 0]:.3f}", f"{res.xy[i, 1]:.3f}", f"{res.scores[i]:.4f}",
@@ -159,25 +160,26 @@ def write_csv(res, path: Path) -> None:
                         "" if mm is None else f"{mm[i, 0]:.3f}", "" if mm is None else f"{mm[i, 1]:.3f}",
                         res.point_flags[i] if res.point_flags else "", "yes" if fixed else "",
                         f"{res.first_reading[i, 0]:.3f}" if fixed else "", f"{res.first_reading[i, 1]:.3f}" if fixed else "",
-                        res.status, image_flags])
+                        res.status, image_flags, res.site_placed[i] if res.site_placed else ""])
     os.replace(tmp, path)
 
 
 def write_measurements_csv(res, path: Path, analyses: Optional[Sequence[str]] = None) -> None:
-    """One row per measurement (value, unit, norm, ISBI class, doubtful, the landmarks it uses, its source), then
+    """One row per measurement (value, unit, norm, ISBI class, doubtful, the landmarks it uses, its source, which
+    porion it used where it uses porion), then
     one per measurement the schema or a missing spacing cannot give, with why; written like :func:`write_csv`."""
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["measurement", "value", "unit", "norm_mean", "norm_sd", "isbi_class", "isbi_class_meaning",
-                    "isbi_band", "doubtful", "landmarks", "reference"])
+                    "isbi_band", "doubtful", "landmarks", "reference", "porion"])
         for k, e in res.measurements(analyses).items():
             w.writerow([k, e["value"], e["unit"], e["norm_mean"], e["norm_sd"], e.get("isbi_class", ""),
                         e.get("isbi_class_meaning", ""), e.get("isbi_band", ""), int(e["doubtful"]),
-                        " ".join(e["landmarks"]), e["reference"]])
+                        " ".join(e["landmarks"]), e["reference"], e.get("porion", "")])
         if res.is_cephalogram:
             for k, why in res.unavailable_measurements(analyses).items():
-                w.writerow([k, "", "", "", "", "", "", "", "", "", f"unavailable: {why}"])
+                w.writerow([k, "", "", "", "", "", "", "", "", "", f"unavailable: {why}", ""])
     os.replace(tmp, path)
 
 

@@ -60,6 +60,7 @@ class Landmarks:
     ruler: Optional[Dict] = None               # the ruler read for the spacing (pitch, P1/P2), when asked for
     repaired: Tuple[bool, ...] = ()            # (K,) read again where the other landmarks put it (sdk.repair)
     first_reading: Optional[np.ndarray] = None  # (K, 2) the points before repair, when some were repaired
+    site_placed: Tuple[str, ...] = ()          # (K,) how a site profile placed each: 'offset', 'look' or ''
 
     @property
     def confidence(self) -> float:
@@ -136,7 +137,15 @@ class Landmarks:
             idx = [schema.index(n) for n in e["landmarks"]]
             e["landmarks"] = [self.names[i] for i in idx]
             e["doubtful"] = bool(self.point_flags) and any(self.point_flags[i] for i in idx)
+            if "porion" in e["landmarks"]:     # FH-based: which porion it used changes the value
+                e["porion"] = self._porion_used()
         return out
+
+    def _porion_used(self) -> str:
+        """'anatomical' (the model's porion, on the meatus), or 'site:<name> offset' / 'site:<name> look' when a
+        site profile moved it (by its average offset, or onto its look: the ear-rod ring of machine porion)."""
+        how = self.site_placed[self.names.index("porion")] if self.site_placed else ""
+        return f"{self.labels} {how}" if how else "anatomical"
 
     def unavailable_measurements(self, analyses: Optional[Sequence[str]] = None) -> Dict[str, str]:
         """{measurement: why} for what this schema's landmarks, or a missing spacing, cannot give."""
@@ -187,7 +196,8 @@ class Landmarks:
                  "score": round(float(self.scores[i]), 4),
                  "reliability": None if self.reliability is None else round(float(self.reliability[i]), 4),
                  "flag": (self.point_flags[i] or None) if self.point_flags else None,
-                 **self._repair_record(i)}
+                 **self._repair_record(i),
+                 **({"site_placed": self.site_placed[i]} if self.site_placed and self.site_placed[i] else {})}
                 for i, n in enumerate(self.names)],
             "measurements": self.measurements(analyses),
             "unavailable_measurements": self.unavailable_measurements(analyses) if self.is_cephalogram else {},
@@ -443,10 +453,10 @@ class Detector:
             if self.site is not None:      # the site's conventions, after the flags judged the model's reading
                 # its looks are of images as its machine gives them: not for one read mirrored or inverted
                 same = res.view == "as given"
-                xy, notes = self.site.place(res.xy, loaded.gray if same else None, loaded.reduction)
+                xy, notes, how = self.site.place(res.xy, loaded.gray if same else None, loaded.reduction)
                 if self.site.looks and not same:
                     notes += (f"the site's looks were not matched: the image was read {res.view}",)
-                res = replace(res, xy=xy, labels=self.site.label, notes=res.notes + notes)
+                res = replace(res, xy=xy, labels=self.site.label, notes=res.notes + notes, site_placed=how)
             return res, stage2
         except CephaloError:
             raise

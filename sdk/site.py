@@ -106,19 +106,25 @@ class SiteProfile:
         return self.place(xy, gray, reduction)[0]
 
     def place(self, xy: np.ndarray, gray: Optional[np.ndarray] = None,
-              reduction: int = 1) -> Tuple[np.ndarray, Tuple[str, ...]]:
+              reduction: int = 1) -> Tuple[np.ndarray, Tuple[str, ...], Tuple[str, ...]]:
         """(K, 2) points of the model -> the site's convention: the offsets, then, given the image (``gray``
-        decoded at 1/``reduction``), each look matched around its landmark; and notes naming each look that was
-        not found (that landmark then stays at the site's average offset)."""
+        decoded at 1/``reduction``), each look matched around its landmark. Also returns notes naming each look
+        that was not found (that landmark then stays at the site's average offset), and per landmark how the
+        site placed it: 'look' (matched to the site's look), 'offset' (moved by its average offset) or ''
+        (the model's reading)."""
         out = np.asarray(xy, dtype=np.float64) + self.displacements(xy)
+        how = ["offset" if np.any(o != 0) else "" for o in self.offsets]
         if not self.looks or gray is None:
-            return out, ()
+            return out, (), tuple(how)
         idx = {self.names.index(n): look for n, look in self.looks.items()}
         out, scores = refine(gray, reduction, out, float(sn_lengths(np.asarray(xy)[None], list(self.names))[0]), idx)
         notes = tuple(f"the site's look of {self.names[k]} was not found (match {scores[k]:.2f} < "
                       f"{look.min_score:.2f}): {self.names[k]} is at the site's average offset"
                       for k, look in idx.items() if scores[k] < look.min_score)
-        return out, notes
+        for k, look in idx.items():
+            if scores[k] >= look.min_score:
+                how[k] = "look"
+        return out, notes, tuple(how)
 
     def offsets_mm(self, sn_mm: float = 70.0) -> Dict[str, List[float]]:
         """Each landmark's offset in mm along S-N and across it, for a skull whose S-N is ``sn_mm``."""

@@ -189,7 +189,7 @@ def test_cli_folder_run_goes_on_past_bad_files_and_says_so(tmp_path):
     rec = json.loads((out / "noise.json").read_text())
     assert rec["status"] == "flagged" and rec["file"].endswith("noise.png")
     rows = (out / "151.csv").read_text().splitlines()
-    assert rows[0].endswith("flag,repaired,first_x,first_y,image_status,image_flags")
+    assert rows[0].endswith("flag,repaired,first_x,first_y,image_status,image_flags,site_placed")
     assert rows[1].split(",")[12] in ("ok", "check") and 0 <= float(rows[1].split(",")[5]) <= 1   # reliability
     res = json.loads((out / "151.json").read_text())
     lm = res["landmarks"][0]

@@ -74,6 +74,9 @@ def test_profile_round_trip_and_detector(tmp_path, readings):
     assert res.point_flags == plain.point_flags                     # the flags judge the model's reading
     others = [k for k in range(ISBI19.k) if np.abs(back.offsets[k]).max() == 0]
     assert np.array_equal(res.xy[others], plain.xy[others])
+    rec = json.loads(res.to_json())
+    assert rec["landmarks"][PORION]["site_placed"] == "offset" and rec["measurements"]["FMA"]["porion"] == "site:clinic_a offset"
+    assert all("site_placed" not in rec["landmarks"][k] for k in others)
 
 
 def test_refusals(tmp_path, readings):
@@ -156,6 +159,12 @@ def test_a_site_look_finds_machine_porion_on_the_ear_rod(ear_rod_clinic, tmp_pat
         off_err.append(np.linalg.norm(back.apply(plain.xy)[PORION] - t[PORION]))
         look_err.append(np.linalg.norm(res.xy[PORION] - t[PORION]))
         assert res.labels == "site:rods"
+    # the record says the site placed porion on its look, and FH-based measurements say which porion they used
+    rec = json.loads(res.to_json())
+    assert rec["landmarks"][PORION]["site_placed"] == "look"
+    assert rec["measurements"]["FMA"]["porion"] == "site:rods look"
+    assert json.loads(plain.to_json())["measurements"]["FMA"]["porion"] == "anatomical"
+    assert "site_placed" not in json.loads(plain.to_json())["landmarks"][PORION]
     px = 1.0 / mm[0]          # pixels per mm on the fixtures
     assert np.mean(look_err) < 0.6 * np.mean(off_err) and np.mean(look_err) < 1.5 * px
     # an image read mirrored: the site's looks (of its machine's images as given) are not matched, and it says so

@@ -31,7 +31,8 @@ def checkpoint_meta(ck: Dict, accuracy: Optional[Dict] = None, extra: Optional[D
     acc.update(accuracy or {})
     recipe = {k: getattr(cfg, k) for k in ("backbone", "input_size", "heatmap_stride", "sigma", "coord_weight",
                                             "focal_weight", "epochs", "batch_size", "lr", "warmup_epochs",
-                                            "restart_period", "augment", "aug_scale_min", "aug_scale_max")}
+                                            "restart_period", "augment", "aug_scale_min", "aug_scale_max",
+                                            "aug_processing_p", "aug_artifacts_p", "aug_gamma_max")}
     return ModelMeta(schema=schema_from_dict(ck["schema"]), input_h=cfg.input_size, input_w=cfg.input_size,
                      channels=cfg.channels, mean=cfg.mean, std=cfg.std, pad_value=cfg.pad_value,
                      heatmap_stride=cfg.heatmap_stride, sigma=cfg.sigma, decoder="dark",

@@ -30,7 +30,8 @@ def test_every_step_binds_to_its_function(tmp_path):
 def test_list_and_dry_run(tmp_path, capsys):
     assert recipe_main(["--data", str(tmp_path), "--work", str(tmp_path / "w"), "--list"]) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert len(listed) == 16 and listed[0].startswith("[pack384]")
+    assert len(listed) == len(steps(tmp_path, tmp_path / "w", install=False)) and listed[0].startswith("[pack384]")
+    assert any(line.startswith("[finetune_artifacts]") and "aug_artifacts_p=" in line for line in listed)
     assert recipe_main(["--data", str(tmp_path), "--work", str(tmp_path / "w"), "--dry-run",
                         "--from", "train_local"]) == 0
     out = capsys.readouterr().out

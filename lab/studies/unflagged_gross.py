@@ -14,7 +14,7 @@ from train.datasets import load_folder
 
 sch = get_schema("isbi19")
 det = Detector(backend="onnxruntime")
-CASES = [("test1", "as is", 150), ("test2", "as is", 100),
+CASES = [("test1", "as is", 150), ("test2", "as is", 100), ("test1", "CLAHE (clip 2, 8x8 tiles)", 25),
          ("test2", "other machine (170x212 mm field, 0.127 mm/px)", 25), ("test2", "sigmoid tone curve", 25),
          ("test2", "crop 10% each side", 25)]
 for split, variant, n in CASES:

@@ -37,7 +37,10 @@ _PATH = click.Path(path_type=Path)
 @click.option("--restart-period", type=int, default=None,
               help="LR cosine period in epochs (restarts double it); 0 = epochs // 3. Equal to --epochs: one decay.")
 @click.option("--val-count", type=int, default=None)
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=int, default=None, help="The validation carve's seed (and the training's, unless --aug-seed).")
+@click.option("--aug-seed", type=int, default=None,
+              help="Seed of the augmentation, shuffling and initialisation when it should differ from --seed (runs "
+                   "that differ only in their random draws, on the same validation carve).")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default=None)
 @click.option("--threads", type=int, default=None)
 @click.option("--workers", type=int, default=None)

@@ -82,14 +82,33 @@ def run_variants(args) -> dict:
     return results
 
 
-def export_winner(results: dict, runs: Path, out: Path) -> None:
+def soup(paths) -> dict:
+    """The uniform average of checkpoints fine-tuned from one start (a "model soup": often steadier on data unlike
+    the training images than any one of them). Float tensors, BatchNorm statistics included, are averaged; integer
+    buffers (BatchNorm counters) are the first's. The first checkpoint's other fields are kept."""
+    import torch
+
+    cks = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+    out = dict(cks[0])
+    out["model"] = {k: (torch.stack([c["model"][k].float() for c in cks]).mean(0).to(v.dtype)
+                        if v.is_floating_point() else v) for k, v in cks[0]["model"].items()}
+    return out
+
+
+def export_winner(results: dict, runs: Path, out: Path, use_soup: bool = False) -> None:
     import torch
 
     ok = {n: r for n, r in results.items() if r["best"] is not None and (runs / n / "best.pt").is_file()}
     if not ok:
         raise SystemExit("no variant produced a best.pt")
-    name = min(ok, key=lambda n: ok[n]["best"]["val_mre_mm"])
-    ck = torch.load(runs / name / "best.pt", map_location="cpu", weights_only=True)
+    if use_soup:
+        name = "soup of " + ",".join(sorted(ok))
+        ck = soup([runs / n / "best.pt" for n in sorted(ok)])
+        # not validated as one model here (judge it after conversion): no member's figures claimed for it
+        ck["best_mre_mm"], ck["history"] = float("nan"), []
+    else:
+        name = min(ok, key=lambda n: ok[n]["best"]["val_mre_mm"])
+        ck = torch.load(runs / name / "best.pt", map_location="cpu", weights_only=True)
     # Half precision halves the file (relative rounding 5e-4, far below what INT8 later does); integer
     # buffers (BatchNorm counters) stay as they are.
     ck["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ck["model"].items()}
@@ -110,13 +129,14 @@ def export_winner(results: dict, runs: Path, out: Path) -> None:
 
 
 def train_variants(pack: Path, out: Path, runs: Path, variants, seconds: float = 480, grace: float = 30,
-                   preset: str = "high_accuracy", workers: int = 6, fail_fast: bool = False) -> dict:
+                   preset: str = "high_accuracy", workers: int = 6, fail_fast: bool = False,
+                   use_soup: bool = False) -> dict:
     """The command's run as one call: ``variants`` ('name:extra cephalo train options') side by side, the winner
     by validation MRE exported to ``out``."""
     args = argparse.Namespace(pack=str(pack), runs=str(runs), seconds=seconds, grace=grace, preset=preset,
                               workers=workers, variant=list(variants), fail_fast=fail_fast)
     results = run_variants(args)
-    export_winner(results, Path(runs), Path(out))
+    export_winner(results, Path(runs), Path(out), use_soup)
     return results
 
 
@@ -139,6 +159,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--fail-fast", action="store_true", help="stop all variants when one fails")
+    ap.add_argument("--soup", action="store_true",
+                    help="export the average of all variants' best weights (variants fine-tuned from one start)")
     ap.add_argument("--join", nargs="+", help="join best_fp16.pt.part* files (to --out as a file)")
     a = ap.parse_args()
     if a.join:
@@ -146,7 +168,7 @@ def main() -> None:
         return
     if not a.pack or not a.variant:
         ap.error("--pack and at least one --variant are needed")
-    train_variants(a.pack, a.out, a.runs, a.variant, a.seconds, a.grace, a.preset, a.workers, a.fail_fast)
+    train_variants(a.pack, a.out, a.runs, a.variant, a.seconds, a.grace, a.preset, a.workers, a.fail_fast, a.soup)
 
 
 if __name__ == "__main__":

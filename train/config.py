@@ -23,7 +23,8 @@ class TrainConfig:
     warmup_epochs: float = 0.0       # linear LR warm-up at the start (0 = none, as the shipped model)
     grad_clip: float = 5.0
     val_count: int = 30              # images carved from the training split for model choice
-    seed: int = 0
+    seed: int = 0                    # the validation carve's seed, and the training's unless aug_seed >= 0
+    aug_seed: int = -1               # augmentation, shuffling and initialisation seed (-1: seed)
     mean: float = 0.5
     std: float = 0.25
     pad_value: float = 0.0
@@ -51,6 +52,11 @@ class TrainConfig:
         from sdk.preprocess import Preprocessing
 
         return Preprocessing(self.input_hw, self.channels, self.mean, self.std, self.pad_value)
+
+    @property
+    def draw_seed(self) -> int:
+        """The seed of the training's random draws (augmentation, shuffling, initialisation)."""
+        return self.aug_seed if self.aug_seed >= 0 else self.seed
 
     @property
     def t0(self) -> int:

@@ -88,7 +88,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
         else:
             torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.draw_seed)
         self.checkpoint_every_s = float(checkpoint_every_s)
         self._last_save = -math.inf
         self._best_weights: Optional[Dict] = None   # best model weights (CPU copy) not yet written
@@ -106,7 +106,7 @@ class Trainer:
         self.epoch = 0           # epochs completed
         self.best_mre = math.inf
         self.history: List[Dict] = []
-        self.sampler = EpochSampler(len(self.train_set), cfg.seed)
+        self.sampler = EpochSampler(len(self.train_set), cfg.draw_seed)
         self._loader: Optional[DataLoader] = None
         self._sigchld = None            # SIGCHLD disposition to restore when the loader's workers stop
 
@@ -134,7 +134,7 @@ class Trainer:
                                              artifacts_p=cfg.aug_artifacts_p),
                                cfg.aug_processing_p, cfg.aug_gamma_max, px_scale=cfg.input_size / 384)
                if cfg.augment else None)
-        self.train_set = LandmarkDataset(train_samples, self.cache, augment=aug, seed=cfg.seed, **self.eval_kw)
+        self.train_set = LandmarkDataset(train_samples, self.cache, augment=aug, seed=cfg.draw_seed, **self.eval_kw)
         self.model = build_model(cfg, self.schema.k)
 
     def _loss(self, batch) -> Tuple[torch.Tensor, Dict[str, float], int]:

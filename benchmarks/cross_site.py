@@ -21,6 +21,12 @@ import numpy as np
 LABEL_SETS = {"mean": ("senior", "junior"), "challenge": ("challenge",), "senior": ("senior",), "junior": ("junior",)}
 
 
+def _counts(values: np.ndarray) -> dict:
+    """{value: how often}, most frequent first."""
+    names, n = np.unique(values.astype(str), return_counts=True)
+    return {str(k): int(c) for k, c in sorted(zip(names, n), key=lambda t: -t[1])}
+
+
 def _summary(err: np.ndarray) -> dict:
     return {"mre_mm": float(err.mean()), "sd_mm": float(err.std()),
             **{f"sdr{t}": float((err <= t).mean() * 100) for t in (2.0, 2.5, 3.0, 4.0)}}
@@ -53,7 +59,7 @@ def main(data_dir, model, local_stage, backend, threads, splits, n_variant, vari
     det = Detector(model, backend=backend, threads=threads, repair=repair,
                    local_stage={"auto": True, "off": False}.get(local_stage, local_stage))
     names = [v for v in (pick_variants(variants) if variants else CROSS_SITE) if v != "as is"]
-    rows, pooled = [], {"err": [], "flag": [], "rel": [], "score": [], "repaired": []}
+    rows, pooled = [], {"err": [], "flag": [], "rel": [], "score": [], "repaired": [], "why": [], "landmark": []}
 
     def record(res, err):
         pooled["err"].append(err)
@@ -61,6 +67,8 @@ def main(data_dir, model, local_stage, backend, threads, splits, n_variant, vari
         pooled["repaired"].append(np.array(res.repaired or [False] * len(res.names), bool))
         pooled["rel"].append(res.reliability if res.reliability is not None else res.scores)
         pooled["score"].append(res.scores)
+        pooled["why"].append(np.array(list(res.point_flags) if res.point_flags else [""] * len(res.names), object))
+        pooled["landmark"].append(np.array(res.names, object))
 
     per_landmark = {}
     for split in [s for s in splits.split(",") if s]:
@@ -112,8 +120,10 @@ def main(data_dir, model, local_stage, backend, threads, splits, n_variant, vari
     err, flag = np.concatenate(pooled["err"]), np.concatenate(pooled["flag"])
     rel, score = np.concatenate(pooled["rel"]), np.concatenate(pooled["score"])
     fixed = np.concatenate(pooled["repaired"])
+    why, landmark = np.concatenate(pooled["why"]), np.concatenate(pooled["landmark"])
     ok = ~np.isnan(err)
-    err, flag, rel, score, fixed = err[ok], flag[ok], rel[ok], score[ok], fixed[ok]
+    err, flag, rel, score, fixed, why, landmark = (a[ok] for a in (err, flag, rel, score, fixed, why, landmark))
+    right = flag & (err <= 2)    # false alarms: what to cut without losing the misses
     far = err > 4.0
     total = {"points": int(len(err)), "over_4mm": int(far.sum()),
              "auroc_reliability": auroc(1 - rel, far) if det.local is not None else None,
@@ -123,7 +133,9 @@ def main(data_dir, model, local_stage, backend, threads, splits, n_variant, vari
              "recall_over_4mm": float(flag[far].mean()) if far.any() else None,
              "over_10mm": int((err > 10).sum()), "over_10mm_unflagged": int(((err > 10) & ~flag).sum()),
              "flagged_within_2mm": int((flag & (err <= 2)).sum()), "repaired": int(fixed.sum()),
-             "repaired_within_4mm": int((fixed & (err <= 4)).sum())}
+             "repaired_within_4mm": int((fixed & (err <= 4)).sum()),
+             "flagged_within_2mm_by_reason": _counts(why[right]),
+             "flagged_within_2mm_by_landmark": _counts(landmark[right])}
     click.echo(json.dumps(total, indent=2))
     out_dir.mkdir(parents=True, exist_ok=True)
     res = {"model": str(det.model_path), "local_stage": det.info["local_stage"], "backend": det.info["backend"],
@@ -143,7 +155,9 @@ def main(data_dir, model, local_stage, backend, threads, splits, n_variant, vari
                      + f" | {lab['mean']['sdr2.0']:.1f}% | {r['over_10mm']} | {r['over_10mm_unflagged']} | "
                      f"{r['flagged_points']} | {r['flagged_within_2mm']} |")
     lines += ["", "Pooled over every row: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                       for k, v in total.items())]
+                                                       for k, v in total.items() if not isinstance(v, dict))]
+    lines += [f"{k.replace('_', ' ')}: " + ", ".join(f"{n} {c}" for n, c in v.items())
+              for k, v in total.items() if isinstance(v, dict)]
     (out_dir / "cross_site.md").write_text("\n".join(lines) + "\n")
 
 

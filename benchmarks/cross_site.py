@@ -98,7 +98,7 @@ def main(data_dir, model, local_stage, backend, threads, splits, n_variant, vari
         click.echo(f"{split} as is: mean {row['labels']['mean']['mre_mm']:.3f} mm, "
                    + ", ".join(f"{k} {v['mre_mm']:.3f}" for k, v in row["labels"].items() if k != "mean")
                    + f"; > 10 mm: {row['over_10mm']} ({row['over_10mm_unflagged']} unflagged)")
-        for v in names:
+        for v in names if grays else ():          # --n-variant 0: the splits as they are only
             fimg, fpts, factor = VARIANTS[v]
             e_all, f_all = [], []
             for s, g in zip(base, grays):

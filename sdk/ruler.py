@@ -4,10 +4,11 @@ Every cephalostat carries a scale on its nasion rod, a comb of evenly spaced tic
 ticks' physical pitch (stated once per machine), the pitch in pixels gives the image's spacing at the ruler, near
 the mid-sagittal plane. The search is classical and runs only when asked for:
 
-1. The image is reduced to about :data:`SEARCH_SIDE` pixels on its long side; its gradient across the ticks is
-   averaged over narrow bands (columns for an upright ruler, rows for a lying one).
+1. The image is reduced to about :data:`SEARCH_SIDE` pixels on its long side and averaged over narrow bands
+   (columns for an upright ruler, rows for a lying one), less its slow trend.
 2. Along each band, windows of :data:`WINDOW` pixels are Fourier transformed; a comb shows as one sharp peak
    (its pitch) far above the window's other frequencies, and harmonics at its multiples.
+   Upright combs (a nasion rod's) are searched first; the lying orientation only when no upright comb is read.
 3. The strongest window is read again at full resolution: its ticks (the notches of the profile across the band)
    are located to sub-pixel precision, and a line fitted through their positions gives the pitch, its standard
    error, and P1/P2 (the first and last tick found).
@@ -24,7 +25,7 @@ import numpy as np
 
 SEARCH_SIDE = 1024              # long side of the image the search runs on
 WINDOW = 64                     # search window along a band (search pixels)
-STRIDE = 16
+STRIDE = 16                     # (WINDOW a multiple of it)
 PAD = 4                         # zero-padding of the window's Fourier transform
 BAND = 4                        # search pixels averaged across a band
 PITCH_RANGE = (3.0, 16.0)       # tick pitch looked for, search pixels (a comb of 4-20 ticks per window)
@@ -65,20 +66,44 @@ class Ruler:
                 "ticks": self.ticks, "second_scale": self.second_scale}
 
 
-def _detail(small: np.ndarray) -> np.ndarray:
-    """The image less its slow trend (two box blurs about the longest pitch wide: a Gaussian that size costs ten
-    times more): what is left of a comb is a wave along it."""
+def _search_image(gray: np.ndarray, s: float) -> np.ndarray:
+    """``gray`` at scale ``s``: first by the largest whole factor that keeps it at least that size (OpenCV's area
+    resize is fast for whole factors), then the rest (a factor over 0.5) linearly."""
+    h, w = gray.shape
+    size = (max(8, int(w * s)), max(8, int(h * s)))
+    f = int(1 / s) if s < 1 else 1
+    if f > 1:
+        gray = cv2.resize(gray[:h // f * f, :w // f * f], (w // f, h // f), interpolation=cv2.INTER_AREA)
+    return gray if gray.shape[::-1] == size else cv2.resize(gray, size, interpolation=cv2.INTER_LINEAR)
+
+
+def _band_grid(small: np.ndarray, upright: bool) -> np.ndarray:
+    """(bands, length) float32: the search image ``small`` averaged over bands :data:`BAND` pixels wide across the
+    ruler's direction. (An area resize straight to this grid would save the search image but smooths the thin
+    ticks of a millimetre scale more along the band: fewer of them were found.)"""
+    img = small if upright else small.T
+    nb = img.shape[1] // BAND
+    grid = sum(img[:, i:nb * BAND:BAND].astype(np.float32) for i in range(BAND)) * np.float32(1 / BAND)
+    return np.ascontiguousarray(grid.T)
+
+
+def _halved(grid: np.ndarray) -> np.ndarray:
+    """The band grid of half the scale (bands twice as wide in search pixels of the half scale: still BAND)."""
+    return cv2.resize(grid, (max(8, grid.shape[1] // 2), max(1, grid.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+
+
+def _detrended(grid: np.ndarray) -> np.ndarray:
+    """The grid less its slow trend (two box blurs about the longest pitch wide, along and across the bands; a
+    Gaussian that size costs ten times more): what is left of a comb is a wave along its band."""
     k = int(2 * PITCH_RANGE[1]) | 1
-    return small - cv2.blur(cv2.blur(small, (k, k)), (k, k))
+    size = (k, max(1, k // BAND) | 1)
+    return grid - cv2.blur(cv2.blur(grid, size), size)
 
 
-def _candidates(detail: np.ndarray, upright: bool):
-    """Per (band, window): the share of the window's power in its peak frequency and the pitch there, for one
-    orientation of the ``detail`` image (:func:`_detail`)."""
-    detail = detail if upright else detail.T
-    h, w = detail.shape
-    nb = w // BAND
-    bands = detail[:, :nb * BAND].reshape(h, nb, BAND).mean(axis=2).T    # (bands, length)
+def _candidates(bands: np.ndarray):
+    """Per (band, window): the share of the window's power in its peak frequency and the pitch there, for the
+    detrended ``bands`` of one orientation (:func:`_bands`)."""
+    nb, h = bands.shape
     starts = np.arange(0, h - WINDOW + 1, STRIDE)
     if not len(starts) or not nb:
         return None
@@ -86,9 +111,10 @@ def _candidates(detail: np.ndarray, upright: bool):
     # along the band, are Fourier transformed (a millimetre scale's thin ticks carry little energy beside a bone's
     # broad edge, but their steps are as sharp as any)
     keep = np.zeros((nb, len(starts)), bool)
+    per = WINDOW // STRIDE                        # a window is this many stride-long chunks
     for wave in (bands, np.diff(bands, axis=1, append=bands[:, -1:])):
-        csum = np.concatenate([np.zeros((nb, 1), np.float32), np.cumsum(wave ** 2, axis=1)], axis=1)
-        energy = csum[:, starts + WINDOW] - csum[:, starts]
+        chunks = np.square(wave[:, :(len(starts) + per - 1) * STRIDE]).reshape(nb, -1, STRIDE).sum(axis=2)
+        energy = sum(chunks[:, i:i + len(starts)] for i in range(per))
         keep |= energy >= np.quantile(energy, 1.0 - ENERGY_SHARE)
     bi, wi = np.nonzero(keep)
     win = bands[bi[:, None], starts[wi][:, None] + np.arange(WINDOW)]
@@ -197,54 +223,50 @@ def _fit(pos: np.ndarray, pitch: float) -> Optional[Tuple[float, float, np.ndarr
     return float(coef[1]), se, p
 
 
-def _search(gray: np.ndarray, s: float):
-    """The comb candidates of ``gray`` searched at scale ``s`` (search px per image
-    px): [(score, upright, centre (x, y) image px, pitch image px)], best first, one per orientation and place."""
-    small = cv2.resize(gray, (max(8, int(gray.shape[1] * s)), max(8, int(gray.shape[0] * s))),
-                       interpolation=cv2.INTER_AREA).astype(np.float32)
-    sx, sy = small.shape[1] / gray.shape[1], small.shape[0] / gray.shape[0]
-    detail = _detail(small)
+def _search(grid: np.ndarray, sy: float, sx: float, upright: bool):
+    """The comb candidates of a band grid (:func:`_band_grid`) in one orientation, its search image at ``sy`` /
+    ``sx`` search px per image px down / across: [(score, centre (x, y) image px, pitch image px, scale along)],
+    best first, one per place."""
+    c = _candidates(_detrended(grid))
+    if c is None:
+        return []
+    along_s, across_s = (sy, sx) if upright else (sx, sy)
+    ratio, pitch, starts = c
     out = []
-    for upright in (True, False):
-        c = _candidates(detail, upright)
-        if c is None:
-            continue
-        ratio, pitch, starts = c
-        for b, wi in zip(*np.nonzero(ratio >= MIN_PEAK)):
-            along, across = starts[wi] + WINDOW / 2, b * BAND + BAND / 2
-            cx, cy = (across, along) if upright else (along, across)
-            out.append((float(ratio[b, wi]), upright, (cx / sx, cy / sy),
-                        float(pitch[b, wi]) / (sy if upright else sx)))
+    for b, wi in zip(*np.nonzero(ratio >= MIN_PEAK)):
+        along, across = (starts[wi] + WINDOW / 2) / along_s, (b * BAND + BAND / 2) / across_s
+        out.append((float(ratio[b, wi]), (across, along) if upright else (along, across),
+                    float(pitch[b, wi]) / along_s, along_s))
     return sorted(out, key=lambda t: t[0], reverse=True)
 
 
 def read_ruler(gray: np.ndarray) -> Optional[Ruler]:
     """The image's ruler (a comb of ticks), or None when none is seen or its pitch is not certain enough. Searched
     at two scales (pitches of 3-16 and 6-32 pixels at :data:`SEARCH_SIDE`); upright combs (a nasion rod's) are
-    read first, a lying one only when no upright one is certain."""
+    searched and read first, lying ones only when no upright one is certain."""
     h, w = gray.shape
     base = min(1.0, SEARCH_SIDE / max(h, w))
-    cands = []
-    for s in (base, base / 2):
-        cands += [(score, upright, centre, pitch, s) for score, upright, centre, pitch in _search(gray, s)]
-    cands.sort(key=lambda c: (not c[1], -c[0]))
-    tried = 0
-    for _, upright, centre, pitch, s in cands:
-        if tried == TRIES:
-            break
-        tried += 1
-        found = _ticks(gray, centre, 1.5 * WINDOW / s, BAND / s, pitch, upright)
-        fit = None if found is None else _fit(found[0], pitch)
-        if fit is None:
-            continue
-        p_px, se, p = fit
-        across = found[1]
-        ends = np.array([p[0], p[-1]])
-        pts = np.stack([np.full(2, across), ends], 1) if upright else np.stack([ends, np.full(2, across)], 1)
-        mid = pts.mean(axis=0)
-        second = any(abs(o[3] - p_px) < 0.1 * p_px and np.hypot(*(np.asarray(o[2]) - mid)) > SECOND_APART * max(h, w)
-                     for o in cands)
-        ruler = Ruler(p_px, se, pts[0], pts[1], len(p), upright, bool(second))
-        if ruler.certain:
-            return ruler
+    small = _search_image(gray, base)
+    tries = TRIES
+    for upright in (True, False):
+        grid = _band_grid(small, upright)
+        sy, sx = small.shape[0] / h, small.shape[1] / w
+        cands = _search(grid, sy, sx, upright) + _search(_halved(grid), sy / 2, sx / 2, upright)
+        cands.sort(key=lambda c: -c[0])
+        for _, centre, pitch, s in cands[:tries]:
+            tries -= 1
+            found = _ticks(gray, centre, 1.5 * WINDOW / s, BAND / s, pitch, upright)
+            fit = None if found is None else _fit(found[0], pitch)
+            if fit is None:
+                continue
+            p_px, se, p = fit
+            across = found[1]
+            ends = np.array([p[0], p[-1]])
+            pts = np.stack([np.full(2, across), ends], 1) if upright else np.stack([ends, np.full(2, across)], 1)
+            mid = pts.mean(axis=0)
+            second = any(abs(o[2] - p_px) < 0.1 * p_px and np.hypot(*(np.asarray(o[1]) - mid)) > SECOND_APART * max(h, w)
+                         for o in cands)
+            ruler = Ruler(p_px, se, pts[0], pts[1], len(p), upright, bool(second))
+            if ruler.certain:
+                return ruler
     return None

@@ -83,6 +83,11 @@ class LocalConfig:
     max_steps_per_epoch = 0
 
     @property
+    def draw_seed(self) -> int:
+        """The seed of the training's random draws (one seed here: the carve's)."""
+        return self.seed
+
+    @property
     def t0(self) -> int:
         return self.epochs
 

@@ -135,16 +135,17 @@ class Landmarks:
         out = measure({n: self.xy[i] for i, n in enumerate(self.names)}, schema, self.spacing, analyses)
         for e in out.values():
             idx = [schema.index(n) for n in e["landmarks"]]
+            if "porion" in e["landmarks"]:     # FH-based: which porion it used changes the value
+                e["porion"] = self._porion_used(idx[e["landmarks"].index("porion")])
             e["landmarks"] = [self.names[i] for i in idx]
             e["doubtful"] = bool(self.point_flags) and any(self.point_flags[i] for i in idx)
-            if "porion" in e["landmarks"]:     # FH-based: which porion it used changes the value
-                e["porion"] = self._porion_used()
         return out
 
-    def _porion_used(self) -> str:
+    def _porion_used(self, k: int) -> str:
         """'anatomical' (the model's porion, on the meatus), or 'site:<name> offset' / 'site:<name> look' when a
-        site profile moved it (by its average offset, or onto its look: the ear-rod ring of machine porion)."""
-        how = self.site_placed[self.names.index("porion")] if self.site_placed else ""
+        site profile moved porion (landmark ``k``) by its average offset, or onto its look (the ear-rod ring of
+        machine porion)."""
+        how = self.site_placed[k] if self.site_placed else ""
         return f"{self.labels} {how}" if how else "anatomical"
 
     def unavailable_measurements(self, analyses: Optional[Sequence[str]] = None) -> Dict[str, str]:

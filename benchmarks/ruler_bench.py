@@ -2,11 +2,12 @@
 with the ruler cropped away, with a second ruler pasted on the back of the head, and with the comb replaced by a
 millimetre scale (another maker's: thin ticks every mm, longer every 5 and 10 mm) at 7.88 px per mm.
 
-    python -m benchmarks.ruler_bench --data ../shared/data/isbi2015 [--n-scaled 40] [--out DIR]
+    python -m benchmarks.ruler_bench --data ../shared/data/isbi2015 [--n-scaled 40] [--detector-images 8] [--out DIR]
 
 Writes ``ruler_bench.json`` / ``.md``: found / 400, the pitch's median and coefficient of variation, each rescaled
 copy's pitch against the original's times the scale, how many cropped copies give a ruler (should be none), how
-often the second ruler is reported, and the millimetre scales' pitch against 7.88 px.
+often the second ruler is reported, the millimetre scales' pitch against 7.88 px, and what the ruler adds to the
+Detector's p50 (interleaved calls with and without ``ruler_mm``).
 """
 from __future__ import annotations
 
@@ -54,11 +55,33 @@ def millimetre_scale(gray: np.ndarray, px_mm: float, x: float, y0: float, length
     return np.clip(gray + gain * small, 0, 255).astype(np.uint8)
 
 
+def detector_cost(files, rounds: int = 10) -> dict:
+    """The Detector's p50 end to end (a file per call) without and with ``ruler_mm``, calls alternating so that a
+    slow spell of the machine falls on both alike."""
+    from sdk import Detector
+
+    dets = {"off": Detector(backend="openvino"), "on": Detector(backend="openvino", ruler_mm=1.0)}
+    times = {k: [] for k in dets}
+    for r in range(rounds + 1):
+        for f in files:
+            for k, det in dets.items():
+                t0 = time.perf_counter()
+                det(f)
+                if r:                                      # the first round warms up
+                    times[k].append(time.perf_counter() - t0)
+    p50 = {k: float(np.median(v) * 1000) for k, v in times.items()}
+    info = dets["off"].info
+    return {"backend": info["backend"], "threads": info["threads"], "images": len(files), "rounds": rounds,
+            "p50_ms": p50, "cost_ms": p50["on"] - p50["off"]}
+
+
 @click.command()
 @click.option("--data", "data_dir", type=click.Path(exists=True, path_type=Path), required=True)
 @click.option("--n-scaled", type=int, default=40, show_default=True, help="Images for the rescaled/cropped copies.")
+@click.option("--detector-images", type=int, default=8, show_default=True,
+              help="Test images for the Detector's cost of the ruler (0: skip); interleaved calls, OpenVINO.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/ruler"), show_default=True)
-def main(data_dir, n_scaled, out_dir):
+def main(data_dir, n_scaled, detector_images, out_dir):
     """Ruler found, pitch spread, rescaled copies, cropped copies, second rulers."""
     from sdk.image_io import load_image
     from sdk.ruler import read_ruler
@@ -114,6 +137,8 @@ def main(data_dir, n_scaled, out_dir):
     rep["millimetre_scale"] = {str(k): {"found": sum(e is not None for e in v), "images": len(v),
                                         "max_abs_rel_error": max((abs(e) for e in v if e is not None), default=None)}
                                for k, v in mm_err.items()}
+    if detector_images:
+        rep["detector"] = detector_cost(files[-detector_images:])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "ruler_bench.json").write_text(json.dumps(rep, indent=1))
     lines = [f"ISBI 2015, {len(files)} images: ruler found on {rep['found']}; pitch median "
@@ -130,6 +155,11 @@ def main(data_dir, n_scaled, out_dir):
         err = "-" if v["max_abs_rel_error"] is None else f"{v['max_abs_rel_error'] * 100:.2f}%"
         lines.append(f"Millimetre scale at {MM_PX} px/mm (ticks {k} grey levels above the background): found on "
                      f"{v['found']} of {v['images']}, pitch within {err}.")
+    if "detector" in rep:
+        d = rep["detector"]
+        lines.append(f"Detector ({d['backend']}, {d['threads']} threads, {d['images']} images x {d['rounds']} interleaved "
+                     f"rounds): p50 {d['p50_ms']['off']:.1f} ms without the ruler, {d['p50_ms']['on']:.1f} ms with "
+                     f"ruler_mm: +{d['cost_ms']:.1f} ms.")
     (out_dir / "ruler_bench.md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 

@@ -37,7 +37,12 @@ MAX_REL_SE = 0.01               # pitch standard error, relative, above which th
 RUN_TOLERANCE = 0.1             # a tick spacing this far from the median ends the run of ticks
 ENERGY_SHARE = 0.03             # the share of windows, by detail energy, that are Fourier transformed
 TRIES = 5                       # candidates read at full resolution before giving up
+FINE_ENOUGH = 0.75              # share of the finer scale's longest pitch below which the coarser is not searched
 SECOND_APART = 0.25             # a second comb lies this far (share of the long side) from the first
+
+_HANN = np.hanning(WINDOW).astype(np.float32)
+_FREQS = np.fft.rfftfreq(PAD * WINDOW)
+_ONES = np.ones(STRIDE, np.float32)
 
 
 @dataclass(frozen=True)
@@ -112,35 +117,41 @@ def _candidates(bands: np.ndarray):
     # broad edge, but their steps are as sharp as any)
     keep = np.zeros((nb, len(starts)), bool)
     per = WINDOW // STRIDE                        # a window is this many stride-long chunks
-    for wave in (bands, np.diff(bands, axis=1, append=bands[:, -1:])):
-        chunks = np.square(wave[:, :(len(starts) + per - 1) * STRIDE]).reshape(nb, -1, STRIDE).sum(axis=2)
-        energy = sum(chunks[:, i:i + len(starts)] for i in range(per))
-        keep |= energy >= np.quantile(energy, 1.0 - ENERGY_SHARE)
+    n = (len(starts) + per - 1) * STRIDE
+    m = min(n, h - 1)                             # the steps along the band (the last one 0)
+    steps = np.zeros((nb, n), np.float32)
+    np.subtract(bands[:, 1:m + 1], bands[:, :m], out=steps[:, :m])
+    for wave in (bands[:, :n], steps):
+        chunks = (np.square(wave).reshape(-1, STRIDE) @ _ONES).reshape(nb, -1)   # a product: numpy sums short rows slowly
+        energy = sum(chunks[:, i:i + len(starts)] for i in range(per)).ravel()
+        # the top share by energy (np.quantile's set, by a partial sort)
+        kth = int(np.ceil((energy.size - 1) * (1.0 - ENERGY_SHARE)))
+        keep |= (energy >= np.partition(energy, kth)[kth]).reshape(keep.shape)
     bi, wi = np.nonzero(keep)
     win = bands[bi[:, None], starts[wi][:, None] + np.arange(WINDOW)]
-    win = win - win.mean(axis=1, keepdims=True)
+    win -= win.mean(axis=1, keepdims=True)
     # zero-padded, so that a pitch between two of the window's frequencies is not split between them
-    spec = np.abs(np.fft.rfft(win * np.hanning(WINDOW), n=PAD * WINDOW, axis=1)) ** 2
-    freqs = np.fft.rfftfreq(PAD * WINDOW)
-    ok = np.flatnonzero((freqs >= 1 / PITCH_RANGE[1]) & (freqs <= 1 / PITCH_RANGE[0]))
+    spec = np.fft.rfft(win * _HANN, n=PAD * WINDOW, axis=1)
+    spec = np.square(spec.real) + np.square(spec.imag)
+    ok = np.flatnonzero((_FREQS >= 1 / PITCH_RANGE[1]) & (_FREQS <= 1 / PITCH_RANGE[0]))
     k = ok[spec[:, ok].argmax(axis=1)]
     # a comb puts its power in one frequency and its harmonics (thin ticks, a millimetre scale's, are pulses: rich
     # in harmonics); a bone edge or noise spreads it: the share of the power within one of the window's own
     # frequency steps of the peak and of its multiples
-    csum = np.cumsum(spec, axis=1)
-    rows = np.arange(len(k))
     top = spec.shape[1] - 1
-    near = np.zeros(len(k))
+    # each frequency's power summed with its neighbours' within one of the window's own steps (zeros past the end)
+    boxed = cv2.boxFilter(np.pad(spec, ((0, 0), (0, PAD))), -1, (2 * PAD + 1, 1), normalize=False,
+                          borderType=cv2.BORDER_CONSTANT)
+    near = np.zeros(len(k), np.float32)
     for h in range(1, HARMONICS + 1):
         c = h * k
-        lo, hi = np.minimum(np.maximum(c - PAD, 1), top), np.minimum(c + PAD, top)
-        near += np.where(c - PAD <= top, csum[rows, hi] - csum[rows, lo - 1], 0.0)
-    share = near / (csum[:, -1] - csum[:, PAD] + 1e-9)
+        near += np.where(c <= top + PAD, boxed[np.arange(len(k)), np.minimum(c, top + PAD)], 0.0)
+    share = near / (spec[:, PAD + 1:].sum(axis=1) + 1e-9)
     inner = (k > ok[0]) & (k < ok[-1])                 # a peak at the range's edge is a trend, not a comb
     ratio = np.zeros(keep.shape)
     pitch = np.ones(keep.shape)
     ratio[bi, wi] = np.where(inner, share, 0.0)
-    pitch[bi, wi] = 1.0 / freqs[k]
+    pitch[bi, wi] = 1.0 / _FREQS[k]
     return ratio, pitch, starts
 
 
@@ -155,21 +166,19 @@ def _ticks(gray: np.ndarray, centre: Tuple[float, float], along: float, span: fl
     y0, y1 = int(max(0, cy - along)), int(min(h, cy + along))
     if y1 - y0 < 4 * pitch:
         return None
-    best = None
-    for shift in np.arange(-2, 3) * span:                 # the comb's teeth may lie beside the band found
-        x0, x1 = int(max(0, cx + shift - span)), int(min(w, cx + shift + span + 1))
-        if x1 <= x0:
-            continue
-        prof = img[y0:y1, x0:x1].astype(np.float32).mean(axis=1)
-        smooth = cv2.GaussianBlur(prof[None], (0, 0), max(0.5, pitch / 8))[0]
-        wave = smooth - cv2.GaussianBlur(prof[None], (0, 0), pitch)[0]
-        t = np.arange(len(wave))
-        power = abs(np.sum(wave * np.exp(-2j * np.pi * t / pitch)))
-        if best is None or power > best[0]:
-            best = (power, wave, (x0 + x1 - 1) / 2)
-    if best is None:
+    # the comb's teeth may lie beside the band found: five bands side by side, the one whose wave is strongest
+    bands = [(int(max(0, cx + d - span)), int(min(w, cx + d + span + 1))) for d in np.arange(-2, 3) * span]
+    bands = [(x0, x1) for x0, x1 in bands if x1 > x0]
+    if not bands:
         return None
-    _, wave, across = best
+    lo, hi = bands[0][0], bands[-1][1]
+    cols = np.zeros((y1 - y0, hi - lo + 1), np.float32)        # column sums, cumulated: each band's mean at once
+    np.cumsum(img[y0:y1, lo:hi], axis=1, dtype=np.float32, out=cols[:, 1:])
+    prof = np.stack([(cols[:, x1 - lo] - cols[:, x0 - lo]) / (x1 - x0) for x0, x1 in bands], axis=1)
+    waves = (_blur_along(prof, max(0.5, pitch / 8)) - _blur_along(prof, pitch)).T
+    power = np.abs(waves @ np.exp(-2j * np.pi * np.arange(waves.shape[1]) / pitch))
+    b = int(np.argmax(power))
+    wave, across = waves[b], (bands[b][0] + bands[b][1] - 1) / 2
     # a tick: a local extreme of the wave, the sign whose extremes are sharper (notches dark or bright)
     sign = 1.0 if np.percentile(wave, 95) > -np.percentile(wave, 5) else -1.0
     v = sign * wave
@@ -190,6 +199,11 @@ def _ticks(gray: np.ndarray, centre: Tuple[float, float], along: float, span: fl
     den = g0 - 2 * g1 + g2
     pos = i + 0.5 * (g0 - g2) / np.where(np.abs(den) > 1e-9, den, -1e-9)
     return pos + y0, float(across)
+
+
+def _blur_along(a: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur of each column of ``a`` (down its rows) alone."""
+    return cv2.GaussianBlur(a, (1, int(round(sigma * 8 + 1)) | 1), 0, sigmaY=sigma)
 
 
 def _fit(pos: np.ndarray, pitch: float) -> Optional[Tuple[float, float, np.ndarray]]:
@@ -240,6 +254,24 @@ def _search(grid: np.ndarray, sy: float, sx: float, upright: bool):
     return sorted(out, key=lambda t: t[0], reverse=True)
 
 
+def _read(gray: np.ndarray, cand, upright: bool, others) -> Optional[Ruler]:
+    """The ruler at one candidate of :func:`_search`, read at full resolution (None when no run of ticks is found);
+    ``others``: all candidates, for a second comb of the same pitch."""
+    _, centre, pitch, s = cand
+    h, w = gray.shape
+    found = _ticks(gray, centre, 1.5 * WINDOW / s, BAND / s, pitch, upright)
+    fit = None if found is None else _fit(found[0], pitch)
+    if fit is None:
+        return None
+    p_px, se, p = fit
+    ends = np.array([p[0], p[-1]])
+    pts = np.stack([np.full(2, found[1]), ends], 1) if upright else np.stack([ends, np.full(2, found[1])], 1)
+    mid = pts.mean(axis=0)
+    second = any(abs(o[2] - p_px) < 0.1 * p_px and np.hypot(*(np.asarray(o[1]) - mid)) > SECOND_APART * max(h, w)
+                 for o in others)
+    return Ruler(p_px, se, pts[0], pts[1], len(p), upright, bool(second))
+
+
 def read_ruler(gray: np.ndarray) -> Optional[Ruler]:
     """The image's ruler (a comb of ticks), or None when none is seen or its pitch is not certain enough. Searched
     at two scales (pitches of 3-16 and 6-32 pixels at :data:`SEARCH_SIDE`); upright combs (a nasion rod's) are
@@ -247,26 +279,22 @@ def read_ruler(gray: np.ndarray) -> Optional[Ruler]:
     h, w = gray.shape
     base = min(1.0, SEARCH_SIDE / max(h, w))
     small = _search_image(gray, base)
+    sy, sx = small.shape[0] / h, small.shape[1] / w
     tries = TRIES
     for upright in (True, False):
         grid = _band_grid(small, upright)
-        sy, sx = small.shape[0] / h, small.shape[1] / w
-        cands = _search(grid, sy, sx, upright) + _search(_halved(grid), sy / 2, sx / 2, upright)
+        cands = _search(grid, sy, sx, upright)
+        # the common case first: the finer scale's best comb, certain and well inside that scale's pitches, is
+        # what the two scales together would read first; the coarser scale is searched only when it is not
+        if cands and cands[0][2] * cands[0][3] <= FINE_ENOUGH * PITCH_RANGE[1]:
+            ruler = _read(gray, cands[0], upright, cands)
+            if ruler is not None and ruler.certain:
+                return ruler
+        cands += _search(_halved(grid), sy / 2, sx / 2, upright)
         cands.sort(key=lambda c: -c[0])
-        for _, centre, pitch, s in cands[:tries]:
+        for cand in cands[:tries]:
             tries -= 1
-            found = _ticks(gray, centre, 1.5 * WINDOW / s, BAND / s, pitch, upright)
-            fit = None if found is None else _fit(found[0], pitch)
-            if fit is None:
-                continue
-            p_px, se, p = fit
-            across = found[1]
-            ends = np.array([p[0], p[-1]])
-            pts = np.stack([np.full(2, across), ends], 1) if upright else np.stack([ends, np.full(2, across)], 1)
-            mid = pts.mean(axis=0)
-            second = any(abs(o[2] - p_px) < 0.1 * p_px and np.hypot(*(np.asarray(o[1]) - mid)) > SECOND_APART * max(h, w)
-                         for o in cands)
-            ruler = Ruler(p_px, se, pts[0], pts[1], len(p), upright, bool(second))
-            if ruler.certain:
+            ruler = _read(gray, cand, upright, cands)
+            if ruler is not None and ruler.certain:
                 return ruler
     return None

@@ -65,8 +65,8 @@ CEPHALO_API cephalo_status cephalo_open(const char *model_path, const char *back
                                         cephalo_detector **out);
 
 /* cephalo_open with options as a JSON object (NULL or "{}": none), so that new options need no new function:
-   "site" (a site profile's path, from `cephalo adapt`), "labels", "ruler_mm", "magnification", "repair",
-   "precision". An unknown key or a bad value is CEPHALO_E_ARGUMENT. */
+   "site" (a site profile's path, from `cephalo adapt`, or a convention's name: "challenge"), "labels" (its old
+   name), "ruler_mm", "magnification", "repair", "precision". An unknown key or a bad value is CEPHALO_E_ARGUMENT. */
 CEPHALO_API cephalo_status cephalo_open_with(const char *model_path, const char *backend, int threads,
                                              const char *options_json, cephalo_detector **out);
 

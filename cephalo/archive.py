@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from sdk.errors import CephaloError
 
@@ -111,12 +111,12 @@ class DetectorWorker:
     """A Ray actor: one Detector, called on batches of (path, bytes)."""
 
     def __init__(self, model: Optional[str], backend: str, threads: int, spacing: Optional[float],
-                 analyses: Optional[Sequence[str]], site: Optional[Dict] = None, ruler_mm: Optional[float] = None,
-                 magnification: Optional[float] = None):
+                 analyses: Optional[Sequence[str]], site: Union[Dict, str, None] = None,
+                 ruler_mm: Optional[float] = None, magnification: Optional[float] = None):
         from sdk import Detector, SiteProfile
 
         self.det = Detector(model, backend=backend, threads=threads, ruler_mm=ruler_mm, magnification=magnification,
-                            site=None if site is None else SiteProfile.from_dict(site))
+                            site=SiteProfile.from_dict(site) if isinstance(site, dict) else site)
         self.spacing, self.analyses = spacing, analyses
 
     def __call__(self, batch: Dict) -> Dict[str, List]:
@@ -163,7 +163,7 @@ def _peak_mb() -> float:
 def run_archive(paths: Sequence[str], out_dir: Path, *, address: Optional[str] = None, workers: int = 1,
                 threads: int = 1, model: Optional[str] = None, backend: str = "auto", fmt: str = "jsonl",
                 batch_size: int = 4, spacing: Optional[float] = None, analyses: Optional[Sequence[str]] = None,
-                skip_done: bool = True, site: Optional[Dict] = None, ruler_mm: Optional[float] = None,
+                skip_done: bool = True, site: Union[Dict, str, None] = None, ruler_mm: Optional[float] = None,
                 magnification: Optional[float] = None) -> Dict[str, int]:
     """Read ``paths`` on a Ray cluster (``address``; None starts a local one) into shards in ``out_dir``; returns
     the count per status of this run's images (plus ``skipped``: done by an earlier run)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -133,12 +134,20 @@ def archive(inputs, out_dir, address, workers, threads, fmt, model, backend, spa
     from .archive import list_inputs, run_archive
     from .run import exit_code, summary_line
 
+    if isinstance(site, str):      # a convention's name: its local stage must be beside the model, said before Ray
+        from sdk.detector import DEFAULT_MODEL, MODELS_DIR
+        from sdk.local_stage import local_stage_conventions, local_stage_path
+
+        at = Path(model) if model else MODELS_DIR / DEFAULT_MODEL
+        if site != "consensus" and not local_stage_path(at, site).is_file():
+            raise click.BadParameter(f"{site!r}: no such site profile file, nor a convention beside {at.name} (it "
+                                     f"has: {', '.join(local_stage_conventions(at)) or 'none'})", param_hint="--site")
     paths, missing = list_inputs(inputs, recursive)
     for spec, why in missing:
         click.echo(f"{spec}: FAILED: {why}", err=True)
     counts = run_archive(paths, out_dir, address=address, workers=workers, threads=threads, model=model,
                          backend=backend, fmt=fmt, spacing=spacing, analyses=analysis,
-                         site=None if site is None else site.to_dict(), ruler_mm=ruler_mm,
+                         site=site if site is None or isinstance(site, str) else site.to_dict(), ruler_mm=ruler_mm,
                          magnification=magnification)
     counts["failed"] += len(missing)
     click.echo(f"{summary_line(counts, always_skipped=True)} -> {out_dir}", err=True)
@@ -206,7 +215,7 @@ def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, sit
     n = max(1, workers or cores)
     det = Detector(model, backend=backend, threads=max(1, cores // n), labels=labels, site=site, ruler_mm=ruler_mm,
                    magnification=magnification)
-    click.echo(f"serving {det.model_path.name} ({det.info['backend']}, {labels} labels, {n} worker(s)) on "
+    click.echo(f"serving {det.model_path.name} ({det.info['backend']}, {det.labels} labels, {n} worker(s)) on "
                f"http://{host}:{port}/", err=True)
     run(det, host, port, n, Limits(int(max_upload_mb * 2**20), queue))
 
@@ -224,8 +233,11 @@ def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, sit
               help="mm per pixel of every image, or a CSV of image,spacing (default: the folder's spacing.csv).")
 @model_option
 @click.option("--backend", type=click.Choice(["auto", "openvino", "onnxruntime"]), default="auto")
+@click.option("--base", default=None, metavar="NAME",
+              help="The convention the site is learnt on top of: its local stage reads the images and the profile "
+                   "names it (default: the clinicians' consensus; e.g. 'challenge').")
 @labels_option
-def adapt(data_dir, out, name, split, annotators, fmt, spacing_text, model, backend, labels):
+def adapt(data_dir, out, name, split, annotators, fmt, spacing_text, model, backend, base, labels):
     """Learn a clinic's landmark conventions from its own labelled images (at least 5; 10 or more is better) and
     write a site profile for predict/serve/archive --site and Detector(site=...). Prints the error before and
     after on those images, cross-validated."""
@@ -242,7 +254,14 @@ def adapt(data_dir, out, name, split, annotators, fmt, spacing_text, model, back
                 raise click.BadParameter(f"{spacing_text!r} is neither a number nor a CSV file",
                                          param_hint="--spacing") from None
     adapt_site(data_dir, out, name=name, fmt=fmt, split=names(split), annotators=names(annotators),
-               spacing=spacing, model=model, backend=backend, labels=labels, log=click.echo)
+               spacing=spacing, model=model, backend=backend, base=_base(base, labels), log=click.echo)
+
+
+def _base(base: Optional[str], labels: str) -> str:
+    """``adapt --base NAME``, or ``--labels NAME``, its old name."""
+    if base is not None and labels != "consensus" and base != labels:
+        raise click.UsageError(f"--labels is the old name of --base: give one (--base {base}, --labels {labels})")
+    return base or labels
 
 
 if __name__ == "__main__":

@@ -57,21 +57,28 @@ data_options = _options(
 )
 
 labels_option = click.option(
-    "--labels", default="consensus", show_default=True,
-    help="Whose landmark conventions to follow: 'consensus' (several clinicians' mean) or 'challenge' (the ISBI "
-         "2015 challenge's ground truth, to compare with published results).")
+    "--labels", default="consensus", hidden=True,
+    help="The old name of --site NAME ('challenge': the ISBI 2015 challenge's ground truth).")
+
 
 def _site(ctx, param, value: Optional[str]):
-    from sdk.site import SiteError, SiteProfile
+    from sdk.site import NAME, SiteError, SiteProfile
 
+    if value is None:
+        return None
+    if NAME.fullmatch(value) and not Path(value).is_file():
+        return value                    # a convention's name: the Detector finds its local stage beside the model
     try:
-        return None if value is None else SiteProfile.load(value)
+        return SiteProfile.load(value)
     except SiteError as e:
         raise click.BadParameter(str(e), ctx, param) from None
 
 
-site_option = click.option("--site", type=click.Path(exists=True, dir_okay=False), default=None, callback=_site,
-                           help="A site profile from 'cephalo adapt': the points follow that clinic's conventions.")
+site_option = click.option(
+    "--site", default=None, callback=_site, metavar="PROFILE|NAME",
+    help="Whose conventions the points follow: a site profile from 'cephalo adapt' (that clinic's), or a "
+         "convention's name: 'challenge' (the ISBI 2015 challenge's ground truth, to compare with published "
+         "results). Default: the clinicians' consensus.")
 
 model_option = click.option("--model", type=click.Path(path_type=Path), default=None,
                             help="Model file (default: the bundled one).")

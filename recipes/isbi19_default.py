@@ -111,7 +111,7 @@ def steps(data: Path, work: Path, install: bool) -> List[Step]:
         Step("shape_model", write_shape_model, (data, shape), {}, shape),
         Step("calibrate", _calibrate, (local, data, work / "calibration.json"),
              dict(first_model=shipped_first), work / "calibration.json"),
-        # the option Detector(labels="challenge"): the same local stage on the challenge's ground truth
+        # the convention Detector(site="challenge"): the same local stage on the challenge's ground truth
         Step("train_local_challenge", train_local, (data, work / "local_challenge120"),
              dict(first_model=first, **{**LOCAL, "annotators": "challenge"}),
              work / "local_challenge120" / "last.pt"),

@@ -20,7 +20,7 @@ from .preprocess import Letterbox, pad_pixel
 from .quality import COND_Z, IMPLAUSIBLE, assess, shape_model
 from .repair import ReadingFrame, repair_points
 from .ruler import read_ruler
-from .site import SiteProfile
+from .site import NAME, SiteProfile
 from .spacing import check_spacing
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -39,7 +39,8 @@ class Landmarks:
     point_flags: (K,) why each landmark is doubtful ('' = not flagged; :mod:`sdk.quality`). flags: image-level
     codes ('low_confidence', 'implausible_shape', 'points_outside_image'). notes: facts the user should know
     (e.g. an unusable DICOM spacing). source: the file the result belongs to ('<array>' / '<bytes>' otherwise).
-    labels: whose landmark conventions the points follow ('consensus', or e.g. 'challenge'; ``Detector(labels=)``).
+    labels: whose landmark conventions the points follow: 'consensus', a convention ('challenge'), or a learnt
+    site ('site:<name>'); ``Detector(site=)``.
     """
 
     xy: np.ndarray
@@ -275,21 +276,22 @@ class Detector:
     the model file when there is one, a path names the file, False turns it off (``refine=``, its old name, is still
     accepted). ``reframe`` (default): when the field is much wider than the training images' (another machine's
     field; the skull small in the model input), read the image again cropped to their framing (:mod:`sdk.framing`; one
-    more model call, only then; the result's ``notes`` say so). ``labels``: whose landmark conventions the points
-    follow: 'consensus' (default: the mean of several clinicians) or another convention whose local stage lies
-    beside the model (``<model>.<labels>.local.onnx``; the bundled model has 'challenge', the ISBI 2015
-    challenge's official ground truth, for comparing with published results). ``site``: a site profile (a path
-    written by ``cephalo adapt``, or a :class:`sdk.site.SiteProfile`): the points are moved onto that clinic's
-    conventions, learnt from its own labelled images, and ``labels`` of each result names the site; the flags
-    judge the model's reading before the move. ``precision``: 'f32' (default) or 'bf16' (OpenVINO on a CPU with
-    native bf16 runs the float parts in bf16: a little faster there, points not bit for bit). ``repair`` (default): a landmark the shape check finds implausible
-    is read again by the local stage where the other landmarks put it, and kept when it then fits
+    more model call, only then; the result's ``notes`` say so). ``site``: whose landmark conventions the points
+    follow. None (default): the clinicians' consensus. A name: a convention whose local stage lies beside the model
+    (``<model>.<name>.local.onnx``; the bundled model has 'challenge', the ISBI 2015 challenge's official ground
+    truth, for comparing with published results). A site profile (a path written by ``cephalo adapt``, or a
+    :class:`sdk.site.SiteProfile`): the points are moved onto that clinic's conventions, learnt from its own
+    labelled images (on top of the convention it was learnt on). ``labels`` of each result names the site or
+    convention; the flags judge the model's reading before any move. ``labels=NAME``: the old name of
+    ``site=NAME``. ``precision``: 'f32' (default) or 'bf16' (OpenVINO on a CPU with native bf16 runs the float
+    parts in bf16: a little faster there, points not bit for bit). ``repair`` (default): a landmark the shape check
+    finds implausible is read again by the local stage where the other landmarks put it, and kept when it then fits
     (:mod:`sdk.repair`; the result's ``repaired`` and ``first_reading`` say which, and from where). Calls are
     thread-safe.
     """
 
     local: Optional[LocalStage] = None     # the local stage in use, if any
-    labels: str = CONSENSUS                # whose landmark conventions the local stage learnt
+    labels: str = CONSENSUS                # whose conventions the points follow (the site's label, or consensus)
     precision: str = "f32"                 # the networks' float precision
 
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
@@ -326,24 +328,47 @@ class Detector:
             raise CephaloError(f"magnification={magnification!r}: a factor of 0.5-2 expected (about 1.1 at the "
                                f"mid-sagittal plane)")
         self.ruler_mm, self.magnification = ruler_mm, magnification
-        if labels != CONSENSUS:
+        if labels != CONSENSUS:            # labels=NAME: the old name of site=NAME
+            if site is not None:
+                raise ModelError(f"labels={labels!r} and site={site!r}: labels= is the old name of site=; give one")
+            site = labels
+        self.site = self._site(path, site)
+        self.labels = self.site.label if self.site is not None else CONSENSUS
+        if self.site is not None and self.site.local_stage is not None:
+            base = self.site.local_stage
             if local_stage is not True:
-                raise ModelError(f"labels={labels!r} picks the local stage beside the model; it cannot go with "
-                                 f"local_stage={local_stage!r}")
-            if not isinstance(labels, str) or not local_stage_path(path, labels).is_file():
-                raise ModelError(f"model {path} has no local stage for labels={labels!r} (looked for "
-                                 f"{local_stage_path(path, str(labels)).name}); it has: "
-                                 f"{', '.join(local_stage_conventions(path)) or 'none'}")
-            local_stage = local_stage_path(path, labels)
-        self.labels = labels
-        self.site = site if isinstance(site, SiteProfile) or site is None else SiteProfile.load(site)
-        if self.site is not None:
-            self.site.check_schema(self.schema.id, self.schema.names)
+                raise ModelError(f"site {self.site.name!r} follows the local stage for {base!r} beside the model; it "
+                                 f"cannot go with local_stage={local_stage!r}")
+            if not local_stage_path(path, base).is_file():
+                raise ModelError(f"model {path} has no local stage for {base!r} (looked for "
+                                 f"{local_stage_path(path, base).name}), which site {self.site.name!r} follows; it "
+                                 f"has: {', '.join(local_stage_conventions(path)) or 'none'}")
+            local_stage = local_stage_path(path, base)
         if local_stage is True and local_stage_path(path).is_file():
             local_stage = local_stage_path(path)
         if local_stage is not True and local_stage is not False and local_stage is not None:
             self.local = LocalStage(local_stage, backend, threads, self.meta.input_hw, precision)
             self.local.check_pairs_with(self.meta, path)
+
+    def _site(self, path: Path, site: Union[str, Path, SiteProfile, None]) -> Optional[SiteProfile]:
+        """``site=`` as a profile: a SiteProfile, a profile's file, or the name of a convention whose local stage
+        lies beside the model ('challenge'; 'consensus' is the default: None)."""
+        if site is None:
+            return None
+        if isinstance(site, SiteProfile):
+            prof = site
+        elif isinstance(site, str) and NAME.fullmatch(site) and not Path(site).is_file():
+            if site == CONSENSUS:
+                return None
+            if not local_stage_path(path, site).is_file():
+                raise ModelError(f"site={site!r}: no such site profile file, nor a convention with a local stage "
+                                 f"beside model {path} (looked for {local_stage_path(path, site).name}); it has: "
+                                 f"{', '.join(local_stage_conventions(path)) or 'none'}")
+            prof = SiteProfile.convention(site, self.schema.id, self.schema.names)
+        else:
+            prof = SiteProfile.load(site)
+        prof.check_schema(self.schema.id, self.schema.names)
+        return prof
 
     @property
     def info(self) -> Dict:
@@ -451,7 +476,7 @@ class Detector:
                 res, stage2 = self._repaired(res, stage2)
             if self.ruler_mm is not None or self.magnification is not None:
                 res = self._measured_spacing(res, loaded)
-            if self.site is not None:      # the site's conventions, after the flags judged the model's reading
+            if self.site is not None and self.site.moves:   # after the flags judged the model's reading
                 # its looks are of images as its machine gives them: not for one read mirrored or inverted
                 same = res.view == "as given"
                 xy, notes, how = self.site.place(res.xy, loaded.gray if same else None, loaded.reduction)

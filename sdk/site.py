@@ -14,6 +14,7 @@ OpenCV: fitting (``cephalo adapt``) and applying (``Detector(site=)``).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -31,6 +32,7 @@ MAX_OFFSET_SN = 0.2
 # Gates tried by cross-validation: apply a landmark's offset when |median| / its standard error exceeds this.
 GATES = (0.0, 1.0, 2.0)
 FRAME = ("sella", "nasion")
+NAME = re.compile(r"[A-Za-z0-9_-]+")      # a convention's name: part of a file name beside the model
 
 
 class SiteError(CephaloError, ValueError):
@@ -80,7 +82,10 @@ def _median_offsets(rel: np.ndarray, gate: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SiteProfile:
-    """A site's conventions: ``offsets`` (K, 2) in frame units for the landmarks ``names`` of ``schema``."""
+    """A site's conventions: ``offsets`` (K, 2) in frame units for the landmarks ``names`` of ``schema``, applied
+    to the reading of the local stage ``local_stage`` (a convention whose local stage lies beside the model,
+    ``<model>.<local_stage>.local.onnx``; None: the model's own). A profile with no images is a convention alone
+    (:meth:`convention`: the bundled 'challenge'): its local stage, nothing moved."""
 
     name: str
     schema: str
@@ -90,11 +95,23 @@ class SiteProfile:
     gate: float = 0.0
     report: Dict = field(default_factory=dict)     # what the fit measured (cross-validated before/after)
     looks: Dict[str, Look] = field(default_factory=dict)   # landmark -> its look at this site, where that pays
+    local_stage: Optional[str] = None      # the convention whose local stage the offsets follow (None: the model's)
+
+    @classmethod
+    def convention(cls, name: str, schema: str, names: Sequence[str]) -> "SiteProfile":
+        """A convention that a local stage beside the model was trained on (e.g. 'challenge'): nothing to move."""
+        return cls(name, schema, tuple(names), np.zeros((len(names), 2)), 0, local_stage=name)
 
     @property
     def label(self) -> str:
-        """What a result's ``labels`` says when it follows this site."""
-        return f"site:{self.name}"
+        """What a result's ``labels`` says when it follows this site: ``site:<name>`` for a learnt site, the
+        convention's own name for a convention alone."""
+        return f"site:{self.name}" if self.images else self.name
+
+    @property
+    def moves(self) -> bool:
+        """Whether the profile moves any point (offsets or looks), rather than only picking a local stage."""
+        return bool(self.looks) or bool(np.any(self.offsets != 0))
 
     def displacements(self, xy: np.ndarray) -> np.ndarray:
         """(K, 2) pixel displacements this site's conventions add to one reading ``xy`` (K, 2)."""
@@ -133,7 +150,8 @@ class SiteProfile:
     def to_dict(self) -> Dict:
         return {"format": FORMAT, "name": self.name, "schema": self.schema, "names": list(self.names),
                 "offsets_sn": np.round(self.offsets, 6).tolist(), "images": self.images, "gate": self.gate,
-                "report": self.report, "looks": {n: v.to_dict() for n, v in self.looks.items()}}
+                "report": self.report, "looks": {n: v.to_dict() for n, v in self.looks.items()},
+                "local_stage": self.local_stage}
 
     def save(self, path: Union[str, Path]) -> Path:
         path = Path(path)
@@ -149,8 +167,11 @@ class SiteProfile:
             names = tuple(str(n) for n in d["names"])
             off = np.asarray(d["offsets_sn"], dtype=np.float64)
             looks = {str(n): Look.from_dict(v) for n, v in dict(d.get("looks", {})).items()}
+            base = d.get("local_stage")
+            if base is not None and (not isinstance(base, str) or not NAME.fullmatch(base)):
+                raise ValueError(f"local_stage {base!r} is not a convention's name (letters, digits, - and _)")
             prof = cls(str(d["name"]), str(d["schema"]), names, off, int(d["images"]), float(d.get("gate", 0.0)),
-                       dict(d.get("report", {})), looks)
+                       dict(d.get("report", {})), looks, base)
         except (KeyError, TypeError, ValueError) as e:
             raise SiteError(f"{where}: malformed ({type(e).__name__}: {e})") from None
         if off.shape != (len(names), 2) or not np.all(np.isfinite(off)):
@@ -180,13 +201,15 @@ def _errors_mm(pred: np.ndarray, truth: np.ndarray, spacing: np.ndarray) -> np.n
 
 def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, truth: np.ndarray,
              spacing: Optional[Sequence[float]] = None, gates: Sequence[float] = GATES,
-             grays: Optional[Sequence[Tuple[np.ndarray, int]]] = None) -> SiteProfile:
+             grays: Optional[Sequence[Tuple[np.ndarray, int]]] = None,
+             local_stage: Optional[str] = None) -> SiteProfile:
     """Fit a site profile from N readings ``pred`` (N, K, 2) of the model and the site's labels ``truth``
     (N, K, 2) of the same images (pixels; ``spacing`` (N,) mm per pixel for the report, 0.1 if unknown).
 
     The gate (which offsets to apply) is chosen by leave-one-out: each image is corrected by the profile of the
     others, and the gate with the lowest mean error wins. With ``grays`` (each image as (gray, reduction), the
-    points in full-image pixels), looks are fitted where they pay (:func:`sdk.site_look.fit_looks`). The report
+    points in full-image pixels), looks are fitted where they pay (:func:`sdk.site_look.fit_looks`).
+    ``local_stage``: the convention whose local stage read ``pred`` (None: the model's own). The report
     holds the cross-validated MRE and SDR@2mm before and after, per landmark too."""
     pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
     n = len(pred)
@@ -228,4 +251,5 @@ def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, tru
                                   for k, nm in enumerate(names)}}
     if grays is not None:
         report["looks"] = look_report
-    return SiteProfile(name, schema, tuple(names), _median_offsets(rel, gate), n, float(gate), report, looks)
+    return SiteProfile(name, schema, tuple(names), _median_offsets(rel, gate), n, float(gate), report, looks,
+                       local_stage)

@@ -48,13 +48,16 @@ def _for_looks(loaded, sn_px: float):
 def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: str = "auto",
                split: Optional[Sequence[str]] = None, annotators: Sequence[str] = ("senior",),
                spacing: Union[float, Path, None] = None, model: Optional[Path] = None, backend: str = "auto",
-               threads: Optional[int] = None, labels: str = "consensus",
+               threads: Optional[int] = None, base: str = "consensus",
                log: Callable[[str], None] = _log.info) -> SiteProfile:
     """Read the site's labelled images with the model, fit the site profile, write it to ``out`` (JSON) and
-    return it. The log says the cross-validated error before and after on the site's own images."""
+    return it. ``base``: the convention (a local stage beside the model) that reads the images and that the profile
+    then follows. The log says the cross-validated error before and after on the site's own images."""
     from sdk import Detector
 
-    det = Detector(model, backend=backend, threads=threads, labels=labels)
+    det = Detector(model, backend=backend, threads=threads, site=base)
+    if det.site is not None and det.site.moves:
+        raise CephaloError(f"--base {base}: a site profile is learnt on a convention's reading, not on another site's")
     samples = read_site(data_dir, det.schema, fmt=fmt, split=split, annotators=annotators, spacing=spacing)
     log(f"{data_dir}: {len(samples)} labelled images ({','.join(annotators)})")
     pred = np.stack([r.xy for r in det.batch([s.image for s in samples])])
@@ -62,7 +65,8 @@ def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: st
     sn = sn_lengths(pred, list(det.schema.names))
     grays = [_for_looks(det.preprocess(s.image)[2], n) for s, n in zip(samples, sn)]
     prof = fit_site(name or Path(out).stem, det.schema.id, det.schema.names, pred, truth,
-                    [s.spacing for s in samples], grays=grays)
+                    [s.spacing for s in samples], grays=grays,
+                    local_stage=None if det.site is None else det.site.local_stage)
     prof.save(out)
     r = prof.report
     log(f"cross-validated on the site's own images (each corrected by a profile of the others): MRE "

@@ -110,7 +110,7 @@ def main(data_dir, splits, n_adapt, seeds, backend, ear_rod, out_dir):
                             grays=[grays[i] for i in fit])
             offsets = np.stack([prof.apply(pred[i]) for i in rest])
             after = np.stack([prof.apply(pred[i], *grays[i]) for i in rest])
-            runs.append({"seed": seed, "gate": prof.gate, "looks": sorted(prof.looks),
+            runs.append({"seed": seed, "looks": sorted(prof.looks),
                          "before": _scores(pred[rest], truth[rest], mm[rest], rel[rest]),
                          "offsets_only": _scores(offsets, truth[rest], mm[rest], rel[rest]),
                          "after": _scores(after, truth[rest], mm[rest], rel[rest])})

@@ -4,11 +4,11 @@ Every clinic places some landmarks its own way (porion on the ear rod or the mea
 That is a systematic offset between the model's reading and the clinic's, which no image shows but a few labelled
 images do. Each landmark's offset is measured in an anatomical frame (origin sella, first axis sella -> nasion,
 second axis perpendicular, towards the face's lower half; lengths in units of S-N), so that it holds for skulls of
-any size, framing, spacing or facing. The profile keeps the median offset over the site's images; which landmarks
-get their offset (all, or only those whose offset stands out from its own scatter) is chosen by leave-one-out
-cross-validation inside those images. Where a site marks a landmark on a structure that looks the same in each of
-its images (machine porion on the ear rod's ring), the profile also keeps that structure's look and matches it
-around the offset point (:mod:`sdk.site_look`), again only where leave-one-out shows that it pays. Numpy and
+any size, framing, spacing or facing. The profile keeps each landmark's trimmed mean offset over the site's
+images, shrunk towards zero by its own scatter (an offset that barely stands out from the noise of ten images moves
+little); the error before and after is cross-validated (leave-one-out) inside those images. Where a site marks a
+landmark on a structure that looks the same in each of its images (machine porion on the ear rod's ring), the
+profile also keeps that structure's look and matches it around the offset point (:mod:`sdk.site_look`), again only where leave-one-out shows that it pays. Numpy and
 OpenCV: fitting (``cephalo adapt``) and applying (``Detector(site=)``).
 """
 from __future__ import annotations
@@ -29,8 +29,11 @@ MIN_IMAGES = 5
 # A convention moves a landmark along its outline or to a neighbouring structure, a few mm; a median offset over a
 # fifth of S-N (~14 mm) is a mislabelled or swapped column, not a convention.
 MAX_OFFSET_SN = 0.2
-# Gates tried by cross-validation: apply a landmark's offset when |median| / its standard error exceeds this.
-GATES = (0.0, 1.0, 2.0)
+# A site's offset is the trimmed mean (this share of its images left out at each end, per coordinate), shrunk by
+# max(0, 1 - (SHRINK x its standard error / its length)^2). Chosen on the validation carve with each annotator as a
+# site, against medians gated by leave-one-out and other strengths (lab/studies/site_shrink.py, lab/RESULTS.md).
+TRIM = 0.2
+SHRINK = 0.5
 FRAME = ("sella", "nasion")
 NAME = re.compile(r"[A-Za-z0-9_-]+")      # a convention's name: part of a file name beside the model
 
@@ -67,17 +70,16 @@ def from_frame(off: np.ndarray, rot: np.ndarray, length: np.ndarray) -> np.ndarr
     return np.einsum("nji,kj->nki", rot, off) * length[:, None, None]
 
 
-def _median_offsets(rel: np.ndarray, gate: float) -> np.ndarray:
-    """(N, K, 2) offsets in frame units -> (K, 2) median offsets, zeroed where |median| < gate x its standard
-    error (1.2533 sd / sqrt(N), sd from the median absolute deviation)."""
-    med = np.median(rel, axis=0)
-    if gate <= 0:
-        return med
+def site_offsets(rel: np.ndarray) -> np.ndarray:
+    """(N, K, 2) offsets in frame units -> (K, 2): each landmark's trimmed mean, shrunk towards zero by its
+    standard error (1.2533 sd / sqrt(N), sd from the median absolute deviation): see :data:`SHRINK`."""
     n = rel.shape[0]
-    sd = 1.4826 * np.median(np.abs(rel - med), axis=0)
-    se = np.linalg.norm(1.2533 * sd / np.sqrt(n), axis=1)
-    keep = np.linalg.norm(med, axis=1) > gate * np.maximum(se, 1e-9)
-    return med * keep[:, None]
+    k = max(1, int(TRIM * n)) if n > 2 else 0
+    mean = np.sort(rel, axis=0)[k:n - k].mean(axis=0)
+    med = np.median(rel, axis=0)
+    se = np.linalg.norm(1.2533 * 1.4826 * np.median(np.abs(rel - med), axis=0) / np.sqrt(n), axis=1)
+    length = np.linalg.norm(mean, axis=1)
+    return mean * np.clip(1 - (SHRINK * se) ** 2 / np.maximum(length, 1e-12) ** 2, 0, 1)[:, None]
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class SiteProfile:
     names: Tuple[str, ...]
     offsets: np.ndarray
     images: int
-    gate: float = 0.0
+    gate: float = 0.0                      # the shrinkage the offsets were fitted with (SHRINK)
     report: Dict = field(default_factory=dict)     # what the fit measured (cross-validated before/after)
     looks: Dict[str, Look] = field(default_factory=dict)   # landmark -> its look at this site, where that pays
     local_stage: Optional[str] = None      # the convention whose local stage the offsets follow (None: the model's)
@@ -200,14 +202,14 @@ def _errors_mm(pred: np.ndarray, truth: np.ndarray, spacing: np.ndarray) -> np.n
 
 
 def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, truth: np.ndarray,
-             spacing: Optional[Sequence[float]] = None, gates: Sequence[float] = GATES,
+             spacing: Optional[Sequence[float]] = None,
              grays: Optional[Sequence[Tuple[np.ndarray, int]]] = None,
              local_stage: Optional[str] = None) -> SiteProfile:
     """Fit a site profile from N readings ``pred`` (N, K, 2) of the model and the site's labels ``truth``
     (N, K, 2) of the same images (pixels; ``spacing`` (N,) mm per pixel for the report, 0.1 if unknown).
 
-    The gate (which offsets to apply) is chosen by leave-one-out: each image is corrected by the profile of the
-    others, and the gate with the lowest mean error wins. With ``grays`` (each image as (gray, reduction), the
+    The offsets are :func:`site_offsets`; the report's error after is cross-validated (leave-one-out: each image
+    corrected by the profile of the others). With ``grays`` (each image as (gray, reduction), the
     points in full-image pixels), looks are fitted where they pay (:func:`sdk.site_look.fit_looks`).
     ``local_stage``: the convention whose local stage read ``pred`` (None: the model's own). The report
     holds the cross-validated MRE and SDR@2mm before and after, per landmark too."""
@@ -227,29 +229,25 @@ def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, tru
         raise SiteError(f"the labels of {bad} lie far beyond any convention from the model's reading: a "
                         f"mislabelled or swapped column? (at most {MAX_OFFSET_SN:.0%} of S-N is accepted)")
     before = _errors_mm(pred, truth, mm)
-    cv, placed = {}, {}
-    for g in gates:
-        out = np.empty_like(pred)
-        for i in range(n):
-            others = np.arange(n) != i
-            out[i] = pred[i] + from_frame(_median_offsets(rel[others], g), rot[i:i + 1], length[i:i + 1])[0]
-        cv[g], placed[g] = _errors_mm(out, truth, mm), out
-    gate = min(cv, key=lambda g: cv[g].mean())
-    after = cv[gate]
+    placed = np.empty_like(pred)
+    for i in range(n):
+        others = np.arange(n) != i
+        placed[i] = pred[i] + from_frame(site_offsets(rel[others]), rot[i:i + 1], length[i:i + 1])[0]
+    after = offsets_only = _errors_mm(placed, truth, mm)
     looks, look_report = {}, {}
     if grays is not None:
         if len(grays) != n:
             raise SiteError(f"got {len(grays)} images for {n} readings")
-        kept, per, looked = fit_looks(grays, placed[gate], truth, sn_lengths(pred, list(names)), mm)
+        kept, per, looked = fit_looks(grays, placed, truth, sn_lengths(pred, list(names)), mm)
         looks = {names[k]: v for k, v in kept.items()}
         look_report = {names[k]: v for k, v in per.items()}
         after = _errors_mm(looked, truth, mm)
-    report = {"images": n, "gate": gate, "cv_mre_mm": {str(g): round(float(e.mean()), 4) for g, e in cv.items()},
+    report = {"images": n, "offsets": f"trimmed mean ({TRIM:.0%} each end), shrunk by {SHRINK}",
+              "offsets_only_cv_mre_mm": round(float(offsets_only.mean()), 4),
               "before": {"mre_mm": round(float(before.mean()), 4), "sdr2": round(float((before <= 2).mean()) * 100, 2)},
               "after_cv": {"mre_mm": round(float(after.mean()), 4), "sdr2": round(float((after <= 2).mean()) * 100, 2)},
               "per_landmark_mm": {nm: [round(float(before[:, k].mean()), 3), round(float(after[:, k].mean()), 3)]
                                   for k, nm in enumerate(names)}}
     if grays is not None:
         report["looks"] = look_report
-    return SiteProfile(name, schema, tuple(names), _median_offsets(rel, gate), n, float(gate), report, looks,
-                       local_stage)
+    return SiteProfile(name, schema, tuple(names), site_offsets(rel), n, SHRINK, report, looks, local_stage)

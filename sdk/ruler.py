@@ -18,7 +18,7 @@ A second comb of the same pitch far from the first (another scale, on the back o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -86,10 +86,9 @@ def _band_grid(small: np.ndarray, upright: bool) -> np.ndarray:
     """(bands, length) float32: the search image ``small`` averaged over bands :data:`BAND` pixels wide across the
     ruler's direction. (An area resize straight to this grid would save the search image but smooths the thin
     ticks of a millimetre scale more along the band: fewer of them were found.)"""
-    img = small if upright else small.T
-    nb = img.shape[1] // BAND
-    grid = sum(img[:, i:nb * BAND:BAND].astype(np.float32) for i in range(BAND)) * np.float32(1 / BAND)
-    return np.ascontiguousarray(grid.T)
+    img = cv2.transpose(small) if upright else small       # the bands' pixels as rows: summed in whole rows
+    nb = img.shape[0] // BAND
+    return img[:nb * BAND].reshape(nb, BAND, -1).sum(axis=1, dtype=np.float32) * np.float32(1 / BAND)
 
 
 def _halved(grid: np.ndarray) -> np.ndarray:
@@ -237,38 +236,52 @@ def _fit(pos: np.ndarray, pitch: float) -> Optional[Tuple[float, float, np.ndarr
     return float(coef[1]), se, p
 
 
-def _search(grid: np.ndarray, sy: float, sx: float, upright: bool):
+class _Cands(NamedTuple):
+    """Comb candidates, best first: score (n,), centre (n, 2) image px, pitch (n,) image px, search px per image px
+    along the ruler (n,)."""
+
+    score: np.ndarray
+    centre: np.ndarray
+    pitch: np.ndarray
+    scale: np.ndarray
+
+    def __add__(self, other: "_Cands") -> "_Cands":      # merged, best first (ties: this one's first)
+        both = [np.concatenate([a, b]) for a, b in zip(self, other)]
+        order = np.argsort(-both[0], kind="stable")
+        return _Cands(*(v[order] for v in both))
+
+
+def _search(grid: np.ndarray, sy: float, sx: float, upright: bool) -> _Cands:
     """The comb candidates of a band grid (:func:`_band_grid`) in one orientation, its search image at ``sy`` /
-    ``sx`` search px per image px down / across: [(score, centre (x, y) image px, pitch image px, scale along)],
-    best first, one per place."""
+    ``sx`` search px per image px down / across, best first, one per place."""
     c = _candidates(_detrended(grid))
     if c is None:
-        return []
+        return _Cands(np.zeros(0), np.zeros((0, 2)), np.zeros(0), np.zeros(0))
     along_s, across_s = (sy, sx) if upright else (sx, sy)
     ratio, pitch, starts = c
-    out = []
-    for b, wi in zip(*np.nonzero(ratio >= MIN_PEAK)):
-        along, across = (starts[wi] + WINDOW / 2) / along_s, (b * BAND + BAND / 2) / across_s
-        out.append((float(ratio[b, wi]), (across, along) if upright else (along, across),
-                    float(pitch[b, wi]) / along_s, along_s))
-    return sorted(out, key=lambda t: t[0], reverse=True)
+    b, wi = np.nonzero(ratio >= MIN_PEAK)
+    score = ratio[b, wi]
+    along, across = (starts[wi] + WINDOW / 2) / along_s, (b * BAND + BAND / 2) / across_s
+    centre = np.stack([across, along] if upright else [along, across], axis=1)
+    order = np.argsort(-score, kind="stable")
+    return _Cands(score[order], centre[order], pitch[b, wi][order] / along_s, np.full(len(b), along_s))
 
 
-def _read(gray: np.ndarray, cand, upright: bool, others) -> Optional[Ruler]:
-    """The ruler at one candidate of :func:`_search`, read at full resolution (None when no run of ticks is found);
-    ``others``: all candidates, for a second comb of the same pitch."""
-    _, centre, pitch, s = cand
+def _read(gray: np.ndarray, cands: _Cands, i: int, upright: bool) -> Optional[Ruler]:
+    """The ruler at candidate ``i``, read at full resolution (None when no run of ticks is found); the other
+    candidates tell whether a second comb of the same pitch lies elsewhere."""
+    s = float(cands.scale[i])
     h, w = gray.shape
-    found = _ticks(gray, centre, 1.5 * WINDOW / s, BAND / s, pitch, upright)
-    fit = None if found is None else _fit(found[0], pitch)
+    found = _ticks(gray, tuple(cands.centre[i]), 1.5 * WINDOW / s, BAND / s, float(cands.pitch[i]), upright)
+    fit = None if found is None else _fit(found[0], float(cands.pitch[i]))
     if fit is None:
         return None
     p_px, se, p = fit
     ends = np.array([p[0], p[-1]])
     pts = np.stack([np.full(2, found[1]), ends], 1) if upright else np.stack([ends, np.full(2, found[1])], 1)
     mid = pts.mean(axis=0)
-    second = any(abs(o[2] - p_px) < 0.1 * p_px and np.hypot(*(np.asarray(o[1]) - mid)) > SECOND_APART * max(h, w)
-                 for o in others)
+    second = np.any((np.abs(cands.pitch - p_px) < 0.1 * p_px)
+                    & (np.hypot(*(cands.centre - mid).T) > SECOND_APART * max(h, w)))
     return Ruler(p_px, se, pts[0], pts[1], len(p), upright, bool(second))
 
 
@@ -286,15 +299,14 @@ def read_ruler(gray: np.ndarray) -> Optional[Ruler]:
         cands = _search(grid, sy, sx, upright)
         # the common case first: the finer scale's best comb, certain and well inside that scale's pitches, is
         # what the two scales together would read first; the coarser scale is searched only when it is not
-        if cands and cands[0][2] * cands[0][3] <= FINE_ENOUGH * PITCH_RANGE[1]:
-            ruler = _read(gray, cands[0], upright, cands)
+        if len(cands.score) and cands.pitch[0] * cands.scale[0] <= FINE_ENOUGH * PITCH_RANGE[1]:
+            ruler = _read(gray, cands, 0, upright)
             if ruler is not None and ruler.certain:
                 return ruler
-        cands += _search(_halved(grid), sy / 2, sx / 2, upright)
-        cands.sort(key=lambda c: -c[0])
-        for cand in cands[:tries]:
+        cands = cands + _search(_halved(grid), sy / 2, sx / 2, upright)
+        for i in range(min(tries, len(cands.score))):
             tries -= 1
-            ruler = _read(gray, cand, upright, cands)
+            ruler = _read(gray, cands, i, upright)
             if ruler is not None and ruler.certain:
                 return ruler
     return None

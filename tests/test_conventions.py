@@ -121,3 +121,32 @@ def test_cli_predict_takes_a_convention_as_site(tmp_path):
     assert bad.exit_code != 0 and "site='nope'" in bad.output and "challenge" in bad.output
     missing = CliRunner().invoke(main, ["predict", str(IMGS[0]), "--site", str(tmp_path / "gone.json")])
     assert missing.exit_code == 2 and "gone.json" in missing.output
+
+
+def test_cli_adapt_on_a_convention_names_it_and_predict_follows(tmp_path):
+    """``adapt --base challenge`` reads the clinic's images through the challenge local stage, and the profile it
+    writes brings that local stage back with it: ``predict --site`` needs nothing else."""
+    import shutil
+
+    from cephalo.cli import main
+
+    data = tmp_path / "clinic"
+    shutil.copytree(ISBI_FIX, data)
+    site = tmp_path / "clinic.json"
+    r = CliRunner().invoke(main, ["adapt", "--data", str(data), "--out", str(site), "--backend", "onnxruntime",
+                                  "--base", "challenge"])
+    assert r.exit_code == 0, r.output
+    prof = SiteProfile.load(site)
+    assert prof.local_stage == "challenge"
+    det = Detector(backend="onnxruntime", site=prof)
+    assert det.local.path.name == "isbi19_default_int8.challenge.local.onnx"
+    r = CliRunner().invoke(main, ["predict", str(IMGS[0]), "--site", str(site), "--backend", "onnxruntime"])
+    rec = json.loads(r.stdout.splitlines()[0])
+    assert rec["labels"] == "site:clinic"
+    assert np.allclose([[p["x"], p["y"]] for p in rec["landmarks"]], det(IMGS[0]).xy, atol=0.05)
+    r = CliRunner().invoke(main, ["adapt", "--data", str(data), "--out", str(tmp_path / "y.json"),
+                                  "--backend", "onnxruntime", "--base", str(site)])
+    assert r.exit_code == 1 and "not on another site's" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["adapt", "--data", str(data), "--out", str(tmp_path / "z.json"),
+                                  "--base", "challenge", "--labels", "consensus2"])
+    assert r.exit_code == 2 and "old name of --base" in r.output

@@ -59,7 +59,8 @@ def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: st
     if det.site is not None and det.site.moves:
         raise CephaloError(f"--base {base}: a site profile is learnt on a convention's reading, not on another site's")
     samples = read_site(data_dir, det.schema, fmt=fmt, split=split, annotators=annotators, spacing=spacing)
-    log(f"{data_dir}: {len(samples)} labelled images ({','.join(annotators)})")
+    log(f"{data_dir}: {len(samples)} labelled images ({','.join(annotators)})"
+        + ("" if det.site is None else f"; read by the {det.site.name!r} local stage, which the profile will follow"))
     pred = np.stack([r.xy for r in det.batch([s.image for s in samples])])
     truth = np.stack([s.points for s in samples])
     sn = sn_lengths(pred, list(det.schema.names))

@@ -33,9 +33,11 @@ MIN_PEAK = 0.7                  # share of a window's power near its peak freque
 HARMONICS = 4                   # multiples of the peak frequency whose power counts as the comb's
 MIN_TICKS = 5                   # ticks a reading needs
 MIN_TICKS_LYING = 8
+MIN_TICKS_FAINT = 8             # a faint comb must be long: bone repeats too (vertebrae, five or six times)
 MAX_REL_SE = 0.01               # pitch standard error, relative, above which the pitch is too uncertain to use
 RUN_TOLERANCE = 0.1             # a tick spacing this far from the median ends the run of ticks
 ENERGY_SHARE = 0.03             # the share of windows, by detail energy, that are Fourier transformed
+FAINT_SHARE = 0.1               # ... again when none gave a ruler: a faint comb beside brighter bone (2 of 400)
 TRIES = 5                       # candidates read at full resolution before giving up
 FINE_ENOUGH = 0.75              # share of the finer scale's longest pitch below which the coarser is not searched
 SECOND_APART = 0.25             # a second comb lies this far (share of the long side) from the first
@@ -104,7 +106,7 @@ def _detrended(grid: np.ndarray) -> np.ndarray:
     return grid - cv2.blur(cv2.blur(grid, size), size)
 
 
-def _candidates(bands: np.ndarray):
+def _candidates(bands: np.ndarray, share: float = ENERGY_SHARE):
     """Per (band, window): the share of the window's power in its peak frequency and the pitch there, for the
     detrended ``bands`` of one orientation (:func:`_bands`)."""
     nb, h = bands.shape
@@ -124,7 +126,7 @@ def _candidates(bands: np.ndarray):
         chunks = (np.square(wave).reshape(-1, STRIDE) @ _ONES).reshape(nb, -1)   # a product: numpy sums short rows slowly
         energy = sum(chunks[:, i:i + len(starts)] for i in range(per)).ravel()
         # the top share by energy (np.quantile's set, by a partial sort)
-        kth = int(np.ceil((energy.size - 1) * (1.0 - ENERGY_SHARE)))
+        kth = int(np.ceil((energy.size - 1) * (1.0 - share)))
         keep |= (energy >= np.partition(energy, kth)[kth]).reshape(keep.shape)
     bi, wi = np.nonzero(keep)
     win = bands[bi[:, None], starts[wi][:, None] + np.arange(WINDOW)]
@@ -251,10 +253,10 @@ class _Cands(NamedTuple):
         return _Cands(*(v[order] for v in both))
 
 
-def _search(grid: np.ndarray, sy: float, sx: float, upright: bool) -> _Cands:
+def _search(grid: np.ndarray, sy: float, sx: float, upright: bool, share: float = ENERGY_SHARE) -> _Cands:
     """The comb candidates of a band grid (:func:`_band_grid`) in one orientation, its search image at ``sy`` /
     ``sx`` search px per image px down / across, best first, one per place."""
-    c = _candidates(_detrended(grid))
+    c = _candidates(_detrended(grid), share)
     if c is None:
         return _Cands(np.zeros(0), np.zeros((0, 2)), np.zeros(0), np.zeros(0))
     along_s, across_s = (sy, sx) if upright else (sx, sy)
@@ -288,25 +290,38 @@ def _read(gray: np.ndarray, cands: _Cands, i: int, upright: bool) -> Optional[Ru
 def read_ruler(gray: np.ndarray) -> Optional[Ruler]:
     """The image's ruler (a comb of ticks), or None when none is seen or its pitch is not certain enough. Searched
     at two scales (pitches of 3-16 and 6-32 pixels at :data:`SEARCH_SIDE`); upright combs (a nasion rod's) are
-    searched and read first, lying ones only when no upright one is certain."""
+    searched and read first, lying ones only when no upright one is certain. When nothing is read among the
+    windows with the most detail, the search is repeated over more of them (:data:`FAINT_SHARE`): slower, and only
+    for an image whose ruler is faint or absent."""
     h, w = gray.shape
-    base = min(1.0, SEARCH_SIDE / max(h, w))
-    small = _search_image(gray, base)
+    small = _search_image(gray, min(1.0, SEARCH_SIDE / max(h, w)))
+    grids = {}
+    for share, ticks in ((ENERGY_SHARE, MIN_TICKS), (FAINT_SHARE, MIN_TICKS_FAINT)):
+        ruler = _read_at(gray, small, share, ticks, grids)
+        if ruler is not None:
+            return ruler
+    return None
+
+
+def _read_at(gray: np.ndarray, small: np.ndarray, share: float, min_ticks: int, grids: dict) -> Optional[Ruler]:
+    """:func:`read_ruler` over the ``share`` of windows with the most detail, for a comb of at least ``min_ticks``
+    (``grids``: band grids by orientation, kept between calls)."""
+    h, w = gray.shape
     sy, sx = small.shape[0] / h, small.shape[1] / w
     tries = TRIES
     for upright in (True, False):
-        grid = _band_grid(small, upright)
-        cands = _search(grid, sy, sx, upright)
+        grid = grids[upright] = grids[upright] if upright in grids else _band_grid(small, upright)
+        cands = _search(grid, sy, sx, upright, share)
         # the common case first: the finer scale's best comb, certain and well inside that scale's pitches, is
         # what the two scales together would read first; the coarser scale is searched only when it is not
         if len(cands.score) and cands.pitch[0] * cands.scale[0] <= FINE_ENOUGH * PITCH_RANGE[1]:
             ruler = _read(gray, cands, 0, upright)
-            if ruler is not None and ruler.certain:
+            if ruler is not None and ruler.certain and ruler.ticks >= min_ticks:
                 return ruler
-        cands = cands + _search(_halved(grid), sy / 2, sx / 2, upright)
+        cands = cands + _search(_halved(grid), sy / 2, sx / 2, upright, share)
         for i in range(min(tries, len(cands.score))):
             tries -= 1
             ruler = _read(gray, cands, i, upright)
-            if ruler is not None and ruler.certain:
+            if ruler is not None and ruler.certain and ruler.ticks >= min_ticks:
                 return ruler
     return None

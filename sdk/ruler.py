@@ -291,25 +291,26 @@ def read_ruler(gray: np.ndarray) -> Optional[Ruler]:
     """The image's ruler (a comb of ticks), or None when none is seen or its pitch is not certain enough. Searched
     at two scales (pitches of 3-16 and 6-32 pixels at :data:`SEARCH_SIDE`); upright combs (a nasion rod's) are
     searched and read first, lying ones only when no upright one is certain. When nothing is read among the
-    windows with the most detail, the search is repeated over more of them (:data:`FAINT_SHARE`): slower, and only
-    for an image whose ruler is faint or absent."""
+    windows with the most detail, the upright search is repeated over more of them (:data:`FAINT_SHARE`): slower,
+    and only for an image whose ruler is faint or absent."""
     h, w = gray.shape
     small = _search_image(gray, min(1.0, SEARCH_SIDE / max(h, w)))
     grids = {}
-    for share, ticks in ((ENERGY_SHARE, MIN_TICKS), (FAINT_SHARE, MIN_TICKS_FAINT)):
-        ruler = _read_at(gray, small, share, ticks, grids)
+    for share, ticks, sides in ((ENERGY_SHARE, MIN_TICKS, (True, False)), (FAINT_SHARE, MIN_TICKS_FAINT, (True,))):
+        ruler = _read_at(gray, small, share, ticks, grids, sides)
         if ruler is not None:
             return ruler
     return None
 
 
-def _read_at(gray: np.ndarray, small: np.ndarray, share: float, min_ticks: int, grids: dict) -> Optional[Ruler]:
+def _read_at(gray: np.ndarray, small: np.ndarray, share: float, min_ticks: int, grids: dict,
+             sides=(True, False)) -> Optional[Ruler]:
     """:func:`read_ruler` over the ``share`` of windows with the most detail, for a comb of at least ``min_ticks``
-    (``grids``: band grids by orientation, kept between calls)."""
+    in the orientations ``sides`` (True: upright; ``grids``: band grids by orientation, kept between calls)."""
     h, w = gray.shape
     sy, sx = small.shape[0] / h, small.shape[1] / w
     tries = TRIES
-    for upright in (True, False):
+    for upright in sides:
         grid = grids[upright] = grids[upright] if upright in grids else _band_grid(small, upright)
         cands = _search(grid, sy, sx, upright, share)
         # the common case first: the finer scale's best comb, certain and well inside that scale's pitches, is

@@ -201,6 +201,20 @@ def _errors_mm(pred: np.ndarray, truth: np.ndarray, spacing: np.ndarray) -> np.n
     return np.linalg.norm(pred - truth, axis=2) * spacing[:, None]
 
 
+# A porion the site puts this far from the model's anatomical one (mm, median) is not the bony meatus's top.
+PORION_APART_MM = 3.0
+
+
+def _which_porion(names: Sequence[str], offsets: np.ndarray, looks: Dict, sn_mm: float) -> str:
+    """Which porion the site marks, for the user: 'machine' where the site's porion looks the same in each of its
+    images (the ear rod's ring: a look was kept), 'other' where it lies far from the anatomical one without such a
+    look, else 'anatomical'."""
+    if "porion" in looks:
+        return "machine"
+    apart = float(np.linalg.norm(offsets[list(names).index("porion")])) * sn_mm
+    return "other" if apart > PORION_APART_MM else "anatomical"
+
+
 def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, truth: np.ndarray,
              spacing: Optional[Sequence[float]] = None,
              grays: Optional[Sequence[Tuple[np.ndarray, int]]] = None,
@@ -250,4 +264,6 @@ def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, tru
                                   for k, nm in enumerate(names)}}
     if grays is not None:
         report["looks"] = look_report
+    if "porion" in names:
+        report["porion"] = _which_porion(names, site_offsets(rel), looks, float(np.median(length * mm)))
     return SiteProfile(name, schema, tuple(names), site_offsets(rel), n, SHRINK, report, looks, local_stage)

@@ -147,6 +147,7 @@ def test_a_site_look_finds_machine_porion_on_the_ear_rod(ear_rod_clinic, tmp_pat
     pred = np.stack([det(g).xy for g, _ in fit_grays])
     prof = fit_site("rods", ISBI19.id, ISBI19.names, pred, fit_truth, mm, grays=fit_grays)
     assert list(prof.looks) == ["porion"], prof.report["looks"]
+    assert prof.report["porion"] == "machine"             # what adapt tells the clinic
     loo = prof.report["looks"]["porion"]
     assert loo["with_look_mm"] < 0.55 * loo["offset_only_mm"]
     back = SiteProfile.load(prof.save(tmp_path / "rods.json"))
@@ -185,6 +186,11 @@ def test_no_look_where_the_image_shows_no_repeatable_structure(readings):
     prof = fit_site("plain", ISBI19.id, ISBI19.names, pred, _planted(pred, planted, noise_px=1.0),
                     [s.spacing for s in samples], grays=grays)
     assert prof.looks == {} and set(prof.report["looks"]) == set(ISBI19.names)
+    assert prof.report["porion"] == "anatomical"
+    planted[PORION] = (0.0, 0.08)                          # ~5.6 mm down, and no ring to see: not the meatus
+    far = fit_site("far", ISBI19.id, ISBI19.names, pred, _planted(pred, planted, noise_px=1.0),
+                   [s.spacing for s in samples])
+    assert far.report["porion"] == "other"
     img = grays[0][0]
     assert np.array_equal(prof.apply(pred[0], img, 1), prof.apply(pred[0]))
 
@@ -212,6 +218,7 @@ def test_cli_adapt_learns_the_ear_rods_look_on_full_size_images(tmp_path, ear_ro
     r = CliRunner().invoke(main, ["adapt", "--data", str(data), "--out", str(site), "--backend", "onnxruntime"])
     assert r.exit_code == 0, r.output
     assert "porion: the site marks it on a structure" in r.output and list(SiteProfile.load(site).looks) == ["porion"]
+    assert "marks machine porion" in r.output
     new = tmp_path / "new.png"
     cv2.imwrite(str(new), cv2.resize(new_grays[0][0], None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC))
     r = CliRunner().invoke(main, ["predict", str(new), "--site", str(site), "--backend", "onnxruntime"])

@@ -9,7 +9,7 @@ from typing import Callable, List, Optional, Sequence, Union
 import numpy as np
 
 from sdk.errors import CephaloError
-from sdk.site import SiteProfile, fit_site
+from sdk.site import PORION_APART_MM, SiteProfile, fit_site
 from sdk.site_look import STEP_SN, sn_lengths
 
 _log = logging.getLogger(__name__)
@@ -78,6 +78,13 @@ def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: st
         if v["kept"]:
             log(f"{n}: the site marks it on a structure that looks the same in its images; matched there: "
                 f"{v['offset_only_mm']:.2f} -> {v['with_look_mm']:.2f} mm (cross-validated)")
+    which = r.get("porion")
+    if which:
+        log({"machine": "porion: this site marks machine porion (the ear rod's ring); results and FH-based measurements "
+                        "follow it and say so",
+             "other": f"porion: this site marks porion more than {PORION_APART_MM:g} mm from the anatomical one without "
+                      f"a repeatable look (machine porion on rods that move? check the labels); moved by its offset",
+             "anatomical": "porion: anatomical (the bony meatus's top), as the model reads it"}[which])
     log("largest offsets (share of S-N): " + ", ".join(f"{n} {v:.3f}" for v, n in moved if v > 0))
     log(f"site profile {prof.name!r} -> {out}")
     return prof

@@ -14,6 +14,7 @@ from . import build_commands, train_commands
 from .options import (
     Commands,
     analysis_option,
+    check_convention,
     labels_option,
     model_option,
     site_option,
@@ -84,6 +85,7 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
 
     if (overlay or write_csv or skip_done or dicom_sr) and out_dir is None:
         raise click.UsageError("--overlay, --csv, --dicom-sr and --skip-done need --out (a folder for the files)")
+    check_convention(site if labels == "consensus" else labels, model)
     files, missing = collect_inputs(images, recursive)
     det = Detector(model, backend=pick_backend(backend, len(files), model), threads=threads,
                    fast_decode=fast_decode, labels=labels, site=site, ruler_mm=ruler_mm, magnification=magnification)
@@ -134,14 +136,7 @@ def archive(inputs, out_dir, address, workers, threads, fmt, model, backend, spa
     from .archive import list_inputs, run_archive
     from .run import exit_code, summary_line
 
-    if isinstance(site, str):      # a convention's name: its local stage must be beside the model, said before Ray
-        from sdk.detector import DEFAULT_MODEL, MODELS_DIR
-        from sdk.local_stage import local_stage_conventions, local_stage_path
-
-        at = Path(model) if model else MODELS_DIR / DEFAULT_MODEL
-        if site != "consensus" and not local_stage_path(at, site).is_file():
-            raise click.BadParameter(f"{site!r}: no such site profile file, nor a convention beside {at.name} (it "
-                                     f"has: {', '.join(local_stage_conventions(at)) or 'none'})", param_hint="--site")
+    check_convention(site, model)      # said before Ray starts
     paths, missing = list_inputs(inputs, recursive)
     for spec, why in missing:
         click.echo(f"{spec}: FAILED: {why}", err=True)
@@ -211,6 +206,7 @@ def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, sit
     from .serve import Limits
     from .serve import serve as run
 
+    check_convention(site if labels == "consensus" else labels, model)
     cores = os.cpu_count() or 1
     n = max(1, workers or cores)
     det = Detector(model, backend=backend, threads=max(1, cores // n), labels=labels, site=site, ruler_mm=ruler_mm,

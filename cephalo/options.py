@@ -74,6 +74,21 @@ def _site(ctx, param, value: Optional[str]):
         raise click.BadParameter(str(e), ctx, param) from None
 
 
+def check_convention(site, model: Optional[Path]) -> None:
+    """A convention's name given to --site (or --labels) must have its local stage beside the model: a usage error
+    (exit 2) that names the ones there are, before any image is read."""
+    from sdk.detector import DEFAULT_MODEL, MODELS_DIR
+    from sdk.local_stage import CONSENSUS, local_stage_conventions, local_stage_path
+
+    if not isinstance(site, str) or site == CONSENSUS:
+        return
+    at = Path(model) if model else MODELS_DIR / DEFAULT_MODEL
+    if at.is_file() and not local_stage_path(at, site).is_file():
+        raise click.BadParameter(f"{site!r}: no such site profile file, nor a convention whose local stage lies "
+                                 f"beside {at.name} (it has: {', '.join(local_stage_conventions(at)) or 'none'})",
+                                 param_hint="--site")
+
+
 site_option = click.option(
     "--site", default=None, callback=_site, metavar="PROFILE|NAME",
     help="Whose conventions the points follow: a site profile from 'cephalo adapt' (that clinic's), or a "

@@ -117,8 +117,9 @@ def test_cli_predict_takes_a_convention_as_site(tmp_path):
         assert rec["labels"] == "challenge"        # a clinic mixing conventions can tell the records apart
         got = np.array([[p["x"], p["y"]] for p in rec["landmarks"]])
         assert np.allclose(got, want, atol=0.05)
-    bad = CliRunner().invoke(main, ["predict", str(IMGS[0]), "--site", "nope"])
-    assert bad.exit_code != 0 and "site='nope'" in bad.output and "challenge" in bad.output
+    for flag in ("--site", "--labels"):       # a usage error, before any image is read
+        bad = CliRunner().invoke(main, ["predict", str(IMGS[0]), flag, "nope"])
+        assert bad.exit_code == 2 and "'nope'" in bad.output and "consensus, challenge" in bad.output
     missing = CliRunner().invoke(main, ["predict", str(IMGS[0]), "--site", str(tmp_path / "gone.json")])
     assert missing.exit_code == 2 and "gone.json" in missing.output
 

@@ -4,7 +4,7 @@
 >>> res = Detector()("ceph.jpg", spacing=0.1)
 >>> res.xy, res.names, res.mm(), res.measurements()
 """
-from .detector import LOW_CONFIDENCE, Detector, Landmarks
+from .detector import Detector
 from .errors import (
                      AnnotationError,
                      BackendError,
@@ -16,6 +16,7 @@ from .errors import (
                      SchemaError,
 )
 from .metadata import ModelMeta
+from .result import LOW_CONFIDENCE, Landmarks
 from .schemas import AARIZ29, CEPH31, ISBI19, Schema, get_schema
 from .site import SiteError, SiteProfile, fit_site
 from .spacing import check_spacing

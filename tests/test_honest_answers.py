@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from conftest import ISBI_FIX
 
 from sdk import ISBI19, BatchError, CephaloError, Detector, check_spacing
-from sdk.detector import view_image, view_points_back
 from sdk.quality import assess, shape_model
+from sdk.views import view_image, view_points_back
 
 IMGS = sorted((ISBI_FIX / "images").glob("*.jpg"))
 HELD_OUT = ISBI_FIX / "images" / "151.jpg"        # a Test1 image: neither stage of the bundled model saw it

@@ -132,7 +132,7 @@ def test_a_facing_left_profile_measures_the_same(case):
 
 
 def test_landmarks_carry_the_classes_and_mm_measurements():
-    from sdk.detector import Landmarks
+    from sdk.result import Landmarks
 
     p = skull()
     xy = np.stack([p.get(n, np.array([50.0, 50.0])) for n in ISBI19.names])
@@ -216,7 +216,7 @@ def test_analyses_select_and_name_what_is_missing():
 def test_a_measurement_on_a_flagged_landmark_is_doubtful_and_missing_ones_are_named():
     from dataclasses import replace
 
-    from sdk.detector import Landmarks
+    from sdk.result import Landmarks
 
     p = skull()
     xy = np.stack([p.get(n, np.array([50.0, 50.0])) for n in ISBI19.names])

@@ -85,6 +85,8 @@ def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: st
              "other": f"porion: this site marks porion more than {PORION_APART_MM:g} mm from the anatomical one without "
                       f"a repeatable look (machine porion on rods that move? check the labels); moved by its offset",
              "anatomical": "porion: anatomical (the bony meatus's top), as the model reads it"}[which])
-    log("largest offsets (share of S-N): " + ", ".join(f"{n} {v:.3f}" for v, n in moved if v > 0))
+    sn_mm = float(np.median(sn * np.array([s.spacing for s in samples])))       # the site's own skulls
+    log(f"largest offsets (mm, for the site's median S-N of {sn_mm:.0f} mm): "
+        + (", ".join(f"{n} {v * sn_mm:.1f}" for v, n in moved if v > 0) or "none"))
     log(f"site profile {prof.name!r} -> {out}")
     return prof

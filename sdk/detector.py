@@ -22,8 +22,7 @@ from .result import LOW_CONFIDENCE, Landmarks
 from .ruler import read_ruler
 from .site import NAME, SiteProfile
 from .spacing import check_spacing
-from .views import VIEWS as _VIEWS
-from .views import view_image, view_points_back
+from .views import VIEWS, view_image, view_points_back
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "isbi19_default_int8.onnx"  # see models/MODEL_CARD.md for what it is
@@ -339,7 +338,7 @@ class Detector:
             return self._assess(res, stage2), stage2
         g = loaded.gray
         best, best_stage2 = res, stage2
-        for view in _VIEWS:
+        for view in VIEWS:
             img = view_image(g, view)
             turned = view in ("rotated90", "rotated270")
             full = loaded.full_hw[::-1] if turned else loaded.full_hw

@@ -8,8 +8,9 @@ any size, framing, spacing or facing. The profile keeps each landmark's trimmed 
 images, shrunk towards zero by its own scatter (an offset that barely stands out from the noise of ten images moves
 little); the error before and after is cross-validated (leave-one-out) inside those images. Where a site marks a
 landmark on a structure that looks the same in each of its images (machine porion on the ear rod's ring), the
-profile also keeps that structure's look and matches it around the offset point (:mod:`sdk.site_look`), again only where leave-one-out shows that it pays. Numpy and
-OpenCV: fitting (``cephalo adapt``) and applying (``Detector(site=)``).
+profile also keeps that structure's look and matches it around the offset point (:mod:`sdk.site_look`), again
+only where leave-one-out shows that it pays. Numpy and OpenCV: fitting (``cephalo adapt``) and applying
+(``Detector(site=)``).
 """
 from __future__ import annotations
 
@@ -264,6 +265,7 @@ def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, tru
                                   for k, nm in enumerate(names)}}
     if grays is not None:
         report["looks"] = look_report
+    offsets = site_offsets(rel)
     if "porion" in names:
-        report["porion"] = _which_porion(names, site_offsets(rel), looks, float(np.median(length * mm)))
-    return SiteProfile(name, schema, tuple(names), site_offsets(rel), n, SHRINK, report, looks, local_stage)
+        report["porion"] = _which_porion(names, offsets, looks, float(np.median(length * mm)))
+    return SiteProfile(name, schema, tuple(names), offsets, n, SHRINK, report, looks, local_stage)

@@ -3,6 +3,7 @@ backend.run -> postprocess``."""
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -86,7 +87,9 @@ class Detector:
         except (TypeError, ValueError) as e:
             raise ModelError(f"model {path}: {e}") from None
         self._twins: Dict[int, "Detector"] = {}     # concurrent set-ups for stream(), made on first use
-        self._twins_lock = threading.Lock()
+        self._twins_lock = threading.Lock()          # guards the twins and the helper
+        self._helper_pool: Optional[ThreadPoolExecutor] = None
+        self._overlaps = True                          # False on a concurrent twin: its cores are busy already
         self.fast_decode = bool(fast_decode)
         self.auto_view = bool(auto_view)
         self.reframe = bool(reframe)
@@ -236,6 +239,9 @@ class Detector:
         spacing = None if spacing is None else check_spacing(spacing)   # before any work
         try:
             x, lb, loaded = self.preprocess(image)
+            # the ruler is read on a helper thread while the networks run: they leave part of the cores idle
+            ruler = self._helper().submit(read_ruler, loaded.gray) \
+                if self._overlaps and self.ruler_mm is not None and spacing is None else None
             hm = self._run(x[None])
             read = self._read(hm[0], lb, loaded, spacing)
             if self.reframe:
@@ -244,7 +250,7 @@ class Detector:
             if self.repair:
                 res, stage2 = self._repaired(res, stage2)
             if self.ruler_mm is not None or self.magnification is not None:
-                res = self._measured_spacing(res, loaded)
+                res = self._measured_spacing(res, loaded, ruler)
             if self.site is not None and self.site.moves:   # after the flags judged the model's reading
                 # its looks are of images as its machine gives them: not for one read mirrored or inverted
                 same = res.view == "as given"
@@ -258,17 +264,24 @@ class Detector:
         except Exception as e:   # never a bare library error: name the image and keep the cause
             raise CephaloError(f"image {_name(image)}: {type(e).__name__}: {cause(e)}") from e
 
-    def _measured_spacing(self, res: Landmarks, loaded: LoadedImage) -> Landmarks:
+    def _helper(self) -> ThreadPoolExecutor:
+        """One worker thread for work that overlaps the networks, made on first use."""
+        with self._twins_lock:
+            if self._helper_pool is None:
+                self._helper_pool = ThreadPoolExecutor(1, thread_name_prefix="cephalo-helper")
+            return self._helper_pool
+
+    def _measured_spacing(self, res: Landmarks, loaded: LoadedImage, ruler: Optional[Future] = None) -> Landmarks:
         """``res`` with its spacing by precedence: the caller's, then DICOM's (divided by ``magnification`` when
-        given), then the ruler's (``ruler_mm`` over its tick pitch, :mod:`sdk.ruler`). The ruler is read whenever
-        asked for and no spacing was given, so that a DICOM spacing it disagrees with by more than
-        :data:`RULER_DISAGREES` is said in the notes."""
+        given), then the ruler's (``ruler_mm`` over its tick pitch, :mod:`sdk.ruler`; ``ruler``: its reading under
+        way). The ruler is read whenever asked for and no spacing was given, so that a DICOM spacing it disagrees
+        with by more than :data:`RULER_DISAGREES` is said in the notes."""
         spacing, src, notes, info = res.spacing, res.spacing_source, list(res.notes), None
         if src == "dicom" and self.magnification is not None:
             spacing = spacing / self.magnification
             notes.append(f"DICOM detector spacing divided by the magnification {self.magnification:g}")
         if self.ruler_mm is not None and src != "caller":
-            r = read_ruler(loaded.gray)
+            r = ruler.result() if ruler is not None else read_ruler(loaded.gray)
             if r is None:
                 notes.append("no ruler with certain ticks found in the image: no spacing from it")
             else:
@@ -385,7 +398,6 @@ class Detector:
                 return _as_error(e, images[j], j)
 
         from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
         from itertools import islice
 
         with ThreadPoolExecutor(min(workers, len(images)), thread_name_prefix="cephalo") as pool:
@@ -428,7 +440,7 @@ class Detector:
                 twin = copy(self)
                 twin._backend = self._backend.concurrent(workers)
                 twin.local = self.local.concurrent(workers) if self.local is not None else None
-                twin._twins = {}
+                twin._twins, twin._overlaps = {}, False
                 self._twins[workers] = twin
             return twin
 

@@ -131,9 +131,7 @@ def _candidates(bands: np.ndarray, share: float = ENERGY_SHARE):
     bi, wi = np.nonzero(keep)
     win = bands[bi[:, None], starts[wi][:, None] + np.arange(WINDOW)]
     win -= win.mean(axis=1, keepdims=True)
-    # zero-padded, so that a pitch between two of the window's frequencies is not split between them
-    spec = np.fft.rfft(win * _HANN, n=PAD * WINDOW, axis=1)
-    spec = np.square(spec.real) + np.square(spec.imag)
+    spec = _power(win * _HANN)
     ok = np.flatnonzero((_FREQS >= 1 / PITCH_RANGE[1]) & (_FREQS <= 1 / PITCH_RANGE[0]))
     k = ok[spec[:, ok].argmax(axis=1)]
     # a comb puts its power in one frequency and its harmonics (thin ticks, a millimetre scale's, are pulses: rich
@@ -154,6 +152,21 @@ def _candidates(bands: np.ndarray, share: float = ENERGY_SHARE):
     ratio[bi, wi] = np.where(inner, share, 0.0)
     pitch[bi, wi] = 1.0 / _FREQS[k]
     return ratio, pitch, starts
+
+
+def _power(win: np.ndarray) -> np.ndarray:
+    """(n, WINDOW) float32 windows -> (n, PAD * WINDOW / 2 + 1) their power spectra, zero-padded so that a pitch
+    between two of the window's frequencies is not split between them. OpenCV's real transform of rows (its packed
+    output: re0, re1, im1, ..., re(n/2)) takes half the time of numpy's."""
+    n, m = len(win), PAD * WINDOW
+    padded = np.zeros((n, m), np.float32)
+    padded[:, :WINDOW] = win
+    d = cv2.dft(padded, flags=cv2.DFT_ROWS)
+    spec = np.empty((n, m // 2 + 1), np.float32)
+    spec[:, 0], spec[:, -1] = np.square(d[:, 0]), np.square(d[:, -1])
+    re, im = d[:, 1:-1:2], d[:, 2:-1:2]
+    spec[:, 1:-1] = np.square(re) + np.square(im)
+    return spec
 
 
 def _ticks(gray: np.ndarray, centre: Tuple[float, float], along: float, span: float, pitch: float,

@@ -93,6 +93,15 @@ def test_detector_spacing_from_the_ruler_by_precedence(tmp_path):
         Detector(backend="onnxruntime", ruler_mm=-1)
 
 
+def test_the_ruler_read_beside_the_networks_is_the_one_read_inline():
+    # a single call reads the ruler on a helper thread while the networks run; a concurrent twin reads it inline
+    det = Detector(backend="onnxruntime", ruler_mm=ISBI_TICK_MM)
+    one = det(IMG)
+    both = det.batch([IMG, IMG], workers=2)
+    assert one.ruler is not None and all(r.ruler == one.ruler and r.spacing == one.spacing for r in both)
+    assert one.ruler["spacing_mm"] == round(ISBI_TICK_MM / (read_ruler(cv2.imread(str(IMG), 0)).pitch_px), 6)
+
+
 def test_dicom_and_ruler_disagreeing_are_both_reported():
     from conftest import dicom_bytes
 

@@ -2,6 +2,7 @@
 backend.run -> postprocess``."""
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -89,6 +90,7 @@ class Detector:
         self._twins: Dict[int, "Detector"] = {}     # concurrent set-ups for stream(), made on first use
         self._twins_lock = threading.Lock()          # guards the twins and the helper
         self._helper_pool: Optional[ThreadPoolExecutor] = None
+        self._helper_pid = 0
         self._overlaps = True                          # False on a concurrent twin: its cores are busy already
         self.fast_decode = bool(fast_decode)
         self.auto_view = bool(auto_view)
@@ -267,8 +269,10 @@ class Detector:
     def _helper(self) -> ThreadPoolExecutor:
         """One worker thread for work that overlaps the networks, made on first use."""
         with self._twins_lock:
-            if self._helper_pool is None:
+            # a process forked from this one has no thread behind the pool it inherited: it makes its own
+            if self._helper_pool is None or self._helper_pid != os.getpid():
                 self._helper_pool = ThreadPoolExecutor(1, thread_name_prefix="cephalo-helper")
+                self._helper_pid = os.getpid()
             return self._helper_pool
 
     def _measured_spacing(self, res: Landmarks, loaded: LoadedImage, ruler: Optional[Future] = None) -> Landmarks:

@@ -1,5 +1,7 @@
 """The ruler (issue 34): a comb's tick pitch read to sub-pixel precision, P1/P2, spacing from --ruler-mm."""
 import json
+import multiprocessing
+import os
 
 import cv2
 import numpy as np
@@ -100,6 +102,25 @@ def test_the_ruler_read_beside_the_networks_is_the_one_read_inline():
     both = det.batch([IMG, IMG], workers=2)
     assert one.ruler is not None and all(r.ruler == one.ruler and r.spacing == one.spacing for r in both)
     assert one.ruler["spacing_mm"] == round(ISBI_TICK_MM / (read_ruler(cv2.imread(str(IMG), 0)).pitch_px), 6)
+
+
+def _ruler_in_child(det, q):
+    q.put(det(IMG).ruler)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_process_forked_after_a_call_reads_the_ruler_on_its_own_helper():
+    # a forked child inherits the helper pool but not its thread: without a pool of its own it would wait forever
+    det = Detector(backend="onnxruntime", ruler_mm=ISBI_TICK_MM)
+    first = det(IMG).ruler
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_ruler_in_child, args=(det, q))
+    child.start()
+    child.join(120)          # a guard against a hang, far above the call's cost
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0 and q.get(timeout=10) == first
 
 
 def test_dicom_and_ruler_disagreeing_are_both_reported():

@@ -134,6 +134,8 @@ def main(data_dir, model, local_stage, backend, threads, splits, n_variant, vari
              "over_10mm": int((err > 10).sum()), "over_10mm_unflagged": int(((err > 10) & ~flag).sum()),
              "flagged_within_2mm": int((flag & (err <= 2)).sum()), "repaired": int(fixed.sum()),
              "repaired_within_4mm": int((fixed & (err <= 4)).sum()),
+             "flagged_by_reason": _counts(why[flag]),
+             "flagged_over_4mm_by_reason": _counts(why[flag & far]),
              "flagged_within_2mm_by_reason": _counts(why[right]),
              "flagged_within_2mm_by_landmark": _counts(landmark[right])}
     click.echo(json.dumps(total, indent=2))

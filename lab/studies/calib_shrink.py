@@ -48,7 +48,7 @@ def main(data_dir, out):
             p[~tr] = cal.probability(x[~tr], lm[~tr])
         q = np.clip(p, 1e-6, 1 - 1e-6)
         loss = float(-np.mean(within * np.log(q) + (~within) * np.log(1 - q)))
-        for cut in (0.5, 0.4, 0.3):
+        for cut in (0.5, 0.4, 0.3, 0.0):
             flag = (p < cut) | other
             lines.append(f"| {l2:g} | {loss:.4f} | {auroc(1 - p, ~within):.3f} | {cut} | {int(flag.sum())} | "
                          f"{int((flag & (err < 2)).sum())} | {int((flag & ~within).sum())} | "

@@ -10,6 +10,8 @@ from typing import Optional
 
 import click
 
+from sdk.spacing import MAGNIFICATION, RULER_MM
+
 from . import build_commands, train_commands
 from .options import (
     Commands,
@@ -232,8 +234,15 @@ def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, sit
 @click.option("--base", default=None, metavar="NAME",
               help="The convention the site is learnt on top of: its local stage reads the images and the profile "
                    "names it (default: the clinicians' consensus; e.g. 'challenge').")
+@click.option("--ruler-mm", type=click.FloatRange(*RULER_MM), default=None,
+              help="The tick pitch of the clinic's cephalostat ruler, mm: kept in the profile (predict --site then "
+                   "takes spacings from the ruler where an image has none) and checked against the images' spacing.")
+@click.option("--magnification", type=click.FloatRange(*MAGNIFICATION), default=None,
+              help="The clinic's detector / mid-sagittal magnification (about 1.1): kept in the profile, which then "
+                   "divides DICOM detector spacings by it.")
 @labels_option
-def adapt(data_dir, out, name, split, annotators, fmt, spacing_text, model, backend, base, labels):
+def adapt(data_dir, out, name, split, annotators, fmt, spacing_text, model, backend, base, ruler_mm, magnification,
+          labels):
     """Learn a clinic's landmark conventions from its own labelled images (at least 5; 10 or more is better) and
     write a site profile for predict/serve/archive --site and Detector(site=...). Prints the error before and
     after on those images, cross-validated."""
@@ -250,7 +259,8 @@ def adapt(data_dir, out, name, split, annotators, fmt, spacing_text, model, back
                 raise click.BadParameter(f"{spacing_text!r} is neither a number nor a CSV file",
                                          param_hint="--spacing") from None
     adapt_site(data_dir, out, name=name, fmt=fmt, split=names(split), annotators=names(annotators),
-               spacing=spacing, model=model, backend=backend, base=_base(base, labels), log=click.echo)
+               spacing=spacing, model=model, backend=backend, base=_base(base, labels), ruler_mm=ruler_mm,
+               magnification=magnification, log=click.echo)
 
 
 def _base(base: Optional[str], labels: str) -> str:

@@ -7,6 +7,7 @@ from typing import List, Optional
 import click
 
 from sdk.errors import CephaloError
+from sdk.spacing import MAGNIFICATION, RULER_MM
 
 # Which extra brings a module a command may be missing (pip install ".[extra]").
 EXTRA_OF = {"torch": "train", "torchvision": "train", "timm": "train", "tqdm": "train", "onnx": "convert",
@@ -134,9 +135,9 @@ progress_option = click.option("--progress/--no-progress", default=True)
 
 # Millimetres where the file has no spacing: the ruler in the image, and DICOM's detector spacing at the patient.
 spacing_sources = _options(
-    click.option("--ruler-mm", type=click.FloatRange(0.1, 50), default=None,
+    click.option("--ruler-mm", type=click.FloatRange(*RULER_MM), default=None,
                  help="The tick pitch of the cephalostat's ruler, mm: images without a given or DICOM spacing get "
                       "theirs from the ruler read in the image (its P1/P2 are drawn)."),
-    click.option("--magnification", type=click.FloatRange(0.5, 2.0), default=None,
+    click.option("--magnification", type=click.FloatRange(*MAGNIFICATION), default=None,
                  help="Divide DICOM detector spacings by this (about 1.1: the mid-sagittal plane's magnification)."),
 )

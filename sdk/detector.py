@@ -23,7 +23,7 @@ from .repair import ReadingFrame, repair_points
 from .result import LOW_CONFIDENCE, Landmarks
 from .ruler import read_ruler
 from .site import NAME, SiteProfile
-from .spacing import check_spacing
+from .spacing import check_magnification, check_ruler_mm, check_spacing
 from .views import VIEWS, view_image, view_points_back
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -57,8 +57,10 @@ class Detector:
     ``site=NAME``. ``precision``: 'f32' (default) or 'bf16' (OpenVINO on a CPU with native bf16 runs the float
     parts in bf16: a little faster there, points not bit for bit). ``repair`` (default): a landmark the shape check
     finds implausible is read again by the local stage where the other landmarks put it, and kept when it then fits
-    (:mod:`sdk.repair`; the result's ``repaired`` and ``first_reading`` say which, and from where). Calls are
-    thread-safe.
+    (:mod:`sdk.repair`; the result's ``repaired`` and ``first_reading`` say which, and from where).
+    ``ruler_mm``: the tick pitch of the cephalostat's ruler; an image with no given or DICOM spacing gets its
+    spacing from the ruler read in it (:mod:`sdk.ruler`). ``magnification``: DICOM detector spacings are divided by
+    it. Both default to what the site profile states, if anything. Calls are thread-safe.
     """
 
     local: Optional[LocalStage] = None     # the local stage in use, if any
@@ -96,18 +98,17 @@ class Detector:
         self.auto_view = bool(auto_view)
         self.reframe = bool(reframe)
         self.repair = bool(repair)
-        if ruler_mm is not None and not (isinstance(ruler_mm, (int, float)) and 0.1 <= ruler_mm <= 50):
-            raise CephaloError(f"ruler_mm={ruler_mm!r}: the ruler's tick pitch in mm (0.1-50) expected")
-        if magnification is not None and not (isinstance(magnification, (int, float)) and 0.5 <= magnification <= 2):
-            raise CephaloError(f"magnification={magnification!r}: a factor of 0.5-2 expected (about 1.1 at the "
-                               f"mid-sagittal plane)")
-        self.ruler_mm, self.magnification = ruler_mm, magnification
+        ruler_mm, magnification = check_ruler_mm(ruler_mm), check_magnification(magnification)
         if labels != CONSENSUS:            # labels=NAME: the old name of site=NAME
             if site is not None:
                 raise ModelError(f"labels={labels!r} and site={site!r}: labels= is the old name of site=; give one")
             site = labels
         self.site = self._site(path, site)
         self.labels = self.site.label if self.site is not None else CONSENSUS
+        # the cephalostat's constants: as given, else as the site's profile states them
+        self.ruler_mm = ruler_mm if ruler_mm is not None or self.site is None else self.site.ruler_mm
+        self.magnification = magnification if magnification is not None or self.site is None \
+            else self.site.magnification
         if self.site is not None and self.site.local_stage is not None:
             base = self.site.local_stage
             if local_stage is not True:

@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import CephaloError
 from .site_look import Look, fit_looks, refine, sn_lengths
+from .spacing import check_magnification, check_ruler_mm
 
 FORMAT = "cephalo-site-1"
 MIN_IMAGES = 5
@@ -88,7 +89,8 @@ class SiteProfile:
     """A site's conventions: ``offsets`` (K, 2) in frame units for the landmarks ``names`` of ``schema``, applied
     to the reading of the local stage ``local_stage`` (a convention whose local stage lies beside the model,
     ``<model>.<local_stage>.local.onnx``; None: the model's own). A profile with no images is a convention alone
-    (:meth:`convention`: the bundled 'challenge'): its local stage, nothing moved."""
+    (:meth:`convention`: the bundled 'challenge'): its local stage, nothing moved. ``ruler_mm`` and
+    ``magnification``: the site's cephalostat, stated once here for ``Detector(site=)`` (:mod:`sdk.spacing`)."""
 
     name: str
     schema: str
@@ -99,6 +101,8 @@ class SiteProfile:
     report: Dict = field(default_factory=dict)     # what the fit measured (cross-validated before/after)
     looks: Dict[str, Look] = field(default_factory=dict)   # landmark -> its look at this site, where that pays
     local_stage: Optional[str] = None      # the convention whose local stage the offsets follow (None: the model's)
+    ruler_mm: Optional[float] = None       # the site's cephalostat: its ruler's tick pitch, mm
+    magnification: Optional[float] = None  # and its detector / mid-sagittal magnification, for DICOM spacings
 
     @classmethod
     def convention(cls, name: str, schema: str, names: Sequence[str]) -> "SiteProfile":
@@ -154,7 +158,7 @@ class SiteProfile:
         return {"format": FORMAT, "name": self.name, "schema": self.schema, "names": list(self.names),
                 "offsets_sn": np.round(self.offsets, 6).tolist(), "images": self.images, "gate": self.gate,
                 "report": self.report, "looks": {n: v.to_dict() for n, v in self.looks.items()},
-                "local_stage": self.local_stage}
+                "local_stage": self.local_stage, "ruler_mm": self.ruler_mm, "magnification": self.magnification}
 
     def save(self, path: Union[str, Path]) -> Path:
         path = Path(path)
@@ -173,9 +177,11 @@ class SiteProfile:
             base = d.get("local_stage")
             if base is not None and (not isinstance(base, str) or not NAME.fullmatch(base)):
                 raise ValueError(f"local_stage {base!r} is not a convention's name (letters, digits, - and _)")
+            machine = (check_ruler_mm(d.get("ruler_mm"), "ruler_mm "),
+                       check_magnification(d.get("magnification"), "magnification "))
             prof = cls(str(d["name"]), str(d["schema"]), names, off, int(d["images"]), float(d.get("gate", 0.0)),
-                       dict(d.get("report", {})), looks, base)
-        except (KeyError, TypeError, ValueError) as e:
+                       dict(d.get("report", {})), looks, base, *machine)
+        except (KeyError, TypeError, ValueError, CephaloError) as e:
             raise SiteError(f"{where}: malformed ({type(e).__name__}: {e})") from None
         if off.shape != (len(names), 2) or not np.all(np.isfinite(off)):
             raise SiteError(f"{where}: offsets must be {len(names)} finite (x, y) pairs")

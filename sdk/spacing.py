@@ -40,3 +40,28 @@ def plausible(value: Optional[float]) -> bool:
     except CephaloError:
         return False
     return True
+
+
+# A cephalostat's constants, stated once per machine (``ruler_mm=``, ``magnification=``, a site profile's fields).
+RULER_MM: Tuple[float, float] = (0.1, 50.0)         # the ruler's tick pitch, mm
+MAGNIFICATION: Tuple[float, float] = (0.5, 2.0)     # detector plane / mid-sagittal plane (about 1.1)
+
+
+def check_ruler_mm(value, where: str = "ruler_mm=") -> Optional[float]:
+    """``value`` (None passes) as the ruler's tick pitch in mm, or :class:`CephaloError` naming ``where``."""
+    return _in_range(value, RULER_MM, where, "the ruler's tick pitch in mm")
+
+
+def check_magnification(value, where: str = "magnification=") -> Optional[float]:
+    """``value`` (None passes) as a magnification factor, or :class:`CephaloError` naming ``where``."""
+    return _in_range(value, MAGNIFICATION, where, "a factor (about 1.1 at the mid-sagittal plane)")
+
+
+def _in_range(value, bounds: Tuple[float, float], where: str, what: str) -> Optional[float]:
+    if value is None:
+        return None
+    lo, hi = bounds
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and lo <= float(value) <= hi
+    if not ok:
+        raise CephaloError(f"{where}{value!r}: {what}, {lo:g}-{hi:g}, expected")
+    return float(value)

@@ -225,3 +225,48 @@ def test_cli_adapt_learns_the_ear_rods_look_on_full_size_images(tmp_path, ear_ro
     rec = json.loads(r.stdout.splitlines()[0])
     porion = np.array([rec["landmarks"][PORION]["x"], rec["landmarks"][PORION]["y"]])
     assert np.linalg.norm(porion - (new_truth[0][PORION] * up + (up - 1) / 2)) * 0.1 < 1.5, rec["landmarks"][PORION]
+
+
+def test_the_sites_cephalostat_gives_the_ruler_and_magnification(tmp_path, readings):
+    """A profile states its machine's ruler and magnification once; the Detector takes them unless given its own,
+    and a profile with an impossible value is refused naming the file."""
+    samples, _ = readings
+    prof = SiteProfile("clinic", ISBI19.id, ISBI19.names, np.zeros((ISBI19.k, 2)), 5, ruler_mm=1.84,
+                       magnification=1.1)
+    path = prof.save(tmp_path / "clinic.json")
+    back = SiteProfile.load(path)
+    assert (back.ruler_mm, back.magnification) == (1.84, 1.1)
+    det = Detector(backend="onnxruntime", site=path)
+    assert (det.ruler_mm, det.magnification) == (1.84, 1.1)
+    res = det(samples[0].image)
+    assert res.spacing_source == "ruler" and res.ruler["tick_mm"] == 1.84
+    assert Detector(backend="onnxruntime", site=path, ruler_mm=2.0).ruler_mm == 2.0
+    assert Detector(backend="onnxruntime").ruler_mm is None
+    d = json.loads(path.read_text())
+    for key, bad in (("ruler_mm", 0), ("magnification", 3.0), ("ruler_mm", "1")):
+        (tmp_path / "bad.json").write_text(json.dumps({**d, key: bad}))
+        with pytest.raises(SiteError, match=f"bad.json.*{key}"):
+            SiteProfile.load(tmp_path / "bad.json")
+    old = {k: v for k, v in d.items() if k not in ("ruler_mm", "magnification")}     # a profile from before
+    assert SiteProfile.from_dict(old).ruler_mm is None
+
+
+def test_cli_adapt_keeps_the_ruler_and_checks_it_against_the_labels(tmp_path):
+    from cephalo.cli import main
+
+    data = tmp_path / "clinic"
+    shutil.copytree(ISBI_FIX, data)
+    site = tmp_path / "clinic.json"
+    args = ["adapt", "--data", str(data), "--out", str(site), "--backend", "onnxruntime"]
+    r = CliRunner().invoke(main, args + ["--ruler-mm", "1.84", "--magnification", "1.1"])
+    assert r.exit_code == 0, r.output
+    prof = SiteProfile.load(site)
+    check = prof.report["ruler"]
+    assert (prof.ruler_mm, prof.magnification) == (1.84, 1.1) and check["found"] >= check["images"] - 1
+    assert abs(check["spacing_ratio_median"] - 1) < 0.03 and "differ" not in r.output
+    r = CliRunner().invoke(main, args + ["--ruler-mm", "3.68"])        # twice the true pitch: said
+    assert r.exit_code == 0 and "differ by +100%" in r.output, r.output
+    img = next((data / "images").glob("*.jpg"))
+    r = CliRunner().invoke(main, ["predict", str(img), "--site", str(site), "--backend", "onnxruntime"])
+    rec = json.loads(r.stdout.splitlines()[0])
+    assert rec["spacing_source"] == "ruler" and rec["ruler"]["tick_mm"] == 3.68, r.output

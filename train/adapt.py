@@ -3,14 +3,17 @@ bundled model reads the images and the profile is fitted in numpy."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from sdk.detector import RULER_DISAGREES
 from sdk.errors import CephaloError
 from sdk.site import PORION_APART_MM, SiteProfile, fit_site
 from sdk.site_look import STEP_SN, sn_lengths
+from sdk.spacing import check_magnification
 
 _log = logging.getLogger(__name__)
 
@@ -45,29 +48,56 @@ def _for_looks(loaded, sn_px: float):
     return g, loaded.reduction * f
 
 
+def _ruler_check(results, samples, ruler_mm: float, log: Callable[[str], None]) -> Dict:
+    """How the ruler read in the site's images (at ``ruler_mm`` a tick) agrees with their labelled spacing: a
+    wrong tick pitch, or labels spaced at the detector (about 10% magnified), shows here before any image is
+    measured by it."""
+    ratios = [r.ruler["spacing_mm"] / s.spacing for r, s in zip(results, samples) if r.ruler]
+    out = {"tick_mm": ruler_mm, "found": len(ratios), "images": len(samples),
+           "spacing_ratio_median": round(float(np.median(ratios)), 4) if ratios else None}
+    if not ratios:
+        log(f"the ruler: not found in any of the site's {len(samples)} images; images without a spacing will get "
+            f"none from it")
+        return out
+    q = out["spacing_ratio_median"]
+    log(f"the ruler ({ruler_mm:g} mm a tick): found in {len(ratios)} of {len(samples)} images; the spacing it gives "
+        f"is {q:.3f}x the labels' (median)")
+    if abs(q - 1) > RULER_DISAGREES:
+        log(f"the ruler's spacing and the labels' differ by {q - 1:+.0%}: check the tick pitch ({ruler_mm:g} mm), or "
+            f"the labels' spacing (a detector spacing is about 10% larger than the patient's)")
+    return out
+
+
 def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: str = "auto",
                split: Optional[Sequence[str]] = None, annotators: Sequence[str] = ("senior",),
                spacing: Union[float, Path, None] = None, model: Optional[Path] = None, backend: str = "auto",
-               threads: Optional[int] = None, base: str = "consensus",
-               log: Callable[[str], None] = _log.info) -> SiteProfile:
+               threads: Optional[int] = None, base: str = "consensus", ruler_mm: Optional[float] = None,
+               magnification: Optional[float] = None, log: Callable[[str], None] = _log.info) -> SiteProfile:
     """Read the site's labelled images with the model, fit the site profile, write it to ``out`` (JSON) and
     return it. ``base``: the convention (a local stage beside the model) that reads the images and that the profile
-    then follows. The log says the cross-validated error before and after on the site's own images."""
+    then follows. ``ruler_mm``, ``magnification``: the site's cephalostat, kept in the profile; the ruler is then
+    read in the site's images and checked against their spacing. The log says the cross-validated error before and
+    after on the site's own images."""
     from sdk import Detector
 
-    det = Detector(model, backend=backend, threads=threads, site=base)
+    det = Detector(model, backend=backend, threads=threads, site=base, ruler_mm=ruler_mm)
     if det.site is not None and det.site.moves:
         raise CephaloError(f"--base {base}: a site profile is learnt on a convention's reading, not on another site's")
     samples = read_site(data_dir, det.schema, fmt=fmt, split=split, annotators=annotators, spacing=spacing)
     log(f"{data_dir}: {len(samples)} labelled images ({','.join(annotators)})"
         + ("" if det.site is None else f"; read by the {det.site.name!r} local stage, which the profile will follow"))
-    pred = np.stack([r.xy for r in det.batch([s.image for s in samples])])
+    results = det.batch([s.image for s in samples])
+    pred = np.stack([r.xy for r in results])
     truth = np.stack([s.points for s in samples])
     sn = sn_lengths(pred, list(det.schema.names))
     grays = [_for_looks(det.preprocess(s.image)[2], n) for s, n in zip(samples, sn)]
     prof = fit_site(name or Path(out).stem, det.schema.id, det.schema.names, pred, truth,
                     [s.spacing for s in samples], grays=grays,
                     local_stage=None if det.site is None else det.site.local_stage)
+    if ruler_mm is not None or magnification is not None:
+        prof = replace(prof, ruler_mm=ruler_mm, magnification=check_magnification(magnification, "--magnification "))
+    if ruler_mm is not None:
+        prof.report["ruler"] = _ruler_check(results, samples, ruler_mm, log)
     prof.save(out)
     r = prof.report
     log(f"cross-validated on the site's own images (each corrected by a profile of the others): MRE "

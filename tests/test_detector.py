@@ -155,3 +155,24 @@ def test_openvino_keeps_compiled_models_between_processes(tiny_onnx, tmp_path, m
     from sdk.backends import compiled_model_cache
 
     assert compiled_model_cache() is None
+
+
+def test_the_openvino_cache_keeps_only_the_newest_blobs(tiny_onnx, tmp_path, monkeypatch):
+    """OpenVINO never deletes a compiled blob: a new compile prunes all but the newest OV_KEEP (old models' and
+    set-ups' blobs would otherwise pile up, ~30 MB each for the bundled model)."""
+    import os
+
+    from sdk.backends import OV_KEEP
+
+    monkeypatch.setenv("CEPHALO_CACHE", str(tmp_path))
+    cache = tmp_path / "openvino"
+    cache.mkdir()
+    for i in range(OV_KEEP + 5):          # an old model's blobs, older first
+        f = cache / f"old{i:02d}.blob"
+        f.write_bytes(b"x")
+        os.utime(f, (1e9 + i, 1e9 + i))
+    det = Detector(tiny_onnx["onnx"], backend="openvino", threads=1)
+    left = sorted(f.name for f in cache.glob("*.blob"))
+    assert len(left) == OV_KEEP and "old00.blob" not in left and f"old{OV_KEEP + 4:02d}.blob" in left
+    assert sum(not n.startswith("old") for n in left) >= 1          # this compile's own blob stays
+    assert np.array_equal(det(IMGS[0]).xy, Detector(tiny_onnx["onnx"], backend="openvino", threads=1)(IMGS[0]).xy)

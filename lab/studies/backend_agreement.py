@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from lab.studies import report
+
 
 @click.command()
 @click.option("--data", "data_dir", type=click.Path(exists=True, path_type=Path),
@@ -42,10 +44,7 @@ def main(data_dir, out):
     lines += ["", "points over 2 mm apart: image, landmark, apart, error with onnxruntime, with OpenVINO (mm)"]
     lines += [f"  {ids[a]} {ISBI19.names[k]} {d[a, k]:.1f} {err['onnxruntime'][a][k]:.1f} {err['openvino'][a][k]:.1f}"
               for a, k in np.argwhere(d > 2)]
-    text = "\n".join(lines) + "\n"
-    click.echo(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    report(lines, out)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from lab.studies import report
+
 FOLDS = 5
 
 
@@ -53,10 +55,7 @@ def main(data_dir, out):
             lines.append(f"| {l2:g} | {loss:.4f} | {auroc(1 - p, ~within):.3f} | {cut} | {int(flag.sum())} | "
                          f"{int((flag & (err < 2)).sum())} | {int((flag & ~within).sum())} | "
                          f"{int((flag & ~within).sum())}/{int((~within).sum())} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    report(lines, out)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from lab.studies import report
+
 
 @click.command()
 @click.option("--data", "data_dir", type=click.Path(exists=True, path_type=Path),
@@ -78,10 +80,7 @@ def main(data_dir, out):
                          f"{int((e > 4).sum())} | {int(c_sim.sum())}/{len(sim)} |")
     lines += ["", "real points: error mm, re-read's distance mm, peak"]
     lines += [f"  {e:6.2f} {dd:6.2f} {p:.3f}" for _, e, dd, p in sorted(map(tuple, real), key=lambda t: t[1])]
-    text = "\n".join(lines) + "\n"
-    click.echo(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    report(lines, out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from lab.studies import report
+
 CHI2_99 = 9.21      # 99% of a 2-D Gaussian inside this squared Mahalanobis distance
 
 
@@ -130,10 +132,7 @@ def main(data_dir, out):
                          f"{int((e1 > 10).sum())} |")
     lines += ["", "real implausible points: error before, after local, after heatmap (mm); repaired by local, heatmap"]
     lines += [f"  {t[1]:6.2f} {t[2]:6.2f} {t[3]:6.2f}  {int(t[4])} {int(t[5])}" for t in rows if t[0] == "real"]
-    text = "\n".join(lines) + "\n"
-    click.echo(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    report(lines, out)
 
 
 if __name__ == "__main__":

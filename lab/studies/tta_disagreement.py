@@ -15,6 +15,8 @@ import click
 import cv2
 import numpy as np
 
+from lab.studies import report
+
 
 def perturbed(img: np.ndarray, angle: float, scale: float):
     """``img`` turned and scaled about its centre (edges padded black) and the (2, 3) map of its points."""
@@ -70,10 +72,7 @@ def main(data_dir, angle, scale, out):
                      f"{int((sel & (err < 2) & ~flag).sum())} |")
     lines += ["", f"flagged now: {int(flag.sum())} ({int((flag & (err < 2)).sum())} within 2 mm, "
                   f"{int((flag & far).sum())} > 4 mm)"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    report(lines, out)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -233,8 +236,6 @@ def benchmark_app(model: Path, input_hw, hint: str, seconds: int = 10) -> Dict:
     """OpenVINO's own ``benchmark_app`` on the network alone, static shape (1, 1, H, W), its default precision hint
     for this CPU and all its cores (the tool refuses a thread count beside a hint): what a user comparing runtimes
     would measure. {median_latency_ms, throughput_fps}."""
-    import shutil
-    import subprocess
 
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
     cmd = [exe, "-m", str(model), "-hint", hint, "-t", str(seconds), "-d", "CPU",
@@ -254,7 +255,6 @@ def benchmark_app(model: Path, input_hw, hint: str, seconds: int = 10) -> Dict:
 
 def cold_start_s(backend: str, model: Optional[str], image: Path, runs: int = 3) -> float:
     """Median wall time of a whole ``cephalo predict IMAGE`` process, after one run that fills the caches."""
-    import subprocess
 
     cmd = [sys.executable, "-m", "cephalo", "predict", str(image), "--backend", backend]
     cmd += ["--model", model] if model else []
@@ -363,7 +363,6 @@ def int8_peak_gops(threads: int) -> float:
 
     net = torch.nn.Sequential(*[torch.nn.Conv2d(128, 128, 3, padding=1) for _ in range(4)]).eval()
     x = torch.randn(1, 128, 96, 96)
-    import tempfile
 
     core = ov.Core()
     with tempfile.TemporaryDirectory() as tmp:

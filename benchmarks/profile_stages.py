@@ -60,7 +60,7 @@ def profile_image(det, image: Path, runs: int) -> dict:
             "local: decode": lambda: local_points(hp, mats, fine, loc.params, xy),
         })
     read = det._read(hm[0], lb, loaded, None)
-    stages["shape check and flags"] = lambda: det._assess(read[0], dict(read[1]))
+    stages["shape check and flags"] = lambda: det._assess(read)
     stages["end-to-end"] = lambda: det(image)
     times = {k: [] for k in stages}
     for r in range(runs + 2):

@@ -15,7 +15,9 @@ Ray is an optional extra (``pip install ".[ray]"``); nothing here is imported by
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -144,7 +146,6 @@ class DetectorWorker:
 
 
 def _worker_name() -> str:
-    import socket
 
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -192,7 +193,6 @@ def run_archive(paths: Sequence[str], out_dir: Path, *, address: Optional[str] =
     if free < 1:
         raise CephaloError(f"the Ray cluster has {ray.cluster_resources().get('CPU', 0):g} CPUs: {workers} workers x "
                            f"{threads} threads leave none for reading the images; use fewer workers or threads")
-    import logging
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()

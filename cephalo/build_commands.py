@@ -6,13 +6,16 @@ from pathlib import Path
 
 import click
 
-from .options import progress_option
+from convert.calibrate import calibrate_local
+from convert.tolerances import CALIB_COUNT, INT8_MEAN_TOL_INPUT_PX
+
+from .options import default_of, progress_option
 
 _PATH = click.Path(path_type=Path)
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
-_INT8_TOL = click.option("--int8-tol", type=float, default=0.5, show_default=True,
+_INT8_TOL = click.option("--int8-tol", type=float, default=INT8_MEAN_TOL_INPUT_PX, show_default=True,
                          help="Allowed mean INT8-vs-FP32 point shift, model-input pixels.")
-_CALIB_COUNT = click.option("--calib-count", type=int, default=100, show_default=True)
+_CALIB_COUNT = click.option("--calib-count", type=int, default=CALIB_COUNT, show_default=True)
 _NOTES = click.option("--notes", default="", help="Text for the card's Notes section.")
 
 
@@ -105,15 +108,16 @@ def bundle_local(checkpoint, data_dir, work_dir, **kw):
 @click.option("--data", "data_dir", type=_PATH, required=True, help="ISBI-layout data folder.")
 @click.option("--model", "first_model", type=_FILE, default=None,
               help="First-stage model the local stage runs behind (default: the bundled one).")
-@click.option("--annotators", default="senior,junior", show_default=True,
+@click.option("--annotators", default=",".join(default_of(calibrate_local, "annotators")), show_default=True,
               help="Reference labels, averaged (the clinicians' consensus by default).")
-@click.option("--val-count", type=int, default=30, show_default=True,
+@click.option("--val-count", type=int, default=default_of(calibrate_local, "val_count"), show_default=True,
               help="The validation carve of the training split (the images neither stage trained on).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=default_of(calibrate_local, "seed"), show_default=True)
 @click.option("--variants", default="", help="Comma-separated variant names or prefixes (default: the cross-site "
                                              "set of train.data.variants).")
-@click.option("--tolerance", type=float, default=4.0, show_default=True, help="mm within which a point is right.")
-@click.option("--cut", type=float, default=0.5, show_default=True,
+@click.option("--tolerance", type=float, default=default_of(calibrate_local, "tolerance"), show_default=True,
+              help="mm within which a point is right.")
+@click.option("--cut", type=float, default=default_of(calibrate_local, "cut"), show_default=True,
               help="Flag points whose probability of being within the tolerance is below this.")
 @click.option("--report", type=_PATH, default=None, help="Write the fit's figures here (JSON).")
 @click.option("--write/--no-write", default=True, show_default=True,
@@ -121,7 +125,6 @@ def bundle_local(checkpoint, data_dir, work_dir, **kw):
 def calibrate(local_model, data_dir, annotators, variants, report, write, **kw):
     """Fit the per-point reliability (P(within --tolerance mm of the reference labels)) of a local-stage model on
     held-out images and their cross-site variants, and store it in the model's metadata."""
-    from convert.calibrate import calibrate_local
     from train.data.variants import pick_variants
     from train.runner import names
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from pathlib import Path
-from typing import Optional
 
 import click
 
@@ -19,6 +20,7 @@ from .options import (
     check_convention,
     labels_option,
     model_option,
+    site_given,
     site_option,
     spacing_option,
     spacing_sources,
@@ -78,7 +80,6 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
     landmarks outside the image), failed. Exit code: 0 none failed or flagged, 1 some failed, 3 none failed but
     some flagged (with --strict: or to check), 2 usage error.
     """
-    import sys
 
     from sdk import Detector
 
@@ -87,10 +88,11 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
 
     if (overlay or write_csv or skip_done or dicom_sr) and out_dir is None:
         raise click.UsageError("--overlay, --csv, --dicom-sr and --skip-done need --out (a folder for the files)")
-    check_convention(site if labels == "consensus" else labels, model)
+    site = site_given(site, labels)
+    check_convention(site, model)
     files, missing = collect_inputs(images, recursive)
     det = Detector(model, backend=pick_backend(backend, len(files), model), threads=threads,
-                   fast_decode=fast_decode, labels=labels, site=site, ruler_mm=ruler_mm, magnification=magnification)
+                   fast_decode=fast_decode, site=site, ruler_mm=ruler_mm, magnification=magnification)
     more = DicomOutputs(det, store_url, analysis) if dicom_sr or store_url else None
     counts = {"ok": 0, "check": 0, "flagged": 0, "failed": len(missing), "skipped": 0}
     for spec, why in missing:
@@ -131,7 +133,6 @@ def archive(inputs, out_dir, address, workers, threads, fmt, model, backend, spa
             ruler_mm, magnification):
     """Read an archive on a Ray cluster: folders, globs, list files (.txt, one path or URL per line) or URLs
     (s3://, gs://, ...). Needs the ray extra (pip install ".[ray]"). Exit code as cephalo predict."""
-    import sys
 
     import ray  # noqa: F401  (a missing extra is named by the error boundary)
 
@@ -201,17 +202,17 @@ def _line(o) -> str:
 def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, site, ruler_mm, magnification):
     """Serve the Detector over HTTP (POST /v1/landmarks) with a page at / that shows the tracing
     (needs the 'serve' extra: pip install ".[serve]")."""
-    import os
 
     from sdk import Detector
 
     from .serve import Limits
     from .serve import serve as run
 
-    check_convention(site if labels == "consensus" else labels, model)
+    site = site_given(site, labels)
+    check_convention(site, model)
     cores = os.cpu_count() or 1
     n = max(1, workers or cores)
-    det = Detector(model, backend=backend, threads=max(1, cores // n), labels=labels, site=site, ruler_mm=ruler_mm,
+    det = Detector(model, backend=backend, threads=max(1, cores // n), site=site, ruler_mm=ruler_mm,
                    magnification=magnification)
     click.echo(f"serving {det.model_path.name} ({det.info['backend']}, {det.labels} labels, {n} worker(s)) on "
                f"http://{host}:{port}/", err=True)
@@ -259,15 +260,8 @@ def adapt(data_dir, out, name, split, annotators, fmt, spacing_text, model, back
                 raise click.BadParameter(f"{spacing_text!r} is neither a number nor a CSV file",
                                          param_hint="--spacing") from None
     adapt_site(data_dir, out, name=name, fmt=fmt, split=names(split), annotators=names(annotators),
-               spacing=spacing, model=model, backend=backend, base=_base(base, labels), ruler_mm=ruler_mm,
+               spacing=spacing, model=model, backend=backend, base=site_given(base, labels, "--base") or "consensus", ruler_mm=ruler_mm,
                magnification=magnification, log=click.echo)
-
-
-def _base(base: Optional[str], labels: str) -> str:
-    """``adapt --base NAME``, or ``--labels NAME``, its old name."""
-    if base is not None and labels != "consensus" and base != labels:
-        raise click.UsageError(f"--labels is the old name of --base: give one (--base {base}, --labels {labels})")
-    return base or labels
 
 
 if __name__ == "__main__":

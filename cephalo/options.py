@@ -1,6 +1,7 @@
 """Option groups several ``cephalo`` commands share, each defined once, and the one error boundary."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import List, Optional
 
@@ -38,6 +39,12 @@ class Commands(click.Group):
             raise click.ClickException(str(e)) from e
 
 
+def default_of(fn, name: str):
+    """The default of parameter ``name`` of library function ``fn``: what a command line option shows and passes,
+    so that each default is written once, in the library's signature."""
+    return inspect.signature(fn).parameters[name].default
+
+
 def _options(*opts):
     def apply(f):
         for o in reversed(opts):
@@ -52,8 +59,8 @@ ALIGN_HELP = ("Move each annotator after the first onto the first's convention (
 # Where labelled images come from: the layout, the splits, and whose labels (train, train-local, pack).
 data_options = _options(
     click.option("--format", "fmt", default="auto", help="Data layout: auto | isbi | labelme | aariz."),
-    click.option("--split", default="train", help="Split(s) of splits.csv, comma-separated ('' = all)."),
-    click.option("--annotators", default="senior", help="Annotator CSVs to average, comma-separated."),
+    click.option("--split", default="train", show_default=True, help="Split(s) of splits.csv, comma-separated ('' = all)."),
+    click.option("--annotators", default="senior", show_default=True, help="Annotator CSVs to average, comma-separated."),
     click.option("--align-annotators", is_flag=True, default=False, help=ALIGN_HELP),
 )
 
@@ -73,6 +80,20 @@ def _site(ctx, param, value: Optional[str]):
         return SiteProfile.load(value)
     except SiteError as e:
         raise click.BadParameter(str(e), ctx, param) from None
+
+
+def site_given(site, labels: str, option: str = "--site"):
+    """``--site`` (or adapt's ``--base``), or the value of ``--labels``, its old name (:mod:`sdk.renamed`)."""
+    from sdk.errors import CephaloError
+    from sdk.local_stage import CONSENSUS
+    from sdk.renamed import renamed
+
+    if labels == CONSENSUS:
+        return site
+    try:
+        return renamed({"labels": labels}, {"site": site}, option, warn=False)["site"]
+    except CephaloError as e:
+        raise click.UsageError(f"--labels is the old name of {option}: give one ({e})") from None
 
 
 def check_convention(site, model: Optional[Path]) -> None:

@@ -12,16 +12,23 @@
 Answers: 200 with the result (also when some landmarks are only doubtful: their ``flag``); 400 a bad ``spacing``;
 413 an upload over the size limit or an image over the pixel limit; 415 bytes that are not a readable image;
 422 an image that is not a lateral cephalogram (the record comes with it, ``status`` 'flagged'); 503 when the
-queue is full. Uploads are read into memory only (never written to disk); each request has an id (header
+queue is full (with ``Retry-After``). Uploads are read into memory only (never written to disk); each request has an id (header
 ``X-Request-Id``, and in the log line). Detection runs in a bounded pool of worker threads, one Detector shared.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
+import email.policy
+import io
 import json
 import logging
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,87 +52,90 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Route
 
-    from sdk.errors import CephaloError, ImageError, ImageTooLarge
+    from sdk.errors import CephaloError
     from sdk.spacing import check_spacing
 
     limits = limits or Limits()
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cephalo-worker")
     slots = asyncio.Semaphore(max(1, workers) + limits.queue)
 
-    def error(status: int, message: str, rid: str, **extra) -> JSONResponse:
-        return JSONResponse({"error": message, "request_id": rid, **extra}, status_code=status,
-                            headers={"X-Request-Id": rid})
+    def error(status: int, message: str, rid: str) -> JSONResponse:
+        headers = {"X-Request-Id": rid, **({"Retry-After": str(RETRY_AFTER_S)} if status == 503 else {})}
+        return JSONResponse({"error": message, "request_id": rid}, status_code=status, headers=headers)
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
-            raise _TooLarge(int(declared))
+            raise Refused(413, f"upload of {int(declared)} bytes is over the limit of {limits.max_bytes} bytes")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limits.max_bytes:
-                raise _TooLarge(size)
+                raise Refused(413, f"upload of {size} bytes is over the limit of {limits.max_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def spacing_of(request: Request) -> Optional[float]:
+        raw = request.query_params.get("spacing")
+        try:
+            return None if raw in (None, "") else check_spacing(float(raw), "spacing")
+        except CephaloError:
+            raise
+        except ValueError:
+            raise Refused(400, f"spacing: {raw!r} is not a number of mm per pixel") from None
+
+    async def image_of(request: Request) -> bytes:
+        data = await read_body(request)
+        ctype = request.headers.get("content-type", "")
+        if ctype.lower().startswith("multipart/form-data"):
+            try:
+                data = form_file(data, ctype)
+            except ValueError as e:
+                raise Refused(400, f"multipart upload: {e}") from None
+        if not data:
+            raise Refused(400, "empty body: POST the image file's bytes (or a form field 'file')")
+        return data
+
+    async def detect(request: Request, overlay: bool, rid: str):
+        spacing = spacing_of(request)
+        data = await image_of(request)
+        if slots.locked():
+            raise Refused(503, "busy: too many images waiting; retry later")
+        async with slots:
+            loop = asyncio.get_running_loop()
+            res = await loop.run_in_executor(pool, lambda: det(data, spacing=spacing))
+            record = {**res.to_dict(), "file": None, "request_id": rid}
+            if not res.is_cephalogram:
+                return JSONResponse({**record, "error": "not a lateral cephalogram this model reads"},
+                                    status_code=422, headers={"X-Request-Id": rid})
+            if overlay:
+                png = await loop.run_in_executor(pool, lambda: _overlay_png(det, data, res))
+                return Response(png, media_type="image/png", headers={"X-Request-Id": rid})
+            if "application/dicom" in request.headers.get("accept", ""):
+                try:
+                    sr, source_uid = await loop.run_in_executor(pool, lambda: _dicom_sr(det, data, res))
+                except CephaloError as e:
+                    raise Refused(406, str(e)) from None
+                return Response(sr, media_type="application/dicom",
+                                headers={"X-Request-Id": rid, "X-Source-SOP-Instance-UID": source_uid})
+            return JSONResponse(record, headers={"X-Request-Id": rid})
 
     async def run_detection(request: Request, overlay: bool):
         rid = uuid.uuid4().hex[:12]
         t0 = time.perf_counter()
-        outcome = {"status": 500}
-
-        def answer(response):
-            outcome["status"] = response.status_code
-            return response
-
+        status = 500
         try:
-            raw = request.query_params.get("spacing")
             try:
-                spacing = None if raw in (None, "") else check_spacing(float(raw), "spacing")
-            except ValueError:
-                return answer(error(400, f"spacing: {raw!r} is not a number of mm per pixel", rid))
-            except CephaloError as e:
-                return answer(error(400, str(e), rid))
-            try:
-                data = await read_body(request)
-            except _TooLarge as e:
-                return answer(error(413, f"upload of {e.size} bytes is over the limit of {limits.max_bytes} bytes",
-                                    rid))
-            ctype = request.headers.get("content-type", "")
-            if ctype.lower().startswith("multipart/form-data"):
-                try:
-                    data = form_file(data, ctype)
-                except ValueError as e:
-                    return answer(error(400, f"multipart upload: {e}", rid))
-            if not data:
-                return answer(error(400, "empty body: POST the image file's bytes (or a form field 'file')", rid))
-            if slots.locked():
-                return answer(error(503, "busy: too many images waiting; retry later", rid))
-            async with slots:
-                loop = asyncio.get_running_loop()
-                try:
-                    res = await loop.run_in_executor(pool, lambda: det(data, spacing=spacing))
-                except ImageError as e:
-                    code = 413 if isinstance(e, ImageTooLarge) else 415
-                    return answer(error(code, str(e).replace("<bytes>", "upload"), rid))
-                except CephaloError as e:
-                    return answer(error(400, str(e).replace("<bytes>", "upload"), rid))
-                record = {**res.to_dict(), "file": None, "request_id": rid}
-                if not res.is_cephalogram:
-                    return answer(JSONResponse({**record, "error": "not a lateral cephalogram this model reads"},
-                                               status_code=422, headers={"X-Request-Id": rid}))
-                if overlay:
-                    png = await loop.run_in_executor(pool, lambda: _overlay_png(det, data, res))
-                    return answer(Response(png, media_type="image/png", headers={"X-Request-Id": rid}))
-                if "application/dicom" in request.headers.get("accept", ""):
-                    try:
-                        sr, source_uid = await loop.run_in_executor(pool, lambda: _dicom_sr(det, data, res))
-                    except CephaloError as e:
-                        return answer(error(406, str(e), rid))
-                    return answer(Response(sr, media_type="application/dicom",
-                                           headers={"X-Request-Id": rid, "X-Source-SOP-Instance-UID": source_uid}))
-                return answer(JSONResponse(record, headers={"X-Request-Id": rid}))
+                response = await detect(request, overlay, rid)
+            except Exception as e:
+                code = status_of(e)
+                if code is None:
+                    raise
+                response = error(code, str(e).replace("<bytes>", "upload"), rid)
+            status = response.status_code
+            return response
         finally:
-            log.info("%s %s %s %d %.0f ms", rid, request.method, request.url.path, outcome["status"],
+            log.info("%s %s %s %d %.0f ms", rid, request.method, request.url.path, status,
                      (time.perf_counter() - t0) * 1000)
 
     async def landmarks(request: Request):
@@ -160,8 +170,6 @@ FORM_FIELD = "file"
 
 def form_file(body: bytes, content_type: str) -> bytes:
     """The bytes of the field ``file`` of a multipart/form-data body; ValueError naming what is wrong."""
-    import email
-    import email.policy
 
     msg = email.message_from_bytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body,
                                    policy=email.policy.HTTP)
@@ -176,16 +184,33 @@ def form_file(body: bytes, content_type: str) -> bytes:
     raise ValueError(f"no field {FORM_FIELD!r} (fields: {', '.join(str(n) for n in names) or 'none'})")
 
 
-class _TooLarge(Exception):
-    def __init__(self, size: int):
-        super().__init__(size)
-        self.size = size
+class Refused(Exception):
+    """A request the service answers with ``status`` and this message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+RETRY_AFTER_S = 1       # a 503's advice: the queue drains at a few images a second
+
+
+def status_of(e: BaseException) -> Optional[int]:
+    """The HTTP status of an error while answering a request, by one table (the first matching class wins); None:
+    not a refusal but a bug (500, with its traceback in the log)."""
+    from sdk.errors import CephaloError, ImageError, ImageTooLarge
+
+    if isinstance(e, Refused):
+        return e.status
+    for cls, status in ((ImageTooLarge, 413), (ImageError, 415), (CephaloError, 400)):
+        if isinstance(e, cls):
+            return status
+    return None
 
 
 def _dicom_sr(det, data: bytes, res):
     """The result's DICOM SR (bytes) and the SOP Instance UID of the image it references (the upload itself, or
     for a JPEG/PNG the Secondary Capture that ``cephalo predict --dicom-sr`` would write beside it)."""
-    import io
 
     from sdk.dicom_sr import measurement_report, source_dataset
     from sdk.image_io import load_image
@@ -212,7 +237,6 @@ def serve(det, host: str = "127.0.0.1", port: int = 8000, workers: int = 2, limi
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now."""
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -222,9 +246,6 @@ def free_port() -> int:
 def spawn(backend: str = "onnxruntime", port: Optional[int] = None, wait_s: float = 60.0):
     """``cephalo serve`` in a process (and session) of its own on 127.0.0.1, once it answers ``/health``: returns
     (the Popen, its base URL). For load tests and browser tests; the caller terminates it."""
-    import subprocess
-    import sys
-    import urllib.request
 
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import click
 
-from .options import data_options, progress_option
+from train.runner import make_pack
+from train.runner import train_local as run_local
+
+from .options import data_options, default_of, progress_option
 
 _PATH = click.Path(path_type=Path)
 
@@ -74,26 +77,27 @@ def train(data_dir, run_dir, no_augment, **kw):
 @click.option("--out", "run_dir", type=_PATH, required=True, help="Run folder (checkpoints).")
 @click.option("--first-model", type=_PATH, default=None,
               help="First-stage model whose points the local stage starts from in validation (default: the bundled one).")
-@click.option("--schema", default="isbi19", show_default=True)
+@click.option("--schema", default=default_of(run_local, "schema"), show_default=True)
 @data_options
-@click.option("--val-count", type=int, default=30, show_default=True,
+@click.option("--val-count", type=int, default=default_of(run_local, "val_count"), show_default=True,
               help="Held-out images (the same carve as 'train' with the same seed: the first stage never saw them); "
                    "0 = a final fit on all images with a recipe fixed by an earlier run (no validation, use "
                    "last.pt).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--epochs", type=int, default=40, show_default=True)
+@click.option("--seed", type=int, default=default_of(run_local, "seed"), show_default=True)
+@click.option("--epochs", type=int, default=default_of(run_local, "epochs"), show_default=True)
 @click.option("--epochs-now", type=int, default=None, help="Stop after this many more epochs (resumable).")
-@click.option("--patch", type=int, default=96, show_default=True, help="Patch size, fine pixels.")
-@click.option("--factor", type=float, default=3.0, show_default=True,
+@click.option("--patch", type=int, default=default_of(run_local, "patch"), show_default=True,
+              help="Patch size, fine pixels.")
+@click.option("--factor", type=float, default=default_of(run_local, "factor"), show_default=True,
               help="Fine scale over the first stage's input scale (3.0: a patch pixel is a third of a first-stage "
                    "input pixel).")
-@click.option("--widths", default="16,32,64,128", show_default=True,
+@click.option("--widths", default=default_of(run_local, "widths"), show_default=True,
               help="The patch network's channels at strides 2, 4, 8, 16: the local stage's cost.")
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--aug-processing-p", type=float, default=0.0, show_default=True,
+@click.option("--lr", type=float, default=default_of(run_local, "lr"), show_default=True)
+@click.option("--batch-size", type=int, default=default_of(run_local, "batch_size"), show_default=True)
+@click.option("--aug-processing-p", type=float, default=default_of(run_local, "aug_processing_p"), show_default=True,
               help="Probability of each of CLAHE and unsharp masking on a patch (other sites' export processing).")
-@click.option("--aug-gamma-max", type=float, default=1.5, show_default=True,
+@click.option("--aug-gamma-max", type=float, default=default_of(run_local, "aug_gamma_max"), show_default=True,
               help="Gamma augmentation up to this, down to 1/it.")
 @click.option("--init", type=_PATH, default=None,
               help="Fine-tune: start from this local-stage checkpoint's weights, keeping its recipe (patch, factor, "
@@ -103,25 +107,24 @@ def train(data_dir, run_dir, no_augment, **kw):
 def train_local(data_dir, run_dir, **kw):
     """Train the local (second) stage: a small patch model that re-reads each first-stage landmark at a finer scale
     (resumable: rerun with the same --out)."""
-    from train.runner import train_local as run
-
-    run(data_dir, run_dir, log=click.echo, **kw)
+    run_local(data_dir, run_dir, log=click.echo, **kw)
 
 
 @click.command()
 @click.option("--data", "data_dir", type=_PATH, required=True, help="Labelled data folder.")
 @click.option("--out", "out_file", type=_PATH, required=True, help="Pack file (.npz).")
-@click.option("--input-size", type=int, default=384, show_default=True, help="Model input size the pack is for.")
-@click.option("--schema", default="isbi19", show_default=True)
+@click.option("--input-size", type=int, default=default_of(make_pack, "input_size"), show_default=True,
+              help="Model input size the pack is for.")
+@click.option("--schema", default=default_of(make_pack, "schema"), show_default=True)
 @data_options
-@click.option("--val-count", type=int, default=30, show_default=True, help="With --align-annotators: the carve.")
-@click.option("--seed", type=int, default=0, show_default=True, help="With --align-annotators: the carve.")
+@click.option("--val-count", type=int, default=default_of(make_pack, "val_count"), show_default=True,
+              help="With --align-annotators: the carve.")
+@click.option("--seed", type=int, default=default_of(make_pack, "seed"), show_default=True,
+              help="With --align-annotators: the carve.")
 @click.option("--cache-dir", type=_PATH, default=None, help="Decoded-image cache folder.")
 def pack(data_dir, out_file, **kw):
     """Write a data pack: the labelled images resized for one input size, in one small .npz for 'train --data'
     on another machine."""
-    from train.runner import make_pack
-
     make_pack(data_dir, out_file, log=click.echo, **kw)
 
 

@@ -11,6 +11,7 @@ from typing import Callable, Dict, Optional
 from sdk.detector import DEFAULT_MODEL, MODELS_DIR
 
 from .model_card import embed_accuracy, headline, isbi_accuracy, render
+from .tolerances import CALIB_COUNT, INT8_MEAN_TOL_INPUT_PX
 
 _log = logging.getLogger(__name__)
 LICENCE = "CC BY-NC 4.0 (inherited from the ISBI 2015 data)"
@@ -21,8 +22,8 @@ def _install(src: Path, dest: Path, log: Callable[[str], None]) -> None:
     log(f"installed {dest}")
 
 
-def bundle_first_stage(checkpoint: Path, data_dir: Path, work_dir: Path, *, calib_count: int = 100,
-                       install: bool = False, int8_tol: float = 0.5, notes: str = "",
+def bundle_first_stage(checkpoint: Path, data_dir: Path, work_dir: Path, *, calib_count: int = CALIB_COUNT,
+                       install: bool = False, int8_tol: float = INT8_MEAN_TOL_INPUT_PX, notes: str = "",
                        log: Callable[[str], None] = _log.info) -> Dict:
     """Checkpoint -> INT8 (NNCF, QDQ ONNX) + FP32 reference in ``work_dir``, Test1/Test2 accuracy embedded, model
     card written; ``install`` copies the INT8 file and card into ``sdk/models``. Returns the card and the figures."""
@@ -45,7 +46,7 @@ def bundle_first_stage(checkpoint: Path, data_dir: Path, work_dir: Path, *, cali
 
 
 def bundle_local_stage(checkpoint: Path, data_dir: Path, work_dir: Path, *, prior_sd: Optional[float] = None,
-                       first_model: Optional[Path] = None, calib_count: int = 100, install: bool = False,
+                       first_model: Optional[Path] = None, calib_count: int = CALIB_COUNT, install: bool = False,
                        notes: str = "", labels: str = "consensus", log: Callable[[str], None] = _log.info) -> Dict:
     """A local-stage checkpoint -> FP32 + INT8 ONNX, the accuracy of the pair behind ``first_model`` (default: the
     bundled one) in its metadata, and the card. ``install``: a 'consensus' stage becomes the bundled pair (with

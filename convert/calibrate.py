@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from train.config import VAL_COUNT
+
 # A point this far from the reference labels is a gross error (reported apart from the tolerance's misses).
 GROSS_MM = 10.0
 
 
 def calibrate_local(local_model: Path, data_dir: Path, *, first_model: Optional[Path] = None,
-                    annotators: Sequence[str] = ("senior", "junior"), val_count: int = 30, seed: int = 0,
+                    annotators: Sequence[str] = ("senior", "junior"), val_count: int = VAL_COUNT, seed: int = 0,
                     variants: Optional[Sequence[str]] = None, tolerance: float = 4.0, cut: float = 0.5,
                     write: bool = True) -> Dict:
     """Fit the per-point reliability (P(within ``tolerance`` mm of the reference labels)) of a local-stage model

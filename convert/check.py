@@ -14,8 +14,7 @@ from sdk.errors import CephaloError
 from sdk.metadata import ModelMeta
 from sdk.preprocess import letterbox_geometry
 
-FP32_HEATMAP_TOL = 1e-4      # max |difference| of heatmap values
-FP32_POINT_TOL_PX = 0.01     # max point difference, original pixels
+from .tolerances import FP32_HEATMAP_TOL, FP32_POINT_TOL_PX  # noqa: F401 (the gates' names, used here and re-exported)
 
 
 class ParityError(CephaloError, RuntimeError):

@@ -26,8 +26,8 @@ def checkpoint_meta(ck: Dict, accuracy: Optional[Dict] = None, extra: Optional[D
     # the checkpoint's own epoch (last.pt is not always the best epoch); older files without it: the best
     own = next((h for h in hist if h.get("epoch") == ck.get("epoch")), None)
     best = own or min(hist, key=lambda h: h["val_mre_mm"], default=None)
-    acc = {"validation": {"epoch": best["epoch"], "mre_mm": best["val_mre_mm"], "sdr_2mm": best["val_sdr2"]}} \
-        if best else {}
+    acc = ({"validation": {"epoch": best["epoch"], "mre_mm": best["val_mre_mm"], "sdr_2mm": best["val_sdr2"]}}
+           if best else {})
     acc.update(accuracy or {})
     recipe = {k: getattr(cfg, k) for k in ("backbone", "input_size", "heatmap_stride", "sigma", "coord_weight",
                                             "focal_weight", "epochs", "batch_size", "lr", "warmup_epochs",

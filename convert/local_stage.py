@@ -74,7 +74,7 @@ def convert_local(ck: Dict, schema: Dict, out: Path, calib_samples: Sequence, in
     if int8:
         cfg = LocalConfig.from_dict(ck["config"])
         calib = calibration_patches(calib_samples, cfg)
-        q = out.with_name(out.name.replace(".local.onnx", "_int8.local.onnx")) if out.name.endswith(".local.onnx") \
-            else out.with_name(out.stem + "_int8.onnx")
+        q = (out.with_name(out.name.replace(".local.onnx", "_int8.local.onnx")) if out.name.endswith(".local.onnx")
+             else out.with_name(out.stem + "_int8.onnx"))
         files["int8"] = quantize_onnx_nncf(out, calib, q, meta)
     return files

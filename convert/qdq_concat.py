@@ -85,16 +85,3 @@ def requantize_file(src, dst=None) -> int:
     with atomic_path(Path(dst) if dst else src) as tmp:
         onnx.save(model, str(tmp))
     return n
-
-
-if __name__ == "__main__":
-    import click
-
-    @click.command()
-    @click.argument("src", type=click.Path(exists=True, dir_okay=False))
-    @click.argument("dst", required=False, type=click.Path(dir_okay=False))
-    def _main(src, dst):
-        """Requantize the Concat outputs of the QDQ ONNX file SRC (into DST, or in place)."""
-        click.echo(f"{requantize_file(src, dst)} Concat output(s) requantized")
-
-    _main()

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, List, Sequence
 
@@ -98,7 +99,6 @@ def quantize_onnx_ort(onnx_path: Path, calib: Sequence[np.ndarray], out: Path, m
 
 
 def _int8_meta(meta: ModelMeta, method: str) -> ModelMeta:
-    from dataclasses import replace
 
     return replace(meta, extra={**meta.extra, "precision": "int8", "quantization": method})
 

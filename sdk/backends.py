@@ -67,8 +67,7 @@ class OnnxRuntimeBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3     # errors only: the SDK prints nothing on a host's stderr
         # No spin-waiting between runs: a Detector runs two sessions in turn (first stage, local stage), and one's
-        # spinning threads took the other's cores: both stages 87 + 25 ms with spinning, 57 + 8 ms without
-        # (2 cores, measured).
+        # spinning threads take the other's cores (figures: lab/RESULTS.md).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = self._session(ort, path, opts)
         props = self.session.get_modelmeta().custom_metadata_map
@@ -213,8 +212,8 @@ def _ort_cache_file(path: Path, version: str) -> Optional[Path]:
         return None
     try:
         st = path.stat()
-        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "") \
-            if Path("/proc/cpuinfo").exists() else platform.processor()
+        flags = (next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+                 if Path("/proc/cpuinfo").exists() else platform.processor())
     except OSError:
         return None
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{version}|{platform.machine()}|{flags}"

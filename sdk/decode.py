@@ -56,7 +56,7 @@ def _dark_offsets(flat: np.ndarray, px: np.ndarray, py: np.ndarray, sigma: float
 
     Only the 3x3 smoothed values around each argmax are computed (the derivatives need no more), from the window
     the blur reaches, by a loop-based einsum: no BLAS call, whose worker threads would otherwise keep spinning after
-    it and slow the next model run (measured: +60 ms per image for the local stage on a 2-core machine).
+    it and slow the next model run (lab/RESULTS.md).
     Within 2 pixels of the map's border the blur would read the zeros beyond it and pull the point up to 0.7 px
     inwards, so there the log of the map itself is used (exact for a Gaussian peak).
     """

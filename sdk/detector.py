@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from copy import copy
 from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -16,13 +19,15 @@ from .decode import decode_to_image
 from .errors import BatchError, CephaloError, ModelError, cause
 from .framing import crop_or_pad, framing
 from .image_io import ImageInput, LoadedImage, load_image
-from .local_stage import CONSENSUS, LOCAL_STAGE, STAGE_KEY, LocalStage, local_stage_conventions, local_stage_path
+from .local_stage import CONSENSUS, LOCAL_STAGE, STAGE_KEY, LocalStage
 from .preprocess import Letterbox, pad_pixel
 from .quality import COND_Z, IMPLAUSIBLE, assess, shape_model
+from .reading import Evidence, Reading
+from .renamed import renamed
 from .repair import ReadingFrame, repair_points
 from .result import LOW_CONFIDENCE, Landmarks
 from .ruler import read_ruler
-from .site import NAME, SiteProfile
+from .site import SiteProfile, resolve_site
 from .spacing import check_magnification, check_ruler_mm, check_spacing
 from .views import VIEWS, view_image, view_points_back
 
@@ -44,23 +49,24 @@ class Detector:
     image mirrored (a facing-left cephalogram), inverted (a negative) and both, and keep the reading the model is
     sure of; costs nothing on a normal image. ``local_stage``: run the model's local stage (a second, small model on
     crops around each landmark at a finer scale, :mod:`sdk.local_stage`): True uses ``<model>.local.onnx`` beside
-    the model file when there is one, a path names the file, False turns it off (``refine=``, its old name, is still
-    accepted). ``reframe`` (default): when the field is much wider than the training images' (another machine's
-    field; the skull small in the model input), read the image again cropped to their framing (:mod:`sdk.framing`; one
-    more model call, only then; the result's ``notes`` say so). ``site``: whose landmark conventions the points
+    the model file when there is one, a path names the file, False turns it off. ``reframe`` (default): when the
+    field is much wider than the training images' (another machine's field; the skull small in the model input),
+    read the image again cropped to their framing (:mod:`sdk.framing`; one more model call, only then; the
+    result's ``notes`` say so). ``site``: whose landmark conventions the points
     follow. None (default): the clinicians' consensus. A name: a convention whose local stage lies beside the model
     (``<model>.<name>.local.onnx``; the bundled model has 'challenge', the ISBI 2015 challenge's official ground
     truth, for comparing with published results). A site profile (a path written by ``cephalo adapt``, or a
     :class:`sdk.site.SiteProfile`): the points are moved onto that clinic's conventions, learnt from its own
     labelled images (on top of the convention it was learnt on). ``labels`` of each result names the site or
-    convention; the flags judge the model's reading before any move. ``labels=NAME``: the old name of
-    ``site=NAME``. ``precision``: 'f32' (default) or 'bf16' (OpenVINO on a CPU with native bf16 runs the float
-    parts in bf16: a little faster there, points not bit for bit). ``repair`` (default): a landmark the shape check
+    convention; the flags judge the model's reading before any move. ``precision``: 'f32' (default) or 'bf16'
+    (OpenVINO on a CPU with native bf16 runs the float parts in bf16: a little faster there, points not bit for
+    bit). ``repair`` (default): a landmark the shape check
     finds implausible is read again by the local stage where the other landmarks put it, and kept when it then fits
     (:mod:`sdk.repair`; the result's ``repaired`` and ``first_reading`` say which, and from where).
     ``ruler_mm``: the tick pitch of the cephalostat's ruler; an image with no given or DICOM spacing gets its
     spacing from the ruler read in it (:mod:`sdk.ruler`). ``magnification``: DICOM detector spacings are divided by
-    it. Both default to what the site profile states, if anything. Calls are thread-safe.
+    it. Both default to what the site profile states, if anything. Old names (``refine=``, ``labels=``) still
+    work (:mod:`sdk.renamed`). Calls are thread-safe.
     """
 
     local: Optional[LocalStage] = None     # the local stage in use, if any
@@ -69,10 +75,13 @@ class Detector:
 
     def __init__(self, model: Union[str, Path, None] = None, backend: str = "auto", threads: Optional[int] = None,
                  fast_decode: bool = True, auto_view: bool = True, local_stage: Union[bool, str, Path] = True,
-                 reframe: bool = True, labels: str = CONSENSUS, site: Union[str, Path, SiteProfile, None] = None,
-                 repair: bool = True, precision: str = "f32", ruler_mm: Optional[float] = None,
-                 magnification: Optional[float] = None, **deprecated):
-        local_stage = _renamed(deprecated, local_stage)
+                 reframe: bool = True, site: Union[str, Path, SiteProfile, None] = None, repair: bool = True,
+                 precision: str = "f32", ruler_mm: Optional[float] = None, magnification: Optional[float] = None,
+                 **old_names):
+        given = renamed({k: v for k, v in old_names.items() if not (k == "labels" and v == CONSENSUS)},
+                        {"local_stage": None if local_stage is True else local_stage, "site": site}, "Detector()",
+                        error=ModelError)
+        local_stage = True if given["local_stage"] is None else given["local_stage"]
         path = Path(model) if model is not None else MODELS_DIR / DEFAULT_MODEL
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist" +
@@ -99,51 +108,15 @@ class Detector:
         self.reframe = bool(reframe)
         self.repair = bool(repair)
         ruler_mm, magnification = check_ruler_mm(ruler_mm), check_magnification(magnification)
-        if labels != CONSENSUS:            # labels=NAME: the old name of site=NAME
-            if site is not None:
-                raise ModelError(f"labels={labels!r} and site={site!r}: labels= is the old name of site=; give one")
-            site = labels
-        self.site = self._site(path, site)
+        self.site, local_stage = resolve_site(path, given["site"], self.schema, local_stage)
         self.labels = self.site.label if self.site is not None else CONSENSUS
         # the cephalostat's constants: as given, else as the site's profile states them
         self.ruler_mm = ruler_mm if ruler_mm is not None or self.site is None else self.site.ruler_mm
-        self.magnification = magnification if magnification is not None or self.site is None \
-            else self.site.magnification
-        if self.site is not None and self.site.local_stage is not None:
-            base = self.site.local_stage
-            if local_stage is not True:
-                raise ModelError(f"site {self.site.name!r} follows the local stage for {base!r} beside the model; it "
-                                 f"cannot go with local_stage={local_stage!r}")
-            if not local_stage_path(path, base).is_file():
-                raise ModelError(f"model {path} has no local stage for {base!r} (looked for "
-                                 f"{local_stage_path(path, base).name}), which site {self.site.name!r} follows; it "
-                                 f"has: {', '.join(local_stage_conventions(path)) or 'none'}")
-            local_stage = local_stage_path(path, base)
-        if local_stage is True and local_stage_path(path).is_file():
-            local_stage = local_stage_path(path)
-        if local_stage is not True and local_stage is not False and local_stage is not None:
+        self.magnification = (magnification if magnification is not None or self.site is None
+                              else self.site.magnification)
+        if local_stage is not False and local_stage is not None:
             self.local = LocalStage(local_stage, backend, threads, self.meta.input_hw, precision)
             self.local.check_pairs_with(self.meta, path)
-
-    def _site(self, path: Path, site: Union[str, Path, SiteProfile, None]) -> Optional[SiteProfile]:
-        """``site=`` as a profile: a SiteProfile, a profile's file, or the name of a convention whose local stage
-        lies beside the model ('challenge'; 'consensus' is the default: None)."""
-        if site is None:
-            return None
-        if isinstance(site, SiteProfile):
-            prof = site
-        elif isinstance(site, str) and NAME.fullmatch(site) and not Path(site).is_file():
-            if site == CONSENSUS:
-                return None
-            if not local_stage_path(path, site).is_file():
-                raise ModelError(f"site={site!r}: no such site profile file, nor a convention with a local stage "
-                                 f"beside model {path} (looked for {local_stage_path(path, site).name}); it has: "
-                                 f"{', '.join(local_stage_conventions(path)) or 'none'}")
-            prof = SiteProfile.convention(site, self.schema.id, self.schema.names)
-        else:
-            prof = SiteProfile.load(site)
-        prof.check_schema(self.schema.id, self.schema.names)
-        return prof
 
     @property
     def info(self) -> Dict:
@@ -170,25 +143,24 @@ class Detector:
         With a local stage, each point is then re-read on ``gray`` (default ``loaded.gray``: the pixels the first
         stage saw). Scores stay the first stage's heatmap peaks.
         """
-        return self._assess(*self._read(heatmaps, lb, loaded, None if spacing is None else check_spacing(spacing),
-                                        gray))
+        spacing = None if spacing is None else check_spacing(spacing)
+        return self._assess(self._read(heatmaps, lb, loaded, spacing, gray)).result
 
     def _read(self, heatmaps: np.ndarray, lb: Letterbox, loaded: LoadedImage, spacing: Optional[float],
-              gray: Optional[np.ndarray] = None) -> Tuple[Landmarks, Dict]:
-        """Decoded points (through the local stage when there is one) without flags, and what the flags need from the local stage: its move per
-        point (first-stage input px) and its heatmap peaks (both None without a local stage)."""
+              gray: Optional[np.ndarray] = None) -> Reading:
+        """The decoded points (through the local stage when there is one), not yet assessed, with the local
+        stage's move and heatmap peak per point as their evidence."""
         m = self.meta
         if heatmaps.shape[0] != m.schema.k:
             raise ModelError(f"model {self.model_path} outputs {heatmaps.shape[0]} heatmaps, its schema "
                              f"{m.schema.id!r} has {m.schema.k} landmarks")
+        gray = loaded.gray if gray is None else gray
         xy, scores = decode_to_image(heatmaps, lb, m.heatmap_stride, m.sigma, m.decoder)
-        stage2 = {"shift": None, "local_peak": None,
-                  "frame": ReadingFrame(loaded.gray if gray is None else gray, lb, loaded.reduction, np.zeros(2))}
+        evidence = Evidence()
         if self.local is not None:
-            local, peaks = self.local.locate_with_peaks(loaded.gray if gray is None else gray, lb, xy,
-                                                        loaded.reduction)
-            stage2.update(shift=np.linalg.norm((local - xy) * np.array([lb.scale_x, lb.scale_y]), axis=1),
-                          local_peak=peaks)
+            local, peaks = self.local.locate_with_peaks(gray, lb, xy, loaded.reduction)
+            evidence = Evidence(shift=np.linalg.norm((local - xy) * np.array([lb.scale_x, lb.scale_y]), axis=1),
+                                local_peak=peaks)
             xy = local
         src = None
         if spacing is not None:
@@ -203,16 +175,19 @@ class Detector:
         res = Landmarks(xy, scores, m.schema.names, (lb.src_h, lb.src_w), spacing, src, m.schema.id,
                         notes=loaded.notes, source=loaded.source, labels=self.labels,
                         float_precision=self.precision)
-        return res, stage2
+        return Reading(res, ReadingFrame(gray, lb, loaded.reduction, np.zeros(2)), evidence)
 
-    def _assess(self, res: Landmarks, stage2: Dict) -> Landmarks:
-        """``res`` with its flags and reliabilities (:mod:`sdk.quality`), in the given image's pixels."""
-        a = assess(res.xy, res.scores, res.image_size, res.schema, res.names, stage2["shift"],
-                   stage2["local_peak"], self.local.calibration if self.local is not None else None,
+    def _assess(self, reading: Reading) -> Reading:
+        """``reading`` with its flags and reliabilities (:mod:`sdk.quality`), in the given image's pixels, and the
+        shape distances they came from in its evidence."""
+        res, ev = reading.result, reading.evidence
+        a = assess(res.xy, res.scores, res.image_size, res.schema, res.names, ev.shift, ev.local_peak,
+                   self.local.calibration if self.local is not None else None,
                    mirrored=res.view.startswith("mirrored"))
         flags = (("low_confidence",) if res.confidence < LOW_CONFIDENCE else ()) + a.flags
-        stage2["shape_z"] = a.shape_z if shape_model(res.schema, res.names) is not None else None
-        return replace(res, point_flags=a.reasons, flags=flags, reliability=a.reliability)
+        shape_z = a.shape_z if shape_model(res.schema, res.names) is not None else None
+        return replace(reading, result=replace(res, point_flags=a.reasons, flags=flags, reliability=a.reliability),
+                       evidence=replace(ev, shape_z=shape_z))
 
     def run_network(self, x: np.ndarray) -> np.ndarray:
         """The first-stage network alone: (N, C, H, W) float32 input (as :meth:`preprocess` makes) -> (N, K, h, w)
@@ -230,38 +205,33 @@ class Detector:
 
     def __call__(self, image: ImageInput, spacing: Optional[float] = None) -> Landmarks:
         """Landmarks of one image (path, file bytes, or (H, W[, C]) uint8/uint16 array)."""
-        return self._detect(image, spacing)[0]
+        return self._detect(image, spacing).result
 
-    def evidence(self, image: ImageInput, spacing: Optional[float] = None) -> Tuple[Landmarks, Dict[str, np.ndarray]]:
-        """:meth:`__call__`, plus what the flags are computed from, per landmark: ``shift`` (the local stage's move,
-        first-stage input px), ``local_peak`` and ``shape_z`` (None where there is no local stage / shape model).
-        For fitting a calibration (``cephalo calibrate``) and for studies."""
-        return self._detect(image, spacing)
+    def evidence(self, image: ImageInput, spacing: Optional[float] = None) -> Tuple[Landmarks, Evidence]:
+        """:meth:`__call__`, plus what the flags are computed from, per landmark (:class:`sdk.reading.Evidence`:
+        the local stage's move and heatmap peak, the shape distance). For fitting a calibration (``cephalo
+        calibrate``) and for studies."""
+        reading = self._detect(image, spacing)
+        return reading.result, reading.evidence
 
-    def _detect(self, image: ImageInput, spacing: Optional[float]) -> Tuple[Landmarks, Dict]:
+    def _detect(self, image: ImageInput, spacing: Optional[float]) -> Reading:
         spacing = None if spacing is None else check_spacing(spacing)   # before any work
         try:
             x, lb, loaded = self.preprocess(image)
             # the ruler is read on a helper thread while the networks run: they leave part of the cores idle
-            ruler = self._helper().submit(read_ruler, loaded.gray) \
-                if self._overlaps and self.ruler_mm is not None and spacing is None else None
-            hm = self._run(x[None])
-            read = self._read(hm[0], lb, loaded, spacing)
+            ruler = (self._helper().submit(read_ruler, loaded.gray)
+                     if self._overlaps and self.ruler_mm is not None and spacing is None else None)
+            reading = self._read(self._run(x[None])[0], lb, loaded, spacing)
             if self.reframe:
-                read = self._reframed(read, loaded, spacing)
-            res, stage2 = self._settle(read, loaded, spacing)
+                reading = self._reframed(reading, loaded, spacing)
+            reading = self._settle(reading, loaded, spacing)
             if self.repair:
-                res, stage2 = self._repaired(res, stage2)
+                reading = self._repaired(reading)
             if self.ruler_mm is not None or self.magnification is not None:
-                res = self._measured_spacing(res, loaded, ruler)
+                reading = self._measured_spacing(reading, loaded, ruler)
             if self.site is not None and self.site.moves:   # after the flags judged the model's reading
-                # its looks are of images as its machine gives them: not for one read mirrored or inverted
-                same = res.view == "as given"
-                xy, notes, how = self.site.place(res.xy, loaded.gray if same else None, loaded.reduction)
-                if self.site.looks and not same:
-                    notes += (f"the site's looks were not matched: the image was read {res.view}",)
-                res = replace(res, xy=xy, labels=self.site.label, notes=res.notes + notes, site_placed=how)
-            return res, stage2
+                reading = self._placed_by_site(reading, loaded)
+            return reading
         except CephaloError:
             raise
         except Exception as e:   # never a bare library error: name the image and keep the cause
@@ -276,11 +246,12 @@ class Detector:
                 self._helper_pid = os.getpid()
             return self._helper_pool
 
-    def _measured_spacing(self, res: Landmarks, loaded: LoadedImage, ruler: Optional[Future] = None) -> Landmarks:
-        """``res`` with its spacing by precedence: the caller's, then DICOM's (divided by ``magnification`` when
+    def _measured_spacing(self, reading: Reading, loaded: LoadedImage, ruler: Optional[Future] = None) -> Reading:
+        """``reading`` with its spacing by precedence: the caller's, then DICOM's (divided by ``magnification`` when
         given), then the ruler's (``ruler_mm`` over its tick pitch, :mod:`sdk.ruler`; ``ruler``: its reading under
         way). The ruler is read whenever asked for and no spacing was given, so that a DICOM spacing it disagrees
         with by more than :data:`RULER_DISAGREES` is said in the notes."""
+        res = reading.result
         spacing, src, notes, info = res.spacing, res.spacing_source, list(res.notes), None
         if src == "dicom" and self.magnification is not None:
             spacing = spacing / self.magnification
@@ -291,10 +262,10 @@ class Detector:
                 notes.append("no ruler with certain ticks found in the image: no spacing from it")
             else:
                 red = loaded.reduction
-                full = lambda p: [round(float(v) * red + (red - 1) / 2, 2) for v in p]   # noqa: E731
                 rs = self.ruler_mm / (r.pitch_px * red)
-                info = {**r.to_dict(), "pitch_px": round(r.pitch_px * red, 4), "pitch_se_px": round(r.pitch_se_px * red, 4),
-                        "p1": full(r.p1), "p2": full(r.p2), "tick_mm": self.ruler_mm, "spacing_mm": round(rs, 6)}
+                info = {**r.to_dict(), "pitch_px": round(r.pitch_px * red, 4),
+                        "pitch_se_px": round(r.pitch_se_px * red, 4), "p1": _full_image(r.p1, red),
+                        "p2": _full_image(r.p2, red), "tick_mm": self.ruler_mm, "spacing_mm": round(rs, 6)}
                 if r.second_scale:
                     notes.append("a second scale with the same tick pitch is in the image; the strongest was read")
                 if src == "dicom":
@@ -303,74 +274,80 @@ class Detector:
                                      f"magnification?): DICOM's is used")
                 else:
                     spacing, src = rs, "ruler"
-        return replace(res, spacing=spacing, spacing_source=src, notes=tuple(notes), ruler=info)
+        return reading.with_result(spacing=spacing, spacing_source=src, notes=tuple(notes), ruler=info)
 
-    def _reframed(self, read: Tuple[Landmarks, Dict], loaded: LoadedImage,
-                  spacing: Optional[float]) -> Tuple[Landmarks, Dict]:
+    def _placed_by_site(self, reading: Reading, loaded: LoadedImage) -> Reading:
+        """The points moved onto the site's conventions (:meth:`sdk.site.SiteProfile.place`). Its looks are of
+        images as its machine gives them: not matched on an image read mirrored or inverted."""
+        res = reading.result
+        same = res.view == "as given"
+        xy, notes, how = self.site.place(res.xy, loaded.gray if same else None, loaded.reduction)
+        if self.site.looks and not same:
+            notes += (f"the site's looks were not matched: the image was read {res.view}",)
+        return reading.with_result(xy=xy, labels=self.site.label, notes=res.notes + notes, site_placed=how)
+
+    def _reframed(self, reading: Reading, loaded: LoadedImage, spacing: Optional[float]) -> Reading:
         """The reading again, on the image cropped (padded where the frame leaves it) to the training images'
         framing around its landmarks, when the field is wider than theirs by more than the framing's tolerance
-        (:mod:`sdk.framing`); else ``read`` as it is."""
-        res, _ = read
+        (:mod:`sdk.framing`); else ``reading`` as it is."""
+        res = reading.result
         f = framing(self.schema.id)
-        if f is None or res.confidence < LOW_CONFIDENCE or \
-                not f.needs_reframe(res.xy, loaded.full_hw, self.meta.input_hw):
-            return read
+        if (f is None or res.confidence < LOW_CONFIDENCE
+                or not f.needs_reframe(res.xy, loaded.full_hw, self.meta.input_hw)):
+            return reading
         r = loaded.reduction
         x0, y0, x1, y1 = f.frame(res.xy)
         box = (int(np.floor(x0 / r)), int(np.floor(y0 / r)), int(np.ceil(x1 / r)), int(np.ceil(y1 / r)))
         sub = crop_or_pad(loaded.gray, box, pad_pixel(self.meta.pad_value))
         x, lb = self._pre.apply(sub, ((box[3] - box[1]) * r, (box[2] - box[0]) * r), r)
-        cand, cand2 = self._read(self._run(x[None])[0], lb, loaded, spacing, sub)
-        if cand.confidence < LOW_CONFIDENCE:
-            return read
+        cand = self._read(self._run(x[None])[0], lb, loaded, spacing, sub)
+        if cand.result.confidence < LOW_CONFIDENCE:
+            return reading
         size = 1.0 / f.scale_change(res.xy, loaded.full_hw, self.meta.input_hw)
         note = (f"re-read with the image cropped to the training images' framing (the anatomy was "
                 f"{size:.2f}x its training size in the model input)")
         offset = np.array([box[0] * r, box[1] * r], dtype=np.float64)
-        cand2["frame"] = replace(cand2["frame"], offset=offset)
-        return replace(cand, xy=cand.xy + offset, image_size=tuple(loaded.full_hw), notes=cand.notes + (note,)), cand2
+        out = cand.result
+        return replace(cand, frame=replace(cand.frame, offset=offset),
+                       result=replace(out, xy=out.xy + offset, image_size=tuple(loaded.full_hw),
+                                      notes=out.notes + (note,)))
 
-    def _repaired(self, res: Landmarks, stage2: Dict) -> Tuple[Landmarks, Dict]:
-        """``res`` with its implausible landmarks read again where the others put them (:mod:`sdk.repair`), flags
-        recomputed; as it is when nothing is implausible, the image is no cephalogram or was read in another view."""
+    def _repaired(self, reading: Reading) -> Reading:
+        """``reading`` with its implausible landmarks read again where the others put them (:mod:`sdk.repair`),
+        flags recomputed; as it is when nothing is implausible, the image is no cephalogram or was read in another
+        view."""
+        res, ev = reading.result, reading.evidence
         model = shape_model(res.schema, res.names)
         implausible = np.array([r == IMPLAUSIBLE for r in res.point_flags]) if res.point_flags else None
         if (implausible is None or not implausible.any() or self.local is None or model is None or
                 model.cov is None or res.view != "as given" or not res.is_cephalogram):
-            return res, stage2
-        rep = repair_points(res.xy, implausible, self.local, stage2["frame"], model, COND_Z)
+            return reading
+        rep = repair_points(res.xy, implausible, self.local, reading.frame, model, COND_Z)
         if not rep.repaired.any():
-            return res, stage2
+            return reading
         fixed = rep.repaired
-        stage2 = dict(stage2, shift=np.where(fixed, rep.shift, stage2["shift"]),
-                      local_peak=np.where(fixed, rep.peak, stage2["local_peak"]))
+        ev = replace(ev, shift=np.where(fixed, rep.shift, ev.shift), local_peak=np.where(fixed, rep.peak, ev.local_peak))
         out = replace(res, xy=rep.xy, repaired=tuple(bool(f) for f in fixed), first_reading=res.xy)
-        return self._assess(out, stage2), stage2
+        return self._assess(replace(reading, result=out, evidence=ev))
 
-    def _settle(self, read: Tuple[Landmarks, Dict], loaded: LoadedImage,
-                spacing: Optional[float]) -> Tuple[Landmarks, Dict]:
+    def _settle(self, reading: Reading, loaded: LoadedImage, spacing: Optional[float]) -> Reading:
         """The reading as given or, when it is doubtful, the view (mirrored, inverted, turned) the model is sure
-        of, with its flags; and the local stage's figures for that reading."""
-        res, stage2 = read
-        if not self.auto_view or res.confidence >= LOW_CONFIDENCE:
-            return self._assess(res, stage2), stage2
-        g = loaded.gray
-        best, best_stage2 = res, stage2
+        of, assessed."""
+        if not self.auto_view or reading.result.confidence >= LOW_CONFIDENCE:
+            return self._assess(reading)
+        best = reading
         for view in VIEWS:
-            img = view_image(g, view)
+            img = view_image(loaded.gray, view)
             turned = view in ("rotated90", "rotated270")
             full = loaded.full_hw[::-1] if turned else loaded.full_hw
             x, lb = self._pre.apply(img, full, loaded.reduction)
-            cand, cand2 = self._read(self._run(x[None])[0], lb, loaded, spacing, img)
-            if cand.confidence > best.confidence:
-                best = replace(cand, xy=view_points_back(cand.xy, view, loaded.full_hw),
-                               image_size=tuple(loaded.full_hw), view=view)
-                best_stage2 = cand2
-            if best.confidence >= LOW_CONFIDENCE:
+            cand = self._read(self._run(x[None])[0], lb, loaded, spacing, img)
+            if cand.result.confidence > best.result.confidence:
+                best = cand.with_result(xy=view_points_back(cand.result.xy, view, loaded.full_hw),
+                                        image_size=tuple(loaded.full_hw), view=view)
+            if best.result.confidence >= LOW_CONFIDENCE:
                 break     # the first view the model is sure of: the rest cost a model call each
-        if best.confidence >= LOW_CONFIDENCE:
-            return self._assess(best, best_stage2), best_stage2
-        return self._assess(res, stage2), stage2
+        return self._assess(best if best.result.confidence >= LOW_CONFIDENCE else reading)
 
     def stream(self, images: Sequence[ImageInput], spacing: Optional[Union[float, Sequence[Optional[float]]]] = None,
                workers: int = 2, ahead: int = 4) -> Iterator[Union[Landmarks, CephaloError]]:
@@ -386,7 +363,7 @@ class Detector:
 
         def one(j: int) -> Union[Landmarks, CephaloError]:
             try:
-                return self._detect(images[j], spacings[j])[0]
+                return self._detect(images[j], spacings[j]).result
             except Exception as e:   # MemoryError included: one image's failure stays its own
                 return _as_error(e, images[j], j)
 
@@ -398,12 +375,10 @@ class Detector:
 
         def one(j: int) -> Union[Landmarks, CephaloError]:     # noqa: F811 (the same, on the concurrent twin)
             try:
-                return det._detect(images[j], spacings[j])[0]
+                return det._detect(images[j], spacings[j]).result
             except Exception as e:
                 return _as_error(e, images[j], j)
 
-        from collections import deque
-        from itertools import islice
 
         with ThreadPoolExecutor(min(workers, len(images)), thread_name_prefix="cephalo") as pool:
             todo = iter(range(len(images)))
@@ -440,7 +415,6 @@ class Detector:
         with self._twins_lock:
             twin = self._twins.get(workers)
             if twin is None:
-                from copy import copy
 
                 twin = copy(self)
                 twin._backend = self._backend.concurrent(workers)
@@ -499,16 +473,9 @@ def _measurement_line(name: str, e: Dict) -> str:
             f"{cls}" + ("  (check)" if e["doubtful"] else ""))
 
 
-def _renamed(deprecated: Dict, local_stage):
-    """``Detector(refine=...)``, the local stage's old name: accepted with a DeprecationWarning."""
-    if set(deprecated) - {"refine"}:
-        raise TypeError(f"Detector() got an unexpected keyword argument {sorted(set(deprecated) - {'refine'})[0]!r}")
-    if "refine" not in deprecated:
-        return local_stage
-    import warnings
-
-    warnings.warn("Detector(refine=) is now Detector(local_stage=)", DeprecationWarning, stacklevel=3)
-    return deprecated["refine"]
+def _full_image(p, reduction: int):
+    """A point of an image decoded at 1/``reduction`` -> [x, y] in the full image's pixels, rounded for a record."""
+    return [round(float(v) * reduction + (reduction - 1) / 2, 2) for v in p]
 
 
 def _name(image: ImageInput) -> str:

@@ -17,6 +17,7 @@ pixel centres are at integers, hence the half pixel each way.
 from __future__ import annotations
 
 import hashlib
+import io
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -54,7 +55,6 @@ def _code(value: str, meaning: str):
 def source_dataset(data: bytes, gray: np.ndarray, facing_left: bool = False):
     """The image the report refers to: the DICOM file itself, or a Secondary Capture of ``gray`` (new study, empty
     patient) for another format. Returns (dataset, whether it was made here)."""
-    import io
 
     import pydicom
 

@@ -90,8 +90,8 @@ def _label_place(text: str, c, r: int, scale: float, thick: int, placed: list, p
         x0, y1 = c[0] + dx, c[1] + dy                  # putText's origin is the text's bottom-left
         box = (x0, y1 - th, x0 + tw, y1 + base)
         hits_box = any(not (box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1]) for b in placed)
-        near = (finite[:, 0] >= box[0] - r) & (finite[:, 0] <= box[2] + r) & \
-               (finite[:, 1] >= box[1] - r) & (finite[:, 1] <= box[3] + r)
+        near = ((finite[:, 0] >= box[0] - r) & (finite[:, 0] <= box[2] + r)
+                & (finite[:, 1] >= box[1] - r) & (finite[:, 1] <= box[3] + r))
         if not hits_box and not near.any():
             placed.append(box)
             return x0, y1

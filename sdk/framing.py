@@ -5,7 +5,7 @@ smaller or larger in the model's letterboxed input. When the skull is smaller th
 than a tolerance, the Detector reads the image once, then crops it (padding where the frame leaves the image) to
 the training images' typical framing around that first reading's landmarks and reads it again, so that both
 stages see the anatomy at the scale they were trained on. ``sdk/shapes/<schema>.framing.json`` holds the margins,
-fitted on training labels (``python -m train.framing``).
+fitted on training labels (``scripts/fit_framing.py``).
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ rotates and scales about the patch centre. Training and the Detector both call :
 from __future__ import annotations
 
 import math
+from copy import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -215,7 +216,6 @@ class LocalStage:
 
     def concurrent(self, workers: int) -> "LocalStage":
         """This local stage with its network set up for ``workers`` callers at once (see :meth:`Backend.concurrent`)."""
-        from copy import copy
 
         twin = copy(self)
         twin._backend = self._backend.concurrent(workers)

@@ -163,7 +163,7 @@ class Preprocessing:
 
         ``fast_decode``: decode large JPEGs at reduced scale (:func:`sdk.image_io.load_image`), keeping ``keep``
         times the input's scale (default ``REDUCE_MARGIN``; the Detector passes its local stage's fine scale).
-        Points move by ~0.1 mm on average against a full decode (Test1 MRE within 0.01 mm); ``False``: a file gives
+        Points move by a fraction of a millimetre against a full decode (docs/RESULTS.md); ``False``: a file gives
         exactly the points of its pixels passed as an array.
         """
         from .image_io import REDUCE_MARGIN, load_image

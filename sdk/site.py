@@ -22,7 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import CephaloError
+from .errors import CephaloError, ModelError
+from .local_stage import CONSENSUS, local_stage_conventions, local_stage_path
 from .site_look import Look, fit_looks, refine, sn_lengths
 from .spacing import check_magnification, check_ruler_mm
 
@@ -202,6 +203,44 @@ class SiteProfile:
         """Refuse a profile made for another model's landmarks."""
         if self.schema != schema or tuple(self.names) != tuple(names):
             raise SiteError(f"site profile {self.name!r} is for schema {self.schema!r}; the model reads {schema!r}")
+
+
+def resolve_site(model_path: Path, site: Union[str, Path, SiteProfile, None], schema,
+                 local_stage: Union[bool, str, Path, None] = True) -> Tuple[Optional[SiteProfile],
+                                                                            Union[bool, str, Path, None]]:
+    """A Detector's ``site=`` and ``local_stage=`` for the model at ``model_path`` (its :class:`sdk.schemas.Schema`
+    ``schema``) -> (the site profile or None, the local stage's file or False/None for none).
+
+    ``site``: a SiteProfile, a profile's file, or the name of a convention whose local stage lies beside the model
+    ('challenge'; 'consensus' is the default: None). A site that follows a convention's local stage takes that
+    file; ``local_stage=True`` finds ``<model>.local.onnx`` beside the model."""
+    prof = None
+    if isinstance(site, SiteProfile):
+        prof = site
+    elif isinstance(site, str) and NAME.fullmatch(site) and not Path(site).is_file():
+        if site != CONSENSUS:
+            if not local_stage_path(model_path, site).is_file():
+                raise ModelError(f"site={site!r}: no such site profile file, nor a convention with a local stage "
+                                 f"beside model {model_path} (looked for {local_stage_path(model_path, site).name}); "
+                                 f"it has: {', '.join(local_stage_conventions(model_path)) or 'none'}")
+            prof = SiteProfile.convention(site, schema.id, schema.names)
+    elif site is not None:
+        prof = SiteProfile.load(site)
+    if prof is not None:
+        prof.check_schema(schema.id, schema.names)
+    if prof is not None and prof.local_stage is not None:
+        base = prof.local_stage
+        if local_stage is not True:
+            raise ModelError(f"site {prof.name!r} follows the local stage for {base!r} beside the model; it "
+                             f"cannot go with local_stage={local_stage!r}")
+        if not local_stage_path(model_path, base).is_file():
+            raise ModelError(f"model {model_path} has no local stage for {base!r} (looked for "
+                             f"{local_stage_path(model_path, base).name}), which site {prof.name!r} follows; it "
+                             f"has: {', '.join(local_stage_conventions(model_path)) or 'none'}")
+        return prof, local_stage_path(model_path, base)
+    if local_stage is True:
+        return prof, local_stage_path(model_path) if local_stage_path(model_path).is_file() else False
+    return prof, local_stage
 
 
 def _errors_mm(pred: np.ndarray, truth: np.ndarray, spacing: np.ndarray) -> np.ndarray:

@@ -32,8 +32,8 @@ def _inputs(n=2, size=128):
 
 def test_scope_names_become_module_paths():
     assert _module_path("/backbone/layer1/layer1.0/conv1/Conv") == "backbone.layer1.0.conv1"
-    assert _module_path("/backbone/stage2/stage2.0/fuse_layers.0.1/fuse_layers.0.1.0/Conv") == \
-        "backbone.stage2.0.fuse_layers.0.1.0"
+    assert (_module_path("/backbone/stage2/stage2.0/fuse_layers.0.1/fuse_layers.0.1.0/Conv")
+            == "backbone.stage2.0.fuse_layers.0.1.0")
     assert _module_path("/out/Conv") == "out"
 
 

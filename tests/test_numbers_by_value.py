@@ -226,8 +226,8 @@ def test_dicom_spacing_tags_by_value(tags, spacing, note):
         assert notes == ()
     else:
         assert notes[0] == note
-        assert (notes[-1] == "no pixel spacing from the file: pass spacing= (--spacing) for millimetres") == \
-            (spacing is None)
+        assert ((notes[-1] == "no pixel spacing from the file: pass spacing= (--spacing) for millimetres")
+                == (spacing is None))
 
 
 def test_prepare_wires_decode_reduction_keep_and_every_field(tmp_path):

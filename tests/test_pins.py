@@ -51,10 +51,10 @@ def test_the_calibration_points_the_right_way():
     res, ev = det.evidence(IMG)
     assert res.status == "ok" and (res.reliability > cal.cut).all() and res.reliability.mean() > 0.8
     x, lb, loaded = det.preprocess(IMG)
-    read, stage2 = det._read(det.run_network(x[None])[0], lb, loaded, None)
-    moved = read.xy.copy()
+    reading = det._read(det.run_network(x[None])[0], lb, loaded, None)
+    moved = reading.result.xy.copy()
     moved[3] += (0.0, -30.0 / 0.4)                              # porion 30 mm up (fixtures: 0.4 mm/px)
-    bad = det._assess(replace(read, xy=moved), dict(stage2))
+    bad = det._assess(reading.with_result(xy=moved)).result
     assert bad.reliability[3] < cal.cut and bad.point_flags[3] and bad.status == "check"
 
 

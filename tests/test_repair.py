@@ -85,13 +85,13 @@ def test_the_detector_repairs_a_gross_first_reading(det, samples):
     s = samples[1]
     k = ISBI19.names.index("porion")
     x, lb, loaded = det.preprocess(s.image)
-    res, stage2 = det._read(det.run_network(x[None])[0], lb, loaded, None)
-    good = det._assess(res, stage2)
-    moved = res.xy.copy()
+    reading = det._read(det.run_network(x[None])[0], lb, loaded, None)
+    good = det._assess(reading).result
+    moved = reading.result.xy.copy()
     moved[k] += np.array([-1.0, 0.0]) * 30.0 / s.spacing
-    bad = det._assess(replace(res, xy=moved), stage2)
-    assert bad.point_flags[k] == "implausible position"
-    fixed, _ = det._repaired(bad, stage2)
+    bad = det._assess(reading.with_result(xy=moved))
+    assert bad.result.point_flags[k] == "implausible position"
+    fixed = det._repaired(bad).result
     assert fixed.repaired[k] and sum(fixed.repaired) == 1 and np.array_equal(fixed.first_reading, moved)
     assert np.linalg.norm(fixed.xy[k] - good.xy[k]) * s.spacing < 2.0
     assert fixed.point_flags[k] != "implausible position"

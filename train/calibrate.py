@@ -23,11 +23,11 @@ def collect(det, samples: Sequence, variants: Sequence[str]) -> Dict[str, np.nda
     out = {k: [] for k in ("features", "error_mm", "landmark", "flagged_otherwise", "variant", "image")}
     for s, v, img, gt, inside, mm in variant_readings(samples, variants):
         res, ev = det.evidence(img)
-        if ev["shift"] is None or ev["shape_z"] is None:
+        if ev.shift is None or ev.shape_z is None:
             raise ValueError("calibration needs a Detector with a local stage and a schema with a shape model")
         err = np.linalg.norm(res.xy - gt, axis=1) * mm
         other = np.array([r in (OUTSIDE, IMPLAUSIBLE) for r in res.point_flags])
-        out["features"].append(point_features(res.scores, ev["local_peak"], ev["shift"], ev["shape_z"])[inside])
+        out["features"].append(point_features(res.scores, ev.local_peak, ev.shift, ev.shape_z)[inside])
         out["error_mm"].append(err[inside])
         out["landmark"].append(np.arange(len(gt))[inside])
         out["flagged_otherwise"].append(other[inside])

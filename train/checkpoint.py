@@ -8,7 +8,7 @@ from typing import Any, Dict
 
 import torch
 
-from sdk.errors import ModelError
+from sdk.errors import ModelError, cause
 
 from .files import publish  # noqa: F401  (re-exported)
 
@@ -38,7 +38,7 @@ def read_checkpoint(path: Path, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle of foreign objects, not a torch file...
-        raise ModelError(f"{what} {path} cannot be loaded: {type(e).__name__}: {str(e)[:200]}") from e
+        raise ModelError(f"{what} {path} cannot be loaded: {type(e).__name__}: {cause(e)}") from e
 
 
 def load_checkpoint(path: Path) -> Dict[str, Any]:

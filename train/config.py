@@ -4,6 +4,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Dict, Tuple
 
+from sdk.local_stage import LocalParams
+
+# Images carved from the training split for model choice: the first stage's and the local stage's validation.
+VAL_COUNT = 30
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -22,7 +27,7 @@ class TrainConfig:
     restart_period: int = 0          # CosineAnnealingWarmRestarts T_0 in epochs; 0 = epochs // 3 (with T_mult 2)
     warmup_epochs: float = 0.0       # linear LR warm-up at the start (0 = none, as the shipped model)
     grad_clip: float = 5.0
-    val_count: int = 30              # images carved from the training split for model choice
+    val_count: int = VAL_COUNT       # images carved from the training split for model choice
     seed: int = 0                    # the validation carve's seed, and the training's unless aug_seed >= 0
     aug_seed: int = -1               # augmentation, shuffling and initialisation seed (-1: seed)
     mean: float = 0.5
@@ -79,3 +84,79 @@ PRESETS: Dict[str, TrainConfig] = {
     "max_accuracy": TrainConfig(input_size=512, sigma=1.0, coord_weight=10.0, epochs=500),
     "max_speed": TrainConfig(backbone="w18", input_size=256),
 }
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """The local (second) stage's recipe: its patches, network, augmentation and schedule."""
+
+    input_size: int = 384          # the first stage's input: fine scale = factor x its letterbox scale
+    factor: float = 3.0
+    patch: int = 96
+    stride: int = 2
+    sigma: float = 1.5             # heatmap pixels
+    widths: Tuple[int, ...] = (16, 32, 64, 128)   # the patch network's channels at strides 2, 4, 8, 16
+    mean: float = 0.5
+    std: float = 0.25
+    pad_value: float = 0.0
+    # displacement of training patch centres from the true point, in first-stage input pixels
+    shift_sd: float = 3.0
+    shift_uniform_p: float = 0.3
+    prior_sd: float = 4.0          # first-stage input px: the decode's weight around the first-stage point
+                                   # (sdk.local_stage.LocalParams); 3-6 scored alike on validation, 0 = none
+    rotate_deg: float = 15.0
+    scale: Tuple[float, float] = (0.85, 1.15)
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    focal_weight: float = 1.0
+    coord_weight: float = 5.0
+    clip: float = 1.0
+    seed: int = 0
+    bf16: bool = False             # bf16 autocast: only where the CPU has native bf16 (lab/TRAINING.md)
+    aug_processing_p: float = 0.0  # other sites' processing (CLAHE, unsharp mask) on patches, each at this probability
+    aug_gamma_max: float = 1.5
+
+    # What the shared Trainer reads from any config: one cosine cycle over the run (no restarts), no loader
+    # workers (patches are cut in memory), all of it every epoch.
+    channels_last = True
+    workers = 0
+    threads = 0
+    max_steps_per_epoch = 0
+
+    @property
+    def draw_seed(self) -> int:
+        """The seed of the training's random draws (one seed here: the carve's)."""
+        return self.seed
+
+    @property
+    def t0(self) -> int:
+        return self.epochs
+
+    @property
+    def grad_clip(self) -> float:
+        return self.clip
+
+    @property
+    def amp(self) -> str:
+        return "bf16" if self.bf16 else "off"
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "LocalConfig":
+        """The config saved in a checkpoint (tuples come back from JSON/pickle as lists)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    @property
+    def params(self) -> LocalParams:
+        return LocalParams(self.patch, self.factor, self.stride, self.sigma, self.mean, self.std, self.pad_value,
+                           prior_sd=self.prior_sd)
+
+    @property
+    def max_shift(self) -> float:
+        """Largest training displacement in fine pixels: the true point stays 8 pixels inside the patch."""
+        return self.patch / 2 - 8

@@ -1,19 +1,20 @@
 """Fit the training images' framing around their landmarks (:class:`sdk.framing.Framing`).
 
-    python -m train.framing --data ../shared/data/isbi2015 --out sdk/shapes/isbi19.framing.json
+    python scripts/fit_framing.py --data ../shared/data/isbi2015 --out sdk/shapes/isbi19.framing.json
 
 Mean margins over the training carve (the validation images held out, as for the models), labels averaged over
 the annotators.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
 from sdk.framing import Framing
+
+from .config import VAL_COUNT
 
 
 def fit_framing(samples, image_hw, tolerance: float = 0.15, source: str = "") -> Framing:
@@ -28,27 +29,16 @@ def fit_framing(samples, image_hw, tolerance: float = 0.15, source: str = "") ->
                    tolerance, source)
 
 
-def main(argv=None) -> None:
+def write_framing(data: Path, out: Path, schema: str = "isbi19", annotators: str = "senior,junior",
+                  split: str = "train", val_count: int = VAL_COUNT, tolerance: float = 0.15) -> Framing:
+    """Fit the framing on ``data``'s training carve and write it to ``out`` (JSON)."""
     from sdk.image_io import header_size
     from sdk.schemas import get_schema
     from train.datasets import load_train_val
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--schema", default="isbi19")
-    ap.add_argument("--annotators", default="senior,junior")
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--val-count", type=int, default=30)
-    ap.add_argument("--tolerance", type=float, default=0.15)
-    ap.add_argument("--out", type=Path, required=True)
-    a = ap.parse_args(argv)
-    anns = tuple(a.annotators.split(","))
-    tr, _ = load_train_val(a.data, get_schema(a.schema), "auto", [a.split], anns, a.val_count, 0, False)
-    f = fit_framing(tr, [header_size(Path(s.image).read_bytes()) for s in tr], a.tolerance,
-                    f"{a.data.name} {a.split} carve ({len(tr)} images; {a.annotators}), python -m train.framing")
-    a.out.write_text(json.dumps(f.to_dict(), indent=1), encoding="utf-8")
-    print(json.dumps(f.to_dict()))
-
-
-if __name__ == "__main__":
-    main()
+    anns = tuple(annotators.split(","))
+    tr, _ = load_train_val(data, get_schema(schema), "auto", [split], anns, val_count, 0, False)
+    f = fit_framing(tr, [header_size(Path(s.image).read_bytes()) for s in tr], tolerance,
+                    f"{data.name} {split} carve ({len(tr)} images; {annotators}), scripts/fit_framing.py")
+    out.write_text(json.dumps(f.to_dict(), indent=1), encoding="utf-8")
+    return f

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdk.errors import ModelError
+from sdk.errors import ModelError, cause
 
 from .checkpoint import FORMAT
 from .config import TrainConfig
@@ -108,7 +108,7 @@ def checkpoint_from_onnx(path: Path) -> Dict:
     try:
         proto = onnx.load(str(path))
     except Exception as e:  # not a file, not ONNX, truncated...
-        raise ModelError(f"{path} cannot be read as an ONNX model: {type(e).__name__}: {str(e)[:200]}") from e
+        raise ModelError(f"{path} cannot be read as an ONNX model: {type(e).__name__}: {cause(e)}") from e
     props = {p.key: p.value for p in proto.metadata_props}
     if META_KEY not in props:
         raise missing_metadata_error(str(path))

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,6 @@ from sdk.decode import gaussian_heatmaps, input_to_heatmap
 from sdk.image_io import load_image
 from sdk.local_stage import (
     FineImage,
-    LocalParams,
     apply_matrix,
     cut_patches,
     fine_image,
@@ -35,6 +34,7 @@ from sdk.preprocess import letterbox_geometry, normalize, pad_pixel
 from sdk.schemas import Schema
 
 from .checkpoint import read_checkpoint
+from .config import LocalConfig
 from .data.augment import AugmentConfig, random_intensity, with_processing
 from .data.readers import Sample
 from .local_model import PatchNet, pick_channel
@@ -42,80 +42,6 @@ from .losses import combined_loss
 from .trainer import Trainer
 
 log = logging.getLogger("cephalo.local_stage")
-
-
-@dataclass(frozen=True)
-class LocalConfig:
-    input_size: int = 384          # the first stage's input: fine scale = factor x its letterbox scale
-    factor: float = 3.0
-    patch: int = 96
-    stride: int = 2
-    sigma: float = 1.5             # heatmap pixels
-    widths: Tuple[int, ...] = (24, 48, 96, 160)
-    mean: float = 0.5
-    std: float = 0.25
-    pad_value: float = 0.0
-    # displacement of training patch centres from the true point, in first-stage input pixels
-    shift_sd: float = 3.0
-    shift_uniform_p: float = 0.3
-    prior_sd: float = 4.0          # first-stage input px: the decode's weight around the first-stage point
-                                   # (sdk.local_stage.LocalParams); 3-6 scored alike on validation, 0 = none
-    rotate_deg: float = 15.0
-    scale: Tuple[float, float] = (0.85, 1.15)
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 1
-    focal_weight: float = 1.0
-    coord_weight: float = 5.0
-    clip: float = 1.0
-    seed: int = 0
-    bf16: bool = False             # bf16 autocast is ~10x slower than fp32 on this AVX2-only CPU
-    aug_processing_p: float = 0.0  # other sites' processing (CLAHE, unsharp mask) on patches, each at this probability
-    aug_gamma_max: float = 1.5
-
-    # What the shared Trainer reads from any config: one cosine cycle over the run (no restarts), no loader
-    # workers (patches are cut in memory), all of it every epoch.
-    channels_last = True
-    workers = 0
-    threads = 0
-    max_steps_per_epoch = 0
-
-    @property
-    def draw_seed(self) -> int:
-        """The seed of the training's random draws (one seed here: the carve's)."""
-        return self.seed
-
-    @property
-    def t0(self) -> int:
-        return self.epochs
-
-    @property
-    def grad_clip(self) -> float:
-        return self.clip
-
-    @property
-    def amp(self) -> str:
-        return "bf16" if self.bf16 else "off"
-
-    def to_dict(self) -> Dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Dict) -> "LocalConfig":
-        """The config saved in a checkpoint (tuples come back from JSON/pickle as lists)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-    @property
-    def params(self) -> LocalParams:
-        return LocalParams(self.patch, self.factor, self.stride, self.sigma, self.mean, self.std, self.pad_value,
-                           prior_sd=self.prior_sd)
-
-    @property
-    def max_shift(self) -> float:
-        """Largest training displacement in fine pixels: the true point stays 8 pixels inside the patch."""
-        return self.patch / 2 - 8
 
 
 @dataclass
@@ -334,7 +260,7 @@ def load_local_checkpoint(path: Path) -> Dict:
     from sdk.errors import ModelError
 
     ck = read_checkpoint(path, "local-stage checkpoint")
-    if not isinstance(ck, dict) or not {"model", "config", "k", "epoch"} <= set(ck) or "patch" not in ck["config"] \
-            or ck.get("stage", "local") != "local":
+    if (not isinstance(ck, dict) or not {"model", "config", "k", "epoch"} <= set(ck) or "patch" not in ck["config"]
+            or ck.get("stage", "local") != "local"):
         raise ModelError(f"{path} is not a local-stage checkpoint (made by 'cephalo train-local')")
     return ck

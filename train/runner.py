@@ -11,7 +11,10 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from sdk.errors import CephaloError
 
+from .config import VAL_COUNT, LocalConfig
+
 _log = logging.getLogger(__name__)
+_LOCAL = LocalConfig()
 Log = Callable[[str], None]
 
 # What may change when a run is resumed: its length and how it runs, never its recipe.
@@ -108,9 +111,11 @@ def parse_widths(widths: str) -> Tuple[int, ...]:
 
 def train_local(data_dir: Path, run_dir: Path, *, first_model: Optional[Path] = None, schema: str = "isbi19",
                 fmt: str = "auto", split: str = "train", annotators: str = "senior", align_annotators: bool = False,
-                val_count: int = 30, seed: int = 0, epochs: int = 40, epochs_now: Optional[int] = None,
-                patch: int = 96, factor: float = 3.0, widths: str = "16,32,64,128", lr: float = 2e-3,
-                batch_size: int = 32, aug_processing_p: float = 0.0, aug_gamma_max: float = 1.5,
+                val_count: int = VAL_COUNT, seed: int = _LOCAL.seed, epochs: int = _LOCAL.epochs,
+                epochs_now: Optional[int] = None, patch: int = _LOCAL.patch, factor: float = _LOCAL.factor,
+                widths: str = ",".join(map(str, _LOCAL.widths)), lr: float = _LOCAL.lr,
+                batch_size: int = _LOCAL.batch_size, aug_processing_p: float = _LOCAL.aug_processing_p,
+                aug_gamma_max: float = _LOCAL.aug_gamma_max,
                 init: Optional[Path] = None, threads: Optional[int] = None, log: Log = _log.info) -> Optional[Dict]:
     """Train the local (second) stage in ``run_dir`` (resumable); returns the last epoch's record."""
     import numpy as np
@@ -157,7 +162,7 @@ def train_local(data_dir: Path, run_dir: Path, *, first_model: Optional[Path] = 
 
 
 def make_pack(data_dir: Path, out_file: Path, *, input_size: int = 384, schema: str = "isbi19", fmt: str = "auto",
-              split: str = "train", annotators: str = "senior", align_annotators: bool = False, val_count: int = 30,
+              split: str = "train", annotators: str = "senior", align_annotators: bool = False, val_count: int = VAL_COUNT,
               seed: int = 0, cache_dir: Optional[Path] = None, log: Log = _log.info) -> Path:
     """Write a data pack: the labelled images resized for one input size, in one small .npz."""
     from sdk.preprocess import Preprocessing

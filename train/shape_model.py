@@ -9,11 +9,10 @@ without it a landmark the others pin down tightly would be doubted for an ordina
 Fitted on the training carve only (``--val-count`` images held out, as ``cephalo calibrate`` holds them out), so
 the calibration sees the shape check as it behaves on unseen images.
 
-    python -m train.shape_model --data ../shared/data/isbi2015 --annotators senior,junior --out sdk/shapes/isbi19.json
+    python scripts/fit_shape_model.py --data ../shared/data/isbi2015 --annotators senior,junior --out sdk/shapes/isbi19.json
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Optional, Sequence
@@ -22,6 +21,8 @@ import numpy as np
 
 from sdk.quality import ShapeModel, similarity_fit
 from sdk.schemas import Schema, get_schema
+
+from .config import VAL_COUNT
 
 
 def _normalise(xy: np.ndarray) -> np.ndarray:
@@ -60,7 +61,7 @@ def fit_shape_model(point_sets: Sequence[np.ndarray], schema: Schema, source: st
 
 
 def write_shape_model(data: Path, out: Path, schema: str = "isbi19", split: str = "train",
-                      annotators: str = "senior,junior", val_count: int = 30, seed: int = 0,
+                      annotators: str = "senior,junior", val_count: int = VAL_COUNT, seed: int = 0,
                       noise_mm: float = 1.0) -> ShapeModel:
     """Fit the shape model on ``data``'s ``split`` less the validation carve and write it to ``out`` (JSON)."""
     from train.datasets import load_train_val
@@ -74,26 +75,8 @@ def write_shape_model(data: Path, out: Path, schema: str = "isbi19", split: str 
         n = len(samples)
     model = fit_shape_model(sets, sch, f"{data.name} {split} less a {val_count}-image validation carve "
                                        f"(seed {seed}; {n} images; {annotators}), noise {noise_mm} mm, "
-                                       f"python -m train.shape_model", spacings, noise_mm)
+                                       "scripts/fit_shape_model.py", spacings, noise_mm)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(model.to_dict()), encoding="utf-8")
     print(f"{out}: {sch.id}, {len(sets)} label sets; RMS residual per landmark {np.round(model.rms, 3).tolist()}")
     return model
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--schema", default="isbi19")
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--annotators", default="senior,junior",
-                    help="each annotator's labels are one shape each (both clinicians' variation)")
-    ap.add_argument("--val-count", type=int, default=30, help="held out as cephalo calibrate holds them out")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--noise-mm", type=float, default=1.0, help="a detector's own error per coordinate, mm")
-    ap.add_argument("--out", type=Path, required=True)
-    a = ap.parse_args(argv)
-    write_shape_model(a.data, a.out, a.schema, a.split, a.annotators, a.val_count, a.seed, a.noise_mm)
-
-if __name__ == "__main__":
-    main()

@@ -60,8 +60,8 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device):
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if cfg.amp == "bf16" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        # bf16 roughly halves an HRNet step on cores with native bf16 (AVX-512 BF16 / AMX); without it the
-        # emulation is ~10x slower than fp32 (measured on an AVX2-only EPYC), so 'auto' keeps fp32 there.
+        # bf16 pays only on cores with native bf16 (AVX-512 BF16 / AMX); elsewhere its emulation is far slower than
+        # fp32, so 'auto' keeps fp32 there (lab/TRAINING.md).
         return torch.bfloat16
     return None
 

@@ -43,7 +43,7 @@ def main():
     for s, _v, im, gt, inside, mm in variant_readings(val, CROSS_SITE):
         res, ev = det.evidence(im)
         x, _, _ = det.preprocess(im)
-        f4.append(point_features(res.scores, ev["local_peak"], ev["shift"], ev["shape_z"])[inside])
+        f4.append(point_features(res.scores, ev.local_peak, ev.shift, ev.shape_z)[inside])
         hmf.append(heatmap_features(det.run_network(x[None])[0])[inside])
         err.append((np.linalg.norm(res.xy - gt, axis=1) * mm)[inside])
         lm.append(np.arange(len(gt))[inside])

@@ -39,8 +39,8 @@ def main(pool: str, out: Path) -> None:
         k = int(keep.sum())
         rec["xy"].append(res.xy[keep]); rec["gt"].append(gt[keep])
         rec["mm"].append(np.full(k, mm)); rec["score"].append(res.scores[keep])
-        rec["peak"].append(ev["local_peak"][keep]); rec["shift"].append(ev["shift"][keep])
-        rec["shape_z"].append(ev["shape_z"][keep]); rec["landmark"].append(np.arange(ISBI19.k)[keep])
+        rec["peak"].append(ev.local_peak[keep]); rec["shift"].append(ev.shift[keep])
+        rec["shape_z"].append(ev.shape_z[keep]); rec["landmark"].append(np.arange(ISBI19.k)[keep])
         rec["variant"].append(np.array([v] * k)); rec["key"].append(np.array([f"{s.id}|{v}"] * k))
         rec["hw"].append(np.tile(img.shape[:2], (k, 1)))
         if n % 50 == 0:

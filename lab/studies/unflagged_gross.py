@@ -28,5 +28,5 @@ for split, variant, n in CASES:
         for k in np.where((err > 10) & ~r.flagged)[0]:
             print(split, variant[:20], Path(s.image).name, sch.names[k], round(float(err[k]), 1),
                   "rel", round(float(r.reliability[k]), 2), "score", round(float(r.scores[k]), 2),
-                  "shift", round(float(ev["shift"][k]), 1), "shape_z", round(float(ev["shape_z"][k]), 2),
-                  "peak", round(float(ev["local_peak"][k]), 2))
+                  "shift", round(float(ev.shift[k]), 1), "shape_z", round(float(ev.shape_z[k]), 2),
+                  "peak", round(float(ev.local_peak[k]), 2))

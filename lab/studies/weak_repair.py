@@ -30,10 +30,11 @@ def readings(det, samples):
     model = shape_model(ISBI19.id, ISBI19.names)
     out = []
     for _s, _v, img, gt, inside, mm in variant_readings(samples, CROSS_SITE):
-        res, ev = det.evidence(img)
-        if res.view != "as given" or not res.is_cephalogram or ev["shape_z"] is None:
+        reading = det._detect(img, None)
+        res, ev = reading.result, reading.evidence
+        if res.view != "as given" or not res.is_cephalogram or ev.shape_z is None:
             continue
-        frame = ev["frame"]
+        frame = reading.frame
         to_input = float(max(frame.lb.scale_x, frame.lb.scale_y))
         new, pk = np.zeros_like(res.xy), np.zeros(len(gt))
         for k in range(len(gt)):        # each point where all the others put it, as the repair reads it
@@ -42,7 +43,7 @@ def readings(det, samples):
             p, q = det.local.locate_at(frame.gray, frame.lb, pos - frame.offset, np.array([k]), frame.reduction,
                                        prior_sd=spread)
             new[k], pk[k] = p[0] + frame.offset, q[0]
-        out.append(dict(xy=res.xy, gt=gt, inside=inside, mm=mm, z=ev["shape_z"], peak=ev["local_peak"],
+        out.append(dict(xy=res.xy, gt=gt, inside=inside, mm=mm, z=ev.shape_z, peak=ev.local_peak,
                         new=new, new_peak=pk, model=model))
     return out
 

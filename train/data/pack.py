@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from sdk.errors import AnnotationError
+from sdk.errors import AnnotationError, cause
 from sdk.preprocess import RESIZE_RULE, Letterbox, letterbox_geometry
 
 from ..checkpoint import publish
@@ -90,7 +90,7 @@ def read_pack(path: Path, k: int) -> Tuple[List[Sample], PackCache, str]:
     except AnnotationError:
         raise
     except Exception as e:  # not a zip, truncated, missing arrays
-        raise AnnotationError(f"data pack {path} cannot be read: {type(e).__name__}: {str(e)[:200]}") from e
+        raise AnnotationError(f"data pack {path} cannot be read: {type(e).__name__}: {cause(e)}") from e
     if points.shape != (len(ids), k, 2):
         raise AnnotationError(f"data pack {path} has points of shape {points.shape}; the schema needs "
                               f"({len(ids)}, {k}, 2)")

@@ -16,6 +16,7 @@ import numpy as np
 
 from .backends import open_backend
 from .decode import decode_to_image
+from .ear_rods import find_rings
 from .errors import BatchError, CephaloError, ModelError, cause
 from .framing import crop_or_pad, framing
 from .image_io import ImageInput, LoadedImage, load_image
@@ -36,6 +37,9 @@ DEFAULT_MODEL = "isbi19_default_int8.onnx"  # see models/MODEL_CARD.md for what 
 
 
 RULER_DISAGREES = 0.05    # a ruler and a DICOM spacing further apart than this are both reported
+PORIONS = ("anatomical", "machine")
+SN_MM = 70.0              # a typical adult S-N length: the ear rods' search scale in an image without a spacing
+RESEEK_MM = 6.0           # the final porion this far from the first stage's: the ear rods are looked for again
 
 
 class Detector:
@@ -77,7 +81,7 @@ class Detector:
                  fast_decode: bool = True, auto_view: bool = True, local_stage: Union[bool, str, Path] = True,
                  reframe: bool = True, site: Union[str, Path, SiteProfile, None] = None, repair: bool = True,
                  precision: str = "f32", ruler_mm: Optional[float] = None, magnification: Optional[float] = None,
-                 **old_names):
+                 ear_rods: bool = True, porion: Optional[str] = None, **old_names):
         given = renamed({k: v for k, v in old_names.items() if not (k == "labels" and v == CONSENSUS)},
                         {"local_stage": None if local_stage is True else local_stage, "site": site}, "Detector()",
                         error=ModelError)
@@ -117,6 +121,17 @@ class Detector:
         if local_stage is not False and local_stage is not None:
             self.local = LocalStage(local_stage, backend, threads, self.meta.input_hw, precision)
             self.local.check_pairs_with(self.meta, path)
+        if porion not in (None,) + PORIONS:
+            raise CephaloError(f"porion={porion!r}: one of {', '.join(PORIONS)} expected")
+        # which porion the 'porion' landmark is: as asked, else as the site marks it, else the anatomical one
+        self.porion = porion or (self.site.porion if self.site is not None else None) or "anatomical"
+        names = self.schema.names
+        self._rod_points = ([names.index(n) for n in ("porion", "sella", "nasion")]
+                            if {"porion", "sella", "nasion"} <= set(names) else None)
+        if self.porion == "machine" and self._rod_points is None:
+            raise ModelError(f"porion='machine' needs a schema with porion, sella and nasion; {self.schema.id!r} "
+                             f"has {list(names)}")
+        self.ear_rods = self._rod_points is not None and (bool(ear_rods) or self.porion == "machine")
 
     @property
     def info(self) -> Dict:
@@ -221,7 +236,9 @@ class Detector:
             # the ruler is read on a helper thread while the networks run: they leave part of the cores idle
             ruler = (self._helper().submit(read_ruler, loaded.gray)
                      if self._overlaps and self.ruler_mm is not None and spacing is None else None)
-            reading = self._read(self._run(x[None])[0], lb, loaded, spacing)
+            hm = self._run(x[None])[0]
+            rods = self._seek_ear_rods(hm, lb, loaded, spacing)     # on the helper while the local stage runs
+            reading = self._read(hm, lb, loaded, spacing)
             if self.reframe:
                 reading = self._reframed(reading, loaded, spacing)
             reading = self._settle(reading, loaded, spacing)
@@ -229,8 +246,12 @@ class Detector:
                 reading = self._repaired(reading)
             if self.ruler_mm is not None or self.magnification is not None:
                 reading = self._measured_spacing(reading, loaded, ruler)
+            if self.ear_rods:
+                reading = self._found_ear_rods(reading, loaded, rods)
             if self.site is not None and self.site.moves:   # after the flags judged the model's reading
                 reading = self._placed_by_site(reading, loaded)
+            if self.porion == "machine":
+                reading = self._machine_porion(reading)
             return reading
         except CephaloError:
             raise
@@ -275,6 +296,64 @@ class Detector:
                 else:
                     spacing, src = rs, "ruler"
         return reading.with_result(spacing=spacing, spacing_source=src, notes=tuple(notes), ruler=info)
+
+    def _rods_scale(self, loaded: LoadedImage, spacing: Optional[float], xy: np.ndarray) -> float:
+        """mm per pixel of ``loaded.gray`` for the ear rods' search: the spacing known, else the skull's S-N length
+        (``xy``: porion, sella, nasion in full-image pixels) taken as :data:`SN_MM`."""
+        if spacing is None and loaded.spacing is not None:
+            spacing = loaded.spacing / (self.magnification or 1.0)
+        if spacing is None:
+            spacing = SN_MM / max(float(np.linalg.norm(xy[2] - xy[1])), 1.0)
+        return spacing * loaded.reduction
+
+    def _seek_ear_rods(self, heatmaps: np.ndarray, lb: Letterbox, loaded: LoadedImage, spacing: Optional[float]):
+        """The ear rods' search around the first stage's porion, started on the helper thread (a single call; a
+        concurrent twin searches inline): (its future or result, the porion it searched around), or None."""
+        if not self.ear_rods:
+            return None
+        m = self.meta
+        xy = decode_to_image(heatmaps[self._rod_points], lb, m.heatmap_stride, m.sigma, m.decoder)[0]
+        args = (loaded.gray, _to_gray(xy[0], loaded.reduction), self._rods_scale(loaded, spacing, xy))
+        job = self._helper().submit(find_rings, *args) if self._overlaps else find_rings(*args)
+        return job, xy[0]
+
+    def _found_ear_rods(self, reading: Reading, loaded: LoadedImage, seek) -> Reading:
+        """``reading`` with the ear rods found around its porion (:mod:`sdk.ear_rods`; None when there are none):
+        the search started beside the networks, or again where the final porion lies further from its seed. Not
+        looked for on an image read inverted or turned (a ring's top has no meaning there)."""
+        res = reading.result
+        k = self._rod_points[0]
+        job, seed = seek
+        found = job.result() if isinstance(job, Future) else job
+        if "inverted" in res.view or res.view.startswith("rotated") or not res.is_cephalogram:
+            return reading
+        xy = res.xy[self._rod_points]
+        scale = self._rods_scale(loaded, res.spacing, xy)
+        if res.view != "as given" or np.linalg.norm(xy[0] - seed) * scale / loaded.reduction > RESEEK_MM:
+            found = find_rings(loaded.gray, _to_gray(res.xy[k], loaded.reduction), scale)
+        return reading.with_result(ear_rods=found.scaled(loaded.reduction) if found is not None else None)
+
+    def _machine_porion(self, reading: Reading) -> Reading:
+        """Porion moved to the ear rods' top (machine porion). Where no ring was found it stays where it was (the
+        anatomical reading, or the site's offset), flagged; a faint ring's top is used, flagged too."""
+        res = reading.result
+        k = self._rod_points[0]
+        flags = list(res.point_flags) if res.point_flags else [""] * len(res.names)
+        how = list(res.site_placed) if res.site_placed else [""] * len(res.names)
+        rods = res.ear_rods
+        if not res.is_cephalogram:
+            return reading
+        if rods is None:
+            flags[k] = NO_MACHINE_PORION
+            return reading.with_result(point_flags=tuple(flags))
+        xy = res.xy.copy()
+        xy[k] = rods.machine_porion
+        if self.site is not None and self.site.porion == "machine":     # the site's own habit on the ring's top
+            sn = float(np.linalg.norm(xy[self._rod_points[2]] - xy[self._rod_points[1]]))
+            xy[k] = xy[k] + np.asarray(self.site.machine_offset) * sn
+        flags[k] = "" if rods.certain else FAINT_RODS
+        how[k] = "machine"
+        return reading.with_result(xy=xy, point_flags=tuple(flags), site_placed=tuple(how))
 
     def _placed_by_site(self, reading: Reading, loaded: LoadedImage) -> Reading:
         """The points moved onto the site's conventions (:meth:`sdk.site.SiteProfile.place`). Its looks are of
@@ -471,6 +550,15 @@ def _measurement_line(name: str, e: Dict) -> str:
     cls = f"  ISBI {e['isbi_class']} {e['isbi_class_meaning']} ({e['isbi_band']})" if "isbi_class" in e else ""
     return (f"{name} {fmt.format(e['value'])}{unit} (norm {fmt.format(e['norm_mean'])} sd {fmt.format(e['norm_sd'])})"
             f"{cls}" + ("  (check)" if e["doubtful"] else ""))
+
+
+NO_MACHINE_PORION = "no ear rod found: not machine porion"
+FAINT_RODS = "faint ear-rod ring: machine porion to check"
+
+
+def _to_gray(p, reduction: int) -> np.ndarray:
+    """A full-image point -> the pixels of the image decoded at 1/``reduction``."""
+    return (np.asarray(p, np.float64) - (reduction - 1) / 2) / reduction
 
 
 def _full_image(p, reduction: int):

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .ear_rods import EarRods
 from .errors import CephaloError
 from .measurements import measure, unavailable
 from .spacing import check_spacing
@@ -47,7 +48,9 @@ class Landmarks:
     ruler: Optional[Dict] = None               # the ruler read for the spacing (pitch, P1/P2), when asked for
     repaired: Tuple[bool, ...] = ()            # (K,) read again where the other landmarks put it (sdk.repair)
     first_reading: Optional[np.ndarray] = None  # (K, 2) the points before repair, when some were repaired
-    site_placed: Tuple[str, ...] = ()          # (K,) how a site profile placed each: 'offset', 'look' or ''
+    site_placed: Tuple[str, ...] = ()          # (K,) how a site profile placed each: 'offset', 'look' or '',
+                                               # and porion 'machine' when it is the ear rods' top
+    ear_rods: Optional["EarRods"] = None       # the ear rods' rings and machine porion, when found (sdk.ear_rods)
 
     @property
     def confidence(self) -> float:
@@ -129,10 +132,12 @@ class Landmarks:
         return out
 
     def _porion_used(self, k: int) -> str:
-        """'anatomical' (the model's porion, on the meatus), or 'site:<name> offset' / 'site:<name> look' when a
-        site profile moved porion (landmark ``k``) by its average offset, or onto its look (the ear-rod ring of
-        machine porion)."""
+        """'anatomical' (the model's porion, on the meatus); 'machine' (the ear rods' top, :mod:`sdk.ear_rods`);
+        or 'site:<name> offset' / 'site:<name> look' / 'site:<name> machine' when a site profile moved porion
+        (landmark ``k``) by its average offset, onto its look, or onto the ear rods' top."""
         how = self.site_placed[k] if self.site_placed else ""
+        if how == "machine" and self.labels in ("consensus", "challenge"):
+            return "machine"
         return f"{self.labels} {how}" if how else "anatomical"
 
     def unavailable_measurements(self, analyses: Optional[Sequence[str]] = None) -> Dict[str, str]:
@@ -187,6 +192,7 @@ class Landmarks:
                  **self._repair_record(i),
                  **({"site_placed": self.site_placed[i]} if self.site_placed and self.site_placed[i] else {})}
                 for i, n in enumerate(self.names)],
+            "ear_rods": self.ear_rods.to_dict(self.spacing) if self.ear_rods is not None else None,
             "measurements": self.measurements(analyses),
             "unavailable_measurements": self.unavailable_measurements(analyses) if self.is_cephalogram else {},
         }

@@ -38,6 +38,9 @@ MAX_OFFSET_SN = 0.2
 TRIM = 0.2
 SHRINK = 0.5
 FRAME = ("sella", "nasion")
+# A machine-porion site's labels sit on the ear rods' top within a few millimetres (a rim's middle or its outer
+# edge, a click above it); further is another structure.
+MAX_MACHINE_OFFSET_SN = 0.05
 NAME = re.compile(r"[A-Za-z0-9_-]+")      # a convention's name: part of a file name beside the model
 
 
@@ -104,6 +107,9 @@ class SiteProfile:
     local_stage: Optional[str] = None      # the convention whose local stage the offsets follow (None: the model's)
     ruler_mm: Optional[float] = None       # the site's cephalostat: its ruler's tick pitch, mm
     magnification: Optional[float] = None  # and its detector / mid-sagittal magnification, for DICOM spacings
+    porion: Optional[str] = None           # 'machine': the site marks porion on the ear rods' top (sdk.ear_rods)
+    machine_offset: Tuple[float, float] = (0.0, 0.0)   # its labels' median offset from the rods' top found, in
+                                                       # image axes, units of S-N
 
     @classmethod
     def convention(cls, name: str, schema: str, names: Sequence[str]) -> "SiteProfile":
@@ -159,7 +165,8 @@ class SiteProfile:
         return {"format": FORMAT, "name": self.name, "schema": self.schema, "names": list(self.names),
                 "offsets_sn": np.round(self.offsets, 6).tolist(), "images": self.images, "gate": self.gate,
                 "report": self.report, "looks": {n: v.to_dict() for n, v in self.looks.items()},
-                "local_stage": self.local_stage, "ruler_mm": self.ruler_mm, "magnification": self.magnification}
+                "local_stage": self.local_stage, "ruler_mm": self.ruler_mm, "magnification": self.magnification,
+                "porion": self.porion, "machine_offset_sn": [round(float(v), 6) for v in self.machine_offset]}
 
     def save(self, path: Union[str, Path]) -> Path:
         path = Path(path)
@@ -180,8 +187,15 @@ class SiteProfile:
                 raise ValueError(f"local_stage {base!r} is not a convention's name (letters, digits, - and _)")
             machine = (check_ruler_mm(d.get("ruler_mm"), "ruler_mm "),
                        check_magnification(d.get("magnification"), "magnification "))
+            porion = d.get("porion")
+            if porion not in (None, "machine"):
+                raise ValueError(f"porion {porion!r} is not 'machine' (or absent)")
+            moff = tuple(float(v) for v in d.get("machine_offset_sn", (0.0, 0.0)))
+            if len(moff) != 2 or not all(np.isfinite(moff)) or np.hypot(*moff) > MAX_MACHINE_OFFSET_SN:
+                raise ValueError(f"machine_offset_sn {moff} is not two finite numbers within "
+                                 f"{MAX_MACHINE_OFFSET_SN} of S-N")
             prof = cls(str(d["name"]), str(d["schema"]), names, off, int(d["images"]), float(d.get("gate", 0.0)),
-                       dict(d.get("report", {})), looks, base, *machine)
+                       dict(d.get("report", {})), looks, base, *machine, porion, moff)
         except (KeyError, TypeError, ValueError, CephaloError) as e:
             raise SiteError(f"{where}: malformed ({type(e).__name__}: {e})") from None
         if off.shape != (len(names), 2) or not np.all(np.isfinite(off)):

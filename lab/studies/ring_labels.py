@@ -212,12 +212,16 @@ def nudge(k: str, i: int, delta, state: Path = STATE) -> None:
     set_ring(k, i, ring, state)
 
 
-def machine_porion(rings) -> np.ndarray:
-    """The stated convention: the mean of the rings' tops (each ring's highest point in the image)."""
-    return np.mean([(x, y - r) for x, y, r in rings], axis=0)
+def machine_porion(rings, gray: np.ndarray) -> np.ndarray:
+    """The stated convention: the mean of the rings' tops (each ring's highest point in the image: the top of its
+    rim's outer edge, measured from the labelled circle by :func:`sdk.ear_rods.outer_radius`)."""
+    from sdk.ear_rods import outer_radius
+
+    blur = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 1.5)
+    return np.mean([(x, y - outer_radius(blur, x, y, r, 25.0)) for x, y, r in rings], axis=0)
 
 
-def export(out: Path, state: Path = STATE) -> None:
+def export(out: Path, data: Path, state: Path = STATE) -> None:
     d = _load(state)
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
@@ -227,7 +231,7 @@ def export(out: Path, state: Path = STATE) -> None:
             rings = [r for r in d[k].get("rings", []) if r]
             if not rings:
                 continue
-            mp = machine_porion(rings)
+            mp = machine_porion(rings, cv2.imread(str(data / "images" / f"{k}.jpg"), cv2.IMREAD_GRAYSCALE))
             flat = [v for r in rings[:2] for v in r] + [""] * (6 - 3 * min(2, len(rings)))
             w.writerow([f"{k}.jpg", len(rings), *flat, round(float(mp[0]), 1), round(float(mp[1]), 1),
                         d[k].get("how", "")])
@@ -265,7 +269,7 @@ def main() -> None:
     elif a.cmd == "nudge":
         nudge(a.args[0], int(a.args[1]), [float(v) for v in a.args[2:5]])
     else:
-        export(a.out or STATE.with_suffix(".csv"))
+        export(a.out or STATE.with_suffix(".csv"), a.data)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,364 @@
+"""The cephalostat's ear rods: the rings they show around the ear canals, and the machine porion on their top.
+
+Many clinics mark porion on the top of the ear rod ("machine porion") rather than on the bony meatus that the
+model reads (anatomical porion); the two lie a few millimetres apart, and every Frankfort-based value changes with
+the choice. An ear rod shows as a bright ring (a radio-opaque rim, sometimes with a dot at its centre), one per ear:
+some machines show one ring (the rods aligned, or one rod marked), others two, a few millimetres apart and of
+slightly different size (the rod nearer the source is magnified more). The rings are found around the anatomical
+porion, on a crop resampled to a fixed scale in mm (the image's spacing, or the skull's S-N length without one):
+
+1. local contrast normalisation, then a ridge filter at two widths (a thin rim and a thick one; a bright line, not
+   the edge of a bright region: the Hessian's across-line curvature less the gradient), with each pixel's normal;
+2. a circular Hough vote: each ridge pixel votes for the centres one radius away along its normal;
+3. the vote's peaks, by bands of radii, are refined and scored by *completeness*: the ridge across the circle, as
+   a low percentile over sectors, so an arc of bone (condyle, mastoid, the meatus's own edge) cannot pass for a
+   ring; the most complete is the first ring;
+4. the other rod's ring is looked for beside it (a grid of the places and sizes a second rod takes), scored only
+   where its rim runs clear of the first ring's, and kept when it is nearly as complete;
+5. the rings found on the coarse crop are refined on a finer one, and each rim's outer edge is measured.
+
+The machine porion is the ring's top (the top of its rim's outer edge), or the mean of the two rings' tops. Pure
+numpy and OpenCV, a few milliseconds. Checked against rings labelled by eye (``lab/data/ear_rods``,
+``python -m lab.studies.ear_rods_check``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+BOX_MM = (-22.0, -14.0, 22.0, 30.0)    # the crop around the anatomical porion (x0, y0, x1, y1; y down)
+CENTRE_MM = (-12.0, -4.0, 12.0, 20.0)  # where a ring's centre may lie around the porion
+RADIUS_MM = (4.0, 10.0)                # rims at radii of 4.2-4.7 mm (small rods) to 8.5 mm
+COARSE_MM, FINE_MM = 0.33, 0.25         # the two crops' scales, mm per pixel
+RIDGE_MM = (0.35, 0.75)                # the ridge filter's two widths: thin rims (0.4-1 mm) and thick (~2 mm)
+NORM_MM = 3.0                          # local contrast normalisation's scale
+EDGE_WEIGHT = 0.5                      # how much a step edge's gradient is taken off the ridge
+RIM_REACH_MM = 2.5                     # how far out from a rim's middle its outer edge is looked for
+SECTORS, PER_SECTOR = 24, 4            # completeness: the circle in sectors, samples per sector
+MAX_SEEDS = 10                         # the vote's strongest peaks refined
+QUANTILE = 0.25                        # completeness: this quantile of the per-sector ridge
+MIN_SCORE = 0.03                       # a first ring less complete than this is no ring (noise in bone)
+CERTAIN_SCORE = 0.05                   # below this the weaker ring's rim is faint: the reading is reported as uncertain
+CONVENTION = "the top of the ring's rim (its outer edge); with two rings, the mean of their tops"
+# The other ear rod: a little larger or smaller (the rod nearer the source is magnified 6-19% more on the labelled
+# ISBI images), a few millimetres from the first, and nearly as complete where it runs clear of it.
+PAIR_RADIUS_RATIO = (1.03, 1.25)
+PAIR_APART_MM = (0.8, 12.0)
+PAIR_SHARE = 0.5
+
+_ANG = np.linspace(0, 2 * np.pi, SECTORS * PER_SECTOR, endpoint=False)
+_CA, _SA = np.cos(_ANG), np.sin(_ANG)
+_MOVES = np.array([(0, 0, 0), (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)], np.float64)
+
+
+@dataclass(frozen=True)
+class Ring:
+    """One ring: centre ``x``, ``y`` and the radius ``r`` of its rim's middle, in the image's pixels; ``outer``:
+    the radius of the rim's outer edge (where the rim has fallen halfway to its surroundings); ``score``: its
+    completeness (how much of the circle shows a thin bright rim, in units of the local contrast)."""
+
+    x: float
+    y: float
+    r: float
+    score: float
+    outer: float = 0.0
+
+    @property
+    def top(self) -> np.ndarray:
+        """(2,) the ring's highest point in the image (the top of its rim's outer edge), pixels."""
+        return np.array([self.x, self.y - max(self.outer, self.r)])
+
+
+@dataclass(frozen=True)
+class EarRods:
+    """The ear rods found in one image: ``rings`` (one or two, the most complete first), the ``machine_porion``
+    (2,) (the ring's top, or the mean of the two rings' tops; image pixels) and ``score``, the weakest ring's
+    completeness."""
+
+    rings: Tuple[Ring, ...]
+    machine_porion: np.ndarray
+    score: float
+
+    @property
+    def certain(self) -> bool:
+        """Whether every ring's rim is clear (:data:`CERTAIN_SCORE`); a faint one may be something else."""
+        return self.score >= CERTAIN_SCORE
+
+    def scaled(self, reduction: int) -> "EarRods":
+        """The same rings found on an image decoded at 1/``reduction``, in the full image's pixels."""
+        k, d = float(reduction), (reduction - 1) / 2
+        return EarRods(tuple(Ring(g.x * k + d, g.y * k + d, g.r * k, g.score, g.outer * k) for g in self.rings),
+                       self.machine_porion * k + d, self.score)
+
+    def to_dict(self, spacing: Optional[float] = None) -> dict:
+        """The record's ``ear_rods``: the machine porion (pixels, and mm with a ``spacing``), the rings, how certain
+        the reading is, and the convention it follows."""
+        mp = {"x": round(float(self.machine_porion[0]), 2), "y": round(float(self.machine_porion[1]), 2)}
+        if spacing is not None:
+            mp.update(x_mm=round(float(self.machine_porion[0]) * spacing, 3),
+                      y_mm=round(float(self.machine_porion[1]) * spacing, 3))
+        return {"machine_porion": mp, "convention": CONVENTION, "score": round(self.score, 4),
+                "certain": self.certain,
+                "rings": [{"x": round(g.x, 2), "y": round(g.y, 2), "radius": round(g.r, 2),
+                           "outer_radius": round(max(g.outer, g.r), 2), "score": round(g.score, 4)}
+                          for g in self.rings]}
+
+
+class _Crop:
+    """The region ``box`` (mm around ``centre``) of ``gray`` resampled to ``step`` mm per pixel; maps crop pixels
+    back to the image's."""
+
+    def __init__(self, gray: np.ndarray, centre: Sequence[float], mm_per_px: float, step: float, box):
+        s = step / mm_per_px                              # image px per crop px
+        x0, y0, x1, y1 = box
+        self.w, self.h, self.s, self.step = int(round((x1 - x0) / step)), int(round((y1 - y0) / step)), s, step
+        self.ox = float(centre[0]) + x0 / mm_per_px       # image coordinates of crop pixel (0, 0)
+        self.oy = float(centre[1]) + y0 / mm_per_px
+        # only the region is blurred (against aliasing) and resampled
+        pad = int(np.ceil(2 * s)) + 2
+        ix0, iy0 = max(0, int(np.floor(self.ox)) - pad), max(0, int(np.floor(self.oy)) - pad)
+        ix1 = min(gray.shape[1], int(np.ceil(self.ox + self.w * s)) + pad)
+        iy1 = min(gray.shape[0], int(np.ceil(self.oy + self.h * s)) + pad)
+        src = np.zeros((1, 1), np.float32) if ix1 <= ix0 or iy1 <= iy0 else gray[iy0:iy1, ix0:ix1].astype(np.float32)
+        if s > 1.5:
+            src = cv2.GaussianBlur(src, (0, 0), 0.4 * s)
+        m = np.array([[s, 0, self.ox - ix0], [0, s, self.oy - iy0]], dtype=np.float64)
+        self.img = cv2.warpAffine(src, m, (self.w, self.h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+
+    def to_image(self, c: np.ndarray) -> np.ndarray:
+        """(..., 3) circles (x, y, r) in crop pixels -> the image's."""
+        return np.asarray(c, np.float64) * self.s + np.array([self.ox, self.oy, 0.0])
+
+    def from_image(self, c: np.ndarray) -> np.ndarray:
+        return (np.asarray(c, np.float64) - np.array([self.ox, self.oy, 0.0])) / self.s
+
+
+def _ridges(img: np.ndarray, step: float) -> np.ndarray:
+    """(H, W) crop at ``step`` mm/px -> (H, W, 3) the components R n n^T (xx, xy, yy) of the ridge strength R along
+    its normal n, the strongest over :data:`RIDGE_MM`, each scale-normalised."""
+    s = NORM_MM / step
+    d = img - cv2.GaussianBlur(img, (0, 0), s)
+    sd = np.sqrt(cv2.GaussianBlur(d * d, (0, 0), s))
+    n = d / np.maximum(sd, 0.5 * float(np.median(sd)) + 1e-3)
+    best = angle = None
+    for width in RIDGE_MM:
+        sigma = width / step
+        g = cv2.GaussianBlur(n, (0, 0), sigma)
+        dxx = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=3)
+        dyy = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=3)
+        dxy = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3)
+        gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) / 8
+        gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) / 8
+        tr, root = dxx + dyy, np.sqrt((dxx - dyy) ** 2 + 4 * dxy ** 2)
+        lmin, lmax = (tr - root) / 2, (tr + root) / 2
+        # scale-normalised, so that a bar as wide as the scale answers alike at every scale
+        r = np.maximum((-lmin / 4 - np.abs(lmax) / 4) * sigma ** 2 - EDGE_WEIGHT * np.hypot(gx, gy) * sigma, 0)
+        ang = 0.5 * np.arctan2(2 * dxy, dxx - dyy)          # the direction of lmax; the normal is across it
+        if best is None:
+            best, angle = r, ang
+        else:
+            take = r > best
+            best, angle = np.where(take, r, best), np.where(take, ang, angle)
+    nx, ny = -np.sin(angle), np.cos(angle)
+    return np.ascontiguousarray(np.stack([best * nx * nx, best * nx * ny, best * ny * ny], axis=-1), np.float32)
+
+
+_BANDS = np.array([-1.0, 0.0, 1.0])
+_WEIGHTS = np.stack([_CA * _CA, 2 * _CA * _SA, _SA * _SA], axis=-1).astype(np.float32)     # (S, 3)
+
+
+def _profiles(a, circles: np.ndarray) -> np.ndarray:
+    """(N, 3) circles (x, y, r; crop px) -> (N, SECTORS) the ridge across each circle per sector (the best of three
+    radii a pixel apart; nothing beyond the crop). ``a``: the ridge tensor as (H, W, 3)."""
+    h, w = a.shape[:2]
+    c = np.asarray(circles, np.float64).reshape(-1, 3)
+    rr = c[:, 2:3, None] + _BANDS[None, :, None]                      # (N, 3, 1)
+    xf = np.rint(c[:, :1, None] + rr * _CA).astype(np.intp)           # (N, 3, S)
+    yf = np.rint(c[:, 1:2, None] + rr * _SA).astype(np.intp)
+    inside = (xf >= 0) & (xf < w) & (yf >= 0) & (yf < h)
+    flat = np.clip(yf, 0, h - 1) * w + np.clip(xf, 0, w - 1)
+    v = np.einsum("nbsk,sk->nbs", a.reshape(-1, 3)[flat], _WEIGHTS) * inside
+    return v.max(axis=1).reshape(len(c), SECTORS, PER_SECTOR).mean(axis=2)
+
+
+def _quantile(values: np.ndarray, use: Optional[np.ndarray] = None) -> np.ndarray:
+    """(N, S) -> (N,) the :data:`QUANTILE` of each row over its ``use`` entries (all by default; 0 where fewer
+    than half are used)."""
+    if use is None:
+        use = np.ones(values.shape, bool)
+    n = use.sum(axis=1)
+    srt = np.sort(np.where(use, values, np.inf), axis=1)
+    k = np.clip(np.floor(QUANTILE * (n - 1)).astype(np.intp), 0, values.shape[1] - 1)
+    out = np.take_along_axis(srt, k[:, None], axis=1)[:, 0]
+    return np.where(n >= values.shape[1] // 2, out, 0.0)
+
+
+def _completeness(a, circles: np.ndarray) -> np.ndarray:
+    """(N, 3) circles -> (N,) how much of each circle shows a rim: a low quantile of its per-sector ridge."""
+    return _quantile(_profiles(a, circles))
+
+
+def _clear_of(circles: np.ndarray, other: np.ndarray, width: float) -> np.ndarray:
+    """(N, SECTORS) bool: the sectors of each circle that run clear of circle ``other`` (x, y, r)."""
+    c = np.asarray(circles, np.float64).reshape(-1, 3)
+    px = c[:, :1] + c[:, 2:] * _CA
+    py = c[:, 1:2] + c[:, 2:] * _SA
+    far = np.abs(np.hypot(px - other[0], py - other[1]) - other[2]) > width
+    return far.reshape(len(c), SECTORS, PER_SECTOR).mean(axis=2) > 0.5
+
+
+def _refine(a, circles: np.ndarray, score, steps=(1.0, 0.5, 0.25), rounds: int = 2) -> Tuple[np.ndarray, np.ndarray]:
+    """Hill-climb of ``score(a, (N, 3)) -> (N,)`` over each circle's centre and radius, all circles at once:
+    (N, 3) circles and (N,) scores."""
+    c = np.asarray(circles, np.float64).reshape(-1, 3)
+    for step in steps:
+        for _ in range(rounds):
+            trial = (c[:, None, :] + step * _MOVES[None]).reshape(-1, 3)
+            s = score(a, trial).reshape(len(c), len(_MOVES))
+            c = trial.reshape(len(c), len(_MOVES), 3)[np.arange(len(c)), s.argmax(axis=1)]
+    return c, score(a, c)
+
+
+def _hough(a, radii: np.ndarray) -> np.ndarray:
+    """(len(radii), H, W) votes: each ridge pixel for the centres ``r`` away along its normal, both ways."""
+    axx, axy, ayy = a[..., 0], a[..., 1], a[..., 2]
+    h, w = axx.shape
+    strength = axx + ayy
+    keep = strength > np.percentile(strength, 90)
+    ys, xs = np.nonzero(keep)
+    wgt = strength[keep]
+    nx = np.sqrt(np.maximum(axx[keep], 0) / np.maximum(wgt, 1e-12))    # the normal from the tensor's parts
+    ny = np.sign(axy[keep]) * np.sqrt(np.maximum(ayy[keep], 0) / np.maximum(wgt, 1e-12))
+    r = radii[:, None, None]
+    sgn = np.array([1.0, -1.0])[None, :, None]
+    cx = np.rint(xs[None, None] + sgn * r * nx[None, None]).astype(np.intp)
+    cy = np.rint(ys[None, None] + sgn * r * ny[None, None]).astype(np.intp)
+    ok = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+    idx = (np.arange(len(radii))[:, None, None] * (h * w) + cy * w + cx)[ok]
+    acc = np.bincount(idx, weights=np.broadcast_to(wgt, ok.shape)[ok], minlength=len(radii) * h * w)
+    acc = (acc.reshape(len(radii), h, w) / radii[:, None, None]).astype(np.float32)
+    return np.stack([cv2.GaussianBlur(m, (0, 0), 1.0) for m in acc])
+
+
+def _seeds(acc: np.ndarray, radii: np.ndarray, allowed: np.ndarray, per_band: int = 3, band: int = 3) -> np.ndarray:
+    """(M, 3) circles at the vote's strongest local maxima, ``per_band`` in each band of ``band`` radii (a strong
+    small circle cannot hide a large one centred near it), centres in ``allowed``."""
+    out = []
+    kernel = np.ones((5, 5), np.uint8)
+    for i in range(0, len(radii), band):
+        best, arg = acc[i:i + band].max(axis=0), acc[i:i + band].argmax(axis=0)
+        peak = (best >= cv2.dilate(best, kernel)) & allowed & (best > 0)
+        ys, xs = np.nonzero(peak)
+        top = np.argsort(-best[ys, xs])[:per_band]
+        out += [(xs[j], ys[j], radii[i + arg[ys[j], xs[j]]], best[ys[j], xs[j]]) for j in top]
+    out.sort(key=lambda t: -t[3])
+    return np.array([t[:3] for t in out[:MAX_SEEDS]], np.float64).reshape(-1, 3)
+
+
+def _second_ring(a, first: np.ndarray, step: float) -> Tuple[Optional[np.ndarray], float]:
+    """The other rod's ring beside ``first`` (x, y, r; crop px at ``step`` mm/px) and its completeness where it
+    runs clear of the first: seeds on a grid of the places and sizes a second rod takes, the best refined."""
+    fx, fy, fr = first
+    offs = np.arange(-PAIR_APART_MM[1], PAIR_APART_MM[1] + 1e-6, 1.5) / step
+    dys = np.array([-1.5, 0.0, 1.5]) / step
+    grid = np.array([(fx + dx, fy + dy, fr * k) for dx in offs for dy in dys for k in (1 / 1.12, 1.12)])
+    d = np.hypot(grid[:, 0] - fx, grid[:, 1] - fy) * step
+    grid = grid[(d >= PAIR_APART_MM[0]) & (d <= PAIR_APART_MM[1])]
+    width = 0.6 / step
+
+    def beside(b, c):
+        return _quantile(_profiles(b, c), _clear_of(c, first, width))
+
+    s = beside(a, grid)
+    best = grid[np.argsort(-s)[:3]]
+    cand, score = _refine(a, best, beside, rounds=1)
+    d = np.hypot(cand[:, 0] - fx, cand[:, 1] - fy) * step
+    ratio = np.maximum(cand[:, 2], fr) / np.minimum(cand[:, 2], fr)
+    ok = ((d >= PAIR_APART_MM[0]) & (d <= PAIR_APART_MM[1]) & (ratio >= PAIR_RADIUS_RATIO[0])
+          & (ratio <= PAIR_RADIUS_RATIO[1]))
+    if not ok.any():
+        return None, 0.0
+    i = int(np.argmax(np.where(ok, score, -np.inf)))
+    return cand[i], float(score[i])
+
+
+def _coarse(gray: np.ndarray, porion: Sequence[float], mm_per_px: float, n: int = 1):
+    """The coarse search: (its crop, ridge tensor, (M, 3) refined circles, (M,) completeness), the most complete
+    first."""
+    crop = _Crop(gray, porion, mm_per_px, COARSE_MM, BOX_MM)
+    a = _ridges(crop.img, COARSE_MM)
+    radii = np.arange(RADIUS_MM[0], RADIUS_MM[1] + 1e-6, 0.5) / COARSE_MM
+    allowed = np.zeros((crop.h, crop.w), bool)
+    x0, y0, x1, y1 = ((np.array(CENTRE_MM) - np.array(BOX_MM[:2] * 2)) / COARSE_MM).round().astype(int)
+    allowed[max(0, y0):y1 + 1, max(0, x0):x1 + 1] = True
+    seeds = _seeds(_hough(a, radii), radii, allowed)
+    if not len(seeds):
+        return crop, a, np.zeros((0, 3)), np.zeros(0)
+    circles, score = _refine(a, seeds, _completeness, steps=(1.0, 0.5), rounds=1)
+    order = np.argsort(-score)
+    return crop, a, circles[order], score[order]
+
+
+def ring_candidates(gray: np.ndarray, porion: Sequence[float], mm_per_px: float, n: int = 8) -> List[Ring]:
+    """Up to ``n`` distinct circles around ``porion`` (x, y, pixels of ``gray``), the most complete first, in
+    ``gray``'s pixels; ``mm_per_px``: its scale. For labelling and studies; :func:`find_rings` decides."""
+    crop, _, circles, score = _coarse(gray, porion, mm_per_px)
+    out: List[np.ndarray] = []
+    for c, s in zip(circles, score):
+        if all(np.hypot(*(c[:2] - o[:2])) > 1.5 or abs(c[2] - o[2]) > 1.5 for o, _ in out):
+            out.append((c, s))
+    return [Ring(*crop.to_image(c), score=float(s)) for c, s in out[:n]]
+
+
+def find_rings(gray: np.ndarray, porion: Sequence[float], mm_per_px: float) -> Optional[EarRods]:
+    """The ear rods around ``porion`` (x, y: the anatomical porion, pixels of ``gray``) in ``gray`` at
+    ``mm_per_px``; None when no ring is complete enough (:data:`MIN_SCORE`)."""
+    crop, a, circles, score = _coarse(gray, porion, mm_per_px)
+    if not len(circles) or score[0] < MIN_SCORE:
+        return None
+    first = circles[0]
+    second, s2 = _second_ring(a, first, COARSE_MM)
+    found = [first] + ([second] if second is not None and s2 >= PAIR_SHARE * score[0] else [])
+    # the finer crop around the rings found: their centres and radii to a quarter of its pixel
+    image = crop.to_image(np.array(found))
+    centre = image[:, :2].mean(axis=0)
+    reach = RADIUS_MM[1] + 3.0
+    fine = _Crop(gray, centre, mm_per_px, FINE_MM, (-reach, -reach, reach, reach))
+    fa = _ridges(fine.img, FINE_MM)
+    start = fine.from_image(image)
+    circles, scores = _refine(fa, start[:1], _completeness, steps=(0.5, 0.25), rounds=1)
+    if len(start) == 2:         # the second ring, as above, judged where it runs clear of the first
+        width = 0.6 / FINE_MM
+
+        def beside(b, c):
+            return _quantile(_profiles(b, c), _clear_of(c, circles[0], width))
+
+        c2, s2 = _refine(fa, start[1:], beside, steps=(0.5, 0.25), rounds=1)
+        circles, scores = np.vstack([circles, c2]), np.concatenate([scores, s2])
+    rings = tuple(Ring(*fine.to_image(c), score=float(s),
+                       outer=fine.s * outer_radius(fine.img, *c, RIM_REACH_MM / FINE_MM))
+                  for c, s in zip(circles, scores))
+    return EarRods(rings, np.mean([g.top for g in rings], axis=0), float(min(g.score for g in rings)))
+
+
+def outer_radius(img: np.ndarray, x: float, y: float, r: float, reach: float) -> float:
+    """The radius of a ring's outer edge: from the rim's middle ``r``, outwards to where the rim's median
+    brightness over the circle has fallen halfway to that of its surroundings (``reach`` pixels out; ``img``
+    any float or uint8 image, the ring in its pixels)."""
+    img = np.asarray(img, np.float32)
+    steps = np.arange(0.0, reach + 1e-6, max(reach / 24, 0.25))
+    th = np.linspace(0, 2 * np.pi, 180, endpoint=False)
+    xs = (x + (r + steps)[:, None] * np.cos(th)).astype(np.float32)
+    ys = (y + (r + steps)[:, None] * np.sin(th)).astype(np.float32)
+    prof = np.median(cv2.remap(img, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), axis=1)
+    head = max(2, len(prof) // 3)
+    peak, at = float(prof[:head].max()), int(np.argmax(prof[:head]))
+    base = float(prof[-3:].mean())
+    if peak - base <= 1e-6:
+        return r
+    below = np.flatnonzero(prof[at:] <= base + 0.5 * (peak - base))
+    return float(r + steps[at + below[0]]) if len(below) else r

@@ -246,7 +246,7 @@ static void *copy_bytes(PyObject *b, size_t want) {
 
 /* The (0, values) tuple of sdk.capi.detect as a result_impl; NULL if it is malformed. GIL held. */
 static result_impl *build_result(PyObject *v) {
-    if (!PyTuple_Check(v) || PyTuple_Size(v) != 16)
+    if (!PyTuple_Check(v) || PyTuple_Size(v) != 17)
         return NULL;
     result_impl *r = (result_impl *)calloc(1, sizeof *r);
     if (!r)
@@ -275,6 +275,13 @@ static result_impl *build_result(PyObject *v) {
     for (int i = 0; r->meas_values && i < r->n_meas; i++)
         r->meas_values[i] = PyFloat_AsDouble(PyList_GetItem(mv, i));
     r->json = dup_str(PyTuple_GetItem(v, 15));
+    PyObject *mp = PyTuple_GetItem(v, 16);           /* () or (x, y, certain) */
+    if (PyTuple_Check(mp) && PyTuple_Size(mp) == 3) {
+        r->pub.has_machine_porion = 1;
+        r->pub.machine_porion[0] = PyFloat_AsDouble(PyTuple_GetItem(mp, 0));
+        r->pub.machine_porion[1] = PyFloat_AsDouble(PyTuple_GetItem(mp, 1));
+        r->pub.machine_porion_certain = (int)PyLong_AsLong(PyTuple_GetItem(mp, 2));
+    }
     r->pub.xy = r->xy;
     r->pub.scores = r->scores;
     r->pub.reliability = r->reliability;

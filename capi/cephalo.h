@@ -53,6 +53,10 @@ typedef struct {
     int is_cephalogram;               /* 0: not read as a lateral cephalogram; points and measurements mean nothing */
     int low_confidence;               /* 1: the model's confidence is below its bar in every view tried */
     double confidence;                /* mean heatmap peak */
+    /* Appended in 0.2 (earlier fields keep their offsets): */
+    int has_machine_porion;           /* 1: the ear rods' ring(s) were found near porion */
+    double machine_porion[2];         /* x, y of the rods' top (the mean of two rings' tops), buffer pixels; else 0 */
+    int machine_porion_certain;       /* 1: every ring's rim is clear; 0: faint, to check */
 } cephalo_result;
 
 /* Optional: start Python from the environment of `python_executable` (NULL: CEPHALO_PYTHON or the built-in one).
@@ -66,7 +70,8 @@ CEPHALO_API cephalo_status cephalo_open(const char *model_path, const char *back
 
 /* cephalo_open with options as a JSON object (NULL or "{}": none), so that new options need no new function:
    "site" (a site profile's path, from `cephalo adapt`, or a convention's name: "challenge"), "labels" (its old
-   name), "ruler_mm", "magnification", "repair", "precision". An unknown key or a bad value is CEPHALO_E_ARGUMENT. */
+   name), "ruler_mm", "magnification", "repair", "precision", "porion" ("anatomical" or "machine": the ear rods'
+   top), "ear_rods" (false: not looked for). An unknown key or a bad value is CEPHALO_E_ARGUMENT. */
 CEPHALO_API cephalo_status cephalo_open_with(const char *model_path, const char *backend, int threads,
                                              const char *options_json, cephalo_detector **out);
 

@@ -114,10 +114,12 @@ class DetectorWorker:
 
     def __init__(self, model: Optional[str], backend: str, threads: int, spacing: Optional[float],
                  analyses: Optional[Sequence[str]], site: Union[Dict, str, None] = None,
-                 ruler_mm: Optional[float] = None, magnification: Optional[float] = None):
+                 ruler_mm: Optional[float] = None, magnification: Optional[float] = None,
+                 porion: Optional[str] = None):
         from sdk import Detector, SiteProfile
 
         self.det = Detector(model, backend=backend, threads=threads, ruler_mm=ruler_mm, magnification=magnification,
+                            porion=porion,
                             site=SiteProfile.from_dict(site) if isinstance(site, dict) else site)
         self.spacing, self.analyses = spacing, analyses
 
@@ -165,7 +167,7 @@ def run_archive(paths: Sequence[str], out_dir: Path, *, address: Optional[str] =
                 threads: int = 1, model: Optional[str] = None, backend: str = "auto", fmt: str = "jsonl",
                 batch_size: int = 4, spacing: Optional[float] = None, analyses: Optional[Sequence[str]] = None,
                 skip_done: bool = True, site: Union[Dict, str, None] = None, ruler_mm: Optional[float] = None,
-                magnification: Optional[float] = None) -> Dict[str, int]:
+                magnification: Optional[float] = None, porion: Optional[str] = None) -> Dict[str, int]:
     """Read ``paths`` on a Ray cluster (``address``; None starts a local one) into shards in ``out_dir``; returns
     the count per status of this run's images (plus ``skipped``: done by an earlier run)."""
     import ray
@@ -203,7 +205,7 @@ def run_archive(paths: Sequence[str], out_dir: Path, *, address: Optional[str] =
                                                                    backend=backend, threads=threads,
                                                                    spacing=spacing, analyses=analyses,
                                                                    site=site, ruler_mm=ruler_mm,
-                                                                   magnification=magnification),
+                                                                   magnification=magnification, porion=porion),
                         compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads, batch_size=batch_size,
                         batch_format="numpy")
     if fmt == "jsonl":

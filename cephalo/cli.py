@@ -20,6 +20,7 @@ from .options import (
     check_convention,
     labels_option,
     model_option,
+    porion_option,
     site_given,
     site_option,
     spacing_option,
@@ -65,6 +66,7 @@ for _cmd in train_commands.COMMANDS + build_commands.COMMANDS:
 @labels_option
 @site_option
 @spacing_sources
+@porion_option
 @click.option("--dicom-sr", is_flag=True, help="Also write <name>.sr.dcm (a DICOM Structured Report) and "
               "<name>.tracing.dcm (the overlay as a DICOM image) in the image's study (needs --out and the 'pacs' "
               "extra).")
@@ -72,7 +74,7 @@ for _cmd in train_commands.COMMANDS + build_commands.COMMANDS:
               help="Store the DICOM outputs in a PACS: a DICOMweb URL (http(s)://host/dicom-web, STOW-RS) or "
                    "dicom://AET@host:port (C-STORE).")
 def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay, jsonl_path, recursive, skip_done,
-            progress, strict, fast_decode, analysis, labels, site, ruler_mm, magnification, dicom_sr, store_url):
+            progress, strict, fast_decode, analysis, labels, site, ruler_mm, magnification, porion, dicom_sr, store_url):
     """Detect landmarks on images: files, folders or glob patterns (no torch needed).
 
     Each image is read on its own: one that fails is named with its reason and the rest go on. A summary ends
@@ -92,7 +94,7 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
     check_convention(site, model)
     files, missing = collect_inputs(images, recursive)
     det = Detector(model, backend=pick_backend(backend, len(files), model), threads=threads,
-                   fast_decode=fast_decode, site=site, ruler_mm=ruler_mm, magnification=magnification)
+                   fast_decode=fast_decode, site=site, ruler_mm=ruler_mm, magnification=magnification, porion=porion)
     more = DicomOutputs(det, store_url, analysis) if dicom_sr or store_url else None
     counts = {"ok": 0, "check": 0, "flagged": 0, "failed": len(missing), "skipped": 0}
     for spec, why in missing:
@@ -129,8 +131,9 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
 @analysis_option
 @site_option
 @spacing_sources
+@porion_option
 def archive(inputs, out_dir, address, workers, threads, fmt, model, backend, spacing, recursive, analysis, site,
-            ruler_mm, magnification):
+            ruler_mm, magnification, porion):
     """Read an archive on a Ray cluster: folders, globs, list files (.txt, one path or URL per line) or URLs
     (s3://, gs://, ...). Needs the ray extra (pip install ".[ray]"). Exit code as cephalo predict."""
 
@@ -146,6 +149,7 @@ def archive(inputs, out_dir, address, workers, threads, fmt, model, backend, spa
     counts = run_archive(paths, out_dir, address=address, workers=workers, threads=threads, model=model,
                          backend=backend, fmt=fmt, spacing=spacing, analyses=analysis,
                          site=site if site is None or isinstance(site, str) else site.to_dict(), ruler_mm=ruler_mm,
+                         porion=porion,
                          magnification=magnification)
     counts["failed"] += len(missing)
     click.echo(f"{summary_line(counts, always_skipped=True)} -> {out_dir}", err=True)
@@ -199,7 +203,8 @@ def _line(o) -> str:
 @labels_option
 @site_option
 @spacing_sources
-def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, site, ruler_mm, magnification):
+@porion_option
+def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, site, ruler_mm, magnification, porion):
     """Serve the Detector over HTTP (POST /v1/landmarks) with a page at / that shows the tracing
     (needs the 'serve' extra: pip install ".[serve]")."""
 
@@ -213,7 +218,7 @@ def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, sit
     cores = os.cpu_count() or 1
     n = max(1, workers or cores)
     det = Detector(model, backend=backend, threads=max(1, cores // n), site=site, ruler_mm=ruler_mm,
-                   magnification=magnification)
+                   magnification=magnification, porion=porion)
     click.echo(f"serving {det.model_path.name} ({det.info['backend']}, {det.labels} labels, {n} worker(s)) on "
                f"http://{host}:{port}/", err=True)
     run(det, host, port, n, Limits(int(max_upload_mb * 2**20), queue))

@@ -155,6 +155,12 @@ analysis_option = click.option(
 progress_option = click.option("--progress/--no-progress", default=True)
 
 # Millimetres where the file has no spacing: the ruler in the image, and DICOM's detector spacing at the patient.
+porion_option = click.option(
+    "--porion", type=click.Choice(["anatomical", "machine"]), default=None,
+    help="Which porion the 'porion' landmark (and Frankfort horizontal) is: anatomical (the bony meatus's top, the "
+         "model's reading) or machine (the top of the ear rods' ring, found in each image; flagged where none is). "
+         "Default: the site profile's, else anatomical. Every record reports the ear rods found (ear_rods).")
+
 spacing_sources = _options(
     click.option("--ruler-mm", type=click.FloatRange(*RULER_MM), default=None,
                  help="The tick pitch of the cephalostat's ruler, mm: images without a given or DICOM spacing get "

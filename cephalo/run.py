@@ -145,7 +145,8 @@ def _done(json_path: Path) -> bool:
 def write_csv(res, path: Path) -> None:
     """One row per landmark: pixels, score, reliability, mm (when a spacing is known), its flag, whether it was
     repaired (and where it was first read), the image's flags, and how a site profile placed it (last, so that
-    older readers' columns stay where they were)."""
+    older readers' columns stay where they were); then, when the ear rods were found, a row 'machine_porion' (no
+    index; its score the rings' completeness, site_placed 'ear rods')."""
     mm = res.mm() if res.spacing else None
     image_flags = ";".join(res.flags)
     tmp = path.with_name(path.name + ".part")
@@ -161,6 +162,12 @@ def write_csv(res, path: Path) -> None:
                         res.point_flags[i] if res.point_flags else "", "yes" if fixed else "",
                         f"{res.first_reading[i, 0]:.3f}" if fixed else "", f"{res.first_reading[i, 1]:.3f}" if fixed else "",
                         res.status, image_flags, res.site_placed[i] if res.site_placed else ""])
+        rods = res.ear_rods
+        if rods is not None:        # the ear rods' top, a row of its own after the landmarks
+            x, y = rods.machine_porion
+            w.writerow(["", "machine_porion", f"{x:.3f}", f"{y:.3f}", f"{rods.score:.4f}", "",
+                        "" if mm is None else f"{x * res.spacing:.3f}", "" if mm is None else f"{y * res.spacing:.3f}",
+                        "" if rods.certain else "faint ear-rod ring", "", "", "", res.status, image_flags, "ear rods"])
     os.replace(tmp, path)
 
 

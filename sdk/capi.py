@@ -26,7 +26,7 @@ def _fail(e: BaseException) -> Tuple[int, str]:
     return E_PYTHON, f"{type(e).__name__}: {e}"
 
 
-OPTIONS = ("site", "labels", "ruler_mm", "magnification", "repair", "precision")
+OPTIONS = ("site", "labels", "ruler_mm", "magnification", "repair", "precision", "porion", "ear_rods")
 
 
 def open_detector(model: Optional[str], backend: Optional[str], threads: int, options_json: Optional[str] = None):
@@ -58,8 +58,8 @@ def pixels(buf: memoryview, width: int, height: int, stride: int, bits: int, cha
 def detect(det, buf: memoryview, width: int, height: int, stride: int, bits: int, channels: int,
            spacing: float):
     """``(0, (xy bytes, scores bytes, reliability bytes or b'', names, point flags, spacing or 0, spacing source,
-    view, status, is cephalogram, low confidence, confidence, measurement names, values, units, json))`` or
-    ``(code, message)``."""
+    view, status, is cephalogram, low confidence, confidence, measurement names, values, units, json, machine
+    porion: () or (x, y, certain)))`` or ``(code, message)``."""
     try:
         arr = pixels(buf, width, height, stride, bits, channels)
         res = det(arr, spacing=spacing if spacing > 0 else None)
@@ -72,6 +72,9 @@ def detect(det, buf: memoryview, width: int, height: int, stride: int, bits: int
                     float(res.spacing or 0.0), res.spacing_source or "", res.view, res.status,
                     int(res.is_cephalogram), int("low_confidence" in res.flags), float(res.confidence),
                     list(meas), [float(m["value"]) for m in meas.values()], [m["unit"] for m in meas.values()],
-                    json.dumps(doc))
+                    json.dumps(doc),
+                    () if res.ear_rods is None else (float(res.ear_rods.machine_porion[0]),
+                                                     float(res.ear_rods.machine_porion[1]),
+                                                     int(res.ear_rods.certain)))
     except BaseException as e:   # noqa: B902
         return _fail(e)

@@ -347,13 +347,14 @@ class Detector:
             flags[k] = NO_MACHINE_PORION
             return reading.with_result(point_flags=tuple(flags))
         xy = res.xy.copy()
+        rods = rods.with_anatomical(xy[k])
         xy[k] = rods.machine_porion
         if self.site is not None and self.site.porion == "machine":     # the site's own habit on the ring's top
             sn = float(np.linalg.norm(xy[self._rod_points[2]] - xy[self._rod_points[1]]))
             xy[k] = xy[k] + np.asarray(self.site.machine_offset) * sn
         flags[k] = "" if rods.certain else FAINT_RODS
         how[k] = "machine"
-        return reading.with_result(xy=xy, point_flags=tuple(flags), site_placed=tuple(how))
+        return reading.with_result(xy=xy, point_flags=tuple(flags), site_placed=tuple(how), ear_rods=rods)
 
     def _placed_by_site(self, reading: Reading, loaded: LoadedImage) -> Reading:
         """The points moved onto the site's conventions (:meth:`sdk.site.SiteProfile.place`). Its looks are of
@@ -527,9 +528,13 @@ class Detector:
             text.append((f"spacing {result.spacing:.4f} mm/px ({result.spacing_source})" if result.spacing
                          else "no spacing: no mm (--spacing, DICOM or --ruler-mm)", result.spacing is None))
         ruler = None if result.ruler is None else np.array([result.ruler["p1"], result.ruler["p2"]])
+        rods = None
+        if result.ear_rods is not None:
+            rings, mp = result.ear_rods.drawn()
+            rods = (rings, mp, result.ear_rods.anatomical, result.ear_rods.certain)
         return draw_landmarks(load_image(image).gray, result.xy, names=result.names, flagged=result.flagged,
                               lines=lines, measurements=text, repaired=np.array(result.repaired, bool),
-                              first_reading=result.first_reading, ruler=ruler)
+                              first_reading=result.first_reading, ruler=ruler, ear_rods=rods)
 
 
 def _pairs(pairs, result: Landmarks):

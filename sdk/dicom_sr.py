@@ -3,7 +3,8 @@ Report) and the tracing as a Secondary Capture image, in the study of the image 
 
 - Each landmark is a measurement group (TID 1410) with its SCOORD POINT on the source image, its reliability
   (a NUM), and qualitative evaluations for a flag and a repair. Landmarks and measurements are named in this
-  project's coding scheme ``99CEPHALO``, declared in the file; units are UCUM.
+  project's coding scheme ``99CEPHALO``, declared in the file; units are UCUM. The ear rods' top, when found, is a
+  point of its own (tracking identifier ``machine_porion``, code ``MPo``), doubtful when a ring is faint.
 - Each measurement (SNA, ANB, ...) is a NUM in one group (TID 1501), its ISBI 2015 class a qualitative evaluation.
 - Whose conventions the points follow (``labels``: consensus, challenge, a site), the model and the spacing's
   source are the algorithm's parameters.
@@ -24,6 +25,7 @@ import numpy as np
 
 SCHEME = "99CEPHALO"
 SCHEME_NAME = "cephalo landmarks, measurements and flags"
+MACHINE_PORION = "machine_porion"
 MANUFACTURER = "cephalo"
 UNITS = {"deg": ("deg", "degree"), "mm": ("mm", "millimeter"), "ratio": ("1", "no units"), "%": ("%", "percent")}
 HALF = 0.5
@@ -119,6 +121,18 @@ def measurement_report(res, source, model: str, version: str = ""):
             tracking_identifier=hd.sr.TrackingIdentifier(uid=uid(key, "landmark", name), identifier=name),
             referenced_region=region, finding_type=_code(f"L{i + 1}", name), algorithm_id=algorithm,
             measurements=meas or None, qualitative_evaluations=evals or None))
+    rods = res.ear_rods
+    if rods is not None:        # the ear rods' top: a point of its own code beside the landmarks
+        x, y = (float(v) + HALF for v in rods.machine_porion)
+        region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT, graphic_data=np.array([[x, y]]),
+                                   source_image=where)
+        evals = [] if rods.certain else [hd.sr.QualitativeEvaluation(
+            _code("doubtful", "Doubtful landmark"), _code("faint-ear-rod-ring", "faint ear-rod ring"))]
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=uid(key, "landmark", MACHINE_PORION),
+                                                         identifier=MACHINE_PORION),
+            referenced_region=region, finding_type=_code("MPo", "machine porion (the ear rods' top)"),
+            algorithm_id=algorithm, qualitative_evaluations=evals or None))
     meas, evals = [], []
     for name, e in res.measurements().items():
         meas.append(hd.sr.Measurement(name=_code(f"M-{name}", name), value=float(e["value"]), unit=_unit(e["unit"])))

@@ -13,6 +13,7 @@ from .errors import ImageError
 _OK, _FLAGGED, _TEXT = (0, 0, 255), (0, 165, 255), (0, 255, 255)   # BGR: red points, orange when flagged
 _RULER = (0, 200, 0)               # BGR green: the ruler's P1/P2
 _REPAIRED = (255, 128, 0)          # BGR blue: a repaired point, a square, with a line from its first reading
+_RODS = (255, 0, 200)             # BGR violet: the ear rods' rings and the machine porion on their top
 
 
 _LINE = (255, 200, 0)     # BGR: the tracing's lines, light blue
@@ -22,7 +23,8 @@ def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 
                    names: Optional[Sequence[str]] = None, flagged: Optional[np.ndarray] = None,
                    lines: Sequence[Tuple[int, int]] = (),
                    measurements: Sequence[Tuple[str, bool]] = (), repaired: Optional[np.ndarray] = None,
-                   first_reading: Optional[np.ndarray] = None, ruler: Optional[np.ndarray] = None) -> np.ndarray:
+                   first_reading: Optional[np.ndarray] = None, ruler: Optional[np.ndarray] = None,
+                   ear_rods=None) -> np.ndarray:
     """(H, W) uint8 gray + (K, 2) points -> BGR overlay with numbered points (1-based, or ``labels``).
 
     ``names``: a legend panel ``number  name`` is added on the right, so numbers beside the points stay short
@@ -30,7 +32,10 @@ def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 
     marked in the legend. ``lines``: (i, j) landmark pairs drawn first, as a tracing; ``measurements``: (text,
     doubtful) lines of a second panel (doubtful ones in orange). ``repaired`` (K,) bool with ``first_reading``
     (K, 2): those points are drawn as blue squares, a thin line from where they were first read, and marked
-    '(repaired)' in the legend. ``ruler`` (2, 2): the ruler's P1 and P2, marked and joined. Sizes scale with the image so the overlay reads at its own size."""
+    '(repaired)' in the legend. ``ruler`` (2, 2): the ruler's P1 and P2, marked and joined. ``ear_rods``: (rings
+    (M, 3) x, y, r; the machine porion (2,); the anatomical porion it replaced (2,) or None; certain): the rings
+    drawn thin, the machine porion marked 'MPo' (orange when uncertain) and a replaced anatomical porion 'Po'.
+    Sizes scale with the image so the overlay reads at its own size."""
     img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     scale = max(gray.shape) / 1000.0
     r = radius or max(2, int(round(6 * scale)))
@@ -50,6 +55,19 @@ def draw_landmarks(gray: np.ndarray, xy: np.ndarray, labels=None, radius: int = 
             cv2.drawMarker(img, p, _RULER, cv2.MARKER_CROSS, 3 * r, thick, cv2.LINE_AA)
             cv2.putText(img, name, (p[0] + 2 * r, p[1]), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, _RULER, thick,
                         cv2.LINE_AA)
+    if ear_rods is not None:
+        rings, mp, anatomical, certain = ear_rods
+        colour = _RODS if certain else _FLAGGED
+        for cx, cy, rr in rings:
+            cv2.circle(img, (int(round(cx * 4)), int(round(cy * 4))), int(round(rr * 4)), colour, max(1, thick // 2),
+                       cv2.LINE_AA, shift=2)
+        for p, name in ((mp, "MPo"), (anatomical, "Po")):
+            if p is None:
+                continue
+            c = (int(round(p[0])), int(round(p[1])))
+            cv2.drawMarker(img, c, colour if name == "MPo" else _LINE, cv2.MARKER_DIAMOND, 3 * r, thick, cv2.LINE_AA)
+            cv2.putText(img, name, (c[0] - 6 * r, c[1] - 2 * r), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
+                        colour if name == "MPo" else _LINE, thick, cv2.LINE_AA)
     placed: list = []
     for i, (x, y) in enumerate(np.asarray(xy, float)):
         if not (np.isfinite(x) and np.isfinite(y)):

@@ -23,7 +23,7 @@ numpy and OpenCV, a few milliseconds. Checked against rings labelled by eye (``l
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
@@ -81,17 +81,26 @@ class EarRods:
     rings: Tuple[Ring, ...]
     machine_porion: np.ndarray
     score: float
+    anatomical: Optional[np.ndarray] = None    # (2,) the model's porion, kept when porion was moved to the rods
 
     @property
     def certain(self) -> bool:
         """Whether every ring's rim is clear (:data:`CERTAIN_SCORE`); a faint one may be something else."""
         return self.score >= CERTAIN_SCORE
 
+    def with_anatomical(self, xy: Sequence[float]) -> "EarRods":
+        """The same reading, keeping the model's anatomical porion ``xy`` (pixels) it replaced."""
+        return replace(self, anatomical=np.asarray(xy, np.float64).copy())
+
     def scaled(self, reduction: int) -> "EarRods":
         """The same rings found on an image decoded at 1/``reduction``, in the full image's pixels."""
         k, d = float(reduction), (reduction - 1) / 2
         return EarRods(tuple(Ring(g.x * k + d, g.y * k + d, g.r * k, g.score, g.outer * k) for g in self.rings),
                        self.machine_porion * k + d, self.score)
+
+    def drawn(self) -> Tuple[np.ndarray, np.ndarray]:
+        """What an overlay draws: (M, 3) the rings' outer edges (x, y, r) and (2,) the machine porion."""
+        return np.array([(g.x, g.y, max(g.outer, g.r)) for g in self.rings]), np.asarray(self.machine_porion)
 
     def to_dict(self, spacing: Optional[float] = None) -> dict:
         """The record's ``ear_rods``: the machine porion (pixels, and mm with a ``spacing``), the rings, how certain
@@ -100,11 +109,15 @@ class EarRods:
         if spacing is not None:
             mp.update(x_mm=round(float(self.machine_porion[0]) * spacing, 3),
                       y_mm=round(float(self.machine_porion[1]) * spacing, 3))
-        return {"machine_porion": mp, "convention": CONVENTION, "score": round(self.score, 4),
-                "certain": self.certain,
-                "rings": [{"x": round(g.x, 2), "y": round(g.y, 2), "radius": round(g.r, 2),
-                           "outer_radius": round(max(g.outer, g.r), 2), "score": round(g.score, 4)}
-                          for g in self.rings]}
+        out = {"machine_porion": mp, "convention": CONVENTION, "score": round(self.score, 4),
+               "certain": self.certain,
+               "rings": [{"x": round(float(g.x), 2), "y": round(float(g.y), 2), "radius": round(float(g.r), 2),
+                          "outer_radius": round(float(max(g.outer, g.r)), 2), "score": round(float(g.score), 4)}
+                         for g in self.rings]}
+        if self.anatomical is not None:
+            out["anatomical_porion"] = {"x": round(float(self.anatomical[0]), 2),
+                                        "y": round(float(self.anatomical[1]), 2)}
+        return out
 
 
 class _Crop:

@@ -79,7 +79,8 @@ def test_main_job_cli(tmp_path):
     d = json.loads((tmp_path / "isbi_152.json").read_text())
     assert len(d["landmarks"]) == 19 and d["spacing_source"] == "caller"
     assert (tmp_path / "isbi_152_landmarks.png").stat().st_size > 10000
-    assert len((tmp_path / "isbi_152.csv").read_text().splitlines()) == 20
+    rows = (tmp_path / "isbi_152.csv").read_text().splitlines()
+    assert len(rows) == 20 + (d["ear_rods"] is not None) and rows[-1].startswith(",machine_porion,") == (len(rows) == 21)
 
 
 def test_fast_decode_matches_full_decode(det):

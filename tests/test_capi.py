@@ -51,6 +51,12 @@ def test_c_example_matches_python(built):
     ref = Detector(backend="onnxruntime", threads=2)(cv2.imread(str(IMG), cv2.IMREAD_GRAYSCALE), spacing=0.4)
     assert [ln.split()[0] for ln in lines[1:20]] == list(ref.names)
     assert np.abs(pts - ref.xy).max() <= 1e-6
+    mp = next(ln for ln in lines if ln.startswith("machine_porion ")).split()
+    if ref.ear_rods is None:
+        assert mp[1] == "none"
+    else:       # the ear rods' top reaches C as Python has it
+        assert np.abs(np.array([float(mp[1]), float(mp[2])]) - ref.ear_rods.machine_porion).max() <= 1e-3
+        assert mp[3] == ("certain" if ref.ear_rods.certain else "faint")
     sna = next(ln for ln in lines if ln.startswith("SNA "))
     assert float(sna.split()[1]) == pytest.approx(ref.measurements()["SNA"]["value"], abs=1e-3)
     cpp = _run([out / "detect_cpp", pgm], cwd=out)

@@ -99,6 +99,8 @@ def test_jpeg_result_stored_by_stow_and_read_back(orthanc, tmp_path, img):
     assert {"SR", "OT"} <= set(series) and len(series["OT"]) == 2          # the converted image and the tracing
     points, values = read_report(sr)
     want = {lm["name"]: (lm["x"], lm["y"]) for lm in rec["landmarks"]}
+    if rec["ear_rods"] is not None:         # the ear rods' top travels as a point of its own
+        want["machine_porion"] = (rec["ear_rods"]["machine_porion"]["x"], rec["ear_rods"]["machine_porion"]["y"])
     assert set(points) == set(want)
     assert max(abs(points[n][0] - want[n][0]) + abs(points[n][1] - want[n][1]) for n in want) < 0.01
     for m in ("SNA", "SNB", "ANB"):
@@ -197,6 +199,9 @@ def test_api_gives_the_report_of_a_result():
     sr.save_as(buf, enforce_file_format=True)
     points, _ = read_report(pydicom.dcmread(io.BytesIO(buf.getvalue())))
     assert made and np.allclose([points[n] for n in res.names], res.xy, atol=1e-3)
+    assert ("machine_porion" in points) == (res.ear_rods is not None)
+    if res.ear_rods is not None:
+        assert np.allclose(points["machine_porion"], res.ear_rods.machine_porion, atol=1e-3)
     again = measurement_report(res, source_dataset(data, load_image(data).gray)[0], "m.onnx")
     assert again.SOPInstanceUID == sr.SOPInstanceUID                      # the same result, the same instance
 

@@ -79,6 +79,11 @@ int main(int argc, char **argv) {
         if (cephalo_measurement(res, names[i], &v, &unit) == CEPHALO_OK)
             printf("%s %.3f %s\n", names[i], v, unit);
     }
+    if (res->has_machine_porion)        /* the ear rods' top, when their ring(s) were found */
+        printf("machine_porion %.3f %.3f %s\n", res->machine_porion[0], res->machine_porion[1],
+               res->machine_porion_certain ? "certain" : "faint");
+    else
+        printf("machine_porion none\n");
     printf("json %zu bytes\n", strlen(cephalo_result_json(res)));
     cephalo_result_free(res);
     cephalo_close(det);

@@ -35,13 +35,14 @@ RADIUS_MM = (4.0, 10.0)                # rims at radii of 4.2-4.7 mm (small rods
 COARSE_MM, FINE_MM = 0.33, 0.25         # the two crops' scales, mm per pixel
 RIDGE_MM = (0.35, 0.75)                # the ridge filter's two widths: thin rims (0.4-1 mm) and thick (~2 mm)
 NORM_MM = 3.0                          # local contrast normalisation's scale
+NOISE_FLOOR = 4.0                      # grey levels: a flat region's noise is not amplified into rims
 EDGE_WEIGHT = 0.5                      # how much a step edge's gradient is taken off the ridge
 RIM_REACH_MM = 2.5                     # how far out from a rim's middle its outer edge is looked for
 SECTORS, PER_SECTOR = 24, 4            # completeness: the circle in sectors, samples per sector
 MAX_SEEDS = 10                         # the vote's strongest peaks refined
 QUANTILE = 0.25                        # completeness: this quantile of the per-sector ridge
-MIN_SCORE = 0.03                       # a first ring less complete than this is no ring (noise in bone)
-CERTAIN_SCORE = 0.05                   # below this the weaker ring's rim is faint: the reading is reported as uncertain
+MIN_SCORE = 0.045                      # a first ring less complete than this (beyond the crop's own level) is no ring
+CERTAIN_SCORE = 0.06                   # below this a ring's rim is faint: the reading is reported as uncertain
 CONVENTION = "the top of the ring's rim (its outer edge); with two rings, the mean of their tops"
 # The other ear rod: a little larger or smaller (the rod nearer the source is magnified 6-19% more on the labelled
 # ISBI images), a few millimetres from the first, and nearly as complete where it runs clear of it.
@@ -141,6 +142,12 @@ class _Crop:
         m = np.array([[s, 0, self.ox - ix0], [0, s, self.oy - iy0]], dtype=np.float64)
         self.img = cv2.warpAffine(src, m, (self.w, self.h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REPLICATE)
+        # where the crop shows the image (not its replicated border), a few pixels in from the edge: nothing
+        # beyond an image's edge is evidence of a rim
+        m_in = np.array([[s, 0, self.ox], [0, s, self.oy]], dtype=np.float64)
+        inside = cv2.warpAffine(np.ones(gray.shape[:2], np.uint8), m_in, (self.w, self.h),
+                                flags=cv2.WARP_INVERSE_MAP | cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+        self.valid = cv2.erode(inside, np.ones((5, 5), np.uint8)).astype(bool)
 
     def to_image(self, c: np.ndarray) -> np.ndarray:
         """(..., 3) circles (x, y, r) in crop pixels -> the image's."""
@@ -156,7 +163,7 @@ def _ridges(img: np.ndarray, step: float) -> np.ndarray:
     s = NORM_MM / step
     d = img - cv2.GaussianBlur(img, (0, 0), s)
     sd = np.sqrt(cv2.GaussianBlur(d * d, (0, 0), s))
-    n = d / np.maximum(sd, 0.5 * float(np.median(sd)) + 1e-3)
+    n = d / np.maximum(sd, max(0.5 * float(np.median(sd)), NOISE_FLOOR))
     best = angle = None
     for width in RIDGE_MM:
         sigma = width / step
@@ -299,27 +306,40 @@ def _second_ring(a, first: np.ndarray, step: float) -> Tuple[Optional[np.ndarray
     return cand[i], float(score[i])
 
 
+_RANDOM = np.random.default_rng(0).random((64, 3))       # fixed: the same baseline for the same crop
+
+
+def _baseline(a, step: float) -> float:
+    """The completeness a circle gets anywhere in this crop (the median over fixed random circles): what a ring
+    must exceed, so that noise or a busy texture, on which every circle finds some ridge, is no ring."""
+    h, w = a.shape[:2]
+    lo, hi = RADIUS_MM[0] / step, RADIUS_MM[1] / step
+    c = _RANDOM * np.array([w, h, hi - lo]) + np.array([0.0, 0.0, lo])
+    return float(np.median(_completeness(a, c)))
+
+
 def _coarse(gray: np.ndarray, porion: Sequence[float], mm_per_px: float, n: int = 1):
-    """The coarse search: (its crop, ridge tensor, (M, 3) refined circles, (M,) completeness), the most complete
-    first."""
+    """The coarse search: (its crop, ridge tensor, (M, 3) refined circles, (M,) their completeness beyond the crop's
+    own level, that level), the most complete first."""
     crop = _Crop(gray, porion, mm_per_px, COARSE_MM, BOX_MM)
-    a = _ridges(crop.img, COARSE_MM)
+    a = _ridges(crop.img, COARSE_MM) * crop.valid[..., None]
     radii = np.arange(RADIUS_MM[0], RADIUS_MM[1] + 1e-6, 0.5) / COARSE_MM
     allowed = np.zeros((crop.h, crop.w), bool)
     x0, y0, x1, y1 = ((np.array(CENTRE_MM) - np.array(BOX_MM[:2] * 2)) / COARSE_MM).round().astype(int)
     allowed[max(0, y0):y1 + 1, max(0, x0):x1 + 1] = True
     seeds = _seeds(_hough(a, radii), radii, allowed)
     if not len(seeds):
-        return crop, a, np.zeros((0, 3)), np.zeros(0)
+        return crop, a, np.zeros((0, 3)), np.zeros(0), 0.0
     circles, score = _refine(a, seeds, _completeness, steps=(1.0, 0.5), rounds=1)
     order = np.argsort(-score)
-    return crop, a, circles[order], score[order]
+    base = _baseline(a, COARSE_MM)
+    return crop, a, circles[order], score[order] - base, base
 
 
 def ring_candidates(gray: np.ndarray, porion: Sequence[float], mm_per_px: float, n: int = 8) -> List[Ring]:
     """Up to ``n`` distinct circles around ``porion`` (x, y, pixels of ``gray``), the most complete first, in
     ``gray``'s pixels; ``mm_per_px``: its scale. For labelling and studies; :func:`find_rings` decides."""
-    crop, _, circles, score = _coarse(gray, porion, mm_per_px)
+    crop, _, circles, score, _ = _coarse(gray, porion, mm_per_px)
     out: List[np.ndarray] = []
     for c, s in zip(circles, score):
         if all(np.hypot(*(c[:2] - o[:2])) > 1.5 or abs(c[2] - o[2]) > 1.5 for o, _ in out):
@@ -330,31 +350,31 @@ def ring_candidates(gray: np.ndarray, porion: Sequence[float], mm_per_px: float,
 def find_rings(gray: np.ndarray, porion: Sequence[float], mm_per_px: float) -> Optional[EarRods]:
     """The ear rods around ``porion`` (x, y: the anatomical porion, pixels of ``gray``) in ``gray`` at
     ``mm_per_px``; None when no ring is complete enough (:data:`MIN_SCORE`)."""
-    crop, a, circles, score = _coarse(gray, porion, mm_per_px)
+    crop, a, circles, score, base = _coarse(gray, porion, mm_per_px)
     if not len(circles) or score[0] < MIN_SCORE:
         return None
     first = circles[0]
     second, s2 = _second_ring(a, first, COARSE_MM)
+    s2 -= base                  # beyond the crop's own level, as the first
     found = [first] + ([second] if second is not None and s2 >= PAIR_SHARE * score[0] else [])
+    found_scores = [float(score[0])] + ([s2] if len(found) == 2 else [])
     # the finer crop around the rings found: their centres and radii to a quarter of its pixel
     image = crop.to_image(np.array(found))
     centre = image[:, :2].mean(axis=0)
     reach = RADIUS_MM[1] + 3.0
     fine = _Crop(gray, centre, mm_per_px, FINE_MM, (-reach, -reach, reach, reach))
-    fa = _ridges(fine.img, FINE_MM)
+    fa = _ridges(fine.img, FINE_MM) * fine.valid[..., None]
     start = fine.from_image(image)
-    circles, scores = _refine(fa, start[:1], _completeness, steps=(0.5, 0.25), rounds=1)
+    circles = _refine(fa, start[:1], _completeness, steps=(0.5, 0.25), rounds=1)[0]
     if len(start) == 2:         # the second ring, as above, judged where it runs clear of the first
         width = 0.6 / FINE_MM
 
         def beside(b, c):
             return _quantile(_profiles(b, c), _clear_of(c, circles[0], width))
 
-        c2, s2 = _refine(fa, start[1:], beside, steps=(0.5, 0.25), rounds=1)
-        circles, scores = np.vstack([circles, c2]), np.concatenate([scores, s2])
-    rings = tuple(Ring(*fine.to_image(c), score=float(s),
-                       outer=fine.s * outer_radius(fine.img, *c, RIM_REACH_MM / FINE_MM))
-                  for c, s in zip(circles, scores))
+        circles = np.vstack([circles, _refine(fa, start[1:], beside, steps=(0.5, 0.25), rounds=1)[0]])
+    rings = tuple(Ring(*fine.to_image(c), score=s, outer=fine.s * outer_radius(fine.img, *c, RIM_REACH_MM / FINE_MM))
+                  for c, s in zip(circles, found_scores))
     return EarRods(rings, np.mean([g.top for g in rings], axis=0), float(min(g.score for g in rings)))
 
 

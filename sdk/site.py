@@ -275,10 +275,49 @@ def _which_porion(names: Sequence[str], offsets: np.ndarray, looks: Dict, sn_mm:
     return "other" if apart > PORION_APART_MM else "anatomical"
 
 
+# A site marks machine porion when its porion labels sit on the ear rods' top found in its images: the median
+# distance within this (mm), less than half the distance to the anatomical porion, with rods found on most images.
+MACHINE_WITHIN_MM = 2.0
+MACHINE_FOUND_SHARE = 0.6
+
+
+def machine_porion_fit(names: Sequence[str], pred: np.ndarray, truth: np.ndarray, machine: np.ndarray,
+                       mm: np.ndarray) -> Tuple[Dict, Optional[np.ndarray], Optional[np.ndarray]]:
+    """Whether a site's porion labels sit on the ear rods' top (``machine`` (N, 2): the rods' top found in each
+    image, NaN where none; ``mm`` (N,) its spacing): (the report, the offset from the rods' top to the labels in
+    image axes and units of S-N or None, the cross-validated porion placed that way (N, 2) or None). Where an image
+    has no rods, its porion is left to the site's offset (NaN in the placed array)."""
+    k = list(names).index("porion")
+    s_n = np.linalg.norm(pred[:, names.index(FRAME[1])] - pred[:, names.index(FRAME[0])], axis=1)
+    found = np.isfinite(machine).all(axis=1) & np.isfinite(truth[:, k]).all(axis=1)
+    labelled = np.isfinite(truth[:, k]).all(axis=1)
+    to_anat = float(np.median(np.linalg.norm(truth[labelled, k] - pred[labelled, k], axis=1) * mm[labelled]))
+    rep = {"rods_found": int(found.sum()), "images": int(labelled.sum()), "to_anatomical_mm": round(to_anat, 2)}
+    if found.sum() < max(3, MACHINE_FOUND_SHARE * labelled.sum()):
+        return rep, None, None
+    rel = (truth[found, k] - machine[found]) / s_n[found, None]
+    to_rods = float(np.median(np.linalg.norm(truth[found, k] - machine[found], axis=1) * mm[found]))
+    rep["to_rods_top_mm"] = round(to_rods, 2)
+    if not (to_rods <= MACHINE_WITHIN_MM and to_rods < 0.5 * to_anat):
+        return rep, None, None
+    offset = np.median(rel, axis=0)
+    if np.hypot(*offset) > MAX_MACHINE_OFFSET_SN:
+        return rep, None, None
+    placed = np.full((len(pred), 2), np.nan)
+    idx = np.flatnonzero(found)
+    for j, i in enumerate(idx):         # leave-one-out: each image placed by the others' offset
+        others = np.delete(rel, j, axis=0)
+        placed[i] = machine[i] + (np.median(others, axis=0) if len(others) else 0) * s_n[i]
+    err = np.linalg.norm(placed[found] - truth[found, k], axis=1) * mm[found]
+    rep.update(offset_mm=[round(float(v), 2) for v in offset * float(np.median(s_n * mm))],
+               cv_mre_mm=round(float(err.mean()), 3))
+    return rep, offset, placed
+
+
 def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, truth: np.ndarray,
              spacing: Optional[Sequence[float]] = None,
              grays: Optional[Sequence[Tuple[np.ndarray, int]]] = None,
-             local_stage: Optional[str] = None) -> SiteProfile:
+             local_stage: Optional[str] = None, machine: Optional[np.ndarray] = None) -> SiteProfile:
     """Fit a site profile from N readings ``pred`` (N, K, 2) of the model and the site's labels ``truth``
     (N, K, 2) of the same images (pixels; ``spacing`` (N,) mm per pixel for the report, 0.1 if unknown).
 
@@ -286,7 +325,9 @@ def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, tru
     corrected by the profile of the others). With ``grays`` (each image as (gray, reduction), the
     points in full-image pixels), looks are fitted where they pay (:func:`sdk.site_look.fit_looks`).
     ``local_stage``: the convention whose local stage read ``pred`` (None: the model's own). The report
-    holds the cross-validated MRE and SDR@2mm before and after, per landmark too."""
+    holds the cross-validated MRE and SDR@2mm before and after, per landmark too. ``machine`` (N, 2): the ear rods'
+    top found in each image (NaN where none, :mod:`sdk.ear_rods`); where the site's porion labels sit on it, the
+    profile marks machine porion (:func:`machine_porion_fit`) and porion is placed on the rods' top."""
     pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
     n = len(pred)
     if n < MIN_IMAGES:
@@ -325,6 +366,21 @@ def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, tru
     if grays is not None:
         report["looks"] = look_report
     offsets = site_offsets(rel)
+    porion, moff = None, (0.0, 0.0)
     if "porion" in names:
         report["porion"] = _which_porion(names, offsets, looks, float(np.median(length * mm)))
-    return SiteProfile(name, schema, tuple(names), offsets, n, SHRINK, report, looks, local_stage)
+        if machine is not None:
+            rods, offset, placed_rods = machine_porion_fit(names, pred, truth, np.asarray(machine, np.float64), mm)
+            report["machine_porion"] = rods
+            if offset is not None:      # the rods' top, where found, supersedes any look of porion
+                k = list(names).index("porion")
+                looks.pop("porion", None)
+                ok = np.isfinite(placed_rods).all(axis=1)
+                after[ok, k] = np.linalg.norm(placed_rods[ok] - truth[ok, k], axis=1) * mm[ok]
+                report["after_cv"] = {"mre_mm": round(float(after.mean()), 4),
+                                      "sdr2": round(float((after <= 2).mean()) * 100, 2)}
+                report["per_landmark_mm"]["porion"][1] = round(float(after[:, k].mean()), 3)
+                report["porion"] = "machine"
+                porion, moff = "machine", tuple(float(v) for v in offset)
+    return SiteProfile(name, schema, tuple(names), offsets, n, SHRINK, report, looks, local_stage,
+                       porion=porion, machine_offset=moff)

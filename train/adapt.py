@@ -91,9 +91,10 @@ def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: st
     truth = np.stack([s.points for s in samples])
     sn = sn_lengths(pred, list(det.schema.names))
     grays = [_for_looks(det.preprocess(s.image)[2], n) for s, n in zip(samples, sn)]
+    machine = np.array([r.ear_rods.machine_porion if r.ear_rods is not None else (np.nan, np.nan) for r in results])
     prof = fit_site(name or Path(out).stem, det.schema.id, det.schema.names, pred, truth,
                     [s.spacing for s in samples], grays=grays,
-                    local_stage=None if det.site is None else det.site.local_stage)
+                    local_stage=None if det.site is None else det.site.local_stage, machine=machine)
     if ruler_mm is not None or magnification is not None:
         prof = replace(prof, ruler_mm=ruler_mm, magnification=check_magnification(magnification, "--magnification "))
     if ruler_mm is not None:
@@ -109,9 +110,16 @@ def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: st
             log(f"{n}: the site marks it on a structure that looks the same in its images; matched there: "
                 f"{v['offset_only_mm']:.2f} -> {v['with_look_mm']:.2f} mm (cross-validated)")
     which = r.get("porion")
+    rods = r.get("machine_porion", {})
+    if rods:
+        log(f"ear rods found in {rods['rods_found']} of {rods['images']} images; the site's porion lies "
+            + (f"{rods['to_rods_top_mm']:.1f} mm from their top and " if "to_rods_top_mm" in rods else "")
+            + f"{rods['to_anatomical_mm']:.1f} mm from the anatomical porion (medians)")
     if which:
-        log({"machine": "porion: this site marks machine porion (the ear rod's ring); results and FH-based measurements "
-                        "follow it and say so",
+        log({"machine": "porion: this site marks machine porion (the ear rods' top): --site places porion there in "
+                        "each image (cross-validated porion error "
+                        + (f"{rods['cv_mre_mm']:.2f} mm" if "cv_mre_mm" in rods else "with its look") + "); where no "
+                        "rod is found it stays at the site's offset, flagged; FH-based measurements say so",
              "other": f"porion: this site marks porion more than {PORION_APART_MM:g} mm from the anatomical one without "
                       f"a repeatable look (machine porion on rods that move? check the labels); moved by its offset",
              "anatomical": "porion: anatomical (the bony meatus's top), as the model reads it"}[which])

@@ -58,6 +58,37 @@ def ear_rod_site(grays, truth: np.ndarray, names, mm: np.ndarray, seed: int = 0)
     return out_grays, out_truth
 
 
+def dot_rod_site(grays, truth: np.ndarray, names, mm: np.ndarray, seed: int = 0):
+    """Another clinic's ear rods, as that clinic's images show them: one bright ring per image, outer radius 4.6-5.1
+    mm, rim 0.8 mm, a dot at its centre, its top from 2 mm behind to 8 mm in front of anatomical porion and from 5 mm
+    above to 10 mm below it (face to the right); porion labelled on the ring's top."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    k = list(names).index("porion")
+    out_grays, out_truth = [], truth.copy()
+    for i, (g, red) in enumerate(grays):
+        top = truth[i, k] + np.array([rng.uniform(-2.0, 8.0), rng.uniform(-5.0, 10.0)]) / mm[i]
+        outer = rng.uniform(4.6, 5.1) / mm[i]
+        centre = top + np.array([0.0, outer])
+        f = 4
+        r = int(np.ceil(outer)) + 4
+        x0, y0 = int(centre[0]) - r, int(centre[1]) - r
+        big = np.zeros(((2 * r + 1) * f, (2 * r + 1) * f), np.float32)
+        c = (int(round((centre[0] - x0 + 0.5) * f)), int(round((centre[1] - y0 + 0.5) * f)))
+        cv2.circle(big, c, int(round(outer * f)), 1.0, -1)
+        cv2.circle(big, c, int(round((outer - 0.8 / mm[i]) * f)), 0.0, -1)
+        cv2.circle(big, c, int(round(0.6 / mm[i] * f)), 1.0, -1)
+        small = cv2.resize(big, (2 * r + 1, 2 * r + 1), interpolation=cv2.INTER_AREA) * 60.0
+        out = g.astype(np.float32)
+        ys, xs = slice(max(0, y0), y0 + 2 * r + 1), slice(max(0, x0), x0 + 2 * r + 1)
+        sub = small[max(0, y0) - y0:, max(0, x0) - x0:][: out[ys, xs].shape[0], : out[ys, xs].shape[1]]
+        out[ys, xs] += sub
+        out_grays.append((np.clip(out, 0, 255).astype(np.uint8), red))
+        out_truth[i, k] = top
+    return out_grays, out_truth
+
+
 def _scores(pred, truth, mm, rel):
     from sdk.metrics import auroc
     from sdk.schemas import ISBI19
@@ -76,7 +107,9 @@ def _scores(pred, truth, mm, rel):
 @click.option("--n-adapt", type=int, default=10, show_default=True)
 @click.option("--seeds", type=int, default=5, show_default=True)
 @click.option("--backend", default="onnxruntime", show_default=True)
-@click.option("--ear-rod", is_flag=True, help="A simulated site that marks machine porion on a planted ear rod.")
+@click.option("--ear-rod", type=click.Choice(["none", "isbi", "dot"]), default="none", show_default=True,
+              help="A simulated site that marks machine porion on a planted ear rod: isbi (a faint ring, radius 6.5 "
+                   "mm) or dot (another clinic's: one bright ring with a dot, outer radius 4.6-5.1 mm).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/site_adapt"),
               show_default=True)
 def main(data_dir, splits, n_adapt, seeds, backend, ear_rod, out_dir):
@@ -94,23 +127,31 @@ def main(data_dir, splits, n_adapt, seeds, backend, ear_rod, out_dir):
         truth = np.stack([s.points for s in samples])
         mm = np.array([s.spacing for s in samples])
         images = [s.image for s in samples]
-        if ear_rod:     # planted in the full-size images, which the Detector then reads as arrays
-            grays, truth = ear_rod_site([(load_image(im).gray, 1) for im in images], truth, ISBI19.names, mm)
+        if ear_rod != "none":     # planted in the full-size images, which the Detector then reads as arrays
+            plant = ear_rod_site if ear_rod == "isbi" else dot_rod_site
+            grays, truth = plant([(load_image(im).gray, 1) for im in images], truth, ISBI19.names, mm)
             images = [g for g, _ in grays]
         else:
             grays = [(loaded.gray, loaded.reduction) for loaded in (det.preprocess(im)[2] for im in images)]
         res = det.batch(images)
         pred = np.stack([r.xy for r in res])
         rel = np.stack([r.reliability for r in res])
+        rods = np.array([r.ear_rods.machine_porion if r.ear_rods is not None else (np.nan, np.nan) for r in res])
+        k = list(ISBI19.names).index("porion")
+        sn = np.linalg.norm(pred[:, 1] - pred[:, 0], axis=1)
         runs = []
         for seed in range(seeds):
             idx = np.random.default_rng(seed).permutation(len(samples))
             fit, rest = idx[:n_adapt], idx[n_adapt:]
             prof = fit_site(f"{split}-{seed}", ISBI19.id, ISBI19.names, pred[fit], truth[fit], mm[fit],
-                            grays=[grays[i] for i in fit])
+                            grays=[grays[i] for i in fit], machine=rods[fit])
             offsets = np.stack([prof.apply(pred[i]) for i in rest])
             after = np.stack([prof.apply(pred[i], *grays[i]) for i in rest])
-            runs.append({"seed": seed, "looks": sorted(prof.looks),
+            if prof.porion == "machine":    # as the Detector places it: the rods' top where found, else the offset
+                found = np.isfinite(rods[rest]).all(axis=1)
+                after[found, k] = rods[rest][found] + np.asarray(prof.machine_offset) * sn[rest][found, None]
+            runs.append({"seed": seed, "looks": sorted(prof.looks), "porion": prof.report.get("porion"),
+                         "rods_found": int(np.isfinite(rods[rest]).all(axis=1).sum()),
                          "before": _scores(pred[rest], truth[rest], mm[rest], rel[rest]),
                          "offsets_only": _scores(offsets, truth[rest], mm[rest], rel[rest]),
                          "after": _scores(after, truth[rest], mm[rest], rel[rest])})
@@ -124,11 +165,13 @@ def main(data_dir, splits, n_adapt, seeds, backend, ear_rod, out_dir):
                    f"{mean['before']['sdr2']:.1f} -> {mean['after']['sdr2']:.1f}%, reliability AUROC "
                    f"{mean['before']['auroc_reliability']:.3f} -> {mean['after']['auroc_reliability']:.3f}; porion "
                    f"{mean['before']['porion_mm']:.2f} -> {mean['offsets_only']['porion_mm']:.2f} (offsets) -> "
-                   f"{mean['after']['porion_mm']:.2f} mm; looks kept: {[r['looks'] for r in runs]}")
+                   f"{mean['after']['porion_mm']:.2f} mm; looks kept: {[r['looks'] for r in runs]}; porion: "
+                   f"{[r['porion'] for r in runs]}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "site_adapt.json").write_text(json.dumps(report, indent=1))
     lines = [f"Site profiles from {n_adapt} images of each split (mean of {seeds} seeds; the rest scored against the "
-             f"mean of both clinicians{', porion on a planted ear rod' if ear_rod else ''}; bundled model, {backend}; "
+             f"mean of both clinicians{f', porion on a planted ear rod ({ear_rod})' if ear_rod != 'none' else ''}; "
+             f"bundled model, {backend}; "
              f"{report['cpu']}).", "",
              "| split | scored | MRE before | MRE after | SDR@2 before | SDR@2 after | AUROC before | AUROC after | "
              "porion before | offsets only | with looks |", "|---|---|---|---|---|---|---|---|---|---|---|"]

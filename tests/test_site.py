@@ -1,5 +1,6 @@
 """Site profiles (issue 32): a clinic's conventions learnt from its labelled images and applied by the Detector."""
 import json
+import re
 import shutil
 
 import numpy as np
@@ -196,9 +197,9 @@ def test_no_look_where_the_image_shows_no_repeatable_structure(readings):
 
 
 def test_cli_adapt_learns_the_ear_rods_look_on_full_size_images(tmp_path, ear_rod_clinic):
-    """End to end on files: the ear-rod clinic at ISBI's full size (0.1 mm/px, so ``adapt`` keeps its images
-    reduced for the looks), PNGs in the ISBI layout; ``adapt`` says it kept porion's look, and ``predict --site``
-    puts porion on the ring of a new image."""
+    """End to end on files: the ear-rod clinic at ISBI's full size (0.1 mm/px), PNGs in the ISBI layout; ``adapt``
+    finds the rods in the clinic's images and says the clinic marks machine porion (the profile places porion on
+    the rods' top; that supersedes a look of it), and ``predict --site`` puts porion on the ring of a new image."""
     import cv2
     from click.testing import CliRunner
 
@@ -217,13 +218,16 @@ def test_cli_adapt_learns_the_ear_rods_look_on_full_size_images(tmp_path, ear_ro
     site = tmp_path / "rods.json"
     r = CliRunner().invoke(main, ["adapt", "--data", str(data), "--out", str(site), "--backend", "onnxruntime"])
     assert r.exit_code == 0, r.output
-    assert "porion: the site marks it on a structure" in r.output and list(SiteProfile.load(site).looks) == ["porion"]
-    assert "marks machine porion" in r.output
+    prof = SiteProfile.load(site)
+    assert "marks machine porion (the ear rods' top)" in r.output
+    assert re.search(r"ear rods found in [6-8] of 8 images", r.output), r.output
+    assert prof.porion == "machine" and "porion" not in prof.looks, r.output
     new = tmp_path / "new.png"
     cv2.imwrite(str(new), cv2.resize(new_grays[0][0], None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC))
     r = CliRunner().invoke(main, ["predict", str(new), "--site", str(site), "--backend", "onnxruntime"])
     rec = json.loads(r.stdout.splitlines()[0])
     porion = np.array([rec["landmarks"][PORION]["x"], rec["landmarks"][PORION]["y"]])
+    assert rec["landmarks"][PORION]["site_placed"] == "machine" and rec["measurements"]["FMA"]["porion"] == "site:rods machine"
     assert np.linalg.norm(porion - (new_truth[0][PORION] * up + (up - 1) / 2)) * 0.1 < 1.5, rec["landmarks"][PORION]
 
 

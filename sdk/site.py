@@ -77,8 +77,21 @@ def from_frame(off: np.ndarray, rot: np.ndarray, length: np.ndarray) -> np.ndarr
 
 
 def site_offsets(rel: np.ndarray) -> np.ndarray:
-    """(N, K, 2) offsets in frame units -> (K, 2): each landmark's trimmed mean, shrunk towards zero by its
-    standard error (1.2533 sd / sqrt(N), sd from the median absolute deviation): see :data:`SHRINK`."""
+    """(N, K, 2) offsets in frame units (NaN where an image does not label a landmark) -> (K, 2): each landmark's
+    trimmed mean over the images that label it, shrunk towards zero by its standard error (1.2533 sd / sqrt(N), sd
+    from the median absolute deviation): see :data:`SHRINK`. A landmark no image labels moves by nothing."""
+    rel = np.asarray(rel, np.float64)
+    if np.isnan(rel).any():
+        out = np.zeros(rel.shape[1:])
+        for k in range(rel.shape[1]):
+            have = np.isfinite(rel[:, k]).all(axis=1)
+            if have.any():
+                out[k] = _site_offsets(rel[have, k:k + 1])[0]
+        return out
+    return _site_offsets(rel)
+
+
+def _site_offsets(rel: np.ndarray) -> np.ndarray:
     n = rel.shape[0]
     k = max(1, int(TRIM * n)) if n > 2 else 0
     mean = np.sort(rel, axis=0)[k:n - k].mean(axis=0)
@@ -258,7 +271,13 @@ def resolve_site(model_path: Path, site: Union[str, Path, SiteProfile, None], sc
 
 
 def _errors_mm(pred: np.ndarray, truth: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """(N, K) errors in mm; NaN where the label is missing."""
     return np.linalg.norm(pred - truth, axis=2) * spacing[:, None]
+
+
+def _mre_sdr(err: np.ndarray) -> Dict:
+    e = err[np.isfinite(err)]
+    return {"mre_mm": round(float(e.mean()), 4), "sdr2": round(float((e <= 2).mean()) * 100, 2)}
 
 
 # A porion the site puts this far from the model's anatomical one (mm, median) is not the bony meatus's top.
@@ -291,6 +310,8 @@ def machine_porion_fit(names: Sequence[str], pred: np.ndarray, truth: np.ndarray
     s_n = np.linalg.norm(pred[:, names.index(FRAME[1])] - pred[:, names.index(FRAME[0])], axis=1)
     found = np.isfinite(machine).all(axis=1) & np.isfinite(truth[:, k]).all(axis=1)
     labelled = np.isfinite(truth[:, k]).all(axis=1)
+    if not labelled.any():
+        return {"rods_found": 0, "images": 0}, None, None
     to_anat = float(np.median(np.linalg.norm(truth[labelled, k] - pred[labelled, k], axis=1) * mm[labelled]))
     rep = {"rods_found": int(found.sum()), "images": int(labelled.sum()), "to_anatomical_mm": round(to_anat, 2)}
     if found.sum() < max(3, MACHINE_FOUND_SHARE * labelled.sum()):
@@ -337,7 +358,11 @@ def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, tru
     mm = np.full(n, 0.1) if spacing is None else np.asarray(spacing, np.float64)
     _, rot, length = frames(pred, names)
     rel = to_frame(truth - pred, rot, length)
-    med = np.median(rel, axis=0)
+    labelled = np.isfinite(truth).all(axis=2)                 # (N, K): a blank cell is an unlabelled point
+    if not labelled.any(axis=0).all():
+        raise SiteError(f"no image labels {[names[k] for k in np.flatnonzero(~labelled.any(axis=0))]}")
+    with np.errstate(all="ignore"):
+        med = np.nanmedian(rel, axis=0)
     far = np.linalg.norm(med, axis=1) > MAX_OFFSET_SN
     if far.any():
         bad = ", ".join(f"{names[k]} ({np.linalg.norm(med[k]) * 100:.0f}% of S-N)" for k in np.where(far)[0])
@@ -358,11 +383,12 @@ def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, tru
         look_report = {names[k]: v for k, v in per.items()}
         after = _errors_mm(looked, truth, mm)
     report = {"images": n, "offsets": f"trimmed mean ({TRIM:.0%} each end), shrunk by {SHRINK}",
-              "offsets_only_cv_mre_mm": round(float(offsets_only.mean()), 4),
-              "before": {"mre_mm": round(float(before.mean()), 4), "sdr2": round(float((before <= 2).mean()) * 100, 2)},
-              "after_cv": {"mre_mm": round(float(after.mean()), 4), "sdr2": round(float((after <= 2).mean()) * 100, 2)},
-              "per_landmark_mm": {nm: [round(float(before[:, k].mean()), 3), round(float(after[:, k].mean()), 3)]
-                                  for k, nm in enumerate(names)}}
+              "offsets_only_cv_mre_mm": _mre_sdr(offsets_only)["mre_mm"],
+              "before": _mre_sdr(before), "after_cv": _mre_sdr(after),
+              "per_landmark_mm": {nm: [round(float(np.nanmean(before[:, k])), 3), round(float(np.nanmean(after[:, k])), 3)]
+                                  for k, nm in enumerate(names)},
+              "missing_labels": {names[k]: int((~labelled[:, k]).sum()) for k in range(len(names))
+                                 if (~labelled[:, k]).any()}}
     if grays is not None:
         report["looks"] = look_report
     offsets = site_offsets(rel)
@@ -377,9 +403,8 @@ def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, tru
                 looks.pop("porion", None)
                 ok = np.isfinite(placed_rods).all(axis=1)
                 after[ok, k] = np.linalg.norm(placed_rods[ok] - truth[ok, k], axis=1) * mm[ok]
-                report["after_cv"] = {"mre_mm": round(float(after.mean()), 4),
-                                      "sdr2": round(float((after <= 2).mean()) * 100, 2)}
-                report["per_landmark_mm"]["porion"][1] = round(float(after[:, k].mean()), 3)
+                report["after_cv"] = _mre_sdr(after)
+                report["per_landmark_mm"]["porion"][1] = round(float(np.nanmean(after[:, k])), 3)
                 report["porion"] = "machine"
                 porion, moff = "machine", tuple(float(v) for v in offset)
     return SiteProfile(name, schema, tuple(names), offsets, n, SHRINK, report, looks, local_stage,

@@ -121,25 +121,30 @@ def fit_looks(grays: Sequence[Tuple[np.ndarray, int]], placed: np.ndarray, truth
     the model's points with the site's offsets (each by a profile of the other images, as the leave-one-out of
     the offsets made them); ``truth`` (N, K, 2): the site's labels; ``sn_px`` (N,): S-N in pixels; ``err_scale``
     (N,): mm per pixel. Returns the kept looks, per landmark the leave-one-out errors (mm) without and with, and
-    ``placed`` with the kept looks' leave-one-out matches."""
+    ``placed`` with the kept looks' leave-one-out matches. A label missing from ``truth`` (NaN) leaves that image out
+    of its landmark's look."""
     n, k_all = placed.shape[:2]
     after = np.array(placed, dtype=np.float64)
     looks: Dict[int, Look] = {}
     report: Dict[int, Dict] = {}
     for k in range(k_all):
-        patches = np.stack([_standard(sample(g, _to_gray(truth[i, k], r), sn_px[i] * STEP_SN / r, HALF))
-                            for i, (g, r) in enumerate(grays)])
-        moved = np.empty((n, 2))
-        score = np.empty(n)
-        for i, (g, r) in enumerate(grays):
-            others = np.arange(n) != i
-            moved[i], score[i] = match(g, r, placed[i, k], sn_px[i], patches[others].mean(axis=0))
-        base = np.linalg.norm(placed[:, k] - truth[:, k], axis=1) * err_scale
+        use = np.flatnonzero(np.isfinite(truth[:, k]).all(axis=1))      # images that label this landmark
+        if len(use) < 3:
+            continue
+        patches = np.stack([_standard(sample(grays[i][0], _to_gray(truth[i, k], grays[i][1]),
+                                             sn_px[i] * STEP_SN / grays[i][1], HALF)) for i in use])
+        moved = np.empty((len(use), 2))
+        score = np.empty(len(use))
+        for j, i in enumerate(use):
+            g, r = grays[i]
+            others = np.arange(len(use)) != j
+            moved[j], score[j] = match(g, r, placed[i, k], sn_px[i], patches[others].mean(axis=0))
+        base = np.linalg.norm(placed[use, k] - truth[use, k], axis=1) * err_scale[use]
         tried = {}
         for t in MIN_SCORES:
             if (score >= t).mean() >= MIN_MATCHED:
-                pts = np.where((score >= t)[:, None], moved, placed[:, k])
-                tried[t] = np.linalg.norm(pts - truth[:, k], axis=1) * err_scale
+                pts = np.where((score >= t)[:, None], moved, placed[use, k])
+                tried[t] = np.linalg.norm(pts - truth[use, k], axis=1) * err_scale[use]
         best = min(tried, key=lambda t: tried[t].mean()) if tried else None
         err = tried[best] if tried else base
         gain = 1 - err.mean() / max(base.mean(), 1e-9)
@@ -150,7 +155,7 @@ def fit_looks(grays: Sequence[Tuple[np.ndarray, int]], placed: np.ndarray, truth
                      "wins": round(wins, 3), "kept": bool(kept)}
         if kept:
             looks[k] = Look(patches.mean(axis=0).astype(np.float32), float(best))
-            after[:, k] = np.where((score >= best)[:, None], moved, placed[:, k])
+            after[use, k] = np.where((score >= best)[:, None], moved, placed[use, k])
     return looks, report, after
 
 

@@ -121,3 +121,38 @@ def test_aariz_round_trip(tmp_path):
     p.write_text(json.dumps({"landmarks": [{"title": t, "value": {"x": 1, "y": 2}} for t in titles[:-1]]}))
     with pytest.raises(AnnotationError, match="subnasale"):
         read_aariz(p, ISBI_FIX / "images" / "001.jpg", AARIZ29, 0.1)
+
+
+def test_every_problem_of_a_file_is_said_at_once(tmp_path):
+    d = _copy(tmp_path)
+    _edit_csv(d / "senior.csv", lambda r: [r[0], [r[1][0], "abc"] + r[1][2:], [r[2][0], r[2][1], "x"] + r[2][3:]]
+              + r[3:])
+    with pytest.raises(AnnotationError, match=r"2 problem\(s\): line 2, sella_x: .*'abc'.*; line 3, sella_y"):
+        read_isbi(d, ISBI19, spacing=0.4)
+
+
+def test_blank_cells_are_unlabelled_points_where_gaps_are_allowed(tmp_path):
+    """A clinic's label file with two blank points (001's porion, 151's sella): read as NaN with gaps, the other
+    annotator's label kept where one labelled it; refused without (training needs every point)."""
+    from train.data.readers import missing_per_landmark
+
+    d = _copy(tmp_path)
+    _edit_csv(d / "senior.csv", lambda r: [r[0], r[1][:7] + ["", ""] + r[1][9:]] + r[2:5]
+              + [r[5][:1] + ["", ""] + r[5][3:]] + r[6:])
+    with pytest.raises(AnnotationError, match="not a number"):
+        read_isbi(d, ISBI19, spacing=0.4)
+    one = {s.id: s for s in read_isbi(d, ISBI19, ("senior",), spacing=0.4, gaps=True)}
+    assert np.isnan(one["001"].points[3]).all() and np.isfinite(one["001"].points[:3]).all()
+    assert missing_per_landmark(list(one.values()), ISBI19) == {"porion": 1, "sella": 1}
+    both = {s.id: s for s in read_isbi(d, ISBI19, ("senior", "junior"), spacing=0.4, gaps=True)}
+    jun = read_points_csv(d / "junior.csv", ISBI19)
+    assert np.allclose(both["001"].points[3], jun["001.jpg"][3])        # the junior's porion alone
+    assert len(load_folder(d, ISBI19, split=["train"], gaps=True)) == 4
+
+
+def test_a_dangling_spacing_file_is_an_error_not_a_default(tmp_path):
+    d = _copy(tmp_path)
+    (d / "spacing.csv").unlink()
+    (d / "spacing.csv").symlink_to(tmp_path / "nowhere.csv")
+    with pytest.raises(AnnotationError, match="cannot be read"):
+        load_folder(d, ISBI19)

@@ -274,3 +274,36 @@ def test_cli_adapt_keeps_the_ruler_and_checks_it_against_the_labels(tmp_path):
     r = CliRunner().invoke(main, ["predict", str(img), "--site", str(site), "--backend", "onnxruntime"])
     rec = json.loads(r.stdout.splitlines()[0])
     assert rec["spacing_source"] == "ruler" and rec["ruler"]["tick_mm"] == 3.68, r.output
+
+
+def test_a_site_whose_labels_have_gaps_still_adapts(tmp_path):
+    """Two blank cells (001's porion, 152's menton) are unlabelled points: adapt says how many per landmark, leaves
+    them out of their offsets and scores, and writes a profile; a point outside its image is refused by name."""
+    import csv as csvmod
+
+    d = tmp_path / "clinic"
+    shutil.copytree(ISBI_FIX, d)
+    rows = list(csvmod.reader(open(d / "senior.csv", newline="")))
+    head = rows[0]
+    rows[1][head.index("porion_x")] = rows[1][head.index("porion_y")] = ""
+    rows[6][head.index("menton_x")] = rows[6][head.index("menton_y")] = ""
+    with open(d / "senior.csv", "w", newline="") as f:
+        csvmod.writer(f).writerows(rows)
+    site = tmp_path / "gaps.json"
+    r = CliRunner().invoke(main_cli(), ["adapt", "--data", str(d), "--out", str(site), "--backend", "onnxruntime"])
+    assert r.exit_code == 0, r.output
+    assert "unlabelled points (blank cells)" in r.output and "porion 1" in r.output and "menton 1" in r.output
+    assert "all images: no --split" in r.output and "from " in r.output          # the defaults said
+    prof = SiteProfile.load(site)
+    assert prof.report["missing_labels"] == {"porion": 1, "menton": 1} and np.isfinite(prof.offsets).all()
+    rows[2][head.index("pogonion_x")] = "5000"
+    with open(d / "senior.csv", "w", newline="") as f:
+        csvmod.writer(f).writerows(rows)
+    r = CliRunner().invoke(main_cli(), ["adapt", "--data", str(d), "--out", str(site), "--backend", "onnxruntime"])
+    assert r.exit_code != 0 and "002.jpg: pogonion at (5000.0" in r.output and "outside its 484x600 image" in r.output
+
+
+def main_cli():
+    from cephalo.cli import main
+
+    return main

@@ -25,12 +25,27 @@ def _check_spacings(samples) -> None:
             raise CephaloError(f"{s.image}: no pixel spacing (give --spacing MM or a CSV of image,spacing)")
 
 
+def _check_inside(samples, results, names) -> None:
+    """Every labelled point lies inside its image: one outside is a fault in the labels, said with all others."""
+    bad = []
+    for s, r in zip(samples, results):
+        h, w = r.image_size
+        p = s.points
+        for k in np.flatnonzero(np.isfinite(p).all(axis=1) & ((p[:, 0] < -0.5) | (p[:, 0] > w - 0.5)
+                                                           | (p[:, 1] < -0.5) | (p[:, 1] > h - 0.5))):
+            bad.append(f"{Path(s.image).name}: {names[k]} at ({p[k, 0]:.1f}, {p[k, 1]:.1f}) is outside its {w}x{h} image")
+    if bad:
+        raise CephaloError(f"{len(bad)} labelled point(s) outside their image: " + "; ".join(bad[:20])
+                           + ("; ..." if len(bad) > 20 else ""))
+
+
 def read_site(data_dir: Path, schema, *, fmt: str = "auto", split: Optional[Sequence[str]] = None,
               annotators: Sequence[str] = ("senior",), spacing: Union[float, Path, None] = None) -> List:
     """The site's labelled samples, in the layouts ``cephalo train`` reads."""
     from .datasets import load_folder
 
-    samples = load_folder(data_dir, schema, fmt, list(split) if split else None, tuple(annotators), spacing)
+    samples = load_folder(data_dir, schema, fmt, list(split) if split else None, tuple(annotators), spacing,
+                          gaps=True)
     _check_spacings(samples)
     return samples
 
@@ -84,9 +99,21 @@ def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: st
     if det.site is not None and det.site.moves:
         raise CephaloError(f"--base {base}: a site profile is learnt on a convention's reading, not on another site's")
     samples = read_site(data_dir, det.schema, fmt=fmt, split=split, annotators=annotators, spacing=spacing)
-    log(f"{data_dir}: {len(samples)} labelled images ({','.join(annotators)})"
+    log(f"{data_dir}: {len(samples)} labelled images ({','.join(annotators)}; "
+        + (f"split {','.join(split)}" if split else "all images: no --split") + "; spacing "
+        + (f"{spacing:g} mm (--spacing)" if isinstance(spacing, float) else
+           f"from {spacing}" if spacing is not None else
+           f"from {Path(data_dir) / 'spacing.csv'}" if (Path(data_dir) / "spacing.csv").is_file() else
+           "0.1 mm (the ISBI default: no spacing.csv, no --spacing)") + ")"
         + ("" if det.site is None else f"; read by the {det.site.name!r} local stage, which the profile will follow"))
+    from .data.readers import missing_per_landmark
+
+    gaps = missing_per_landmark(samples, det.schema)
+    if gaps:
+        log("unlabelled points (blank cells), left out of their landmark's offset and scores: "
+            + ", ".join(f"{n} {m}" for n, m in gaps.items()))
     results = det.batch([s.image for s in samples])
+    _check_inside(samples, results, det.schema.names)
     pred = np.stack([r.xy for r in results])
     truth = np.stack([s.points for s in samples])
     sn = sn_lengths(pred, list(det.schema.names))
@@ -111,7 +138,7 @@ def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: st
                 f"{v['offset_only_mm']:.2f} -> {v['with_look_mm']:.2f} mm (cross-validated)")
     which = r.get("porion")
     rods = r.get("machine_porion", {})
-    if rods:
+    if rods.get("images"):
         log(f"ear rods found in {rods['rods_found']} of {rods['images']} images; the site's porion lies "
             + (f"{rods['to_rods_top_mm']:.1f} mm from their top and " if "to_rods_top_mm" in rods else "")
             + f"{rods['to_anatomical_mm']:.1f} mm from the anatomical porion (medians)")

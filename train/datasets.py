@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -14,29 +15,35 @@ FORMATS = ("isbi", "labelme")
 
 
 def load_folder(root: Path, schema: Schema, fmt: str = "auto", split: Optional[Sequence[str]] = None,
-                annotators: Sequence[str] = ("senior",), spacing: Optional[float] = None) -> List[Sample]:
+                annotators: Sequence[str] = ("senior",), spacing: Optional[float] = None,
+                gaps: bool = False) -> List[Sample]:
     """Samples of a data folder: ``isbi`` (``images/`` + ``<annotator>.csv`` + ``splits.csv``) or ``labelme``
     (``*.json`` beside the images). ``auto`` picks by what the folder holds.
 
     Pixel spacing: ``spacing`` (mm) when given, else the folder's ``spacing.csv`` (``image,spacing``) when present,
-    else ISBI's 0.1 mm.
+    else ISBI's 0.1 mm. A ``spacing.csv`` that is there but cannot be read (a dangling link) is an error, never the
+    default. ``gaps``: blank cells / absent points are unlabelled points (NaN), not errors (``cephalo adapt``).
     """
     root = Path(root)
     if not root.is_dir():
         raise AnnotationError(f"data folder {root} does not exist")
     if spacing is None:
-        spacing = root / "spacing.csv" if (root / "spacing.csv").is_file() else ISBI_SPACING_MM
+        table = root / "spacing.csv"
+        if os.path.lexists(table) and not table.is_file():
+            raise AnnotationError(f"data folder {root}: {table} is there but cannot be read (a broken link?); give "
+                                  f"the spacing with --spacing, or fix the file")
+        spacing = table if table.is_file() else ISBI_SPACING_MM
     if fmt == "auto":
         fmt = "isbi" if (root / f"{annotators[0]}.csv").is_file() else "labelme"
     if fmt == "isbi":
-        return read_isbi(root, schema, annotators, split, spacing)
+        return read_isbi(root, schema, annotators, split, spacing, gaps)
     if fmt == "labelme":
         files = sorted(root.glob("*.json"))
         if not files:
             raise AnnotationError(f"data folder {root}: no LabelMe *.json files")
         if not isinstance(spacing, float):
             raise AnnotationError(f"data folder {root}: give one pixel spacing for LabelMe data")
-        return [read_labelme(f, schema, spacing) for f in files]
+        return [read_labelme(f, schema, spacing, gaps=gaps) for f in files]
     raise AnnotationError(f"data format {fmt!r} is not one of {FORMATS}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -56,39 +57,64 @@ def _read_csv_rows(path: Path) -> List[Dict[str, str]]:
     return rows
 
 
-def read_points_csv(path: Union[str, Path], schema: Schema) -> Dict[str, np.ndarray]:
-    """A CSV ``image,<name>_x,<name>_y,...`` (the ISBI layout) -> {image file name: (K, 2) points}."""
+def read_points_csv(path: Union[str, Path], schema: Schema, gaps: bool = False) -> Dict[str, np.ndarray]:
+    """A CSV ``image,<name>_x,<name>_y,...`` (the ISBI layout) -> {image file name: (K, 2) points}. ``gaps``: a
+    point whose two cells are blank is unlabelled (NaN), not an error. Every problem of the file is reported at
+    once."""
     path = Path(path)
     rows = _read_csv_rows(path)
     cols = set(rows[0].keys()) if rows else set()
-    for name in schema.names:
-        for axis in ("x", "y"):
-            if f"{name}_{axis}" not in cols:
-                raise AnnotationError(f"annotation file {path}: landmark {name!r} has no column '{name}_{axis}'")
+    missing_cols = [f"'{n}_{a}'" for n in schema.names for a in ("x", "y") if f"{n}_{a}" not in cols]
+    if missing_cols:
+        first = next(n for n in schema.names if f"{n}_x" not in cols or f"{n}_y" not in cols)
+        raise AnnotationError(f"annotation file {path}: landmark {first!r} has no column '{first}_x' or "
+                              f"'{first}_y' ({len(missing_cols)} column(s) missing: {', '.join(missing_cols[:8])}"
+                              f"{', ...' if len(missing_cols) > 8 else ''})")
     out: Dict[str, np.ndarray] = {}
+    problems: List[str] = []
     for line, row in enumerate(rows, start=2):
         img = (row.get("image") or "").strip()
         if not img:
-            raise AnnotationError(f"annotation file {path}, line {line}: empty image name")
+            problems.append(f"line {line}: empty image name")
+            continue
         if img in out:
-            raise AnnotationError(f"annotation file {path}, line {line}: image {img!r} is labelled twice")
-        out[img] = np.array([[_num(row[f"{n}_x"], f"{path}, line {line}, {n}_x"),
-                              _num(row[f"{n}_y"], f"{path}, line {line}, {n}_y")] for n in schema.names])
+            problems.append(f"line {line}: image {img!r} is labelled twice")
+            continue
+        pts = np.full((schema.k, 2), np.nan)
+        for j, n in enumerate(schema.names):
+            xs, ys = (row.get(f"{n}_x") or "").strip(), (row.get(f"{n}_y") or "").strip()
+            if gaps and not xs and not ys:
+                continue                # not labelled in this image
+            try:
+                pts[j] = (_num(xs, f"line {line}, {n}_x"), _num(ys, f"line {line}, {n}_y"))
+            except AnnotationError as e:
+                problems.append(str(e))
+        out[img] = pts
+    if problems:
+        raise AnnotationError(f"annotation file {path}: {len(problems)} problem(s): " + "; ".join(problems[:20])
+                              + ("; ..." if len(problems) > 20 else ""))
     return out
+
+
+def missing_per_landmark(samples: Sequence, schema: Schema) -> Dict[str, int]:
+    """{landmark: how many of ``samples`` do not label it} for the landmarks some sample leaves unlabelled."""
+    miss = np.sum([~np.isfinite(s.points).all(axis=1) for s in samples], axis=0) if samples else []
+    return {schema.names[k]: int(m) for k, m in enumerate(miss) if m}
 
 
 def read_isbi(root: Union[str, Path], schema: Schema, annotators: Sequence[str] = ("senior",),
               split: Optional[Union[str, Sequence[str]]] = None,
-              spacing: Union[float, str, Path] = ISBI_SPACING_MM) -> List[Sample]:
+              spacing: Union[float, str, Path] = ISBI_SPACING_MM, gaps: bool = False) -> List[Sample]:
     """The ISBI 2015 folder layout (``images/``, ``senior.csv``, ``junior.csv``, ``splits.csv``).
 
     annotators: CSV stems to average (``("senior",)`` is the challenge's ground truth; ``("senior", "junior")`` the
     mean of both). split: a ``splits.csv`` name or several. spacing: mm per pixel, or a CSV ``image,spacing``.
+    gaps: blank cells are unlabelled points (NaN; averaged over the annotators who labelled them), not errors.
     """
     root = Path(root)
     if not annotators:
         raise AnnotationError("read_isbi: give at least one annotator CSV stem, e.g. ('senior',)")
-    tables = [read_points_csv(root / f"{a}.csv", schema) for a in annotators]
+    tables = [read_points_csv(root / f"{a}.csv", schema, gaps) for a in annotators]
     names = sorted(tables[0])
     for a, t in zip(annotators[1:], tables[1:]):
         if set(t) != set(names):
@@ -105,7 +131,10 @@ def read_isbi(root: Union[str, Path], schema: Schema, annotators: Sequence[str] 
     spacings = _spacing_table(spacing)
     samples = []
     for n in names:
-        pts = np.mean([t[n] for t in tables], axis=0)
+        stack = np.stack([t[n] for t in tables])
+        with warnings.catch_warnings():         # a point no annotator labelled stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pts = np.nanmean(stack, axis=0) if gaps else stack.mean(axis=0)
         img = root / "images" / n
         if not img.is_file():
             raise AnnotationError(f"{root}: image {img} named in the annotations does not exist")
@@ -137,8 +166,10 @@ def _spacing_for(spacings, image_name: str, where: Path) -> float:
     return spacings[image_name]
 
 
-def _points_from_labels(labels: List[tuple], schema: Schema, path: Path, ignore_unknown: bool) -> np.ndarray:
-    """[(label, x, y), ...] -> (K, 2) in schema order; errors for unknown, duplicate and missing labels."""
+def _points_from_labels(labels: List[tuple], schema: Schema, path: Path, ignore_unknown: bool,
+                        gaps: bool = False) -> np.ndarray:
+    """[(label, x, y), ...] -> (K, 2) in schema order; errors for unknown, duplicate and (unless ``gaps``: then
+    NaN) missing labels."""
     pts = np.full((schema.k, 2), np.nan)
     for label, x, y in labels:
         try:
@@ -151,7 +182,7 @@ def _points_from_labels(labels: List[tuple], schema: Schema, path: Path, ignore_
             raise AnnotationError(f"{path}: landmark {schema.names[j]!r} is labelled twice")
         pts[j] = (_num(x, f"{path}, {label} x"), _num(y, f"{path}, {label} y"))
     missing = [schema.names[j] for j in range(schema.k) if np.isnan(pts[j, 0])]
-    if missing:
+    if missing and not gaps:
         raise AnnotationError(f"{path}: missing landmark(s) {missing}")
     return pts
 
@@ -165,7 +196,8 @@ def _load_json(path: Path):
         raise AnnotationError(f"annotation file {path}: not readable JSON ({e})") from e
 
 
-def read_labelme(path: Union[str, Path], schema: Schema, spacing: float, ignore_unknown: bool = False) -> Sample:
+def read_labelme(path: Union[str, Path], schema: Schema, spacing: float, ignore_unknown: bool = False,
+                 gaps: bool = False) -> Sample:
     """A LabelMe JSON file of ``point`` shapes; the image is ``imagePath`` relative to the JSON file."""
     path = Path(path)
     data = _load_json(path)
@@ -184,7 +216,7 @@ def read_labelme(path: Union[str, Path], schema: Schema, spacing: float, ignore_
     image = (path.parent / data["imagePath"]).resolve()
     if not image.is_file():
         raise AnnotationError(f"{path}: its image {image} does not exist")
-    return Sample(path.stem, image, _points_from_labels(labels, schema, path, ignore_unknown), float(spacing))
+    return Sample(path.stem, image, _points_from_labels(labels, schema, path, ignore_unknown, gaps), float(spacing))
 
 
 def read_aariz(path: Union[str, Path], image: Union[str, Path], schema: Schema, spacing: float,

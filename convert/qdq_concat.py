@@ -4,7 +4,7 @@ convolution after a Concat in INT8.
 NNCF quantizes a Concat's inputs with one shared scale and zero point, and OpenVINO keeps the tensor INT8 through
 the Concat. onnxruntime only fuses ``DequantizeLinear -> Conv -> QuantizeLinear`` into ``QLinearConv``, and a Conv
 fed by a Concat has no DequantizeLinear in front of it, so it runs in FP32 on dequantized tensors: in the local
-stage's U-Net those are the three decoder convolutions, 46 of its 84 ms under onnxruntime (2 threads, AVX2).
+stage's U-Net those are the three decoder convolutions, most of its time under onnxruntime (lab/RESULTS.md).
 
 The pair is added only where every input of the Concat is dequantized with the *same* per-tensor scale and zero
 point: the concatenated values then lie on that grid and inside its range, so quantizing them again with it

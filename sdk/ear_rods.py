@@ -142,12 +142,16 @@ class _Crop:
         m = np.array([[s, 0, self.ox - ix0], [0, s, self.oy - iy0]], dtype=np.float64)
         self.img = cv2.warpAffine(src, m, (self.w, self.h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REPLICATE)
-        # where the crop shows the image (not its replicated border), a few pixels in from the edge: nothing
-        # beyond an image's edge is evidence of a rim
-        m_in = np.array([[s, 0, self.ox], [0, s, self.oy]], dtype=np.float64)
-        inside = cv2.warpAffine(np.ones(gray.shape[:2], np.uint8), m_in, (self.w, self.h),
-                                flags=cv2.WARP_INVERSE_MAP | cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
-        self.valid = cv2.erode(inside, np.ones((5, 5), np.uint8)).astype(bool)
+        # where the crop shows the image (not its replicated border), two pixels in from its edge: nothing beyond
+        # an image's edge is evidence of a rim
+        h, w = gray.shape[:2]
+        cols = self.ox + np.arange(self.w) * s
+        rows = self.oy + np.arange(self.h) * s
+        in_x = (cols >= 0) & (cols <= w - 1)
+        in_y = (rows >= 0) & (rows <= h - 1)
+        in_x = np.convolve(in_x, np.ones(5), "same") >= 5
+        in_y = np.convolve(in_y, np.ones(5), "same") >= 5
+        self.valid = in_y[:, None] & in_x[None, :]
 
     def to_image(self, c: np.ndarray) -> np.ndarray:
         """(..., 3) circles (x, y, r) in crop pixels -> the image's."""

@@ -11,22 +11,13 @@ of the p50s, and :func:`sdk.ear_rods.find_rings` alone on the Detector's decoded
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
 import click
 import numpy as np
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from benchmarks.cpu_bench import cpu_name
 
 
 @click.command()
@@ -40,7 +31,7 @@ def main(data_dir, n_images, rounds, backends, out_dir):
     from sdk.ear_rods import find_rings
 
     files = sorted((data_dir / "images").glob("*.jpg"))[150:150 + n_images]
-    report = {"cpu": _cpu(), "images": len(files), "rounds": rounds, "backends": {}}
+    report = {"cpu": cpu_name()["cpu"], "images": len(files), "rounds": rounds, "backends": {}}
     for backend in backends.split(","):
         on, off = Detector(backend=backend, ear_rods=True), Detector(backend=backend, ear_rods=False)
         for f in files[:2]:

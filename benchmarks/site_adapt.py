@@ -11,21 +11,12 @@ planted in every image (:func:`ear_rod_site`) and porion labelled on its top. Wr
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 
 import click
 import numpy as np
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from benchmarks.cpu_bench import cpu_name
 
 
 def plant_ear_rod(gray: np.ndarray, centre, radius_px: float, width_px: float, gain: float = 30.0) -> np.ndarray:
@@ -121,7 +112,7 @@ def main(data_dir, splits, n_adapt, seeds, backend, ear_rod, out_dir):
     from train.datasets import load_folder
 
     det = Detector(backend=backend)
-    report = {"cpu": _cpu(), "n_adapt": n_adapt, "seeds": seeds, "ear_rod": ear_rod, "splits": {}}
+    report = {"cpu": cpu_name()["cpu"], "n_adapt": n_adapt, "seeds": seeds, "ear_rod": ear_rod, "splits": {}}
     for split in splits.split(","):
         samples = load_folder(data_dir, ISBI19, split=[split], annotators=("senior", "junior"))
         truth = np.stack([s.points for s in samples])

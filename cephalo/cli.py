@@ -230,9 +230,11 @@ def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, sit
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The site profile to write (JSON); its name is the file's stem unless --name is given.")
 @click.option("--name", default=None, help="The site's name, as results will show it.")
-@click.option("--split", default="", help="Split(s) of splits.csv to use, comma-separated ('' = all).")
-@click.option("--annotators", default="senior", help="Annotator CSVs to average, comma-separated.")
-@click.option("--format", "fmt", default="auto", help="Data layout: auto | isbi | labelme.")
+@click.option("--split", default="", show_default="'' = all images",
+              help="Split(s) of splits.csv to use, comma-separated ('' = all).")
+@click.option("--annotators", default="senior", show_default=True, help="Annotator CSVs to average, comma-separated.")
+@click.option("--format", "fmt", default="auto", show_default=True,
+              help="Data layout: auto | isbi (looks for <annotator>.csv) | labelme (looks for *.json beside the images).")
 @click.option("--spacing", "spacing_text", default=None,
               help="mm per pixel of every image, or a CSV of image,spacing (default: the folder's spacing.csv).")
 @model_option

@@ -40,7 +40,8 @@ def load_folder(root: Path, schema: Schema, fmt: str = "auto", split: Optional[S
     if fmt == "labelme":
         files = sorted(root.glob("*.json"))
         if not files:
-            raise AnnotationError(f"data folder {root}: no LabelMe *.json files")
+            raise AnnotationError(f"data folder {root}: no {annotators[0]}.csv (the ISBI layout, with images/ and "
+                                  f"splits.csv) and no LabelMe *.json files beside the images")
         if not isinstance(spacing, float):
             raise AnnotationError(f"data folder {root}: give one pixel spacing for LabelMe data")
         return [read_labelme(f, schema, spacing, gaps=gaps) for f in files]

@@ -553,8 +553,9 @@ def _measurement_line(name: str, e: Dict) -> str:
     # The ISBI class is decided by its own band, not by the textbook norm beside it: show the band with the class.
     # (OpenCV's fonts have no plus-minus sign, hence "sd".)
     cls = f"  ISBI {e['isbi_class']} {e['isbi_class_meaning']} ({e['isbi_band']})" if "isbi_class" in e else ""
+    porion = f"  [porion: {e['porion']}]" if e.get("porion", "anatomical") != "anatomical" else ""
     return (f"{name} {fmt.format(e['value'])}{unit} (norm {fmt.format(e['norm_mean'])} sd {fmt.format(e['norm_sd'])})"
-            f"{cls}" + ("  (check)" if e["doubtful"] else ""))
+            f"{cls}{porion}" + ("  (check)" if e["doubtful"] else ""))
 
 
 NO_MACHINE_PORION = "no ear rod found: not machine porion"

@@ -29,6 +29,7 @@ from .repair import ReadingFrame, repair_points
 from .result import LOW_CONFIDENCE, Landmarks
 from .ruler import read_ruler
 from .site import SiteProfile, resolve_site
+from .site_look import to_gray
 from .spacing import check_magnification, check_ruler_mm, check_spacing
 from .views import VIEWS, view_image, view_points_back
 
@@ -313,7 +314,7 @@ class Detector:
             return None
         m = self.meta
         xy = decode_to_image(heatmaps[self._rod_points], lb, m.heatmap_stride, m.sigma, m.decoder)[0]
-        args = (loaded.gray, _to_gray(xy[0], loaded.reduction), self._rods_scale(loaded, spacing, xy))
+        args = (loaded.gray, to_gray(xy[0], loaded.reduction), self._rods_scale(loaded, spacing, xy))
         job = self._helper().submit(find_rings, *args) if self._overlaps else find_rings(*args)
         return job, xy[0]
 
@@ -330,7 +331,7 @@ class Detector:
         xy = res.xy[self._rod_points]
         scale = self._rods_scale(loaded, res.spacing, xy)
         if res.view != "as given" or np.linalg.norm(xy[0] - seed) * scale / loaded.reduction > RESEEK_MM:
-            found = find_rings(loaded.gray, _to_gray(res.xy[k], loaded.reduction), scale)
+            found = find_rings(loaded.gray, to_gray(res.xy[k], loaded.reduction), scale)
         return reading.with_result(ear_rods=found.scaled(loaded.reduction) if found is not None else None)
 
     def _machine_porion(self, reading: Reading) -> Reading:
@@ -560,11 +561,6 @@ def _measurement_line(name: str, e: Dict) -> str:
 
 NO_MACHINE_PORION = "no ear rod found: not machine porion"
 FAINT_RODS = "faint ear-rod ring: machine porion to check"
-
-
-def _to_gray(p, reduction: int) -> np.ndarray:
-    """A full-image point -> the pixels of the image decoded at 1/``reduction``."""
-    return (np.asarray(p, np.float64) - (reduction - 1) / 2) / reduction
 
 
 def _full_image(p, reduction: int):

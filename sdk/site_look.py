@@ -48,7 +48,7 @@ class Look:
         return cls(patch, float(d["min_score"]))
 
 
-def _to_gray(p: np.ndarray, reduction: int) -> np.ndarray:
+def to_gray(p: np.ndarray, reduction: int) -> np.ndarray:
     """Full-image pixel coordinates -> those of an image decoded at 1/reduction."""
     return (np.asarray(p, np.float64) - (reduction - 1) / 2) / reduction
 
@@ -92,7 +92,7 @@ def match(gray: np.ndarray, reduction: int, point: np.ndarray, sn_px: float, pat
     """Best match of ``patch`` within SEARCH steps of ``point`` (full-image pixels; S-N ``sn_px`` long there):
     (the matched point in full-image pixels, its normalised cross-correlation)."""
     step = sn_px * STEP_SN / reduction
-    region = sample(gray, _to_gray(point, reduction), step, HALF + SEARCH)
+    region = sample(gray, to_gray(point, reduction), step, HALF + SEARCH)
     if float(region.std()) < 1e-6:
         return np.asarray(point, np.float64), 0.0
     r = cv2.matchTemplate(region, patch.astype(np.float32), cv2.TM_CCOEFF_NORMED)
@@ -131,7 +131,7 @@ def fit_looks(grays: Sequence[Tuple[np.ndarray, int]], placed: np.ndarray, truth
         use = np.flatnonzero(np.isfinite(truth[:, k]).all(axis=1))      # images that label this landmark
         if len(use) < 3:
             continue
-        patches = np.stack([_standard(sample(grays[i][0], _to_gray(truth[i, k], grays[i][1]),
+        patches = np.stack([_standard(sample(grays[i][0], to_gray(truth[i, k], grays[i][1]),
                                              sn_px[i] * STEP_SN / grays[i][1], HALF)) for i in use])
         moved = np.empty((len(use), 2))
         score = np.empty(len(use))

@@ -16,6 +16,7 @@ from sdk.spacing import MAGNIFICATION, RULER_MM
 from . import build_commands, train_commands
 from .options import (
     Commands,
+    Finite,
     analysis_option,
     check_convention,
     labels_option,
@@ -198,7 +199,7 @@ def _line(o) -> str:
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--workers", type=int, default=None,
               help="Images detected at a time (default: the cores); each uses cores / workers threads.")
-@click.option("--max-upload-mb", type=float, default=50.0, show_default=True)
+@click.option("--max-upload-mb", type=Finite(0.001, None), default=50.0, show_default=True)
 @click.option("--queue", type=int, default=32, show_default=True, help="Requests that may wait; more get 503.")
 @labels_option
 @site_option
@@ -242,10 +243,10 @@ def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, sit
 @click.option("--base", default=None, metavar="NAME",
               help="The convention the site is learnt on top of: its local stage reads the images and the profile "
                    "names it (default: the clinicians' consensus; e.g. 'challenge').")
-@click.option("--ruler-mm", type=click.FloatRange(*RULER_MM), default=None,
+@click.option("--ruler-mm", type=Finite(*RULER_MM), default=None,
               help="The tick pitch of the clinic's cephalostat ruler, mm: kept in the profile (predict --site then "
                    "takes spacings from the ruler where an image has none) and checked against the images' spacing.")
-@click.option("--magnification", type=click.FloatRange(*MAGNIFICATION), default=None,
+@click.option("--magnification", type=Finite(*MAGNIFICATION), default=None,
               help="The clinic's detector / mid-sagittal magnification (about 1.1): kept in the profile, which then "
                    "divides DICOM detector spacings by it.")
 @labels_option

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -23,6 +24,16 @@ def missing_extra(e: ModuleNotFoundError, command: str) -> str:
     if extra is None:
         return f"cephalo {command}: {e}"
     return f"cephalo {command} needs {top}, which the '{extra}' extra installs: pip install \".[{extra}]\""
+
+
+class Finite(click.FloatRange):
+    """A float in a range, refusing nan and inf (click's range lets nan through: it compares false both ways)."""
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if v is not None and not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return v
 
 
 class Commands(click.Group):
@@ -162,9 +173,9 @@ porion_option = click.option(
          "Default: the site profile's, else anatomical. Every record reports the ear rods found (ear_rods).")
 
 spacing_sources = _options(
-    click.option("--ruler-mm", type=click.FloatRange(*RULER_MM), default=None,
+    click.option("--ruler-mm", type=Finite(*RULER_MM), default=None,
                  help="The tick pitch of the cephalostat's ruler, mm: images without a given or DICOM spacing get "
                       "theirs from the ruler read in the image (its P1/P2 are drawn)."),
-    click.option("--magnification", type=click.FloatRange(*MAGNIFICATION), default=None,
+    click.option("--magnification", type=Finite(*MAGNIFICATION), default=None,
                  help="Divide DICOM detector spacings by this (about 1.1: the mid-sagittal plane's magnification)."),
 )

@@ -528,6 +528,7 @@ class Detector:
         if result.is_cephalogram:       # where the millimetres come from, or that they are missing
             text.append((f"spacing {result.spacing:.4f} mm/px ({result.spacing_source})" if result.spacing
                          else "no spacing: no mm (--spacing, DICOM or --ruler-mm)", result.spacing is None))
+            text.append((f"labels: {result.labels}", False))     # whose conventions: the model's, or a site's
         ruler = None if result.ruler is None else np.array([result.ruler["p1"], result.ruler["p2"]])
         rods = None
         if result.ear_rods is not None:

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import CephaloError, ModelError
+from .errors import CephaloError, ModelError, cause
 from .local_stage import CONSENSUS, local_stage_conventions, local_stage_path
 from .site_look import Look, fit_looks, refine, sn_lengths
 from .spacing import check_magnification, check_ruler_mm
@@ -46,6 +46,15 @@ NAME = re.compile(r"[A-Za-z0-9_-]+")      # a convention's name: part of a file 
 
 class SiteError(CephaloError, ValueError):
     """A site profile cannot be fitted or read (too few images, unknown landmarks, implausible offsets)."""
+
+
+def check_offsets(offsets: np.ndarray, names: Sequence[str], where: str = "site profile") -> None:
+    """Refuse offsets (K, 2; units of S-N) beyond what a convention moves (:data:`MAX_OFFSET_SN`), by name."""
+    far = np.linalg.norm(np.asarray(offsets, np.float64), axis=1) > MAX_OFFSET_SN
+    if far.any():
+        bad = ", ".join(f"{names[k]} ({np.linalg.norm(offsets[k]) * 100:.3g}% of S-N)" for k in np.flatnonzero(far))
+        raise SiteError(f"{where}: the offsets of {bad} lie beyond any convention (at most {MAX_OFFSET_SN:.0%} of "
+                        f"S-N); the profile is not applied")
 
 
 def frames(xy: np.ndarray, names: Sequence[str]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -209,12 +218,22 @@ class SiteProfile:
                                  f"{MAX_MACHINE_OFFSET_SN} of S-N")
             prof = cls(str(d["name"]), str(d["schema"]), names, off, int(d["images"]), float(d.get("gate", 0.0)),
                        dict(d.get("report", {})), looks, base, *machine, porion, moff)
-        except (KeyError, TypeError, ValueError, CephaloError) as e:
-            raise SiteError(f"{where}: malformed ({type(e).__name__}: {e})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError, CephaloError) as e:
+            raise SiteError(f"{where}: malformed ({type(e).__name__}: {cause(e)})") from None
         if off.shape != (len(names), 2) or not np.all(np.isfinite(off)):
             raise SiteError(f"{where}: offsets must be {len(names)} finite (x, y) pairs")
+        if len(set(names)) != len(names):
+            raise SiteError(f"{where}: a landmark is named twice")
         if any(n not in names for n in looks):
             raise SiteError(f"{where}: looks for landmarks the profile does not name: {sorted(set(looks) - set(names))}")
+        # the bounds that adapt applies when it writes a profile: one edited by hand, corrupted, or from elsewhere
+        # is refused by name, never applied
+        check_offsets(off, names, where)
+        if prof.images < 0 or not np.isfinite(prof.gate) or not 0 <= prof.gate <= 10:
+            raise SiteError(f"{where}: images {prof.images} and gate {prof.gate} must be a count and a shrinkage")
+        bad = [n for n, look in looks.items() if not -1.0 <= look.min_score <= 1.0]
+        if bad:
+            raise SiteError(f"{where}: the looks of {bad} have a match threshold outside [-1, 1]")
         return prof
 
     @classmethod
@@ -222,8 +241,8 @@ class SiteProfile:
         path = Path(path)
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SiteError(f"site profile {path}: cannot be read ({type(e).__name__}: {e})") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:   # RecursionError: nested too deep
+            raise SiteError(f"site profile {path}: cannot be read as JSON ({type(e).__name__}: {cause(e)})") from None
         return cls.from_dict(d, f"site profile {path}")
 
     def check_schema(self, schema: str, names: Sequence[str]) -> None:
@@ -392,6 +411,7 @@ def fit_site(name: str, schema: str, names: Sequence[str], pred: np.ndarray, tru
     if grays is not None:
         report["looks"] = look_report
     offsets = site_offsets(rel)
+    check_offsets(offsets, names, "the fitted site profile")    # what loading it will check
     porion, moff = None, (0.0, 0.0)
     if "porion" in names:
         report["porion"] = _which_porion(names, offsets, looks, float(np.median(length * mm)))

@@ -270,6 +270,11 @@ def test_cli_adapt_keeps_the_ruler_and_checks_it_against_the_labels(tmp_path):
     assert abs(check["spacing_ratio_median"] - 1) < 0.03 and "differ" not in r.output
     r = CliRunner().invoke(main, args + ["--ruler-mm", "3.68"])        # twice the true pitch: said
     assert r.exit_code == 0 and "differ by +100%" in r.output, r.output
+    assert re.search(r"--ruler-mm 1\.8[34]\?", r.output), r.output                 # what it should be
+    assert abs(json.loads(site.read_text())["report"]["ruler"]["suggested_tick_mm"] - 1.84) < 0.02
+    for bad in ("nan", "inf", "-1"):
+        r = CliRunner().invoke(main, args + ["--ruler-mm", bad])
+        assert r.exit_code == 2 and "--ruler-mm" in r.output, (bad, r.output)
     img = next((data / "images").glob("*.jpg"))
     r = CliRunner().invoke(main, ["predict", str(img), "--site", str(site), "--backend", "onnxruntime"])
     rec = json.loads(r.stdout.splitlines()[0])
@@ -307,3 +312,41 @@ def main_cli():
     from cephalo.cli import main
 
     return main
+
+
+def test_a_profile_is_checked_when_loaded(tmp_path):
+    """A profile edited by hand, corrupted or from elsewhere is refused by name with the bounds adapt writes under:
+    an offset of 1e9 or of half S-N, a broken look, a JSON nested too deep. The CLI exits 2 naming the file."""
+    from cephalo.cli import main
+
+    good = SiteProfile("clinic", ISBI19.id, ISBI19.names, np.zeros((ISBI19.k, 2)), 5).save(tmp_path / "clinic.json")
+    d = json.loads(good.read_text())
+    assert SiteProfile.load(good).name == "clinic"
+    for k, off, what in ((0, 1e9, "sella"), (ISBI19.names.index("pogonion"), 0.5, "pogonion")):
+        bad = {**d, "offsets_sn": [[off, 0.0] if i == k else [0.0, 0.0] for i in range(ISBI19.k)]}
+        (tmp_path / "edited.json").write_text(json.dumps(bad))
+        with pytest.raises(SiteError, match=f"edited.json.*{what}.*beyond any convention"):
+            SiteProfile.load(tmp_path / "edited.json")
+    just = {**d, "offsets_sn": [[0.9 * MAX_OFFSET_SN, 0.0]] + [[0.0, 0.0]] * (ISBI19.k - 1)}
+    (tmp_path / "edge.json").write_text(json.dumps(just))
+    assert SiteProfile.load(tmp_path / "edge.json").offsets[0, 0] == pytest.approx(0.9 * MAX_OFFSET_SN)
+    cases = {"nested.json": "[" * 100000 + "]" * 100000,
+             "look.json": json.dumps({**d, "looks": {"sella": {"patch": [[0.0]], "min_score": 0.5}}}),
+             "names.json": json.dumps({**d, "names": "sella"}),
+             "images.json": json.dumps({**d, "images": -3})}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(SiteError, match=name):
+            SiteProfile.load(tmp_path / name)
+    img = next((ISBI_FIX / "images").glob("*.jpg"))
+    for name in ("edited.json", "nested.json"):
+        r = CliRunner().invoke(main, ["predict", str(img), "--site", str(tmp_path / name), "--backend", "onnxruntime"])
+        assert r.exit_code == 2 and name in r.output and "Traceback" not in r.output, r.output
+
+
+def test_an_off_ruler_pitch_suggests_the_usual_one():
+    """The issue's case: 1.84 given for a 1 mm ruler reads the spacing 1.837x the labels': 1 mm is suggested."""
+    from train.adapt import suggested_pitch
+
+    assert suggested_pitch(1.84 / 1.837) == 1.0 and suggested_pitch(2.0 / 0.8) == 2.5
+    assert suggested_pitch(1.84) == 1.84 and suggested_pitch(0.7712) == 0.77

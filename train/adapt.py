@@ -78,9 +78,22 @@ def _ruler_check(results, samples, ruler_mm: float, log: Callable[[str], None]) 
     log(f"the ruler ({ruler_mm:g} mm a tick): found in {len(ratios)} of {len(samples)} images; the spacing it gives "
         f"is {q:.3f}x the labels' (median)")
     if abs(q - 1) > RULER_DISAGREES:
-        log(f"the ruler's spacing and the labels' differ by {q - 1:+.0%}: check the tick pitch ({ruler_mm:g} mm), or "
-            f"the labels' spacing (a detector spacing is about 10% larger than the patient's)")
+        fits = suggested_pitch(ruler_mm / q)
+        out["suggested_tick_mm"] = fits
+        log(f"the ruler's spacing and the labels' differ by {q - 1:+.0%}: the labels fit a tick pitch of {fits:g} mm "
+            f"(--ruler-mm {fits:g}?), not {ruler_mm:g}; or the labels' spacing is the detector's (about 10% larger "
+            f"than the patient's)")
     return out
+
+
+PITCHES_MM = (0.5, 1.0, 2.0, 2.5, 5.0, 10.0)     # rulers' usual tick pitches
+
+
+def suggested_pitch(fitted_mm: float) -> float:
+    """The tick pitch the labels' spacing implies: a usual pitch (:data:`PITCHES_MM`) within 5% of ``fitted_mm``,
+    else ``fitted_mm`` to two decimals."""
+    near = min(PITCHES_MM, key=lambda p: abs(fitted_mm / p - 1))
+    return near if abs(fitted_mm / near - 1) <= 0.05 else round(fitted_mm, 2)
 
 
 def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: str = "auto",

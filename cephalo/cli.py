@@ -23,8 +23,10 @@ from .options import (
     model_option,
     porion_option,
     site_given,
+    SpacingTable,
     site_option,
     spacing_option,
+    spacing_or_table_option,
     spacing_sources,
 )
 
@@ -42,13 +44,16 @@ for _cmd in train_commands.COMMANDS + build_commands.COMMANDS:
 
 # -------------------------------------------------------------------------------------------------------- predict
 @main.command()
-@click.argument("images", nargs=-1, required=True)
+@click.argument("images", nargs=-1)
+@click.option("--list", "list_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A text file of images, one path a line (blank lines and # comments skipped; a relative path is "
+                   "from the list's folder), read after IMAGES.")
 @model_option
 @click.option("--backend", type=click.Choice(["auto", "openvino", "onnxruntime"]), default="auto",
               help="auto: OpenVINO when installed, but onnxruntime for fewer than 60 images (it starts ~0.7 s "
                    "sooner, more than OpenVINO's faster reading saves on so few).")
 @click.option("--threads", type=int, default=None)
-@spacing_option
+@spacing_or_table_option
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Write <name>.json (and .csv / overlay) here, mirroring the inputs' folders; without it, one "
                    "JSON line per image goes to stdout.")
@@ -74,7 +79,7 @@ for _cmd in train_commands.COMMANDS + build_commands.COMMANDS:
 @click.option("--store", "store_url", default=None, metavar="URL",
               help="Store the DICOM outputs in a PACS: a DICOMweb URL (http(s)://host/dicom-web, STOW-RS) or "
                    "dicom://AET@host:port (C-STORE).")
-def predict(images, model, backend, threads, spacing, out_dir, write_csv, overlay, jsonl_path, recursive, skip_done,
+def predict(images, list_file, model, backend, threads, spacing, out_dir, write_csv, overlay, jsonl_path, recursive, skip_done,
             progress, strict, fast_decode, analysis, labels, site, ruler_mm, magnification, porion, dicom_sr, store_url):
     """Detect landmarks on images: files, folders or glob patterns (no torch needed).
 
@@ -87,13 +92,22 @@ def predict(images, model, backend, threads, spacing, out_dir, write_csv, overla
     from sdk import Detector
 
     from .pacs import DicomOutputs
-    from .run import JsonLines, collect_inputs, exit_code, pick_backend, run_images, summary_line
+    from .run import JsonLines, collect_inputs, exit_code, pick_backend, read_list, run_images, summary_line
 
     if (overlay or write_csv or skip_done or dicom_sr) and out_dir is None:
         raise click.UsageError("--overlay, --csv, --dicom-sr and --skip-done need --out (a folder for the files)")
     site = site_given(site, labels)
     check_convention(site, model)
-    files, missing = collect_inputs(images, recursive)
+    listed, missing = read_list(list_file) if list_file is not None else ([], [])
+    if not images and list_file is None:
+        raise click.UsageError("name the images (files, folders or patterns), or give --list FILE")
+    files, not_found = collect_inputs(list(images) + listed, recursive)
+    missing += not_found
+    if isinstance(spacing, SpacingTable):
+        spacing, absent = spacing.for_files(files)
+        if absent:
+            click.echo(f"{len(absent)} image(s) have no row in the spacing file (e.g. {absent[0]}): their spacing "
+                       f"is DICOM's, the ruler's or none", err=True)
     det = Detector(model, backend=pick_backend(backend, len(files), model), threads=threads,
                    fast_decode=fast_decode, site=site, ruler_mm=ruler_mm, magnification=magnification, porion=porion)
     more = DicomOutputs(det, store_url, analysis) if dicom_sr or store_url else None

@@ -147,6 +147,58 @@ spacing_option = click.option("--spacing", type=float, default=None, callback=_s
                               help="mm per pixel (else DICOM tags or ruler points).")
 
 
+def _spacing_or_table(ctx, param, value: Optional[str]):
+    """``--spacing``: a number (mm per pixel), or a CSV ``image,spacing`` read into {image: spacing}."""
+    from sdk.spacing import check_spacing, read_spacing_table
+
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        if not Path(value).is_file():
+            raise click.BadParameter(f"{value!r} is neither a number of mm per pixel nor a CSV file", ctx,
+                                     param) from None
+        try:
+            return SpacingTable(Path(value), read_spacing_table(value))
+        except CephaloError as e:
+            raise click.BadParameter(str(e), ctx, param) from None
+    try:
+        return check_spacing(number, "--spacing")
+    except CephaloError as e:
+        raise click.BadParameter(str(e).removeprefix("--spacing: "), ctx, param) from None
+
+
+class SpacingTable:
+    """A per-image spacing file (``image,spacing``) and which of the run's files it gives a spacing for: a row
+    names a file by its path as given, its path from the table's folder, or its file name."""
+
+    def __init__(self, path: Path, table: dict):
+        self.path, self.table = path, table
+
+    def for_files(self, files) -> "tuple[list, list]":
+        """(one spacing or None per file, the files the table has no row for)."""
+        out, absent = [], []
+        base = self.path.parent.resolve()
+        for f in files:
+            keys = [str(f), Path(f).as_posix(), Path(f).name]
+            try:
+                keys.insert(1, Path(f).resolve().relative_to(base).as_posix())
+            except ValueError:
+                pass
+            v = next((self.table[k] for k in keys if k in self.table), None)
+            out.append(v)
+            if v is None:
+                absent.append(f)
+        return out, absent
+
+
+spacing_or_table_option = click.option(
+    "--spacing", default=None, callback=_spacing_or_table, metavar="MM|CSV",
+    help="mm per pixel, or a CSV 'image,spacing' with one row an image (the form adapt reads; a row names an "
+         "image by its path, its path from the CSV's folder, or its file name). Else DICOM tags or ruler points.")
+
+
 def _analyses(ctx, param, value: Optional[str]) -> Optional[List[str]]:
     from sdk.measurements import ANALYSES
 

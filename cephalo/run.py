@@ -75,6 +75,24 @@ def collect_inputs(specs: Sequence[str], recursive: bool = False) -> Tuple[List[
     return files, problems
 
 
+def read_list(path: Path) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """The image paths of a list file (one a line; blank lines and ``#`` comments skipped; relative paths from the
+    list's folder), and (spec, problem) when the list itself cannot be read."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        return [], [(str(path), f"the list file cannot be read ({type(e).__name__}: {e})")]
+    out = []
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = Path(line)
+            out.append(str(p if p.is_absolute() else Path(path).parent / p))
+    if not out:
+        return [], [(str(path), "the list file names no image")]
+    return out, []
+
+
 def _glob(spec: str, recursive: bool) -> List[Path]:
     """Files a pattern names. pathlib's '**' does not follow symbolic links into folders (glob.glob's does, and a
     link back up makes it run without end); without ``recursive`` '**' is a plain '*'."""
@@ -190,13 +208,14 @@ def write_measurements_csv(res, path: Path, analyses: Optional[Sequence[str]] = 
     os.replace(tmp, path)
 
 
-def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing: Optional[float] = None,
+def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing=None,
                csv_too: bool = False, overlay: bool = False, skip_done: bool = False,
                workers: int = 2, analyses: Optional[Sequence[str]] = None,
                more: Optional[Callable] = None) -> Iterator[Outcome]:
     """Read each file with ``det`` and, with ``out_dir``, write ``<key>.json`` (and ``.csv``,
     ``_landmarks.png``) there; yields one Outcome per file, in order. Nothing raised by one image stops the run.
-    ``workers`` images are read at once (:meth:`sdk.Detector.stream`); results are written in order.
+    ``workers`` images are read at once (:meth:`sdk.Detector.stream`); results are written in order. ``spacing``:
+    one (or None) for all, or a list with one per file.
     ``analyses``: the measurements reported in the JSON, the measurements CSV and the overlay (default: all).
     ``more``: called as ``more(path, result, base)`` (base None without ``out_dir``) before the JSON is written,
     returning the files it wrote (the DICOM outputs and their store); its CephaloError fails the image."""
@@ -207,7 +226,9 @@ def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing: Opt
         json_path = base.with_name(base.name + ".json") if base is not None else None
         todo.append((path, keys[path], base, json_path,
                      skip_done and json_path is not None and _done(json_path)))
-    results = det.stream([t[0] for t in todo if not t[4]], spacing, workers=workers)
+    spacings = spacing if isinstance(spacing, list) else [spacing] * len(files)    # one, or one per file
+    results = det.stream([t[0] for t in todo if not t[4]], [s for s, t in zip(spacings, todo) if not t[4]],
+                         workers=workers)
     for path, key, base, json_path, done in todo:
         if done:
             yield Outcome(path, key, "skipped", written=[json_path])

@@ -6,13 +6,15 @@ computed from it would be silently absurd, so it is refused before the model run
 """
 from __future__ import annotations
 
+import csv
 import math
 import numbers
-from typing import Optional, Tuple
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from .errors import CephaloError
+from .errors import AnnotationError, CephaloError
 
 PLAUSIBLE_MM: Tuple[float, float] = (0.01, 1.0)
 
@@ -65,3 +67,40 @@ def _in_range(value, bounds: Tuple[float, float], where: str, what: str) -> Opti
     if not ok:
         raise CephaloError(f"{where}{value!r}: {what}, {lo:g}-{hi:g}, expected")
     return float(value)
+
+
+def read_spacing_table(path: Union[str, Path]) -> Dict[str, float]:
+    """A CSV ``image,spacing`` (mm per pixel, one row an image; the form ``cephalo adapt`` reads beside its images)
+    -> {image: spacing}, each spacing checked (:func:`check_spacing`). Every problem of the file is reported at
+    once, in one :class:`AnnotationError` that names the file and the lines."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = [h.strip() for h in reader.fieldnames or []]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise AnnotationError(f"spacing file {path}: cannot be read ({type(e).__name__}: {e})") from None
+    if "image" not in header or "spacing" not in header:
+        raise AnnotationError(f"spacing file {path}: needs the columns 'image' and 'spacing' (header {header[:4]})")
+    table: Dict[str, float] = {}
+    problems = []
+    for line, row in enumerate(rows, start=2):
+        row = {(k or "").strip(): v for k, v in row.items()}
+        name, text = (row.get("image") or "").strip(), (row.get("spacing") or "").strip()
+        if not name:
+            problems.append(f"line {line}: no image name")
+            continue
+        try:
+            v = check_spacing(float(text), "spacing")
+        except (ValueError, CephaloError) as e:
+            problems.append(f"line {line} ({name}): {text!r} is not a spacing ({e})" if isinstance(e, CephaloError)
+                            else f"line {line} ({name}): {text!r} is not a number")
+            continue
+        if name in table and table[name] != v:
+            problems.append(f"line {line}: {name} is given twice, {table[name]:g} and {v:g}")
+        table[name] = v
+    if problems:
+        raise AnnotationError(f"spacing file {path}: {len(problems)} problem(s): " + "; ".join(problems[:10])
+                              + ("; ..." if len(problems) > 10 else ""))
+    return table

@@ -18,6 +18,7 @@ import numpy as np
 
 from sdk.errors import AnnotationError
 from sdk.schemas import Schema
+from sdk.spacing import read_spacing_table
 
 ISBI_SPACING_MM = 0.1
 
@@ -147,15 +148,7 @@ def _spacing_table(spacing) -> Union[float, Dict[str, float]]:
         if not spacing > 0:
             raise AnnotationError(f"pixel spacing must be > 0 mm, got {spacing!r}")
         return float(spacing)
-    path = Path(spacing)
-    rows = _read_csv_rows(path)
-    table = {}
-    for line, r in enumerate(rows, start=2):
-        v = _num(r.get("spacing"), f"{path}, line {line}, spacing")
-        if v <= 0:
-            raise AnnotationError(f"{path}, line {line}: spacing {v} must be > 0 mm")
-        table[r["image"].strip()] = v
-    return table
+    return read_spacing_table(spacing)
 
 
 def _spacing_for(spacings, image_name: str, where: Path) -> float:

@@ -11,24 +11,28 @@ from pathlib import Path
 
 import click
 
+from sdk.errors import CephaloError
 from sdk.spacing import MAGNIFICATION, RULER_MM
 
 from . import build_commands, train_commands
 from .options import (
     Commands,
     Finite,
+    SpacingTable,
     analysis_option,
     check_convention,
+    default_of,
     labels_option,
     model_option,
     porion_option,
     site_given,
-    SpacingTable,
     site_option,
     spacing_option,
     spacing_or_table_option,
     spacing_sources,
 )
+from .pacs import DicomOutputs, Pacs, quiet_libraries
+from .run import EXIT_FAILED
 
 
 @click.group(cls=Commands)
@@ -36,6 +40,7 @@ from .options import (
 def main(verbose: bool):
     """Cephalometric landmark detection: train, convert, predict, evaluate, serve."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+    quiet_libraries(verbose)
 
 
 for _cmd in train_commands.COMMANDS + build_commands.COMMANDS:
@@ -78,9 +83,12 @@ for _cmd in train_commands.COMMANDS + build_commands.COMMANDS:
               "extra).")
 @click.option("--store", "store_url", default=None, metavar="URL",
               help="Store the DICOM outputs in a PACS: a DICOMweb URL (http(s)://host/dicom-web, STOW-RS) or "
-                   "dicom://AET@host:port (C-STORE).")
+                   "dicom://AET@host:port (C-STORE). The results are written first; a failed store is said per "
+                   "image, and storing stops after 3 failures in a row (send the .dcm files later: cephalo store).")
+@click.option("--store-timeout", type=Finite(1.0, 600.0), default=default_of(Pacs, "budget_s"), show_default=True,
+              help="Seconds one image's store may take in all, attempts and waits included.")
 def predict(images, list_file, model, backend, threads, spacing, out_dir, write_csv, overlay, jsonl_path, recursive, skip_done,
-            progress, strict, fast_decode, analysis, labels, site, ruler_mm, magnification, porion, dicom_sr, store_url):
+            progress, strict, fast_decode, analysis, labels, site, ruler_mm, magnification, porion, dicom_sr, store_url, store_timeout):
     """Detect landmarks on images: files, folders or glob patterns (no torch needed).
 
     Each image is read on its own: one that fails is named with its reason and the rest go on. A summary ends
@@ -91,7 +99,6 @@ def predict(images, list_file, model, backend, threads, spacing, out_dir, write_
 
     from sdk import Detector
 
-    from .pacs import DicomOutputs
     from .run import JsonLines, collect_inputs, exit_code, pick_backend, read_list, run_images, summary_line
 
     if (overlay or write_csv or skip_done or dicom_sr) and out_dir is None:
@@ -110,16 +117,19 @@ def predict(images, list_file, model, backend, threads, spacing, out_dir, write_
                        f"is DICOM's, the ruler's or none", err=True)
     det = Detector(model, backend=pick_backend(backend, len(files), model), threads=threads,
                    fast_decode=fast_decode, site=site, ruler_mm=ruler_mm, magnification=magnification, porion=porion)
-    more = DicomOutputs(det, store_url, analysis) if dicom_sr or store_url else None
+    more = DicomOutputs(det, analysis) if dicom_sr or store_url else None
+    pacs = Pacs(store_url, store_timeout) if store_url else None
     counts = {"ok": 0, "check": 0, "flagged": 0, "failed": len(missing), "skipped": 0}
+    not_stored = 0
     for spec, why in missing:
         click.echo(f"{spec}: FAILED: {why}", err=True)
     show_bar = progress if progress is not None else (sys.stderr.isatty() and len(files) >= 10)
     bar = click.progressbar(length=len(files), label="images", file=sys.stderr) if show_bar else _NoBar()
     with JsonLines(jsonl_path) as jsonl, bar:
         for o in run_images(det, files, out_dir, spacing, write_csv, overlay, skip_done, analyses=analysis,
-                            more=more):
+                            more=more, pacs=pacs):
             counts[o.status] += 1
+            not_stored += bool(o.store_error)
             bar.update(1)
             if o.status != "skipped":
                 jsonl.write(o.record())
@@ -127,7 +137,54 @@ def predict(images, list_file, model, backend, threads, spacing, out_dir, write_
                 jsonl.ensure(o.file, o.written[0])
             _report(o, out_dir, show_bar)
     click.echo(summary_line(counts), err=True)
-    sys.exit(exit_code(counts, strict))
+    if pacs is not None:
+        click.echo(pacs.summary(out_dir), err=True)
+    sys.exit(EXIT_FAILED if not_stored else exit_code(counts, strict))
+
+
+@main.command("store")
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("url")
+@click.option("--store-timeout", type=Finite(1.0, 600.0), default=default_of(Pacs, "budget_s"), show_default=True,
+              help="Seconds one image's store may take in all, attempts and waits included.")
+def store_command(folder, url, store_timeout):
+    """Send the DICOM files a run wrote (FOLDER's *.dcm, sub-folders too) to a PACS: a DICOMweb URL or
+    dicom://AET@host:port. Instances the PACS already holds are skipped (asked by QIDO-RS or C-FIND; where it
+    does not answer, all are sent: the same UIDs replace, never duplicate). Exit code 1 when any was not stored."""
+    import pydicom
+
+    from sdk.dicom_sr import require_pacs
+
+    from .pacs import already_there, dicom_files
+
+    require_pacs()
+    pacs = Pacs(url, store_timeout)
+    groups: dict = {}                 # one image's objects are stored together, as predict stores them
+    unreadable = []
+    for f in dicom_files(folder):
+        try:
+            ds = pydicom.dcmread(f)
+        except Exception as e:   # pydicom raises several kinds for a file that is not DICOM
+            unreadable.append(f"{f}: not a readable DICOM file ({type(e).__name__})")
+            continue
+        groups.setdefault(f.parent / f.name.split(".")[0], []).append((f, ds))     # <name>.sr.dcm, ...
+    for line in unreadable:
+        click.echo(line, err=True)
+    every = [ds for items in groups.values() for _, ds in items]
+    there = already_there(url, every, store_timeout)
+    skipped = failed = 0
+    for key, items in groups.items():
+        todo = [ds for _, ds in items if str(ds.SOPInstanceUID) not in there]
+        skipped += len(items) - len(todo)
+        if not todo:
+            continue
+        try:
+            pacs.send(todo)
+        except CephaloError as e:
+            failed += 1
+            click.echo(f"{key}: NOT STORED ({e})", err=True)
+    click.echo(pacs.summary(folder) + (f"; {skipped} already there" if skipped else ""), err=True)
+    sys.exit(EXIT_FAILED if failed or unreadable else 0)
 
 
 @main.command()
@@ -187,6 +244,8 @@ def _report(o, out_dir, show_bar: bool) -> None:
     bar, only what needs a look); failures always on stderr."""
     if out_dir is None:
         click.echo(json.dumps(o.record()))
+    if o.store_error:
+        click.echo(f"{o.file}: NOT STORED ({o.store_error}); its results are written", err=True)
     if o.status == "failed":
         click.echo(f"{o.file}: FAILED: {o.error}", err=True)
     elif out_dir is not None and (not show_bar or o.status in ("check", "flagged")):

@@ -137,6 +137,7 @@ class Outcome:
     error: str = ""
     written: List[Path] = field(default_factory=list)
     analyses: Optional[Sequence[str]] = None   # the measurements reported (default: all)
+    store_error: str = ""          # why its DICOM outputs were not stored (--store), its results written all the same
 
     def record(self) -> Dict:
         """The JSON record of this outcome (the result's own dict when it was read)."""
@@ -211,14 +212,16 @@ def write_measurements_csv(res, path: Path, analyses: Optional[Sequence[str]] = 
 def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing=None,
                csv_too: bool = False, overlay: bool = False, skip_done: bool = False,
                workers: int = 2, analyses: Optional[Sequence[str]] = None,
-               more: Optional[Callable] = None) -> Iterator[Outcome]:
+               more: Optional[Callable] = None, pacs=None) -> Iterator[Outcome]:
     """Read each file with ``det`` and, with ``out_dir``, write ``<key>.json`` (and ``.csv``,
     ``_landmarks.png``) there; yields one Outcome per file, in order. Nothing raised by one image stops the run.
     ``workers`` images are read at once (:meth:`sdk.Detector.stream`); results are written in order. ``spacing``:
     one (or None) for all, or a list with one per file.
     ``analyses``: the measurements reported in the JSON, the measurements CSV and the overlay (default: all).
     ``more``: called as ``more(path, result, base)`` (base None without ``out_dir``) before the JSON is written,
-    returning the files it wrote (the DICOM outputs and their store); its CephaloError fails the image."""
+    returning (the files it wrote, the objects to store: the DICOM outputs); its CephaloError fails the image.
+    ``pacs`` (:class:`cephalo.pacs.Pacs`): stores those objects once the image's files are written; a store that
+    fails is the Outcome's ``store_error``, and the results stay."""
     keys = output_keys(files)
     todo = []
     for path in files:
@@ -253,7 +256,8 @@ def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing=None
                     os.replace(png.with_name(png.name + ".part"), png)
                     out.written.append(png)
                 if more is not None:
-                    out.written += more(path, res, base)
+                    files, objects = more(path, res, base)
+                    out.written += files
                 # the JSON last: its presence marks the image done for a resumed run
                 _write_atomic(json_path, json.dumps(out.record(), indent=2))
                 out.written.insert(0, json_path)
@@ -261,9 +265,14 @@ def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing=None
                 out.status, out.error = "failed", f"{path}: cannot write the results ({e})"
         elif more is not None:
             try:
-                more(path, res, None)
+                objects = more(path, res, None)[1]
             except (OSError, CephaloError) as e:
                 out.status, out.error = "failed", f"{path}: {e}"
+        if pacs is not None and more is not None and out.status != "failed":
+            try:                 # after the image's own files: a store never costs the results
+                pacs.send(objects)
+            except CephaloError as e:
+                out.store_error = str(e)
         yield out
 
 

@@ -54,9 +54,11 @@ def _code(value: str, meaning: str):
     return Code(value[:16], SCHEME, meaning[:64])
 
 
-def source_dataset(data: bytes, gray: np.ndarray, facing_left: bool = False):
+def source_dataset(data: bytes, gray: np.ndarray, facing_left: bool = False, spacing: Optional[float] = None,
+                   spacing_source: Optional[str] = None):
     """The image the report refers to: the DICOM file itself, or a Secondary Capture of ``gray`` (new study, empty
-    patient) for another format. Returns (dataset, whether it was made here)."""
+    patient) for another format, carrying the ``spacing`` used (mm per pixel of ``gray``) as its Pixel Spacing with
+    its calibration (``spacing_source``). Returns (dataset, whether it was made here)."""
 
     import pydicom
 
@@ -83,6 +85,12 @@ def source_dataset(data: bytes, gray: np.ndarray, facing_left: bool = False):
                        sop_instance_uid=uid(digest, "source"), instance_number=1, manufacturer=MANUFACTURER,
                        patient_id="", patient_name="", patient_orientation=("P" if facing_left else "A", "F"),
                        series_description="cephalogram (converted for its report)")
+    ds.BodyPartExamined = "HEAD"                # not a paired part: no laterality is owed (General Series)
+    if spacing is not None:
+        ds.PixelSpacing = [f"{spacing:.6g}", f"{spacing:.6g}"]
+        if spacing_source == "ruler":           # calibrated on a fiducial: the type, and which (PS3.3 10.7.1.3)
+            ds.PixelSpacingCalibrationType = "FIDUCIAL"
+            ds.PixelSpacingCalibrationDescription = "the ruler's ticks read in the image"
     return ds, True
 
 

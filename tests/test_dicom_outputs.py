@@ -1,0 +1,188 @@
+"""The DICOM outputs without a PACS (issue 46/49): the API's report of a result, the service's SR answer, the
+Secondary Capture's spacing; and ``--store`` against PACS that fail (refused, silent, broken answers): the results
+are written first, each image's store failure is said, time is bounded and a batch stops storing after failures in
+a row. These need no Orthanc, so they run everywhere the 'pacs' extra is installed."""
+import http.server
+import io
+import json
+import socket
+import threading
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import ISBI_FIX
+
+hd = pytest.importorskip("highdicom")
+pytest.importorskip("pynetdicom")
+
+IMG = ISBI_FIX / "images" / "151.jpg"
+
+
+def test_api_gives_the_report_of_a_result():
+    import pydicom
+
+    from sdk import Detector
+    from sdk.dicom_sr import measurement_report, read_report, source_dataset
+    from sdk.image_io import load_image
+
+    res = Detector(backend="onnxruntime")(IMG)
+    data = IMG.read_bytes()
+    source, made = source_dataset(data, load_image(data).gray)
+    sr = measurement_report(res, source, "m.onnx")
+    buf = io.BytesIO()
+    sr.save_as(buf, enforce_file_format=True)
+    points, _ = read_report(pydicom.dcmread(io.BytesIO(buf.getvalue())))
+    assert made and np.allclose([points[n] for n in res.names], res.xy, atol=1e-3)
+    assert ("machine_porion" in points) == (res.ear_rods is not None)
+    if res.ear_rods is not None:
+        assert np.allclose(points["machine_porion"], res.ear_rods.machine_porion, atol=1e-3)
+    again = measurement_report(res, source_dataset(data, load_image(data).gray)[0], "m.onnx")
+    assert again.SOPInstanceUID == sr.SOPInstanceUID                      # the same result, the same instance
+
+
+def test_service_answers_a_dicom_sr_when_asked(tmp_path):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    import pydicom
+    from starlette.testclient import TestClient
+
+    from cephalo.serve import create_app
+    from sdk import Detector
+    from sdk.dicom_sr import read_report
+
+    with TestClient(create_app(Detector(backend="onnxruntime", threads=1), 1)) as c:
+        r = c.post("/v1/landmarks", content=IMG.read_bytes(), headers={"accept": "application/dicom"})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/dicom"
+        sr = pydicom.dcmread(io.BytesIO(r.content))
+        points, _ = read_report(sr)
+        js = c.post("/v1/landmarks", content=IMG.read_bytes()).json()
+        assert max(abs(points[lm["name"]][0] - lm["x"]) for lm in js["landmarks"]) < 0.01
+        assert r.headers["x-source-sop-instance-uid"]
+
+
+def _main():
+    from cephalo.cli import main
+
+    return main
+
+
+def _batch(tmp_path, n=5):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, p in enumerate(sorted((ISBI_FIX / "images").glob("*.jpg"))[:n]):
+        (src / f"{i:02d}.jpg").write_bytes(p.read_bytes())
+    return src
+
+
+def _answers(status: int, body: bytes):
+    """A local HTTP server answering every POST and GET with ``status`` and ``body``; (url, number of POSTs)."""
+    posts = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(n)
+            posts.append(self.path)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET = _answer
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}/dicom-web", posts
+
+
+def test_a_dead_pacs_costs_no_result_and_stops_the_batch_storing(tmp_path):
+    """A refused port: every image's JSON and .dcm files are written, the first three images' stores fail within
+    the time given, then storing stops for the rest and the run says so, with how to send the files later; the
+    libraries' own log lines stay off the output; exit 1."""
+    from cephalo.serve import free_port
+
+    src, out = _batch(tmp_path), tmp_path / "out"
+    for url in (f"dicom://NOBODY@127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}/dicom-web"):
+        r = CliRunner().invoke(_main(), ["predict", str(src), "--out", str(out), "--dicom-sr", "--store", url,
+                                         "--store-timeout", "1.5", "--backend", "onnxruntime"])
+        assert r.exit_code == 1, r.output
+        assert len(list(out.glob("*.json"))) == 5 and len(list(out.glob("*.sr.dcm"))) == 5
+        assert r.output.count("NOT STORED") == 5 and r.output.count("not stored in 1.5 s") == 3, r.output
+        assert "storing stopped after 3 failures in a row (2 image(s) not tried)" in r.output
+        assert f"cephalo store {out} {url}" in r.output and "stored 0 instance(s)" in r.output
+        assert "TCP Initialisation" not in r.output and "Traceback" not in r.output
+
+
+def test_a_pacs_that_never_answers_is_given_up_in_time(tmp_path):
+    """A port that takes the connection and never answers: the store gives up within its time, the results stay."""
+    quiet = socket.socket()
+    quiet.bind(("127.0.0.1", 0))
+    quiet.listen(16)                               # connections queue; nothing is ever read or answered
+    try:
+        for url in (f"http://127.0.0.1:{quiet.getsockname()[1]}/dicom-web",
+                    f"dicom://ANY@127.0.0.1:{quiet.getsockname()[1]}"):
+            r = CliRunner().invoke(_main(), ["predict", str(IMG), "--out", str(tmp_path / "o"), "--dicom-sr",
+                                             "--store", url, "--store-timeout", "1", "--backend", "onnxruntime"])
+            assert r.exit_code == 1 and "not stored in 1 s" in r.output, r.output
+            assert (tmp_path / "o" / "151.json").is_file()
+    finally:
+        quiet.close()
+
+
+def test_odd_answers_of_a_dicomweb_server(tmp_path):
+    """A 200 whose body is not DICOM JSON stored the instances (the status says so); a 400 refuses them, said per
+    image, and the batch goes on to the next image."""
+    srv, url, posts = _answers(200, b"<html>surprise</html>")
+    try:
+        r = CliRunner().invoke(_main(), ["predict", str(_batch(tmp_path, 2)), "--out", str(tmp_path / "o"),
+                                         "--dicom-sr", "--store", url, "--backend", "onnxruntime"])
+        assert r.exit_code == 0 and "stored 6 instance(s) of 2 image(s)" in r.output, r.output
+        assert len(posts) == 2 and "Traceback" not in r.output
+    finally:
+        srv.shutdown()
+    body = json.dumps({"00081198": {"vr": "SQ", "Value": [{}, {}]}}).encode()
+    srv, url, posts = _answers(409, body)
+    try:
+        r = CliRunner().invoke(_main(), ["predict", str(tmp_path / "in"), "--out", str(tmp_path / "o2"),
+                                         "--dicom-sr", "--store", url, "--backend", "onnxruntime"])
+        assert r.exit_code == 1 and r.output.count("refused 2 of 3 instances (HTTP 409)") == 2, r.output
+        assert len(list((tmp_path / "o2").glob("*.json"))) == 2 and len(posts) == 2
+    finally:
+        srv.shutdown()
+
+
+def test_the_secondary_capture_carries_the_spacing_used(tmp_path):
+    """A JPEG's converted image says its Pixel Spacing and how it was calibrated; without a spacing it says none."""
+    import pydicom
+
+    r = CliRunner().invoke(_main(), ["predict", str(IMG), "--spacing", "0.4", "--out", str(tmp_path / "a"),
+                                     "--dicom-sr", "--backend", "onnxruntime"])
+    assert r.exit_code == 0, r.output
+    sc = pydicom.dcmread(tmp_path / "a" / "151.image.dcm")
+    assert [float(v) for v in sc.PixelSpacing] == [0.4, 0.4] and "PixelSpacingCalibrationType" not in sc
+    from sdk.dicom_sr import source_dataset
+    from sdk.image_io import load_image
+
+    data = IMG.read_bytes()
+    ruled, _ = source_dataset(data, load_image(data).gray, spacing=0.4, spacing_source="ruler")
+    assert ruled.PixelSpacingCalibrationType == "FIDUCIAL" and "ruler" in ruled.PixelSpacingCalibrationDescription
+    r = CliRunner().invoke(_main(), ["predict", str(IMG), "--out", str(tmp_path / "b"), "--dicom-sr",
+                                     "--backend", "onnxruntime"])
+    assert "PixelSpacing" not in pydicom.dcmread(tmp_path / "b" / "151.image.dcm")
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy"):
+        check = subprocess.run(["dciodvfy", str(tmp_path / "a" / "151.image.dcm")], capture_output=True, text=True)
+        assert not [ln for ln in (check.stdout + check.stderr).splitlines() if ln.startswith("Error")], check.stderr
+
+
+def test_bad_store_urls_are_refused_before_any_image(tmp_path):
+    for url in ("ftp://x", "dicom://127.0.0.1:104", "dicom://AE@host:notaport"):
+        r = CliRunner().invoke(_main(), ["predict", str(IMG), "--store", url, "--backend", "onnxruntime"])
+        assert r.exit_code == 1 and "dicom://AET@host:port" in r.output and "Traceback" not in r.output, r.output

@@ -12,8 +12,11 @@
 Answers: 200 with the result (also when some landmarks are only doubtful: their ``flag``); 400 a bad ``spacing``;
 413 an upload over the size limit or an image over the pixel limit; 415 bytes that are not a readable image;
 422 an image that is not a lateral cephalogram (the record comes with it, ``status`` 'flagged'); 503 when the
-queue is full (with ``Retry-After``). Uploads are read into memory only (never written to disk); each request has an id (header
-``X-Request-Id``, and in the log line). Detection runs in a bounded pool of worker threads, one Detector shared.
+queue is full, or as many uploads as may run or wait are being read (with ``Retry-After``); 408 an upload that
+stalls (:class:`Limits`). A request with both Content-Length and Transfer-Encoding is answered 400 and its
+connection closed (RFC 9112 6.1), as are 408 and 413. A client that leaves mid-upload is logged as 499, not a server
+error. Uploads are read into memory only (never written to disk); each request has an id (header ``X-Request-Id``,
+and in the log line). Detection runs in a bounded pool of worker threads, one Detector shared.
 """
 from __future__ import annotations
 
@@ -39,10 +42,12 @@ PAGE = Path(__file__).resolve().parent / "web" / "index.html"
 
 
 class Limits:
-    """Upload size (bytes) and how many requests may wait for a worker beyond those running."""
+    """Upload size (bytes), how many requests may wait for a worker beyond those running, and how long an upload
+    may stall (seconds without a byte) before it is answered 408. At most as many uploads as may run or wait are
+    read at once, so the bodies in memory are bounded whatever clients do."""
 
-    def __init__(self, max_bytes: int = 50 * 2**20, queue: int = 32):
-        self.max_bytes, self.queue = int(max_bytes), int(queue)
+    def __init__(self, max_bytes: int = 50 * 2**20, queue: int = 32, stall_s: float = 30.0):
+        self.max_bytes, self.queue, self.stall_s = int(max_bytes), int(queue), float(stall_s)
 
 
 def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
@@ -58,22 +63,35 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
     limits = limits or Limits()
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cephalo-worker")
     slots = asyncio.Semaphore(max(1, workers) + limits.queue)
+    uploads = asyncio.Semaphore(max(1, workers) + limits.queue)     # bodies being read at once
 
     def error(status: int, message: str, rid: str) -> JSONResponse:
-        headers = {"X-Request-Id": rid, **({"Retry-After": str(RETRY_AFTER_S)} if status == 503 else {})}
+        headers = {"X-Request-Id": rid, **({"Retry-After": str(RETRY_AFTER_S)} if status == 503 else {}),
+                   # a body not read to its end leaves the connection's next bytes unknown: it is closed
+                   **({"Connection": "close"} if status in (408, 413) else {})}
         return JSONResponse({"error": message, "request_id": rid}, status_code=status, headers=headers)
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
             raise Refused(413, f"upload of {int(declared)} bytes is over the limit of {limits.max_bytes} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_bytes:
-                raise Refused(413, f"upload of {size} bytes is over the limit of {limits.max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        if uploads.locked():
+            raise Refused(503, "busy: too many uploads in progress; retry later")
+        async with uploads:
+            chunks, size = [], 0
+            stream = request.stream().__aiter__()
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(stream.__anext__(), limits.stall_s)
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError:
+                    raise Refused(408, f"the upload stalled: no byte for {limits.stall_s:g} s") from None
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise Refused(413, f"upload of {size} bytes is over the limit of {limits.max_bytes} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
 
     def spacing_of(request: Request) -> Optional[float]:
         raw = request.query_params.get("spacing")
@@ -131,6 +149,9 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
                 code = status_of(e)
                 if code is None:
                     raise
+                if code == CLIENT_GONE:     # nobody to answer; not the server's error
+                    status = code
+                    return Response(status_code=400)
                 response = error(code, str(e).replace("<bytes>", "upload"), rid)
             status = response.status_code
             return response
@@ -159,9 +180,32 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
         yield
         pool.shutdown(wait=False)
 
-    return Starlette(routes=[Route("/", page), Route("/health", health), Route("/v1/model", model),
-                             Route("/v1/landmarks", landmarks, methods=["POST"]),
-                             Route("/v1/overlay", overlay, methods=["POST"])], lifespan=lifespan)
+    app = Starlette(routes=[Route("/", page), Route("/health", health), Route("/v1/model", model),
+                            Route("/v1/landmarks", landmarks, methods=["POST"]),
+                            Route("/v1/overlay", overlay, methods=["POST"])], lifespan=lifespan)
+    return framed(app)
+
+
+def framed(app):
+    """``app`` behind the one check of a request's framing that the HTTP parser leaves to it: both Content-Length
+    and Transfer-Encoding (RFC 9112 6.1: a request smuggling attempt) is answered 400 and the connection closed,
+    so nothing sent behind it on that connection is read."""
+
+    async def asgi(scope, receive, send):
+        if scope["type"] == "http":
+            names = {k.lower() for k, _ in scope.get("headers", ())}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                body = json.dumps({"error": "both Content-Length and Transfer-Encoding: refused (RFC 9112 6.1)"})
+                await send({"type": "http.response.start", "status": 400,
+                            "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body.encode()})
+                log.info("- %s %s 400 (Content-Length with Transfer-Encoding; closed)", scope.get("method"),
+                         scope.get("path"))
+                return
+        await app(scope, receive, send)
+
+    return asgi
 
 
 _PATH_KEYS = ("model", "local_stage")     # where the server keeps its files is not the client's business
@@ -193,15 +237,20 @@ class Refused(Exception):
 
 
 RETRY_AFTER_S = 1       # a 503's advice: the queue drains at a few images a second
+CLIENT_GONE = 499       # the client closed the connection before its upload ended (logged, never a 500)
 
 
 def status_of(e: BaseException) -> Optional[int]:
     """The HTTP status of an error while answering a request, by one table (the first matching class wins); None:
     not a refusal but a bug (500, with its traceback in the log)."""
+    from starlette.requests import ClientDisconnect
+
     from sdk.errors import CephaloError, ImageError, ImageTooLarge
 
     if isinstance(e, Refused):
         return e.status
+    if isinstance(e, ClientDisconnect):
+        return CLIENT_GONE
     for cls, status in ((ImageTooLarge, 413), (ImageError, 415), (CephaloError, 400)):
         if isinstance(e, cls):
             return status

@@ -175,10 +175,10 @@ def test_many_stores_never_lose_or_duplicate_and_a_killed_run_resumes(orthanc, t
 def test_a_run_stores_what_an_earlier_one_could_not(orthanc, tmp_path):
     """``cephalo store DIR URL`` sends the .dcm files a run wrote (for each image together), skips the instances
     the PACS holds already, by DICOMweb and by C-STORE."""
-    from cephalo.cli import main
-
     import cv2
     import pydicom
+
+    from cephalo.cli import main
 
     out, new = tmp_path / "out", tmp_path / "later.png"
     cv2.imwrite(str(new), np.roll(cv2.imread(str(IMG), cv2.IMREAD_GRAYSCALE), 77, axis=1))    # not stored before

@@ -188,3 +188,105 @@ def test_fuzzed_requests_never_get_a_5xx(server):
             assert r.status_code < 500, (i, r.status_code, r.text[:200])
         assert c.get("/health").status_code == 200
         assert c.post("/v1/landmarks", content=good).status_code == 200
+
+
+def _raw(url: str, request: bytes, wait_s: float = 3.0) -> bytes:
+    """Send ``request`` as it is on one connection; everything the server answers until it closes (or ``wait_s``
+    of silence, marked)."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(request)
+        s.settimeout(wait_s)
+        data = b""
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except socket.timeout:
+            data += b"<still open>"
+    return data
+
+
+def test_a_smuggled_request_is_never_answered(server):
+    """Content-Length with Transfer-Encoding: 400 and the connection closed, so the GET behind it goes unread."""
+    url, _ = server
+    got = _raw(url, b"POST /v1/landmarks HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"0\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 400") and b"connection: close" in got.lower(), got
+    assert got.count(b"HTTP/1.1") == 1 and b"<still open>" not in got and b'"status":"ok"' not in got
+    plain = _raw(url, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert plain.startswith(b"HTTP/1.1 200")                  # the server is up
+
+
+async def _drive(app, messages, wait_s: float = 10.0):
+    """One POST /v1/landmarks through the ASGI ``app``, its body as the separate ``messages`` given (bytes, a
+    float: seconds to wait, an Event: wait for it, or None: the client goes away); (status, body) of the answer."""
+    import asyncio
+
+    queue = list(messages)
+    sent = []
+
+    async def receive():
+        while queue:
+            m = queue.pop(0)
+            if m is None:
+                return {"type": "http.disconnect"}
+            if isinstance(m, float):
+                await asyncio.sleep(m)
+                continue
+            if isinstance(m, asyncio.Event):
+                await m.wait()
+                continue
+            return {"type": "http.request", "body": m, "more_body": bool(queue)}
+        await asyncio.sleep(3600)                   # a stalled client: no more bytes, ever
+
+    async def send(m):
+        sent.append(m)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/landmarks", "raw_path": b"/v1/landmarks", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"x"), (b"transfer-encoding", b"chunked")], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80)}
+    await asyncio.wait_for(app(scope, receive, send), wait_s)
+    start = next((m for m in sent if m["type"] == "http.response.start"), None)
+    return (start["status"] if start else None), b"".join(m.get("body", b"") for m in sent
+                                                         if m["type"] == "http.response.body")
+
+
+def test_uploads_in_separate_chunks_are_counted_whole_and_bounded(caplog):
+    """Chunks that each fit but together do not: 413 (a limit on the latest chunk alone would pass them). A body
+    that stalls: 408. A client that goes away mid-upload: logged as 499, no traceback. More uploads at once than
+    may run or wait: 503 with Retry-After, so bodies in flight stay bounded."""
+    import asyncio
+    import logging
+
+    from cephalo.serve import Limits, create_app
+    from sdk import Detector
+
+    det = Detector(backend="onnxruntime", threads=1)
+    app = create_app(det, 1, Limits(max_bytes=100_000, queue=1))
+    status, body = asyncio.run(_drive(app, [b"x" * 40_000, 0.01, b"x" * 40_000, 0.01, b"x" * 40_000]))
+    assert status == 413 and b"120000 bytes" in body
+    stalls = create_app(det, 1, Limits(max_bytes=100_000, queue=1, stall_s=0.2))
+    status, body = asyncio.run(_drive(stalls, [b"x" * 1000, 30.0, b"x"]))      # 30 s without a byte
+    assert status == 408 and b"stalled" in body
+    whole = IMG.read_bytes()
+    status, body = asyncio.run(_drive(app, [whole[:5000], 0.01, whole[5000:]]))
+    assert status == 200 and b'"landmarks"' in body
+    with caplog.at_level(logging.INFO, logger="cephalo.serve"):
+        status, _ = asyncio.run(_drive(app, [b"x" * 1000, None]))
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert any(" 499 " in r.getMessage() for r in caplog.records)
+
+    async def many():                                 # 2 may be read at once (1 worker + 1 waiting)
+        go = asyncio.Event()
+        held = [asyncio.create_task(_drive(app, [b"x" * 1000, go, b"x"])) for _ in range(2)]
+        for _ in range(200):                         # loop steps (not time) for both to start reading
+            await asyncio.sleep(0)
+        third = await _drive(app, [b"x" * 1000])
+        go.set()
+        return third, await asyncio.gather(*held)
+
+    third, held = asyncio.run(many())
+    assert third[0] == 503 and all(s == 415 for s, _ in held)                # the held ones were read in full

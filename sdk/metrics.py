@@ -24,7 +24,7 @@ def summarize(err_px: np.ndarray, spacing_mm: np.ndarray, input_px_size: Optiona
               names: Optional[Sequence[str]] = None) -> Dict:
     """Metrics of a set of images.
 
-    err_px: (N, K) radial errors in original pixels. spacing_mm: (N,) or scalar, mm per original pixel.
+    err_px: (N, K) radial errors in original pixels (NaN: an unlabelled point, left out). spacing_mm: (N,) or scalar, mm per original pixel.
     input_px_size: (N,) or scalar, original pixels per model-input pixel (omit to skip input-pixel figures).
     Returns a JSON-ready dict: ``mre_mm, sd_mm, mre_px, mre_input_px, sdr`` (percent, keyed by threshold),
     and ``per_landmark`` (same figures per name).
@@ -36,6 +36,8 @@ def summarize(err_px: np.ndarray, spacing_mm: np.ndarray, input_px_size: Optiona
     out = _figures(err_mm, err_px, None if input_px_size is None else
                    err_px / np.broadcast_to(np.asarray(input_px_size, np.float64), (n,))[:, None])
     out["n_images"] = int(n)
+    if not np.isfinite(err_px).all():           # a point the labels leave blank (NaN) is not scored
+        out["unlabelled_points"] = int((~np.isfinite(err_px)).sum())
     names = list(names) if names is not None else [str(i) for i in range(k)]
     out["per_landmark"] = {
         name: _figures(err_mm[:, j:j + 1], err_px[:, j:j + 1], None if input_px_size is None else
@@ -46,6 +48,9 @@ def summarize(err_px: np.ndarray, spacing_mm: np.ndarray, input_px_size: Optiona
 
 
 def _figures(err_mm: np.ndarray, err_px: np.ndarray, err_in: Optional[np.ndarray]) -> Dict:
+    scored = np.isfinite(err_px)
+    err_mm, err_px = err_mm[scored], err_px[scored]
+    err_in = None if err_in is None else err_in[scored]
     d = {
         "mre_mm": float(err_mm.mean()),
         "sd_mm": float(err_mm.std()),
@@ -63,6 +68,9 @@ def format_summary(m: Dict, title: str = "") -> str:
     sdr = "  ".join(f"SDR@{k} {v:5.1f}%" for k, v in m["sdr"].items())
     extra = f"  ({m['mre_input_px']:.2f} input px)" if "mre_input_px" in m else ""
     lines.append(f"MRE {m['mre_mm']:.3f} ± {m['sd_mm']:.3f} mm{extra}  {sdr}  [{m['n_images']} images]")
+    if m.get("unlabelled_per_landmark"):
+        lines.append("unlabelled points (blank cells), not scored: "
+                     + ", ".join(f"{n} {c}" for n, c in m["unlabelled_per_landmark"].items()))
     for name, f in m.get("per_landmark", {}).items():
         lines.append(f"  {name:<26} {f['mre_mm']:6.3f} mm  SDR@2mm {f['sdr']['2mm']:5.1f}%")
     return "\n".join(lines)

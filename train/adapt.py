@@ -119,12 +119,9 @@ def adapt_site(data_dir: Path, out: Path, *, name: Optional[str] = None, fmt: st
            f"from {Path(data_dir) / 'spacing.csv'}" if (Path(data_dir) / "spacing.csv").is_file() else
            "0.1 mm (the ISBI default: no spacing.csv, no --spacing)") + ")"
         + ("" if det.site is None else f"; read by the {det.site.name!r} local stage, which the profile will follow"))
-    from .data.readers import missing_per_landmark
+    from .runner import say_gaps
 
-    gaps = missing_per_landmark(samples, det.schema)
-    if gaps:
-        log("unlabelled points (blank cells), left out of their landmark's offset and scores: "
-            + ", ".join(f"{n} {m}" for n, m in gaps.items()))
+    say_gaps(samples, det.schema, log, "their landmark's offset and scores")
     results = det.batch([s.image for s in samples])
     _check_inside(samples, results, det.schema.names)
     pred = np.stack([r.xy for r in results])

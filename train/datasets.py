@@ -49,20 +49,21 @@ def load_folder(root: Path, schema: Schema, fmt: str = "auto", split: Optional[S
 
 
 def load_train_val(root: Path, schema: Schema, fmt: str, split: Optional[Sequence[str]], annotators: Sequence[str],
-                   val_count: int, seed: int, align: bool = False):
+                   val_count: int, seed: int, align: bool = False, gaps: bool = False):
     """``(train, val)`` samples of a data folder, carved by :func:`train.trainer.split_train_val`.
 
     Several ``annotators`` are averaged; with ``align`` each one after the first is first moved onto the first's
     convention (:func:`train.data.labels.aligned_mean`, offsets fitted on the training carve only) and validation
-    scores against the first annotator's own labels, the convention being learnt.
+    scores against the first annotator's own labels, the convention being learnt. ``gaps``: blank cells are
+    unlabelled points (NaN: left out of the loss and the scores), as :func:`load_folder`.
     """
     from .data.labels import aligned_mean
     from .trainer import split_train_val
 
     annotators = tuple(annotators)
     if not align or len(annotators) < 2:
-        return split_train_val(load_folder(root, schema, fmt, split, annotators), val_count, seed)
-    per = [load_folder(root, schema, fmt, split, (a,)) for a in annotators]
+        return split_train_val(load_folder(root, schema, fmt, split, annotators, gaps=gaps), val_count, seed)
+    per = [load_folder(root, schema, fmt, split, (a,), gaps=gaps) for a in annotators]
     tr_ref, va = split_train_val(per[0], val_count, seed)
     merged, _ = aligned_mean(per, {s.id for s in tr_ref})
     by_id = {s.id: s for s in merged}

@@ -65,7 +65,8 @@ def load_fine(samples: Sequence[Sample], cfg: LocalConfig) -> List[FineSample]:
 
 
 class PatchDataset(torch.utils.data.Dataset):
-    """Item ``i`` of epoch ``e``: image ``i // K``, landmark ``i % K``, augmentation seeded by (seed, e, i)."""
+    """Item ``i`` of epoch ``e``: the ``i``-th labelled (image, landmark) pair (image ``i // K``, landmark ``i % K``
+    when every point is labelled), augmentation seeded by (seed, e, i)."""
 
     def __init__(self, data: List[FineSample], cfg: LocalConfig, k: int, augment: bool = True):
         self.data, self.cfg, self.k, self.augment, self.epoch = data, cfg, k, augment, 0
@@ -73,19 +74,22 @@ class PatchDataset(torch.utils.data.Dataset):
         self.aug = with_processing(AugmentConfig(), cfg.aug_processing_p, cfg.aug_gamma_max,
                                    px_scale=cfg.factor * cfg.input_size / 384, clahe_tiles=1)
         self.hm = cfg.patch // cfg.stride
+        # the (image, landmark) pairs the labels give: a blank cell is no patch
+        self.pairs = [(j, lm) for j, d in enumerate(data) for lm in range(k) if np.isfinite(d.points[lm]).all()]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.data) * self.k
+        return len(self.pairs)
 
     def __getitem__(self, i: int):
         # indices >= len come from the Trainer's EpochSampler and carry their epoch (train.data.dataset)
         n = len(self)
         epoch, i = (i // n - 1, i % n) if i >= n else (self.epoch, i)
-        cfg, d = self.cfg, self.data[i // self.k]
-        lm = i % self.k
+        cfg = self.cfg
+        j, lm = self.pairs[i]
+        d = self.data[j]
         rng = np.random.default_rng([cfg.seed, epoch, i])
         true = d.points[lm]
         in_px = cfg.factor  # fine pixels per first-stage input pixel
@@ -126,6 +130,7 @@ def evaluate(model: PatchNet, data: List[FineSample], first: Dict[str, np.ndarra
                        ("raw", local_stage_points(model, d.fine, p0, cfg, prior_sd=0.0))):
             err[key].append(np.linalg.norm(p - d.truth, axis=1) * d.spacing)
     e = {k: np.concatenate(v) for k, v in err.items()}
+    e = {k: v[np.isfinite(v)] for k, v in e.items()}         # an unlabelled point is not scored
     return {"first_mre_mm": float(e["first"].mean()), "mre_mm": float(e["prior"].mean()),
             "raw_mre_mm": float(e["raw"].mean()), "sdr2": float((e["prior"] <= 2).mean() * 100),
             "first_sdr2": float((e["first"] <= 2).mean() * 100)}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -11,19 +12,29 @@ def _energy(sigma: float) -> float:
     return math.pi * sigma * sigma
 
 
-def heatmap_mse(pred: torch.Tensor, target: torch.Tensor, sigma: float) -> torch.Tensor:
+def _channel_mean(per_channel: torch.Tensor, labelled: Optional[torch.Tensor]) -> torch.Tensor:
+    """(N, K) -> scalar: the mean over the labelled channels (all without a mask)."""
+    if labelled is None:
+        return per_channel.mean()
+    return (per_channel * labelled).sum() / labelled.sum().clamp_min(1.0)
+
+
+def heatmap_mse(pred: torch.Tensor, target: torch.Tensor, sigma: float,
+                labelled: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(N, K, h, w) -> scalar: squared error summed per channel over a Gaussian's energy, so the value does not
-    depend on heatmap size or sigma."""
-    return ((pred - target).pow(2).sum(dim=(2, 3)) / _energy(sigma)).mean()
+    depend on heatmap size or sigma. ``labelled`` (N, K): only those channels count (an unlabelled point teaches
+    nothing, neither where it is nor that it is absent)."""
+    return _channel_mean((pred - target).pow(2).sum(dim=(2, 3)) / _energy(sigma), labelled)
 
 
 def focal_heatmap_mse(pred: torch.Tensor, target: torch.Tensor, sigma: float, gamma: float = 2.0,
-                      alpha: float = 4.0) -> torch.Tensor:
+                      alpha: float = 4.0, labelled: Optional[torch.Tensor] = None) -> torch.Tensor:
     """MSE where each pixel is weighted by ``|pred - target|^gamma`` (pixels already right count less, as in focal
-    loss, Lin et al. ICCV 2017) and foreground pixels by ``1 + alpha * target``. Normalised like :func:`heatmap_mse`."""
+    loss, Lin et al. ICCV 2017) and foreground pixels by ``1 + alpha * target``. Normalised and masked like
+    :func:`heatmap_mse`."""
     err = pred - target
     w = err.detach().abs().pow(gamma) * (1.0 + alpha * target)
-    return ((w * err.pow(2)).sum(dim=(2, 3)) / _energy(sigma)).mean()
+    return _channel_mean((w * err.pow(2)).sum(dim=(2, 3)) / _energy(sigma), labelled)
 
 
 def soft_argmax(heatmaps: torch.Tensor, beta: float = 20.0) -> torch.Tensor:
@@ -41,16 +52,21 @@ def coordinate_loss(pred_hm: torch.Tensor, target_xy_hm: torch.Tensor, visible: 
     """Mean Euclidean error of the soft-argmax in heatmap pixels over visible landmarks, divided by the heatmap
     width so its scale is a fraction of the image."""
     xy = soft_argmax(pred_hm, beta)
-    d = torch.linalg.norm(xy - target_xy_hm, dim=-1)
+    # an unlabelled point's target is NaN, and NaN x 0 is NaN: it is taken out before, not by the weight
+    d = torch.linalg.norm(xy - torch.nan_to_num(target_xy_hm), dim=-1)
     return (d * visible).sum() / visible.sum().clamp_min(1.0) / pred_hm.shape[-1]
 
 
 def combined_loss(pred: torch.Tensor, target: torch.Tensor, target_xy_hm: torch.Tensor, visible: torch.Tensor,
-                  sigma: float, focal_weight: float, coord_weight: float, beta: float = 20.0):
-    """Total loss and its parts as floats (for logging)."""
+                  sigma: float, focal_weight: float, coord_weight: float, beta: float = 20.0,
+                  labelled: Optional[torch.Tensor] = None):
+    """Total loss and its parts as floats (for logging). ``labelled`` (N, K): the points the labels give (a blank
+    cell is not); the others are left out of every term."""
     pred = pred.float()
-    mse = heatmap_mse(pred, target, sigma)
-    focal = focal_heatmap_mse(pred, target, sigma) if focal_weight else pred.new_zeros(())
+    mse = heatmap_mse(pred, target, sigma, labelled)
+    focal = focal_heatmap_mse(pred, target, sigma, labelled=labelled) if focal_weight else pred.new_zeros(())
+    if labelled is not None:
+        visible = visible * labelled
     coord = coordinate_loss(pred, target_xy_hm, visible, beta) if coord_weight else pred.new_zeros(())
     total = mse + focal_weight * focal + coord_weight * coord
     return total, {"mse": float(mse.detach()), "focal": float(focal.detach()), "coord": float(coord.detach())}

@@ -12,6 +12,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 from sdk.errors import CephaloError
 
 from .config import VAL_COUNT, LocalConfig
+from .data.readers import missing_per_landmark
 
 _log = logging.getLogger(__name__)
 _LOCAL = LocalConfig()
@@ -20,6 +21,14 @@ Log = Callable[[str], None]
 # What may change when a run is resumed: its length and how it runs, never its recipe.
 RESUMABLE = ("epochs", "threads", "workers", "max_steps_per_epoch")
 
+
+
+def say_gaps(samples, schema, log: Callable[[str], None], what: str = "the loss and the scores") -> None:
+    """Say how many points the labels leave blank, per landmark, and ``what`` they are left out of."""
+    gaps = missing_per_landmark(samples, schema)
+    if gaps:
+        log(f"unlabelled points (blank cells), left out of {what}: "
+            + ", ".join(f"{n} {m}" for n, m in gaps.items()))
 
 def names(text: str) -> Tuple[str, ...]:
     """'a,b,' -> ('a', 'b'): the comma-separated lists of the command line (splits, annotators)."""
@@ -71,7 +80,8 @@ def train_first_stage(data_dir: Path, run_dir: Path, *, preset: str = "high_accu
     else:
         anns = names(annotators)
         tr, va = load_train_val(data_dir, schema, fmt, list(names(split)) or None, anns, cfg.val_count, cfg.seed,
-                                align_annotators)
+                                align_annotators, gaps=True)
+        say_gaps(tr + va, schema, log)
         info = f"{data_dir.name} ({split or 'all'}; {labels_info(anns, align_annotators)})"
     info = f"{info}: {len(tr)} train / {len(va)} val images"
     log(info)
@@ -135,7 +145,9 @@ def train_local(data_dir: Path, run_dir: Path, *, first_model: Optional[Path] = 
     if val_count < 0:
         raise CephaloError(f"--val-count must be >= 0, got {val_count}")
     anns = names(annotators)
-    tr, va = load_train_val(data_dir, sch, fmt, list(names(split)) or None, anns, val_count, seed, align_annotators)
+    tr, va = load_train_val(data_dir, sch, fmt, list(names(split)) or None, anns, val_count, seed, align_annotators,
+                            gaps=True)
+    say_gaps(tr + va, sch, log)
     common = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, aug_processing_p=aug_processing_p,
                   aug_gamma_max=aug_gamma_max)
     if init is not None:
@@ -210,12 +222,15 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, split: str = "test1
     model = model_from_checkpoint(ck)
     anns = names(annotators)
     if split == "val":
-        samples = load_train_val(data_dir, schema, fmt, ["train"], anns, cfg.val_count, cfg.seed)[1]
+        samples = load_train_val(data_dir, schema, fmt, ["train"], anns, cfg.val_count, cfg.seed, gaps=True)[1]
         if not samples:
             raise CephaloError(f"{checkpoint} was trained with no validation images (val_count 0)")
     else:
-        samples = load_folder(data_dir, schema, fmt, list(names(split)) or None, anns)
+        samples = load_folder(data_dir, schema, fmt, list(names(split)) or None, anns, gaps=True)
     cache = ImageCache(cache_dir or default_cache_dir(), cfg.preprocessing)
     m = evaluate(model, samples, cache, list(schema.names), stride=cfg.heatmap_stride, sigma=cfg.sigma,
                  pre=cfg.preprocessing, autocast_dtype=autocast_dtype(cfg, torch.device("cpu")))
+    gaps = missing_per_landmark(samples, schema)
+    if gaps:
+        m["unlabelled_per_landmark"] = gaps
     return m, f"{checkpoint} on {split} ({annotators}), epoch {ck['epoch']}"

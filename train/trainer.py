@@ -147,10 +147,11 @@ class Trainer:
         txy = torch.as_tensor(input_to_heatmap(batch["points"].numpy(), cfg.heatmap_stride),
                               dtype=torch.float32, device=self.device)
         vis = batch["visible"].to(self.device, non_blocking=True)
+        labelled = batch["labelled"].to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             pred = self.model(x)
         loss, parts = combined_loss(pred, target, txy, vis, cfg.sigma, cfg.focal_weight, cfg.coord_weight,
-                                    cfg.softargmax_beta)
+                                    cfg.softargmax_beta, labelled=None if bool(labelled.all()) else labelled)
         return loss, parts, len(x)
 
     def _val_record(self, val: Dict) -> Dict:

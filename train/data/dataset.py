@@ -17,7 +17,8 @@ from .readers import Sample
 
 class LandmarkDataset(Dataset):
     """Items: ``image`` (C, H, W) float32, ``heatmaps`` (K, h, w) float32, ``points`` (K, 2) float32 model-input
-    pixels, ``visible`` (K,) float32 (0 where augmentation pushed a point off the input).
+    pixels, ``visible`` (K,) float32 (0 where augmentation pushed a point off the input), ``labelled`` (K,) float32
+    (0 for a point the labels leave blank: NaN, left out of the loss).
 
     With ``augment=None`` the image is exactly ``sdk.preprocess`` of the file.
     """
@@ -64,12 +65,13 @@ class LandmarkDataset(Dataset):
         h, w = x.shape[1] // self.stride, x.shape[2] // self.stride
         hm_xy = input_to_heatmap(pts, self.stride)
         visible = ((pts[:, 0] >= 0) & (pts[:, 0] <= x.shape[2] - 1) & (pts[:, 1] >= 0) & (pts[:, 1] <= x.shape[1] - 1))
-        target = gaussian_heatmaps(hm_xy, (h, w), self.sigma)
+        target = gaussian_heatmaps(hm_xy, (h, w), self.sigma)     # an unlabelled (NaN) point: an empty channel
         return {
             "image": torch.from_numpy(np.ascontiguousarray(x)),
             "heatmaps": torch.from_numpy(target),
             "points": torch.from_numpy(pts.astype(np.float32)),
             "visible": torch.from_numpy(visible.astype(np.float32)),
+            "labelled": torch.from_numpy(np.isfinite(pts).all(axis=1).astype(np.float32)),
             "index": self._split(i)[1],
         }
 

@@ -30,8 +30,10 @@ def point_offsets(reference: Sequence[Sample], other: Sequence[Sample], ids: Col
 
 
 def annotator_offsets(reference: Sequence[Sample], other: Sequence[Sample], fit_ids: Collection[str]) -> np.ndarray:
-    """(K, 2) mean of ``reference - other`` in mm over the images ``fit_ids``."""
-    return point_offsets(reference, other, fit_ids).mean(axis=0)
+    """(K, 2) mean of ``reference - other`` in mm over the images ``fit_ids`` that both label (0 where none do)."""
+    d = point_offsets(reference, other, fit_ids)
+    both = np.isfinite(d)
+    return np.where(both, d, 0.0).sum(axis=0) / np.maximum(both.sum(axis=0), 1)
 
 
 def aligned_mean(per_annotator: Sequence[Sequence[Sample]], fit_ids: Collection[str]
@@ -52,5 +54,8 @@ def aligned_mean(per_annotator: Sequence[Sequence[Sample]], fit_ids: Collection[
     out = []
     for s in reference:
         moved = [o[s.id].points + off / o[s.id].spacing for o, off in zip(others, offsets)]
-        out.append(replace(s, points=np.mean([s.points] + moved, axis=0)))
+        stack = np.array([s.points] + moved)
+        given = np.isfinite(stack)              # a point an annotator left blank: the others' mean (NaN if none)
+        mean = np.where(given, stack, 0.0).sum(axis=0) / np.where(given.any(axis=0), given.sum(axis=0), np.nan)
+        out.append(replace(s, points=mean))
     return out, offsets

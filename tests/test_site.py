@@ -350,3 +350,20 @@ def test_an_off_ruler_pitch_suggests_the_usual_one():
 
     assert suggested_pitch(1.84 / 1.837) == 1.0 and suggested_pitch(2.0 / 0.8) == 2.5
     assert suggested_pitch(1.84) == 1.84 and suggested_pitch(0.7712) == 0.77
+
+
+def test_the_overlay_names_the_site(tmp_path, readings, monkeypatch):
+    """The overlay's legend says whose conventions the points follow: the site's name for a site profile."""
+    import sdk.draw
+
+    samples, pred = readings
+    planted = np.zeros((ISBI19.k, 2))
+    planted[PORION] = (-0.03, -0.06)
+    path = fit_site("clinic_b", ISBI19.id, ISBI19.names, pred, _planted(pred, planted, 0.5)).save(tmp_path / "b.json")
+    seen = {}
+    real = sdk.draw.draw_landmarks
+    monkeypatch.setattr(sdk.draw, "draw_landmarks", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
+    for site, label in ((path, "labels: site:clinic_b"), (None, "labels: consensus")):
+        det = Detector(backend="onnxruntime", site=site)
+        det.draw(samples[0].image, det(samples[0].image))
+        assert label in [t for t, _ in seen["measurements"]]

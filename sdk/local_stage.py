@@ -231,8 +231,16 @@ class LocalStage:
                              f"model {first_path} takes {tuple(first_meta.input_hw)}")
 
     def run_network(self, x: np.ndarray) -> np.ndarray:
-        """The patch network alone: (K, C, size, size) float32 patches -> (K, K, h, w) heatmaps."""
-        return self._backend.run(np.ascontiguousarray(x, dtype=np.float32))
+        """The patch network alone: (n, C, size, size) float32 patches -> (n, K, h, w) heatmaps. Fewer than K
+        patches (a repair's few) run padded to K: one compiled shape serves every call, where each new batch size
+        would hold a compiled model of its own in memory for the rest of the process."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        n, k = len(x), self.meta.schema.k
+        if 0 < n < k:
+            padded = np.zeros((k,) + x.shape[1:], np.float32)
+            padded[:n] = x
+            return self._backend.run(padded)[:n]
+        return self._backend.run(x)
 
     def fine(self, gray: np.ndarray, lb: Letterbox, reduction: int = 1) -> FineImage:
         """The fine image the Detector cuts patches from (the decoded image itself when close enough in scale)."""

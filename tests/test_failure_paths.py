@@ -1,0 +1,152 @@
+"""The failure paths of the newer features (issue 49): each test fails on a realistic bug that the older tests let
+through. The INT8 gate inside ``convert()`` at the tolerance shipped; every checkpoint the trainer writes under an
+interrupted write, with and without validation; ``adapt``'s cross-validation on labels that hold no convention; and
+repair refusing a confident re-read that the shape check refuses."""
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ISBI_FIX, tiny_config
+
+from sdk import Detector, fit_site
+from sdk.quality import COND_Z, shape_model
+from sdk.repair import ReadingFrame, repair_points
+from sdk.schemas import ISBI19
+from sdk.site import frames
+from train.datasets import load_folder
+
+torch = pytest.importorskip("torch")
+
+
+def _blank_calibration(tmp_path):
+    """An ISBI-layout folder whose images are flat grey: calibrating INT8 ranges on them ruins the model."""
+    d = tmp_path / "flat"
+    shutil.copytree(ISBI_FIX, d)
+    for f in (d / "images").glob("*.jpg"):
+        g = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(f), np.full_like(g, 128))
+    return d
+
+
+@pytest.mark.parametrize("fmt", ["ort_qdq", "int8"])
+def test_convert_refuses_an_int8_model_past_the_shipped_tolerance(tmp_path, tiny_run, fmt):
+    """A real conversion whose INT8 model is ruined (calibrated on flat images) fails inside ``convert()`` at the
+    default tolerance, and leaves no INT8 file; the same model calibrated on the images passes the gate's
+    arithmetic only when the tolerance is opened (so the gate, not the calibration, is what refuses)."""
+    from convert.check import ParityError
+    from convert.pipeline import convert
+
+    out, flat = tmp_path / "out", _blank_calibration(tmp_path)
+    with pytest.raises(ParityError, match="INT8 points move"):
+        convert(tiny_run[0] / "last.pt", out, **{fmt: True}, calib_data=flat,
+                calib_split=None, calib_count=4, check_images=2, progress=False)
+    assert not list(out.glob("*int8*"))
+    rep = convert(tiny_run[0] / "last.pt", tmp_path / "open", **{fmt: True}, calib_data=flat,
+                  calib_split=None, calib_count=4, check_images=2, int8_tol_input_px=1e9, progress=False)
+    key = "ort_qdq" if fmt == "ort_qdq" else "int8"
+    from convert.tolerances import INT8_MEAN_TOL_INPUT_PX
+
+    assert rep["files"][key]["parity"]["mean_point_diff_input_px"] > INT8_MEAN_TOL_INPUT_PX
+
+
+@pytest.mark.parametrize("target", ["last.pt", "best.pt"])
+@pytest.mark.parametrize("validation", [True, False], ids=["with-val", "no-val"])
+def test_every_checkpoint_survives_an_interrupted_write(tmp_path, fixture_samples, monkeypatch, target, validation):
+    """The write of ``target`` dies half-way in epoch 2 (disk full, a kill): ``target`` stays the epoch-1 file,
+    whole and loadable; no partial file is left; the error is not swallowed."""
+    from train.checkpoint import load_checkpoint
+    from train.trainer import Trainer, split_train_val
+
+    cfg = tiny_config(epochs=3, max_steps_per_epoch=1, val_count=2 if validation else 0)
+    tr, va = split_train_val(fixture_samples[:6], cfg.val_count, cfg.seed)
+    t = Trainer(cfg, tr, va, tmp_path / "run", cache_dir=tmp_path / "cache")
+    t.fit(progress=False, stop_after=1)
+    run = tmp_path / "run"
+    before = load_checkpoint(run / target) if target == "last.pt" else torch.load(run / target, weights_only=True)
+    assert before["epoch"] == 1
+    real_save = torch.save
+
+    def dies_on_target(obj, f, *a, **kw):
+        if str(f).rsplit("/", 1)[-1].startswith(target):
+            real_save({"partial": True}, f)          # some bytes reach the temporary file, then the write dies
+            raise OSError("No space left on device")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", dies_on_target)
+    t.best_mre = float("inf")         # best.pt is written when validation improves (or there is none): it will
+    with pytest.raises(OSError, match="No space"):
+        t.fit(progress=False, stop_after=1)
+    monkeypatch.setattr(torch, "save", real_save)
+    after = torch.load(run / target, weights_only=True)
+    assert after["epoch"] == 1 and "partial" not in after
+    assert not [f for f in run.iterdir() if f.suffix == ".tmp"]
+    assert load_checkpoint(run / "last.pt")["epoch"] in (1, 2)
+
+
+@pytest.fixture(scope="module")
+def readings():
+    samples = load_folder(ISBI_FIX, ISBI19)
+    det = Detector(backend="onnxruntime")
+    return samples, np.stack([det(s.image).xy for s in samples])
+
+
+def _skulls(pred, n=40, seed=0):
+    """``n`` readings: the fixture's, each moved and turned a little (other skulls, the same shapes)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        p = pred[i % len(pred)]
+        a = rng.normal(0, 0.05)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        out.append((p - p.mean(0)) @ rot.T * rng.uniform(0.95, 1.05) + p.mean(0) + rng.normal(0, 5, 2))
+    return np.stack(out)
+
+
+def test_adapts_cross_validation_finds_no_gain_in_pure_noise(readings):
+    """Labels that are the model's points plus noise hold no convention: the cross-validated error after must not
+    beat the error before (a held-out image leaking into its own profile would show as a gain). A planted
+    convention under the same noise is still found."""
+    _, pred0 = readings
+    pred = _skulls(pred0)
+    rng = np.random.default_rng(1)
+    mm = np.full(len(pred), 0.4)
+    noise = rng.normal(0, 2.0 / 0.4, pred.shape)                 # 2 mm a coordinate, no offset
+    rep = fit_site("noise", ISBI19.id, ISBI19.names, pred, pred + noise, mm).report
+    assert rep["after_cv"]["mre_mm"] >= rep["before"]["mre_mm"] - 1e-9, rep
+    planted = np.zeros((ISBI19.k, 2))
+    planted[ISBI19.names.index("porion")] = (-0.03, -0.06)
+    _, rot, length = frames(pred, ISBI19.names)
+    shift = np.einsum("nji,kj->nki", rot, planted) * length[:, None, None]
+    rep = fit_site("real", ISBI19.id, ISBI19.names, pred, pred + shift + noise, mm).report
+    before, after = rep["per_landmark_mm"]["porion"]
+    assert after < before - 1.0 and rep["after_cv"]["mre_mm"] < rep["before"]["mre_mm"], rep
+
+
+class _ConfidentlyWrong:
+    """A local stage that finds every re-read point 25 mm from where the shape puts it, with a full peak."""
+
+    def __init__(self, spacing):
+        self.away = 25.0 / spacing
+
+    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None):
+        return np.asarray(xy, float) + np.array([self.away, 0.0]), np.ones(len(landmarks))
+
+
+def test_repair_refuses_a_confident_re_read_the_shape_refuses(readings):
+    samples, pred = readings
+    det = Detector(backend="onnxruntime")
+    s = samples[0]
+    _, lb, loaded = det.preprocess(s.image)
+    model = shape_model(ISBI19.id, ISBI19.names)
+    k = ISBI19.names.index("gonion")
+    moved = pred[0].copy()
+    moved[k] += np.array([0.6, -0.8]) * 30.0 / s.spacing
+    implausible = model.conditional_z(moved) > COND_Z
+    assert implausible[k]
+    frame = ReadingFrame(loaded.gray, lb, loaded.reduction, np.zeros(2))
+    rep = repair_points(moved, implausible, _ConfidentlyWrong(s.spacing), frame, model, COND_Z)
+    assert not rep.repaired[k] and np.array_equal(rep.xy[k], moved[k])     # stays where it was, flagged
+    good = repair_points(moved, implausible, det.local, frame, model, COND_Z)
+    assert good.repaired[k]                                                  # the real local stage mends it
+

@@ -68,7 +68,8 @@ for _cmd in train_commands.COMMANDS + build_commands.COMMANDS:
               help="Also append every image's record (result or error) to this JSON Lines file.")
 @click.option("-r", "--recursive", is_flag=True, help="Read folders' sub-folders too ('**' in patterns).")
 @click.option("--skip-done", is_flag=True,
-              help="Skip images whose JSON in --out is complete (resume an interrupted run).")
+              help="Skip images whose JSON in --out is complete (resume an interrupted run); with --store, "
+                   "also stored (<name>.stored.json says where).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal, >= 10 images).")
 @click.option("--strict", is_flag=True, help="Exit with 3 also when a result only has landmarks to check.")
 @click.option("--fast-decode/--full-decode", default=True, show_default=True,
@@ -78,7 +79,8 @@ for _cmd in train_commands.COMMANDS + build_commands.COMMANDS:
 @site_option
 @spacing_sources
 @porion_option
-@click.option("--dicom-sr", is_flag=True, help="Also write <name>.sr.dcm (a DICOM Structured Report) and "
+@click.option("--dicom-sr", is_flag=True, help="Also write <name>.sr.dcm (a DICOM Structured Report), <name>.gsps.dcm "
+              "(a presentation state: the tracing as graphics a PACS viewer draws over the image) and "
               "<name>.tracing.dcm (the overlay as a DICOM image) in the image's study (needs --out and the 'pacs' "
               "extra).")
 @click.option("--store", "store_url", default=None, metavar="URL",

@@ -203,8 +203,9 @@ class Pacs:
 
 
 class DicomOutputs:
-    """For ``cephalo predict``: the report and tracing of each result, written as ``<name>.sr.dcm`` and
-    ``<name>.tracing.dcm`` (``<name>.image.dcm`` too when the input was not DICOM), and the objects to store."""
+    """For ``cephalo predict``: the report, presentation state and tracing of each result, written as
+    ``<name>.sr.dcm``, ``<name>.gsps.dcm`` and ``<name>.tracing.dcm`` (``<name>.image.dcm`` too when the input was
+    not DICOM, the image the others refer to), and the objects to store."""
 
     def __init__(self, det, analyses: Optional[Sequence[str]] = None):
         from sdk.dicom_sr import require_pacs
@@ -215,6 +216,7 @@ class DicomOutputs:
 
     def __call__(self, path: Path, res, base: Optional[Path]) -> Tuple[List[Path], list]:
         """(the files written beside ``base``, the pydicom datasets made)."""
+        from sdk.dicom_gsps import presentation_state
         from sdk.dicom_sr import measurement_report, source_dataset, tracing_image
         from sdk.image_io import load_image
 
@@ -224,7 +226,8 @@ class DicomOutputs:
                                       spacing_source=res.spacing_source)
         sr = measurement_report(res, source, self.model)
         tracing = tracing_image(self.det.draw(gray, res, self.analyses), source, self.model, res.labels)
-        objects = ([("image", source)] if made else []) + [("sr", sr), ("tracing", tracing)]
+        gsps = presentation_state(res, source, self.model, self.analyses)
+        objects = ([("image", source)] if made else []) + [("sr", sr), ("gsps", gsps), ("tracing", tracing)]
         written = []
         if base is not None:
             for suffix, ds in objects:

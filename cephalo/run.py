@@ -154,6 +154,18 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _store_mark(base: Path) -> Path:
+    return base.with_name(base.name + ".stored.json")
+
+
+def _stored(base: Path, url: str) -> bool:
+    """Whether this image's DICOM outputs reached ``url`` in an earlier run (its mark says so)."""
+    try:
+        return json.loads(_store_mark(base).read_text(encoding="utf-8")).get("url") == url
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _done(json_path: Path) -> bool:
     try:
         return json.loads(json_path.read_text(encoding="utf-8")).get("status") in ("ok", "check", "flagged")
@@ -228,7 +240,8 @@ def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing=None
         base = out_dir / keys[path] if out_dir is not None else None
         json_path = base.with_name(base.name + ".json") if base is not None else None
         todo.append((path, keys[path], base, json_path,
-                     skip_done and json_path is not None and _done(json_path)))
+                     skip_done and json_path is not None and _done(json_path)
+                     and (pacs is None or _stored(base, pacs.url))))
     spacings = spacing if isinstance(spacing, list) else [spacing] * len(files)    # one, or one per file
     results = det.stream([t[0] for t in todo if not t[4]], [s for s, t in zip(spacings, todo) if not t[4]],
                          workers=workers)
@@ -271,8 +284,13 @@ def run_images(det, files: Sequence[Path], out_dir: Optional[Path], spacing=None
         if pacs is not None and more is not None and out.status != "failed":
             try:                 # after the image's own files: a store never costs the results
                 pacs.send(objects)
+                if base is not None:        # what a resumed run (--skip-done) needs not send again
+                    _write_atomic(_store_mark(base), json.dumps({"url": pacs.url, "instances": [
+                        str(ds.SOPInstanceUID) for ds in objects]}))
             except CephaloError as e:
                 out.store_error = str(e)
+            except OSError as e:
+                out.store_error = f"stored, but the mark of it cannot be written ({e})"
         yield out
 
 

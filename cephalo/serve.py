@@ -4,7 +4,8 @@
                                        ``file`` holds them (``curl -F file=@x.jpg``, a browser form) -> the CLI's
                                        JSON record
     POST /v1/overlay[?spacing=0.1]     the same body -> the overlay PNG (points, legend, flags)
-    (POST /v1/landmarks with ``Accept: application/dicom``: the DICOM Structured Report instead of the JSON)
+    (POST /v1/landmarks with ``Accept: application/dicom``: the DICOM Structured Report instead of the JSON;
+     with ``?dicom=gsps`` the presentation state that draws the tracing over the image)
     GET  /v1/model                     the model's metadata and measured accuracy (file names, not server paths)
     GET  /health                       {"status": "ok"}
     GET  /                             the page: drop an image, see the tracing, the landmarks and measurements
@@ -130,11 +131,14 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
                 png = await loop.run_in_executor(pool, lambda: _overlay_png(det, data, res))
                 return Response(png, media_type="image/png", headers={"X-Request-Id": rid})
             if "application/dicom" in request.headers.get("accept", ""):
+                kind = request.query_params.get("dicom", "sr")
+                if kind not in DICOM_OBJECTS:
+                    raise Refused(400, f"dicom={kind!r}: choose {' or '.join(DICOM_OBJECTS)}")
                 try:
-                    sr, source_uid = await loop.run_in_executor(pool, lambda: _dicom_sr(det, data, res))
+                    obj, source_uid = await loop.run_in_executor(pool, lambda: _dicom_object(det, data, res, kind))
                 except CephaloError as e:
                     raise Refused(406, str(e)) from None
-                return Response(sr, media_type="application/dicom",
+                return Response(obj, media_type="application/dicom",
                                 headers={"X-Request-Id": rid, "X-Source-SOP-Instance-UID": source_uid})
             return JSONResponse(record, headers={"X-Request-Id": rid})
 
@@ -257,16 +261,22 @@ def status_of(e: BaseException) -> Optional[int]:
     return None
 
 
-def _dicom_sr(det, data: bytes, res):
-    """The result's DICOM SR (bytes) and the SOP Instance UID of the image it references (the upload itself, or
-    for a JPEG/PNG the Secondary Capture that ``cephalo predict --dicom-sr`` would write beside it)."""
+DICOM_OBJECTS = ("sr", "gsps")      # ?dicom= with Accept: application/dicom: the report, or the presentation state
 
+
+def _dicom_object(det, data: bytes, res, kind: str = "sr"):
+    """The result's DICOM SR or GSPS (bytes) and the SOP Instance UID of the image it references (the upload
+    itself, or for a JPEG/PNG the Secondary Capture that ``cephalo predict --dicom-sr`` would write beside it)."""
+
+    from sdk.dicom_gsps import presentation_state
     from sdk.dicom_sr import measurement_report, source_dataset
     from sdk.image_io import load_image
 
-    source, _ = source_dataset(data, load_image(data).gray)
+    source, _ = source_dataset(data, load_image(data).gray, spacing=res.spacing, spacing_source=res.spacing_source)
+    model = Path(det.model_path).name
+    obj = measurement_report(res, source, model) if kind == "sr" else presentation_state(res, source, model)
     buf = io.BytesIO()
-    measurement_report(res, source, Path(det.model_path).name).save_as(buf, enforce_file_format=True)
+    obj.save_as(buf, enforce_file_format=True)
     return buf.getvalue(), str(source.SOPInstanceUID)
 
 

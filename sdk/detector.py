@@ -518,17 +518,9 @@ class Detector:
         of the landmark names and of the measurements (value, norm, ISBI class; '(check)' when a landmark it uses
         is flagged)."""
         from .draw import draw_landmarks
-        from .measurements import TRACING
+        from .tracing import tracing
 
-        meas = result.measurements(analyses)
-        index = {n: i for i, n in enumerate(result.names)}
-        lines = sorted({tuple(sorted((index[a], index[b]))) for k, e in meas.items() for a, b in
-                        _pairs(TRACING.get(k, ()), result) if a in index and b in index})
-        text = [(_measurement_line(k, e), e["doubtful"]) for k, e in meas.items()]
-        if result.is_cephalogram:       # where the millimetres come from, or that they are missing
-            text.append((f"spacing {result.spacing:.4f} mm/px ({result.spacing_source})" if result.spacing
-                         else "no spacing: no mm (--spacing, DICOM or --ruler-mm)", result.spacing is None))
-            text.append((f"labels: {result.labels}", False))     # whose conventions: the model's, or a site's
+        lines, text = tracing(result, analyses)
         ruler = None if result.ruler is None else np.array([result.ruler["p1"], result.ruler["p2"]])
         rods = None
         if result.ear_rods is not None:
@@ -537,27 +529,6 @@ class Detector:
         return draw_landmarks(load_image(image).gray, result.xy, names=result.names, flagged=result.flagged,
                               lines=lines, measurements=text, repaired=np.array(result.repaired, bool),
                               first_reading=result.first_reading, ruler=ruler, ear_rods=rods)
-
-
-def _pairs(pairs, result: Landmarks):
-    """Landmark pairs of a tracing, in the result's own names (schema aliases resolved)."""
-    schema = result._schema()
-    for a, b in pairs:
-        try:
-            yield result.names[schema.index(a)], result.names[schema.index(b)]
-        except KeyError:
-            continue
-
-
-def _measurement_line(name: str, e: Dict) -> str:
-    unit = {"deg": " deg", "mm": " mm", "ratio": ""}[e["unit"]]
-    fmt = "{:.2f}" if e["unit"] == "ratio" else "{:.1f}"
-    # The ISBI class is decided by its own band, not by the textbook norm beside it: show the band with the class.
-    # (OpenCV's fonts have no plus-minus sign, hence "sd".)
-    cls = f"  ISBI {e['isbi_class']} {e['isbi_class_meaning']} ({e['isbi_band']})" if "isbi_class" in e else ""
-    porion = f"  [porion: {e['porion']}]" if e.get("porion", "anatomical") != "anatomical" else ""
-    return (f"{name} {fmt.format(e['value'])}{unit} (norm {fmt.format(e['norm_mean'])} sd {fmt.format(e['norm_sd'])})"
-            f"{cls}{porion}" + ("  (check)" if e["doubtful"] else ""))
 
 
 NO_MACHINE_PORION = "no ear rod found: not machine porion"

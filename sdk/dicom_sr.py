@@ -29,6 +29,9 @@ MACHINE_PORION = "machine_porion"
 MANUFACTURER = "cephalo"
 UNITS = {"deg": ("deg", "degree"), "mm": ("mm", "millimeter"), "ratio": ("1", "no units"), "%": ("%", "percent")}
 HALF = 0.5
+# A converted image has no patient: its name says so (a presentation state with an empty name is refused by
+# checkers such as dcmtk's dcmpschk), its ID stays empty for the PACS to fill.
+UNKNOWN_PATIENT = "UNKNOWN^"
 
 
 def require_pacs():
@@ -83,7 +86,7 @@ def source_dataset(data: bytes, gray: np.ndarray, facing_left: bool = False, spa
                        bits_allocated=8, coordinate_system="PATIENT", study_instance_uid=uid(digest, "study"),
                        series_instance_uid=uid(digest, "source series"), series_number=1,
                        sop_instance_uid=uid(digest, "source"), instance_number=1, manufacturer=MANUFACTURER,
-                       patient_id="", patient_name="", patient_orientation=("P" if facing_left else "A", "F"),
+                       patient_id="", patient_name=UNKNOWN_PATIENT, patient_orientation=("P" if facing_left else "A", "F"),
                        series_description="cephalogram (converted for its report)")
     ds.BodyPartExamined = "HEAD"                # not a paired part: no laterality is owed (General Series)
     if spacing is not None:

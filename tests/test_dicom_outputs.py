@@ -59,6 +59,16 @@ def test_service_answers_a_dicom_sr_when_asked(tmp_path):
         js = c.post("/v1/landmarks", content=IMG.read_bytes()).json()
         assert max(abs(points[lm["name"]][0] - lm["x"]) for lm in js["landmarks"]) < 0.01
         assert r.headers["x-source-sop-instance-uid"]
+        g = c.post("/v1/landmarks?dicom=gsps", content=IMG.read_bytes(), headers={"accept": "application/dicom"})
+        from sdk.dicom_gsps import read_points
+
+        ps = pydicom.dcmread(io.BytesIO(g.content))
+        drawn, _ = read_points(ps)
+        assert g.status_code == 200 and ps.Modality == "PR"
+        assert max(abs(drawn[i + 1][0] - lm["x"]) for i, lm in enumerate(js["landmarks"])) < 0.01
+        assert g.headers["x-source-sop-instance-uid"] == r.headers["x-source-sop-instance-uid"]
+        bad = c.post("/v1/landmarks?dicom=png", content=IMG.read_bytes(), headers={"accept": "application/dicom"})
+        assert bad.status_code == 400 and "sr or gsps" in bad.json()["error"]
 
 
 def _main():
@@ -141,7 +151,7 @@ def test_odd_answers_of_a_dicomweb_server(tmp_path):
     try:
         r = CliRunner().invoke(_main(), ["predict", str(_batch(tmp_path, 2)), "--out", str(tmp_path / "o"),
                                          "--dicom-sr", "--store", url, "--backend", "onnxruntime"])
-        assert r.exit_code == 0 and "stored 6 instance(s) of 2 image(s)" in r.output, r.output
+        assert r.exit_code == 0 and "stored 8 instance(s) of 2 image(s)" in r.output, r.output
         assert len(posts) == 2 and "Traceback" not in r.output
     finally:
         srv.shutdown()
@@ -150,7 +160,7 @@ def test_odd_answers_of_a_dicomweb_server(tmp_path):
     try:
         r = CliRunner().invoke(_main(), ["predict", str(tmp_path / "in"), "--out", str(tmp_path / "o2"),
                                          "--dicom-sr", "--store", url, "--backend", "onnxruntime"])
-        assert r.exit_code == 1 and r.output.count("refused 2 of 3 instances (HTTP 409)") == 2, r.output
+        assert r.exit_code == 1 and r.output.count("refused 2 of 4 instances (HTTP 409)") == 2, r.output
         assert len(list((tmp_path / "o2").glob("*.json"))) == 2 and len(posts) == 2
     finally:
         srv.shutdown()
@@ -186,3 +196,71 @@ def test_bad_store_urls_are_refused_before_any_image(tmp_path):
     for url in ("ftp://x", "dicom://127.0.0.1:104", "dicom://AE@host:notaport"):
         r = CliRunner().invoke(_main(), ["predict", str(IMG), "--store", url, "--backend", "onnxruntime"])
         assert r.exit_code == 1 and "dicom://AET@host:port" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_the_presentation_state_is_drawn_where_the_landmarks_are(tmp_path):
+    """``predict --dicom-sr`` writes a GSPS over the converted image: its points (read back from the file) sit on
+    the JSON's 19 landmarks within 1 px of the referenced image; dcmtk's dcmpschk passes it, dcmp2pgm renders the
+    image through it, dciodvfy finds no error; a DICOM input keeps its window in the state."""
+    import shutil
+    import subprocess
+
+    import pydicom
+
+    from sdk.dicom_gsps import LAYERS, read_points
+
+    out = tmp_path / "o"
+    r = CliRunner().invoke(_main(), ["predict", str(IMG), "--spacing", "0.4", "--out", str(out), "--dicom-sr",
+                                     "--backend", "onnxruntime"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "151.json").read_text())
+    ps, image = pydicom.dcmread(out / "151.gsps.dcm"), pydicom.dcmread(out / "151.image.dcm")
+    assert ps.SOPClassUID == "1.2.840.10008.5.1.4.1.1.11.1" and ps.Modality == "PR"
+    assert ps.StudyInstanceUID == image.StudyInstanceUID and str(ps.PatientName) == str(image.PatientName) != ""
+    ref = ps.ReferencedSeriesSequence[0].ReferencedImageSequence[0]
+    assert ref.ReferencedSOPInstanceUID == image.SOPInstanceUID
+    points, layers = read_points(ps)
+    assert {"LANDMARKS", "TRACING", "MEASUREMENTS"} <= set(layers) <= set(LAYERS)
+    assert sorted(points) == list(range(1, 20))
+    for i, lm in enumerate(rec["landmarks"]):
+        assert abs(points[i + 1][0] - lm["x"]) < 1 and abs(points[i + 1][1] - lm["y"]) < 1
+    texts = [t.UnformattedTextValue for a in ps.GraphicAnnotationSequence if a.GraphicLayer == "MEASUREMENTS"
+             for t in a.TextObjectSequence]
+    assert any(t.startswith("SNA ") for t in texts) and "labels: consensus" in texts and any("caller" in t for t in texts)
+    for tool in ("dcmpschk", "dcmp2pgm", "dciodvfy"):
+        assert shutil.which(tool), f"{tool} is not installed (Debian: dcmtk, dicom3tools)"
+    check = subprocess.run(["dcmpschk", str(out / "151.gsps.dcm")], capture_output=True, text=True)
+    assert check.returncode == 0 and "Test failed" not in check.stdout + check.stderr, check.stdout + check.stderr
+    pgm = tmp_path / "rendered.pgm"
+    render = subprocess.run(["dcmp2pgm", "-p", str(out / "151.gsps.dcm"), str(out / "151.image.dcm"), str(pgm)],
+                            capture_output=True, text=True)
+    assert render.returncode == 0 and pgm.stat().st_size > int(image.Rows) * int(image.Columns), render.stderr
+    check = subprocess.run(["dciodvfy", str(out / "151.gsps.dcm")], capture_output=True, text=True)
+    assert not [ln for ln in (check.stdout + check.stderr).splitlines() if ln.startswith("Error")], check.stderr
+    again = CliRunner().invoke(_main(), ["predict", str(IMG), "--spacing", "0.4", "--out", str(tmp_path / "p"),
+                                         "--dicom-sr", "--backend", "onnxruntime"])
+    assert again.exit_code == 0
+    assert pydicom.dcmread(tmp_path / "p" / "151.gsps.dcm").SOPInstanceUID == ps.SOPInstanceUID   # replaces
+
+
+def test_a_dicom_inputs_window_is_the_states(tmp_path):
+    import cv2
+    import pydicom
+    from conftest import dicom_bytes
+
+    from sdk import Detector
+    from sdk.dicom_gsps import presentation_state
+
+    g = cv2.imread(str(IMG), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 16
+    src = tmp_path / "c.dcm"
+    src.write_bytes(dicom_bytes(g, ImagerPixelSpacing=[0.4, 0.4], WindowCenter=2000, WindowWidth=3000))
+    from sdk.dicom_sr import source_dataset
+    from sdk.image_io import load_image
+
+    res = Detector(backend="onnxruntime")(src)
+    data = src.read_bytes()
+    source, made = source_dataset(data, load_image(data).gray)
+    assert not made and "WindowCenter" in pydicom.dcmread(src)
+    ps = presentation_state(res, source, "m.onnx")
+    voi = ps.SoftcopyVOILUTSequence[0]
+    assert float(voi.WindowCenter) == 2000 and float(voi.WindowWidth) == 3000

@@ -95,7 +95,17 @@ def test_jpeg_result_stored_by_stow_and_read_back(orthanc, tmp_path, img):
     local = pydicom.dcmread(out / "151.sr.dcm")
     assert local.PatientID == "" and local.Modality == "SR"
     sr, series = _series_sr(orthanc, local.StudyInstanceUID)
-    assert {"SR", "OT"} <= set(series) and len(series["OT"]) == 2          # the converted image and the tracing
+    assert {"SR", "OT", "PR"} <= set(series) and len(series["OT"]) == 2    # the converted image and the tracing
+    import pydicom as _pd
+    from dicomweb_client.api import DICOMwebClient
+
+    local_ps = _pd.dcmread(out / "151.gsps.dcm")
+    pr = series["PR"][0]
+    back = DICOMwebClient(url=orthanc["dicomweb"]).retrieve_instance(local.StudyInstanceUID, pr.SeriesInstanceUID,
+                                                                    pr.SOPInstanceUID)
+    for tag in ("GraphicAnnotationSequence", "GraphicLayerSequence", "ReferencedSeriesSequence", "SOPInstanceUID",
+                "PatientName", "ContentLabel"):
+        assert back[tag] == local_ps[tag], tag                           # the state survives the round trip
     points, values = read_report(sr)
     want = {lm["name"]: (lm["x"], lm["y"]) for lm in rec["landmarks"]}
     if rec["ear_rods"] is not None:         # the ear rods' top travels as a point of its own
@@ -158,16 +168,16 @@ def test_many_stores_never_lose_or_duplicate_and_a_killed_run_resumes(orthanc, t
     proc = subprocess.Popen([sys.executable, "-m", "cephalo", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     for _ in range(1200):                      # kill it once a third has been stored
-        if len(_instances(orthanc)) - before >= 50 or proc.poll() is not None:
+        if len(_instances(orthanc)) - before >= 70 or proc.poll() is not None:
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    assert len(_instances(orthanc)) - before < 150                        # killed before the end
+    assert len(_instances(orthanc)) - before < 200                        # killed before the end
     r = CliRunner().invoke(main, args + ["--skip-done"])
     assert r.exit_code in (0, 3), r.output
     after = len(_instances(orthanc))
-    assert after - before == 150                                          # image, SR and tracing of each, once
+    assert after - before == 200                                   # image, SR, GSPS and tracing of each, once
     r = CliRunner().invoke(main, args)                                    # everything again: replaced, not copied
     assert r.exit_code in (0, 3) and len(_instances(orthanc)) == after
 
@@ -189,14 +199,14 @@ def test_a_run_stores_what_an_earlier_one_could_not(orthanc, tmp_path):
     uids = {str(pydicom.dcmread(f).SOPInstanceUID) for f in out.glob("*.dcm")}
     before = set(_instances(orthanc))
     r = CliRunner().invoke(main, ["store", str(out), orthanc["dicomweb"]])
-    assert r.exit_code == 0 and "stored 3 instance(s) of 1 image(s)" in r.output, r.output
-    assert len(set(_instances(orthanc)) - before) <= 3
+    assert r.exit_code == 0 and "stored 4 instance(s) of 1 image(s)" in r.output, r.output
+    assert len(set(_instances(orthanc)) - before) <= 4
     held = {_get(orthanc["rest"] + f"/instances/{i}/simplified-tags")["SOPInstanceUID"]
             for i in _instances(orthanc)}
     assert uids <= held
     for url in (orthanc["dicomweb"], orthanc["dicom"]):
         r = CliRunner().invoke(main, ["store", str(out), url])
-        assert r.exit_code == 0 and "3 already there" in r.output and "stored 0" in r.output, (url, r.output)
+        assert r.exit_code == 0 and "4 already there" in r.output and "stored 0" in r.output, (url, r.output)
     (out / "junk.dcm").write_bytes(b"not dicom")
     r = CliRunner().invoke(main, ["store", str(out), orthanc["dicomweb"]])
     assert r.exit_code == 1 and "junk.dcm: not a readable DICOM file" in r.output

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -298,6 +299,63 @@ def serve(model, backend, host, port, workers, max_upload_mb, queue, labels, sit
     click.echo(f"serving {det.model_path.name} ({det.info['backend']}, {det.labels} labels, {n} worker(s)) on "
                f"http://{host}:{port}/", err=True)
     run(det, host, port, n, Limits(int(max_upload_mb * 2**20), queue))
+
+
+@main.command()
+@click.option("--port", type=int, default=11112, show_default=True, help="The DICOM port to listen on.")
+@click.option("--ae-title", default="CEPHALO", show_default=True, help="This node's AE title.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--store", "store_url", required=True, metavar="URL",
+              help="Where the results go: a DICOMweb URL or dicom://AET@host:port (the sending PACS, say).")
+@click.option("--spool", type=click.Path(path_type=Path, file_okay=False), default=Path("cephalo-spool"),
+              show_default=True, help="Received instances wait here until their results are stored.")
+@click.option("--max-associations", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--queue", type=click.IntRange(1, 100000), default=64, show_default=True,
+              help="Instances that may wait; beyond, a C-STORE is answered 'out of resources' (the sender retries).")
+@click.option("--store-timeout", type=Finite(1.0, 600.0), default=default_of(Pacs, "budget_s"), show_default=True)
+@model_option
+@click.option("--backend", type=click.Choice(["auto", "openvino", "onnxruntime"]), default="auto")
+@analysis_option
+@labels_option
+@site_option
+@spacing_sources
+@porion_option
+def listen(port, ae_title, host, store_url, spool, max_associations, queue, store_timeout, model, backend, analysis,
+           labels, site, ruler_mm, magnification, porion):
+    """A DICOM node: images a PACS or modality sends here (C-STORE) are read, and their SR, presentation state
+    and tracing are stored at --store, in the image's study. Runs until interrupted; a restart finishes what was
+    received. Needs the 'pacs' extra."""
+    import signal
+
+    from sdk import Detector
+    from sdk.dicom_sr import require_pacs
+
+    from .listen import Listener
+
+    require_pacs()
+    site = site_given(site, labels)
+    check_convention(site, model)
+    det = Detector(model, backend=backend, site=site, ruler_mm=ruler_mm, magnification=magnification, porion=porion)
+    node = Listener(det, spool, store_url, ae_title, port, host, max_associations, queue, analysis, store_timeout)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    node.start()
+    click.echo(f"listening as {ae_title} on {host}:{port} ({det.model_path.name}, {det.labels} labels); results to "
+               f"{store_url}; spool {spool}", err=True)
+    done.wait()
+    node.stop()
+
+
+@main.command("listen-status")
+@click.argument("spool", type=click.Path(path_type=Path, exists=True, file_okay=False))
+def listen_status(spool):
+    """What a listener's spool holds (waiting, done, refused) and whether the listener is alive; exit 1 when not."""
+    from .listen import status_of
+
+    st = status_of(spool)
+    click.echo(json.dumps(st))
+    sys.exit(0 if st["alive"] else 1)
 
 
 @main.command()

@@ -37,9 +37,17 @@ def presentation_state(res, source, model: str, analyses: Optional[Sequence[str]
     graphics: Dict[str, List] = {name: [] for name in LAYERS}
     texts: Dict[str, List] = {name: [] for name in LAYERS}
     xy = np.asarray(res.xy, np.float64) + HALF
+    cols, rows = float(source.Columns), float(source.Rows)
+
+    def inside(p: np.ndarray) -> bool:      # a graphic must lie on the image (PS3.3 C.10.5.1.2)
+        p = np.asarray(p, np.float64).reshape(-1, 2)
+        return bool(np.isfinite(p).all() and (p[:, 0] >= 0).all() and (p[:, 0] <= cols).all()
+                    and (p[:, 1] >= 0).all() and (p[:, 1] <= rows).all())
+
     doubtful = np.asarray(res.flagged, bool) | np.asarray(res.repaired or np.zeros(len(xy), bool), bool)
+    outside = [i for i in range(len(xy)) if not inside(xy[i])]
     for i, (x, y) in enumerate(xy):
-        if not np.isfinite([x, y]).all():
+        if i in outside:
             continue
         layer = "DOUBTFUL" if doubtful[i] else "LANDMARKS"
         graphics[layer].append(_point(hd, x, y))
@@ -47,23 +55,29 @@ def presentation_state(res, source, model: str, analyses: Optional[Sequence[str]
                                              anchor_point_visible=True))
     lines, text = tracing(res, analyses)
     for a, b in lines:
-        if np.isfinite(xy[[a, b]]).all():
+        if inside(xy[[a, b]]):
             graphics["TRACING"].append(hd.pr.GraphicObject("POLYLINE", xy[[a, b]], units="PIXEL"))
     if res.ruler is not None:
         ends = np.array([res.ruler["p1"], res.ruler["p2"]], np.float64) + HALF
-        graphics["RULER"].append(hd.pr.GraphicObject("POLYLINE", ends, units="PIXEL"))
-        for name, (x, y) in zip(("P1", "P2"), ends):
-            texts["RULER"].append(hd.pr.TextObject(name, units="PIXEL", anchor_point=(float(x), float(y))))
+        if inside(ends):
+            graphics["RULER"].append(hd.pr.GraphicObject("POLYLINE", ends, units="PIXEL"))
+            for name, (x, y) in zip(("P1", "P2"), ends):
+                texts["RULER"].append(hd.pr.TextObject(name, units="PIXEL", anchor_point=(float(x), float(y))))
     if res.ear_rods is not None:
         rings, mp = res.ear_rods.drawn()
         for cx, cy, r in rings:
             t = np.linspace(0, 2 * np.pi, RING_POINTS + 1)
             ring = np.c_[cx + HALF + r * np.cos(t), cy + HALF + r * np.sin(t)]
-            graphics["EAR RODS"].append(hd.pr.GraphicObject("POLYLINE", ring, units="PIXEL"))
+            if inside(ring):
+                graphics["EAR RODS"].append(hd.pr.GraphicObject("POLYLINE", ring, units="PIXEL"))
         x, y = np.asarray(mp, np.float64) + HALF
-        graphics["EAR RODS"].append(_point(hd, x, y))
-        texts["EAR RODS"].append(hd.pr.TextObject("MPo", units="PIXEL", anchor_point=(float(x), float(y))))
-    texts["MEASUREMENTS"] = _text_block(hd, [t for t, _ in text], source)
+        if inside((x, y)):
+            graphics["EAR RODS"].append(_point(hd, x, y))
+            texts["EAR RODS"].append(hd.pr.TextObject("MPo", units="PIXEL", anchor_point=(float(x), float(y))))
+    lines_text = [t for t, _ in text]
+    if outside:
+        lines_text.insert(0, f"not drawn, outside the image: {', '.join(str(i + 1) for i in outside)}")
+    texts["MEASUREMENTS"] = _text_block(hd, lines_text, source)
     refs = [source]
     annotations = [hd.pr.GraphicAnnotation(referenced_images=refs, graphic_layer=layers[name],
                                            graphic_objects=graphics[name] or None, text_objects=texts[name] or None)

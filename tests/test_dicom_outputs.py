@@ -264,3 +264,26 @@ def test_a_dicom_inputs_window_is_the_states(tmp_path):
     ps = presentation_state(res, source, "m.onnx")
     voi = ps.SoftcopyVOILUTSequence[0]
     assert float(voi.WindowCenter) == 2000 and float(voi.WindowWidth) == 3000
+
+
+def test_points_outside_the_image_are_said_not_drawn():
+    """A flagged reading with a landmark beyond the image's edge still gets its state: that point is left out of
+    the graphics (which must lie on the image) and the text says which."""
+    from dataclasses import replace
+
+    from sdk import Detector
+    from sdk.dicom_gsps import presentation_state, read_points
+    from sdk.dicom_sr import source_dataset
+    from sdk.image_io import load_image
+
+    data = IMG.read_bytes()
+    res = Detector(backend="onnxruntime")(IMG)
+    xy = res.xy.copy()
+    xy[4] = (-30.0, 50.0)
+    source, _ = source_dataset(data, load_image(data).gray)
+    ps = presentation_state(replace(res, xy=xy), source, "m.onnx")
+    points, _ = read_points(ps)
+    assert 5 not in points and len(points) == 18
+    texts = [t.UnformattedTextValue for a in ps.GraphicAnnotationSequence if a.GraphicLayer == "MEASUREMENTS"
+             for t in a.TextObjectSequence]
+    assert "not drawn, outside the image: 5" in texts

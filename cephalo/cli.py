@@ -330,8 +330,9 @@ def listen(port, ae_title, host, store_url, spool, max_associations, queue, stor
     from sdk import Detector
     from sdk.dicom_sr import require_pacs
 
-    from .listen import Listener
+    from .listen import Listener, Spool
 
+    Spool(spool)                        # there at once: listen-status finds it while the model loads
     require_pacs()
     site = site_given(site, labels)
     check_convention(site, model)
@@ -348,7 +349,7 @@ def listen(port, ae_title, host, store_url, spool, max_associations, queue, stor
 
 
 @main.command("listen-status")
-@click.argument("spool", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("spool", type=click.Path(path_type=Path, file_okay=False))
 def listen_status(spool):
     """What a listener's spool holds (waiting, done, refused) and whether the listener is alive; exit 1 when not."""
     from .listen import status_of

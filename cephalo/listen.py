@@ -232,6 +232,9 @@ def _part10(event) -> bytes:
 def status_of(spool: Path) -> Dict:
     """What ``cephalo listen-status`` says: the spool's counts, and whether its listener is alive (its process
     runs and its heartbeat is recent)."""
+    if not Path(spool).is_dir():
+        return {"spool": str(spool), "incoming": 0, "done": 0, "refused": 0, "alive": False,
+                "error": "no such spool folder (yet)"}
     s = Spool(spool)
     out = {"spool": str(s.root), **s.counts(), "alive": False}
     try:

@@ -112,14 +112,15 @@ def dicom_bytes(px, photometric="MONOCHROME2", **tags) -> bytes:
     return buf.getvalue()
 
 
-_MODEL_FIXTURES = {"tiny_run", "tiny_onnx", "tiny_local", "det"}
+_MODEL_FIXTURES = {"tiny_run", "tiny_onnx", "tiny_local"}
 
 
 def pytest_collection_modifyitems(items):
-    """Tests that train or load a model are marked ``model``: a mutation run (setup.cfg [mutmut]) leaves them out
-    with ``-m 'not model'``, since each of its forked runs would train the tiny model again."""
+    """Tests that train a model (or use one trained here) are marked ``model``: a mutation run (setup.cfg
+    [mutmut]) leaves them out with ``-m 'not model'``, since each of its forked runs would train the tiny model
+    again. The bundled model loads in a second: tests that only read images with it stay in."""
     for item in items:
-        if _MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or "Detector(" in _source(item):
+        if _MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or "tiny_" in _source(item):
             item.add_marker(pytest.mark.model)
 
 

@@ -210,3 +210,31 @@ def test_other_classes_and_non_cephalograms_are_refused_with_their_reason(node, 
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_a_full_queue_answers_out_of_resources(tmp_path):
+    """Beyond ``queue`` waiting instances a C-STORE is answered 0xA700 (the sender retries later) and nothing is
+    kept; an image class is kept whole in the spool before it is acknowledged."""
+    from types import SimpleNamespace
+
+    import pydicom
+
+    from cephalo.listen import OUT_OF_RESOURCES, Listener
+    from sdk import Detector
+
+    node = Listener(Detector(backend="onnxruntime"), tmp_path / "spool", "http://127.0.0.1:9/dicom-web", queue=1)
+    data = _cephalograms(2, 3)
+    events = []
+    for raw in data:
+        import io
+
+        ds = pydicom.dcmread(io.BytesIO(raw))
+        events.append(SimpleNamespace(
+            request=SimpleNamespace(AffectedSOPClassUID=ds.SOPClassUID, AffectedSOPInstanceUID=ds.SOPInstanceUID),
+            dataset=ds, context=SimpleNamespace(transfer_syntax=ds.file_meta.TransferSyntaxUID),
+            assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title="MODALITY"))))
+    assert node._on_store(events[0]) == 0x0000
+    kept = list((tmp_path / "spool" / "incoming").glob("*.dcm"))
+    assert len(kept) == 1 and pydicom.dcmread(kept[0]).SOPInstanceUID == events[0].dataset.SOPInstanceUID
+    assert node._on_store(events[1]) == OUT_OF_RESOURCES
+    assert len(list((tmp_path / "spool" / "incoming").glob("*.dcm"))) == 1

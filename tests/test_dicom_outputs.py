@@ -287,3 +287,30 @@ def test_points_outside_the_image_are_said_not_drawn():
     texts = [t.UnformattedTextValue for a in ps.GraphicAnnotationSequence if a.GraphicLayer == "MEASUREMENTS"
              for t in a.TextObjectSequence]
     assert "not drawn, outside the image: 5" in texts
+
+
+def test_a_refusal_says_how_many_only_where_the_answer_says_so():
+    """A refusal counts the failed instances from a DICOM JSON answer's Failed SOP Sequence; an answer that is not
+    one (HTML, a list, nothing) is a refusal of 'the instances', never a made-up count."""
+    from cephalo.pacs import StoreError, store
+
+    def refused(status, body):
+        srv, url, _ = _answers(status, body)
+        try:
+            with pytest.raises(StoreError) as e:
+                store(url, [_one_dataset()], budget_s=5)
+            return str(e.value)
+        finally:
+            srv.shutdown()
+
+    assert "refused 1 of 1 instances (HTTP 409)" in refused(409, json.dumps({"00081198": {"Value": [{}]}}).encode())
+    for body in (b"<html>no</html>", b"[]", b"", b"null"):
+        assert "refused the instances (HTTP 400)" in refused(400, body), body
+
+
+def _one_dataset():
+    import pydicom
+    from conftest import dicom_bytes
+
+    return pydicom.dcmread(io.BytesIO(dicom_bytes(np.zeros((8, 8), np.uint16), SOPInstanceUID="1.2.3.4",
+                                                  SOPClassUID="1.2.840.10008.5.1.4.1.1.1.1")))

@@ -150,3 +150,88 @@ def test_repair_refuses_a_confident_re_read_the_shape_refuses(readings):
     good = repair_points(moved, implausible, det.local, frame, model, COND_Z)
     assert good.repaired[k]                                                  # the real local stage mends it
 
+
+
+class _Recording:
+    """A local stage that re-reads each point ``move`` pixels from where it is asked to look, with peak 0.9, and
+    records what it was asked."""
+
+    def __init__(self, move):
+        self.move, self.calls = np.asarray(move, float), []
+
+    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None):
+        self.calls.append({"xy": np.array(xy, float), "landmarks": np.array(landmarks), "reduction": reduction,
+                           "prior_sd": prior_sd})
+        return np.asarray(xy, float) + self.move, np.full(len(landmarks), 0.9)
+
+
+def test_a_repair_reports_where_it_read_and_how_far_it_moved(readings):
+    """Re-read in the frame it was read on (its offset and decode reduction), with the shape's spread as the
+    prior; the repaired point lands off the integer grid; its shift (first-stage input px from where the shape put
+    it) and peak are the re-read's."""
+    samples, pred = readings
+    det = Detector(backend="onnxruntime")
+    s = samples[0]
+    _, lb, loaded = det.preprocess(s.image)
+    model = shape_model(ISBI19.id, ISBI19.names)
+    k = ISBI19.names.index("gonion")
+    moved = np.round(pred[0]).astype(np.int64)                 # whole pixels: the repair must not round its result
+    moved[k] += (np.array([0.6, -0.8]) * 30.0 / s.spacing).astype(np.int64)
+    implausible = model.conditional_z(moved.astype(float)) > COND_Z
+    offset = np.array([40.0, 25.0])
+    local = _Recording((0.75, -0.5))
+    frame = ReadingFrame(loaded.gray, lb, 2, offset)
+    rep = repair_points(moved, implausible, local, frame, model, COND_Z)
+    assert rep.repaired[k]
+    bad = np.flatnonzero(implausible)
+    pos, cov = model.conditional_positions(moved.astype(float), bad)
+    call = local.calls[0]
+    assert np.allclose(call["xy"], pos - offset) and call["reduction"] == 2 and list(call["landmarks"]) == list(bad)
+    to_input = np.array([lb.scale_x, lb.scale_y])
+    spread = np.sqrt(np.linalg.eigvalsh(cov)[:, -1]) * to_input.max()
+    assert call["prior_sd"] == pytest.approx(float(spread.max()))
+    j = list(bad).index(k)
+    assert np.allclose(rep.xy[k], pos[j] + (0.75, -0.5))
+    assert rep.shift[k] == pytest.approx(np.linalg.norm(np.array([0.75, -0.5]) * to_input))
+    assert rep.peak[k] == pytest.approx(0.9) and rep.shift[~rep.repaired].sum() == 0
+
+
+def _machine_site(n, found, seed=0):
+    """``n`` synthetic readings whose porion labels sit a planted offset from the rods' top (found in ``found``
+    images): (pred, truth, machine, mm, offset in S-N units)."""
+    rng = np.random.default_rng(seed)
+    names = ISBI19.names
+    pred = np.zeros((n, ISBI19.k, 2))
+    pred[:, names.index("sella")] = rng.normal((300, 300), 5, (n, 2))
+    pred[:, names.index("nasion")] = pred[:, names.index("sella")] + rng.normal((650, -60), 20, (n, 2))
+    k = names.index("porion")
+    pred[:, k] = pred[:, names.index("sella")] + rng.normal((-250, 150), 5, (n, 2))
+    s_n = np.linalg.norm(pred[:, names.index("nasion")] - pred[:, names.index("sella")], axis=1)
+    machine = pred[:, k] + rng.normal((30, -50), 3, (n, 2))
+    offset = np.array([0.004, -0.006])
+    truth = pred.copy()
+    truth[:, k] = machine + offset * s_n[:, None] + rng.normal(0, 0.5, (n, 2))
+    machine[found:] = np.nan
+    return pred, truth, machine, rng.uniform(0.09, 0.12, n), offset
+
+
+def test_machine_porion_fit_reports_by_value():
+    from sdk.site import machine_porion_fit
+
+    names = list(ISBI19.names)
+    k = names.index("porion")
+    pred, truth, machine, mm, offset = _machine_site(10, 10)
+    rep, got, placed = machine_porion_fit(names, pred, truth, machine, mm)
+    assert rep["rods_found"] == 10 and rep["images"] == 10
+    assert rep["to_anatomical_mm"] == round(float(np.median(np.linalg.norm(truth[:, k] - pred[:, k], axis=1) * mm)), 2)
+    assert rep["to_rods_top_mm"] == round(float(np.median(np.linalg.norm(truth[:, k] - machine, axis=1) * mm)), 2)
+    assert np.abs(got - offset).max() < 0.002 and np.isfinite(placed).all()
+    assert rep["cv_mre_mm"] == pytest.approx(float((np.linalg.norm(placed - truth[:, k], axis=1) * mm).mean()),
+                                             abs=1e-3)
+    few = machine_porion_fit(names, *_machine_site(3, 3)[:3], _machine_site(3, 3)[3])
+    assert few[1] is not None                                  # three images with rods are enough
+    share = machine_porion_fit(names, *_machine_site(10, 5)[:3], _machine_site(10, 5)[3])
+    assert share[1] is None and share[0]["rods_found"] == 5    # found on half the images only: not decided
+    blank = truth.copy()
+    blank[:, k] = np.nan
+    assert machine_porion_fit(names, pred, blank, machine, mm) == ({"rods_found": 0, "images": 0}, None, None)

@@ -5,7 +5,8 @@
     read (the Detector) -> SR + GSPS + tracing, stored at --store (DICOMweb or dicom://AET@host:port)
     done                -> spool/done/<uid>.json (the record and where it was stored); the incoming file removed
     not a cephalogram   -> spool/refused/<uid>.json with the reason; nothing is sent back
-    store failed        -> stays in incoming/, tried again later; a restarted listener finishes what it received
+    no answer in time   -> stays in incoming/; the queue waits and tries again (a restart finishes it too)
+    refused by the PACS -> spool/refused/<uid>.json with the PACS's answer
 
 Nothing received is lost: an instance is acknowledged only once it is on disk, and it leaves ``incoming/`` only
 once its results are stored (their UIDs derive from the image and the model, so a result sent again after a kill
@@ -22,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Dict, Optional
+
+from sdk.errors import CephaloError
 
 log = logging.getLogger("cephalo.listen")
 
@@ -162,8 +165,11 @@ class Listener:
             for path in todo:
                 if self._stop.is_set():
                     break
-                if not self.one(path):
+                if not self.one(path):          # the PACS does not answer: the queue waits, in its order
                     retry_after[path.name] = time.monotonic() + RETRY_S
+                    self._wake.wait(RETRY_S)
+                    self._wake.clear()
+                    break
 
     def one(self, path: Path) -> bool:
         """Read, store and finish one received instance; False when its store failed (it stays to be retried)."""
@@ -192,9 +198,14 @@ class Listener:
             return True
         try:
             self.pacs.send(objects)
-        except Exception as e:   # noqa: BLE001 (a store that fails is tried again; the instance stays)
-            log.warning("%s: read (%s), not stored (%s); tried again in %.0f s", uid, res.status, e, RETRY_S)
-            return False
+        except Exception as e:   # noqa: BLE001 (no answer: tried again, the instance stays; refused: said, set aside)
+            if getattr(e, "retry", False) or not isinstance(e, CephaloError):
+                log.warning("%s: read (%s), not stored (%s); tried again in %.0f s", uid, res.status, e, RETRY_S)
+                return False
+            self.spool.finish(path, self.spool.refused, {"uid": uid, "reason": f"the PACS refused its results: {e}",
+                                                         "record": res.to_dict()})
+            log.error("%s: read (%s), its results refused by the PACS (%s)", uid, res.status, e)
+            return True
         self.spool.finish(path, self.spool.done, {"uid": uid, "status": res.status, "stored": self.pacs.url,
                                                   "instances": [str(ds.SOPInstanceUID) for ds in objects],
                                                   "record": res.to_dict()})

@@ -28,7 +28,12 @@ QUIET = ("pynetdicom", "urllib3", "requests", "highdicom", "pydicom")    # their
 
 
 class StoreError(CephaloError):
-    """One store failed (refused, unreachable, or out of time); the results themselves are written."""
+    """One store failed (refused, unreachable, or out of time); the results themselves are written. ``retry``:
+    worth trying again later (no answer in time), not refused."""
+
+    def __init__(self, message: str, retry: bool = False):
+        super().__init__(message)
+        self.retry = retry
 
 
 class _Transient(Exception):
@@ -77,7 +82,7 @@ def store(url: str, datasets: Sequence, budget_s: float = BUDGET_S) -> int:
             left = deadline - time.monotonic()
             if left <= wait:
                 raise StoreError(f"--store {url}: not stored in {budget_s:g} s ({attempt} attempt(s); last: "
-                                 f"{cause(e)})") from None
+                                 f"{cause(e)})", retry=True) from None
             time.sleep(wait)
             wait *= 2
 

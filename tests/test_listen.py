@@ -238,3 +238,41 @@ def test_a_full_queue_answers_out_of_resources(tmp_path):
     assert len(kept) == 1 and pydicom.dcmread(kept[0]).SOPInstanceUID == events[0].dataset.SOPInstanceUID
     assert node._on_store(events[1]) == OUT_OF_RESOURCES
     assert len(list((tmp_path / "spool" / "incoming").glob("*.dcm"))) == 1
+
+
+def test_a_pacs_that_refuses_or_does_not_answer(tmp_path):
+    """A refusal sets the instance aside with the PACS's answer (never retried for ever); no answer keeps it
+    waiting in the spool for the next try."""
+    import http.server
+    import threading
+
+    import pydicom
+
+    from cephalo.listen import Listener
+    from cephalo.serve import free_port
+    from sdk import Detector
+
+    class Refuses(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(400)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuses)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    det = Detector(backend="onnxruntime")
+    try:
+        node = Listener(det, tmp_path / "a", f"http://127.0.0.1:{srv.server_address[1]}/dicom-web")
+        path = node.spool.keep("1.2.3", _cephalograms(1, 0)[0])
+        assert node.one(path) and not path.exists()
+        reason = json.loads((tmp_path / "a" / "refused" / "1.2.3.json").read_text())["reason"]
+        assert "refused" in reason and "HTTP 400" in reason
+    finally:
+        srv.shutdown()
+    node = Listener(det, tmp_path / "b", f"http://127.0.0.1:{free_port()}/dicom-web", store_timeout=1.0)
+    path = node.spool.keep("1.2.4", _cephalograms(1, 0)[0])
+    assert not node.one(path) and path.exists() and pydicom.dcmread(path).Modality == "DX"

@@ -3,6 +3,7 @@ import json
 import re
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -161,6 +162,12 @@ def test_a_site_look_finds_machine_porion_on_the_ear_rod(ear_rod_clinic, tmp_pat
         off_err.append(np.linalg.norm(back.apply(plain.xy)[PORION] - t[PORION]))
         look_err.append(np.linalg.norm(res.xy[PORION] - t[PORION]))
         assert res.labels == "site:rods"
+        # apply() with the image is place()'s points: the look matched in that image, at its decode reduction
+        with_look = back.apply(plain.xy, g, 1)
+        assert np.array_equal(with_look, back.place(plain.xy, g, 1)[0])
+        assert not np.allclose(with_look[PORION], back.apply(plain.xy)[PORION])
+        half = cv2.resize(g, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        assert np.linalg.norm(back.apply(plain.xy, half, 2)[PORION] - with_look[PORION]) < 3.0
     # the record says the site placed porion on its look, and FH-based measurements say which porion they used
     rec = json.loads(res.to_json())
     assert rec["landmarks"][PORION]["site_placed"] == "look"

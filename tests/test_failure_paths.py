@@ -235,3 +235,65 @@ def test_machine_porion_fit_reports_by_value():
     blank = truth.copy()
     blank[:, k] = np.nan
     assert machine_porion_fit(names, pred, blank, machine, mm) == ({"rods_found": 0, "images": 0}, None, None)
+
+
+class _SecondTime:
+    """A local stage whose first re-read of ``late`` lands 25 mm off (refused by the shape), its later ones where
+    it is asked; every other point is found where it is asked."""
+
+    def __init__(self, late, away):
+        self.late, self.away, self.calls = late, away, []
+
+    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None):
+        self.calls.append(list(landmarks))
+        out = np.asarray(xy, float).copy()
+        if len(self.calls) == 1:
+            out[list(landmarks).index(self.late)] += (self.away, 0.0)
+        return out + 0.25, np.full(len(landmarks), 0.9)
+
+
+def test_a_repair_goes_round_again_for_what_the_first_round_left(readings):
+    """Three points moved far: the first round mends two and not the third; a second round re-reads only the one
+    left, and mends it. Each shift is that point's own."""
+    samples, pred = readings
+    det = Detector(backend="onnxruntime")
+    s = samples[0]
+    _, lb, loaded = det.preprocess(s.image)
+    model = shape_model(ISBI19.id, ISBI19.names)
+    a, b, c = (ISBI19.names.index(n) for n in ("gonion", "nasion", "menton"))
+    moved = pred[0].copy()
+    moved[a] += np.array([0.6, -0.8]) * 30.0 / s.spacing
+    moved[b] += np.array([-0.8, 0.6]) * 30.0 / s.spacing
+    moved[c] += np.array([0.8, 0.6]) * 30.0 / s.spacing
+    implausible = model.conditional_z(moved) > COND_Z
+    assert implausible[a] and implausible[b] and implausible[c]
+    local = _SecondTime(b, 25.0 / s.spacing)
+    rep = repair_points(moved, implausible, local, ReadingFrame(loaded.gray, lb, loaded.reduction, np.zeros(2)),
+                        model, COND_Z)
+    assert rep.repaired[a] and rep.repaired[b] and rep.repaired[c]
+    assert len(local.calls) == 2 and local.calls[1] == [b]
+    to_input = np.array([lb.scale_x, lb.scale_y])
+    one = np.linalg.norm(np.array([0.25, 0.25]) * to_input)       # each point's own move, mended together or not
+    assert rep.shift[[a, b, c]] == pytest.approx([one, one, one])
+
+
+def test_a_profile_without_looks_loads_and_a_broken_one_says_why(tmp_path):
+    from sdk import SiteError, SiteProfile
+
+    d = SiteProfile("c", ISBI19.id, ISBI19.names, np.zeros((ISBI19.k, 2)), 5).to_dict()
+    d.pop("looks")
+    (tmp_path / "p.json").write_text(__import__("json").dumps(d))
+    assert SiteProfile.load(tmp_path / "p.json").looks == {}
+    (tmp_path / "bad.json").write_text('{"format": ')
+    with pytest.raises(SiteError, match=r"bad.json: cannot be read as JSON \(JSONDecodeError: Expecting value"):
+        SiteProfile.load(tmp_path / "bad.json")
+
+
+def test_a_store_error_says_whether_to_try_again():
+    from cephalo.pacs import StoreError, store
+    from cephalo.serve import free_port
+
+    with pytest.raises(StoreError) as e:
+        store(f"http://127.0.0.1:{free_port()}/dicom-web", [], budget_s=1.0)
+    assert e.value.retry is True
+    assert StoreError("refused").retry is False

@@ -261,6 +261,8 @@ def status_of(spool: Path) -> Dict:
 def _running(pid: int) -> bool:
     if pid <= 0:
         return False
+    if os.name == "nt":     # Windows' os.kill ends the process whatever the signal: the heartbeat alone says
+        return True
     try:
         os.kill(pid, 0)
         return True

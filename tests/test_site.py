@@ -374,3 +374,55 @@ def test_the_overlay_names_the_site(tmp_path, readings, monkeypatch):
         det = Detector(backend="onnxruntime", site=site)
         det.draw(samples[0].image, det(samples[0].image))
         assert label in [t for t, _ in seen["measurements"]]
+
+
+def _profile_dict(**changes):
+    d = SiteProfile("clinic", ISBI19.id, ISBI19.names, np.zeros((ISBI19.k, 2)), 5, gate=0.5,
+                    report={"images": 5}, local_stage="challenge", porion="machine",
+                    machine_offset=(0.01, -0.02)).to_dict()
+    d.update(changes)
+    return d
+
+
+def test_a_profile_round_trips_every_field():
+    back = SiteProfile.from_dict(_profile_dict())
+    assert (back.local_stage, back.gate, back.report, back.porion, back.machine_offset) == (
+        "challenge", 0.5, {"images": 5}, "machine", (0.01, -0.02))
+    assert back.offsets.dtype == np.float64 and back.images == 5
+    old = {k: v for k, v in _profile_dict().items() if k not in ("looks", "report", "gate", "machine_offset_sn",
+                                                                  "local_stage")}
+    plain = SiteProfile.from_dict(old)             # a profile written before these fields: their defaults
+    assert (plain.looks, plain.report, plain.gate, plain.machine_offset, plain.local_stage) == ({}, {}, 0.0,
+                                                                                                 (0.0, 0.0), None)
+
+
+@pytest.mark.parametrize("changes, says", [
+    ({"local_stage": "../x"}, "local_stage '../x' is not a convention's name"),
+    ({"local_stage": 7}, "local_stage 7 is not a convention's name"),
+    ({"ruler_mm": 0}, "ruler_mm"),
+    ({"magnification": 3.0}, "magnification"),
+    ({"porion": "bony"}, "porion 'bony' is not 'machine'"),
+    ({"machine_offset_sn": [0.04, 0.04]}, "machine_offset_sn"),
+    ({"machine_offset_sn": [0.0, 0.05]}, None),               # on the bound: accepted
+    ({"machine_offset_sn": [0.0]}, "machine_offset_sn"),
+    ({"machine_offset_sn": [float("nan"), 0.0]}, "machine_offset_sn"),
+    ({"offsets_sn": [[0.0, 0.0]] * 3}, "offsets must be 19 finite"),
+    ({"offsets_sn": [[float("inf"), 0.0]] * 19}, "offsets must be 19 finite"),
+    ({"names": ["sella"] * 19}, "named twice"),
+    ({"looks": {"chin": {"patch": [[0.0] * 49] * 49, "min_score": 0.5}}}, "does not name: ['chin']"),
+    ({"looks": {"sella": {"patch": [[0.0] * 49] * 49, "min_score": 1.5}}}, "threshold outside [-1, 1]"),
+    ({"images": -1}, "images -1 and gate"),
+    ({"images": 0}, None),                                     # a convention alone
+    ({"gate": 10.5}, "gate 10.5"),
+    ({"gate": 10.0}, None),
+    ({"gate": "x"}, "malformed (ValueError"),
+    ({"report": [1, 2]}, "malformed (TypeError"),
+])
+def test_a_malformed_profile_is_refused_by_what_is_wrong(changes, says):
+    d = _profile_dict(**changes)
+    if says is None:
+        SiteProfile.from_dict(d)
+        return
+    with pytest.raises(SiteError) as e:
+        SiteProfile.from_dict(d, "site profile x.json")
+    assert str(e.value).startswith("site profile x.json: ") and says in str(e.value), str(e.value)

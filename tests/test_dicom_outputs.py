@@ -314,3 +314,64 @@ def _one_dataset():
 
     return pydicom.dcmread(io.BytesIO(dicom_bytes(np.zeros((8, 8), np.uint16), SOPInstanceUID="1.2.3.4",
                                                   SOPClassUID="1.2.840.10008.5.1.4.1.1.1.1")))
+
+
+@pytest.fixture
+def scp():
+    """A real DICOM C-STORE SCP on localhost (pynetdicom) that keeps what it receives and answers ``status``; it
+    requires its own AE title to be called."""
+    from pynetdicom import AE, StoragePresentationContexts, evt
+
+    from cephalo.serve import free_port
+
+    got = {"status": 0x0000, "datasets": [], "called": []}
+
+    def on_store(event):
+        got["datasets"].append(event.dataset)
+        got["called"].append(event.assoc.acceptor.ae_title)
+        return got["status"]
+
+    ae = AE(ae_title="ARCHIVE")
+    ae.require_called_aet = True
+    ae.supported_contexts = StoragePresentationContexts
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    yield got, f"dicom://ARCHIVE@127.0.0.1:{port}"
+    server.shutdown()
+
+
+def test_c_store_sends_every_instance_and_says_a_refusal(scp):
+    """Each instance reaches the called AE title, in its transfer syntax; a warning status (0xB000) is stored; a
+    refusal names the instance and its status and is not tried again; the wrong AE title gets no association."""
+    from cephalo.pacs import StoreError, store
+
+    got, url = scp
+    two = [_one_dataset(), _one_dataset()]
+    two[1].SOPInstanceUID = two[1].file_meta.MediaStorageSOPInstanceUID = "1.2.3.5"
+    assert store(url, two, budget_s=10) == 2
+    assert [str(d.SOPInstanceUID) for d in got["datasets"]] == ["1.2.3.4", "1.2.3.5"] and got["called"] == ["ARCHIVE"] * 2
+    got["status"] = 0xB000
+    assert store(url, two[:1], budget_s=10) == 1
+    got["status"], before = 0xA700, len(got["datasets"])
+    with pytest.raises(StoreError, match=r"C-STORE of 1\.2\.3\.4 refused \(status 0xA700\)") as e:
+        store(url, two, budget_s=10)
+    assert not e.value.retry and len(got["datasets"]) == before + 1          # refused once, not retried
+    with pytest.raises(StoreError, match="not stored in 1 s.*no association with OTHER@127.0.0.1") as e:
+        store(url.replace("ARCHIVE@", "OTHER@"), two, budget_s=1)
+    assert e.value.retry
+
+
+def test_a_batch_summary_and_its_stop(tmp_path):
+    from cephalo.pacs import Pacs, StoreError
+    from cephalo.serve import free_port
+
+    pacs = Pacs(f"http://127.0.0.1:{free_port()}/dicom-web", budget_s=1.0, stop_after=2)
+    for _ in range(3):
+        with pytest.raises(StoreError):
+            pacs.send([_one_dataset()])
+    assert pacs.stopped and pacs.failures_in_row == 2 and pacs.not_sent == 1
+    line = pacs.summary(tmp_path)
+    assert line.startswith("stored 0 instance(s) of 0 image(s) at http://127.0.0.1:")
+    assert f"cephalo store {tmp_path} {pacs.url}" in line and "(1 image(s) not tried)" in line
+    assert "cephalo store" not in pacs.summary(None)
+    assert not Pacs(pacs.url).stopped and Pacs(pacs.url).failures_in_row == 0

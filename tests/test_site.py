@@ -426,3 +426,15 @@ def test_a_malformed_profile_is_refused_by_what_is_wrong(changes, says):
     with pytest.raises(SiteError) as e:
         SiteProfile.from_dict(d, "site profile x.json")
     assert str(e.value).startswith("site profile x.json: ") and says in str(e.value), str(e.value)
+
+
+def test_the_offset_bound_says_which_and_how_far():
+    from sdk.site import check_offsets
+
+    off = np.zeros((ISBI19.k, 2))
+    off[0] = (MAX_OFFSET_SN, 0.0)                                  # on the bound: accepted
+    check_offsets(off, ISBI19.names)
+    off[1] = (0.3, 0.4)                                            # half of S-N
+    off[2] = (0, 0.25)
+    with pytest.raises(SiteError, match=r"the offsets of nasion \(50% of S-N\), orbitale \(25% of S-N\) lie beyond"):
+        check_offsets(off.tolist(), ISBI19.names)

@@ -375,3 +375,48 @@ def test_a_batch_summary_and_its_stop(tmp_path):
     assert f"cephalo store {tmp_path} {pacs.url}" in line and "(1 image(s) not tried)" in line
     assert "cephalo store" not in pacs.summary(None)
     assert not Pacs(pacs.url).stopped and Pacs(pacs.url).failures_in_row == 0
+
+
+def test_the_dicom_outputs_of_each_kind_of_input(tmp_path):
+    """A DICOM input is its own source (no converted image written; its study and patient kept); a JPEG read
+    mirrored gets a converted image facing the other way; the state shows only the analyses asked for; the tracing
+    and the state are the model's and the labels' (another site, other instances); every file is whole."""
+    import cv2
+    import pydicom
+    from conftest import dicom_bytes
+    from pydicom.uid import generate_uid
+
+    from cephalo.pacs import DicomOutputs
+    from sdk import Detector
+
+    det = Detector(backend="onnxruntime")
+    g = cv2.imread(str(IMG), cv2.IMREAD_GRAYSCALE)
+    src = tmp_path / "ceph.dcm"
+    src.write_bytes(dicom_bytes(g.astype(np.uint16) * 16, ImagerPixelSpacing=[0.4, 0.4], PatientID="P-1",
+                                PatientName="DOE^JANE", StudyInstanceUID=generate_uid(), SOPInstanceUID=generate_uid(),
+                                SeriesInstanceUID=generate_uid(), SOPClassUID="1.2.840.10008.5.1.4.1.1.1.1",
+                                Modality="DX"))
+    res = det(src)
+    (tmp_path / "o").mkdir()
+    files, objects = DicomOutputs(det, ["steiner"])(src, res, tmp_path / "o" / "ceph")
+    assert [f.name for f in files] == ["ceph.sr.dcm", "ceph.gsps.dcm", "ceph.tracing.dcm"]
+    assert not list((tmp_path / "o").glob("*.part")) and len(objects) == 3
+    for f, ds in zip(files, objects):
+        back = pydicom.dcmread(f)
+        assert back.SOPInstanceUID == ds.SOPInstanceUID and back.PatientID == "P-1"
+        assert back.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    ps = objects[1]
+    texts = [t.UnformattedTextValue for a in ps.GraphicAnnotationSequence if a.GraphicLayer == "MEASUREMENTS"
+             for t in a.TextObjectSequence]
+    assert any(t.startswith("SNA ") for t in texts) and not any(t.startswith("FMA ") for t in texts)
+    from dataclasses import replace
+
+    other_labels = DicomOutputs(det)(src, replace(res, labels="site:b"), None)[1]
+    assert {str(d.SOPInstanceUID) for d in other_labels[1:]}.isdisjoint({str(d.SOPInstanceUID) for d in objects[1:]})
+    flipped = tmp_path / "flipped.png"
+    cv2.imwrite(str(flipped), np.ascontiguousarray(g[:, ::-1]))
+    res = det(flipped)
+    assert res.view.startswith("mirrored")
+    files, objects = DicomOutputs(det)(flipped, res, tmp_path / "o" / "flipped")
+    assert files[0].name == "flipped.image.dcm" and list(objects[0].PatientOrientation) == ["P", "F"]
+    assert [f.name for f in files[1:]] == ["flipped.sr.dcm", "flipped.gsps.dcm", "flipped.tracing.dcm"]

@@ -226,6 +226,12 @@ def test_machine_porion_fit_reports_by_value():
     assert rep["to_anatomical_mm"] == round(float(np.median(np.linalg.norm(truth[:, k] - pred[:, k], axis=1) * mm)), 2)
     assert rep["to_rods_top_mm"] == round(float(np.median(np.linalg.norm(truth[:, k] - machine, axis=1) * mm)), 2)
     assert np.abs(got - offset).max() < 0.002 and np.isfinite(placed).all()
+    s_n = np.linalg.norm(pred[:, names.index("nasion")] - pred[:, names.index("sella")], axis=1)
+    rel = (truth[:, k] - machine) / s_n[:, None]
+    for i in range(10):                        # leave-one-out: each image placed by the other nine's median
+        assert np.allclose(placed[i], machine[i] + np.median(np.delete(rel, i, axis=0), axis=0) * s_n[i])
+    assert np.abs(placed - truth[:, k]).max() < 3.0
+    assert rep["offset_mm"] == [round(float(v), 2) for v in got * float(np.median(s_n * mm))]
     assert rep["cv_mre_mm"] == pytest.approx(float((np.linalg.norm(placed - truth[:, k], axis=1) * mm).mean()),
                                              abs=1e-3)
     few = machine_porion_fit(names, *_machine_site(3, 3)[:3], _machine_site(3, 3)[3])

@@ -26,6 +26,8 @@ from typing import Dict, Optional
 
 from sdk.errors import CephaloError
 
+from .run import _write_atomic
+
 log = logging.getLogger("cephalo.listen")
 
 # The storage classes a cephalogram comes in: digital X-ray (for presentation and for processing), computed
@@ -80,10 +82,7 @@ class Spool:
 
     def finish(self, path: Path, folder: Path, record: Dict) -> None:
         """The instance ``path`` is done: its record into ``folder``, then its incoming file removed."""
-        target = folder / (path.stem + ".json")
-        tmp = target.with_name(f".{target.name}.part")
-        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-        os.replace(tmp, target)
+        _write_atomic(folder / (path.stem + ".json"), json.dumps(record, indent=1))
         path.unlink(missing_ok=True)
 
 
@@ -215,11 +214,9 @@ class Listener:
     def _heartbeat(self) -> None:
         status = {"pid": os.getpid(), "ae_title": self.ae_title, "port": self.port, "store": self.pacs.url,
                   "since": self.started, "alive_at": time.time(), **self.spool.counts()}
-        tmp = self.spool.root / ".status.json.part"
         try:
-            tmp.write_text(json.dumps(status), encoding="utf-8")
-            os.replace(tmp, self.spool.root / "status.json")
-        except OSError:
+            _write_atomic(self.spool.root / "status.json", json.dumps(status))
+        except OSError:         # a heartbeat missed: listen-status says so, the node goes on
             pass
 
 

@@ -214,18 +214,26 @@ class OpenVinoBackend(Backend):
         if self._ir_dir is not None:
             _write_atomic(self._ir_dir / "meta.json", text)
 
-    def _static_ir(self, n: int) -> Optional[Path]:
-        """The IR of the file at input batch ``n`` in the cache (written once, atomically, by whichever process
-        first needs it), or None where the file's input is not dynamic in its batch alone."""
-        final = self._ir_dir / f"b{n}" / "model.xml"
-        if final.is_file():
-            return final
+    def _at_batch(self, n: int):
+        """The file's model with its input batch fixed at ``n``, or None when its input is not dynamic in its batch
+        alone."""
         model = self._read_source().clone()
         inp = model.inputs[0]
         shape = inp.get_partial_shape()
         if shape.rank.is_dynamic or not all(d.is_static for d in list(shape)[1:]):
             return None
         model.reshape({inp: [n] + [d.get_length() for d in list(shape)[1:]]})
+        return model
+
+    def _static_ir(self, n: int) -> Optional[Path]:
+        """The IR of the file at input batch ``n`` in the cache (written once, atomically, by whichever process
+        first needs it), or None where the file's input is not dynamic in its batch alone."""
+        final = self._ir_dir / f"b{n}" / "model.xml"
+        if final.is_file():
+            return final
+        model = self._at_batch(n)
+        if model is None:
+            return None
         tmp = self._ir_dir / f".b{n}.{os.getpid()}.{threading.get_ident()}"
         try:
             tmp.mkdir(parents=True, exist_ok=True)
@@ -254,15 +262,10 @@ class OpenVinoBackend(Backend):
             ir = self._static_ir(n) if self._ir_dir is not None else None
             if ir is not None:
                 compiled = self._core.compile_model(str(ir), "CPU", self._config)
-            else:
-                model = self._read_source().clone()
-                inp = model.inputs[0]
-                shape = inp.get_partial_shape()
-                if shape.rank.is_dynamic or not all(d.is_static for d in list(shape)[1:]):
-                    compiled = self._core.compile_model(model, "CPU", self._config)  # not batch-only dynamic
-                else:
-                    model.reshape({inp: [n] + [d.get_length() for d in list(shape)[1:]]})
-                    compiled = self._core.compile_model(model, "CPU", self._config)
+            else:       # no cache, or a file not dynamic in its batch alone: compiled as it is
+                model = self._at_batch(n)
+                compiled = self._core.compile_model(model if model is not None else self._read_source(), "CPU",
+                                                    self._config)
             self._static[n] = compiled
             if self._cache is not None:
                 _prune(self._cache, OV_KEEP, "*.blob")

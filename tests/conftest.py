@@ -131,3 +131,20 @@ def _source(item) -> str:
         return inspect.getsource(item.function)
     except (OSError, TypeError, AttributeError):
         return ""
+
+
+def blank_cells(tmp_path, blanks):
+    """A copy of the fixture folder whose senior.csv leaves ``blanks`` ({row: landmark}, rows counted from the
+    first image) unlabelled, as a clinic's file with gaps: (the folder, its rows, its header)."""
+    import csv
+    import shutil
+
+    d = tmp_path / "clinic"
+    shutil.copytree(ISBI_FIX, d)
+    rows = list(csv.reader(open(d / "senior.csv", newline="")))
+    head = rows[0]
+    for row, name in blanks.items():
+        rows[row][head.index(f"{name}_x")] = rows[row][head.index(f"{name}_y")] = ""
+    with open(d / "senior.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return d, rows, head

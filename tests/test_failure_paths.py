@@ -123,6 +123,15 @@ def test_adapts_cross_validation_finds_no_gain_in_pure_noise(readings):
     assert after < before - 1.0 and rep["after_cv"]["mre_mm"] < rep["before"]["mre_mm"], rep
 
 
+def _first_reading(readings):
+    """What a repair test starts from: the Detector, the first fixture sample and its reading, the image as the
+    Detector decoded it (its letterbox and decode) and the shape model."""
+    samples, pred = readings
+    det = Detector(backend="onnxruntime")
+    _, lb, loaded = det.preprocess(samples[0].image)
+    return det, samples[0], pred, lb, loaded, shape_model(ISBI19.id, ISBI19.names)
+
+
 class _ConfidentlyWrong:
     """A local stage that finds every re-read point 25 mm from where the shape puts it, with a full peak."""
 
@@ -134,11 +143,7 @@ class _ConfidentlyWrong:
 
 
 def test_repair_refuses_a_confident_re_read_the_shape_refuses(readings):
-    samples, pred = readings
-    det = Detector(backend="onnxruntime")
-    s = samples[0]
-    _, lb, loaded = det.preprocess(s.image)
-    model = shape_model(ISBI19.id, ISBI19.names)
+    det, s, pred, lb, loaded, model = _first_reading(readings)
     k = ISBI19.names.index("gonion")
     moved = pred[0].copy()
     moved[k] += np.array([0.6, -0.8]) * 30.0 / s.spacing
@@ -169,11 +174,7 @@ def test_a_repair_reports_where_it_read_and_how_far_it_moved(readings):
     """Re-read in the frame it was read on (its offset and decode reduction), with the shape's spread as the
     prior; the repaired point lands off the integer grid; its shift (first-stage input px from where the shape put
     it) and peak are the re-read's."""
-    samples, pred = readings
-    det = Detector(backend="onnxruntime")
-    s = samples[0]
-    _, lb, loaded = det.preprocess(s.image)
-    model = shape_model(ISBI19.id, ISBI19.names)
+    det, s, pred, lb, loaded, model = _first_reading(readings)
     k = ISBI19.names.index("gonion")
     moved = np.round(pred[0]).astype(np.int64)                 # whole pixels: the repair must not round its result
     moved[k] += (np.array([0.6, -0.8]) * 30.0 / s.spacing).astype(np.int64)
@@ -261,11 +262,7 @@ class _SecondTime:
 def test_a_repair_goes_round_again_for_what_the_first_round_left(readings):
     """Three points moved far: the first round mends two and not the third; a second round re-reads only the one
     left, and mends it. Each shift is that point's own."""
-    samples, pred = readings
-    det = Detector(backend="onnxruntime")
-    s = samples[0]
-    _, lb, loaded = det.preprocess(s.image)
-    model = shape_model(ISBI19.id, ISBI19.names)
+    det, s, pred, lb, loaded, model = _first_reading(readings)
     a, b, c = (ISBI19.names.index(n) for n in ("gonion", "nasion", "menton"))
     moved = pred[0].copy()
     moved[a] += np.array([0.6, -0.8]) * 30.0 / s.spacing

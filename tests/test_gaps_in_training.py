@@ -1,12 +1,10 @@
 """Labels with gaps in training and evaluation (issue 46): a blank cell is an unlabelled point, left out of the
 loss (heatmap, focal and coordinate terms), of the local stage's patches and of the scores, and said per landmark."""
-import csv
-import shutil
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import ISBI_FIX, tiny_config
+from conftest import tiny_config
 
 torch = pytest.importorskip("torch")
 
@@ -75,17 +73,11 @@ def test_train_and_eval_take_a_folder_with_blank_cells(tmp_path):
     """``cephalo train`` on labels with two blank cells trains (a finite loss), says what is missing, and
     ``cephalo eval`` scores the labelled points only."""
     from click.testing import CliRunner
+    from conftest import blank_cells
 
     from cephalo.cli import main
 
-    d = tmp_path / "clinic"
-    shutil.copytree(ISBI_FIX, d)
-    rows = list(csv.reader(open(d / "senior.csv", newline="")))
-    head = rows[0]
-    rows[1][head.index("porion_x")] = rows[1][head.index("porion_y")] = ""
-    rows[3][head.index("menton_x")] = rows[3][head.index("menton_y")] = ""
-    with open(d / "senior.csv", "w", newline="") as f:
-        csv.writer(f).writerows(rows)
+    d, _, _ = blank_cells(tmp_path, {1: "porion", 3: "menton"})
     cfg = tiny_config(epochs=1)
     run = tmp_path / "run"
     args = ["train", "--data", str(d), "--out", str(run), "--backbone", cfg.backbone, "--input-size",

@@ -293,14 +293,9 @@ def test_a_site_whose_labels_have_gaps_still_adapts(tmp_path):
     them out of their offsets and scores, and writes a profile; a point outside its image is refused by name."""
     import csv as csvmod
 
-    d = tmp_path / "clinic"
-    shutil.copytree(ISBI_FIX, d)
-    rows = list(csvmod.reader(open(d / "senior.csv", newline="")))
-    head = rows[0]
-    rows[1][head.index("porion_x")] = rows[1][head.index("porion_y")] = ""
-    rows[6][head.index("menton_x")] = rows[6][head.index("menton_y")] = ""
-    with open(d / "senior.csv", "w", newline="") as f:
-        csvmod.writer(f).writerows(rows)
+    from conftest import blank_cells
+
+    d, rows, head = blank_cells(tmp_path, {1: "porion", 6: "menton"})
     site = tmp_path / "gaps.json"
     r = CliRunner().invoke(main_cli(), ["adapt", "--data", str(d), "--out", str(site), "--backend", "onnxruntime"])
     assert r.exit_code == 0, r.output

@@ -162,7 +162,7 @@ class _Crop:
 
 
 def _ridges(img: np.ndarray, step: float) -> np.ndarray:
-    """(H, W) crop at ``step`` mm/px -> (H, W, 3) the components R n n^T (xx, xy, yy) of the ridge strength R along
+    """(H, W) crop at ``step`` mm/px -> (3, H, W) the components R n n^T (xx, xy, yy) of the ridge strength R along
     its normal n, the strongest over :data:`RIDGE_MM`, each scale-normalised."""
     s = NORM_MM / step
     d = img - cv2.GaussianBlur(img, (0, 0), s)
@@ -188,7 +188,7 @@ def _ridges(img: np.ndarray, step: float) -> np.ndarray:
             take = r > best
             best, angle = np.where(take, r, best), np.where(take, ang, angle)
     nx, ny = -np.sin(angle), np.cos(angle)
-    return np.ascontiguousarray(np.stack([best * nx * nx, best * nx * ny, best * ny * ny], axis=-1), np.float32)
+    return np.stack([best * nx * nx, best * nx * ny, best * ny * ny]).astype(np.float32)
 
 
 _BANDS = np.array([-1.0, 0.0, 1.0])
@@ -197,16 +197,23 @@ _WEIGHTS = np.stack([_CA * _CA, 2 * _CA * _SA, _SA * _SA], axis=-1).astype(np.fl
 
 def _profiles(a, circles: np.ndarray) -> np.ndarray:
     """(N, 3) circles (x, y, r; crop px) -> (N, SECTORS) the ridge across each circle per sector (the best of three
-    radii a pixel apart; nothing beyond the crop). ``a``: the ridge tensor as (H, W, 3)."""
-    h, w = a.shape[:2]
+    radii a pixel apart; nothing beyond the crop). ``a``: the ridge tensor as (3, H, W)."""
+    h, w = a.shape[1:]
     c = np.asarray(circles, np.float64).reshape(-1, 3)
     rr = c[:, 2:3, None] + _BANDS[None, :, None]                      # (N, 3, 1)
     xf = np.rint(c[:, :1, None] + rr * _CA).astype(np.intp)           # (N, 3, S)
     yf = np.rint(c[:, 1:2, None] + rr * _SA).astype(np.intp)
-    inside = (xf >= 0) & (xf < w) & (yf >= 0) & (yf < h)
-    flat = np.clip(yf, 0, h - 1) * w + np.clip(xf, 0, w - 1)
-    v = np.einsum("nbsk,sk->nbs", a.reshape(-1, 3)[flat], _WEIGHTS) * inside
-    return v.max(axis=1).reshape(len(c), SECTORS, PER_SECTOR).mean(axis=2)
+    flat = yf * w + xf
+    reach = c[:, 2] + _BANDS[-1] + 1
+    axx, axy, ayy = a.reshape(3, -1)
+    if (c[:, 0] >= reach).all() and (c[:, 0] + reach < w).all() and (c[:, 1] >= reach).all() \
+            and (c[:, 1] + reach < h).all():      # every circle inside the crop: no bounds to apply (most calls)
+        v = axx[flat] * _WEIGHTS[:, 0] + axy[flat] * _WEIGHTS[:, 1] + ayy[flat] * _WEIGHTS[:, 2]
+    else:
+        inside = (xf >= 0) & (xf < w) & (yf >= 0) & (yf < h)
+        flat = np.where(inside, flat, 0)
+        v = (axx[flat] * _WEIGHTS[:, 0] + axy[flat] * _WEIGHTS[:, 1] + ayy[flat] * _WEIGHTS[:, 2]) * inside
+    return np.add.reduce(v.max(axis=1).reshape(len(c), SECTORS, PER_SECTOR), axis=2) / PER_SECTOR
 
 
 def _quantile(values: np.ndarray, use: Optional[np.ndarray] = None) -> np.ndarray:
@@ -247,10 +254,12 @@ def _refine(a, circles: np.ndarray, score, steps=(1.0, 0.5, 0.25), rounds: int =
     return c, score(a, c)
 
 
-def _hough(a, radii: np.ndarray) -> np.ndarray:
-    """(len(radii), H, W) votes: each ridge pixel for the centres ``r`` away along its normal, both ways."""
-    axx, axy, ayy = a[..., 0], a[..., 1], a[..., 2]
-    h, w = axx.shape
+def _hough(a, radii: np.ndarray, box: Tuple[int, int, int, int]) -> np.ndarray:
+    """(len(radii), y1 - y0, x1 - x0) votes for the centres in ``box`` (x0, y0, x1, y1; crop px, end exclusive):
+    each ridge pixel votes for the centres ``r`` away along its normal, both ways."""
+    axx, axy, ayy = a
+    x0, y0, x1, y1 = box
+    h, w = y1 - y0, x1 - x0
     strength = axx + ayy
     keep = strength > np.percentile(strength, 90)
     ys, xs = np.nonzero(keep)
@@ -259,8 +268,8 @@ def _hough(a, radii: np.ndarray) -> np.ndarray:
     ny = np.sign(axy[keep]) * np.sqrt(np.maximum(ayy[keep], 0) / np.maximum(wgt, 1e-12))
     r = radii[:, None, None]
     sgn = np.array([1.0, -1.0])[None, :, None]
-    cx = np.rint(xs[None, None] + sgn * r * nx[None, None]).astype(np.intp)
-    cy = np.rint(ys[None, None] + sgn * r * ny[None, None]).astype(np.intp)
+    cx = np.rint(xs[None, None] + sgn * r * nx[None, None]).astype(np.intp) - x0
+    cy = np.rint(ys[None, None] + sgn * r * ny[None, None]).astype(np.intp) - y0
     ok = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
     idx = (np.arange(len(radii))[:, None, None] * (h * w) + cy * w + cx)[ok]
     acc = np.bincount(idx, weights=np.broadcast_to(wgt, ok.shape)[ok], minlength=len(radii) * h * w)
@@ -268,17 +277,33 @@ def _hough(a, radii: np.ndarray) -> np.ndarray:
     return np.stack([cv2.GaussianBlur(m, (0, 0), 1.0) for m in acc])
 
 
-def _seeds(acc: np.ndarray, radii: np.ndarray, allowed: np.ndarray, per_band: int = 3, band: int = 3) -> np.ndarray:
+_VOTE_MARGIN = 6        # px around the allowed centres voted into: the blur's reach (3) and the peaks' (2), exact
+
+
+def _seeds(a, radii: np.ndarray, allowed: Tuple[int, int, int, int], per_band: int = 3, band: int = 3) -> np.ndarray:
     """(M, 3) circles at the vote's strongest local maxima, ``per_band`` in each band of ``band`` radii (a strong
-    small circle cannot hide a large one centred near it), centres in ``allowed``."""
+    small circle cannot hide a large one centred near it), centres in ``allowed`` (x0, y0, x1, y1; crop px, end
+    inclusive)."""
+    h, w = a.shape[1:]
+    x0, y0, x1, y1 = allowed
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w - 1, x1), min(h - 1, y1)
+    if x1 < x0 or y1 < y0:
+        return np.zeros((0, 3))
+    bx0, by0 = max(0, x0 - _VOTE_MARGIN), max(0, y0 - _VOTE_MARGIN)
+    bx1, by1 = min(w, x1 + 1 + _VOTE_MARGIN), min(h, y1 + 1 + _VOTE_MARGIN)
+    acc = _hough(a, radii, (bx0, by0, bx1, by1))
+    inside = np.zeros(acc.shape[1:], bool)
+    inside[y0 - by0:y1 + 1 - by0, x0 - bx0:x1 + 1 - bx0] = True
     out = []
     kernel = np.ones((5, 5), np.uint8)
     for i in range(0, len(radii), band):
-        best, arg = acc[i:i + band].max(axis=0), acc[i:i + band].argmax(axis=0)
-        peak = (best >= cv2.dilate(best, kernel)) & allowed & (best > 0)
+        best = acc[i:i + band].max(axis=0)
+        peak = (best >= cv2.dilate(best, kernel)) & inside & (best > 0)
         ys, xs = np.nonzero(peak)
         top = np.argsort(-best[ys, xs])[:per_band]
-        out += [(xs[j], ys[j], radii[i + arg[ys[j], xs[j]]], best[ys[j], xs[j]]) for j in top]
+        ys, xs = ys[top], xs[top]
+        arg = acc[i:i + band, ys, xs].argmax(axis=0)
+        out += [(xs[j] + bx0, ys[j] + by0, radii[i + arg[j]], best[ys[j], xs[j]]) for j in range(len(top))]
     out.sort(key=lambda t: -t[3])
     return np.array([t[:3] for t in out[:MAX_SEEDS]], np.float64).reshape(-1, 3)
 
@@ -316,7 +341,7 @@ _RANDOM = np.random.default_rng(0).random((64, 3))       # fixed: the same basel
 def _baseline(a, step: float) -> float:
     """The completeness a circle gets anywhere in this crop (the median over fixed random circles): what a ring
     must exceed, so that noise or a busy texture, on which every circle finds some ridge, is no ring."""
-    h, w = a.shape[:2]
+    h, w = a.shape[1:]
     lo, hi = RADIUS_MM[0] / step, RADIUS_MM[1] / step
     c = _RANDOM * np.array([w, h, hi - lo]) + np.array([0.0, 0.0, lo])
     return float(np.median(_completeness(a, c)))
@@ -326,12 +351,10 @@ def _coarse(gray: np.ndarray, porion: Sequence[float], mm_per_px: float, n: int 
     """The coarse search: (its crop, ridge tensor, (M, 3) refined circles, (M,) their completeness beyond the crop's
     own level, that level), the most complete first."""
     crop = _Crop(gray, porion, mm_per_px, COARSE_MM, BOX_MM)
-    a = _ridges(crop.img, COARSE_MM) * crop.valid[..., None]
+    a = _ridges(crop.img, COARSE_MM) * crop.valid
     radii = np.arange(RADIUS_MM[0], RADIUS_MM[1] + 1e-6, 0.5) / COARSE_MM
-    allowed = np.zeros((crop.h, crop.w), bool)
-    x0, y0, x1, y1 = ((np.array(CENTRE_MM) - np.array(BOX_MM[:2] * 2)) / COARSE_MM).round().astype(int)
-    allowed[max(0, y0):y1 + 1, max(0, x0):x1 + 1] = True
-    seeds = _seeds(_hough(a, radii), radii, allowed)
+    allowed = ((np.array(CENTRE_MM) - np.array(BOX_MM[:2] * 2)) / COARSE_MM).round().astype(int)
+    seeds = _seeds(a, radii, tuple(allowed))
     if not len(seeds):
         return crop, a, np.zeros((0, 3)), np.zeros(0), 0.0
     circles, score = _refine(a, seeds, _completeness, steps=(1.0, 0.5), rounds=1)
@@ -367,7 +390,7 @@ def find_rings(gray: np.ndarray, porion: Sequence[float], mm_per_px: float) -> O
     centre = image[:, :2].mean(axis=0)
     reach = RADIUS_MM[1] + 3.0
     fine = _Crop(gray, centre, mm_per_px, FINE_MM, (-reach, -reach, reach, reach))
-    fa = _ridges(fine.img, FINE_MM) * fine.valid[..., None]
+    fa = _ridges(fine.img, FINE_MM) * fine.valid
     start = fine.from_image(image)
     circles = _refine(fa, start[:1], _completeness, steps=(0.5, 0.25), rounds=1)[0]
     if len(start) == 2:         # the second ring, as above, judged where it runs clear of the first

@@ -20,7 +20,7 @@ from .ear_rods import find_rings
 from .errors import BatchError, CephaloError, ModelError, cause
 from .framing import crop_or_pad, framing
 from .image_io import ImageInput, LoadedImage, load_image
-from .local_stage import CONSENSUS, LOCAL_STAGE, STAGE_KEY, LocalStage
+from .local_stage import CONSENSUS, LOCAL_STAGE, STAGE_KEY, LocalStage, head_turn
 from .preprocess import Letterbox, pad_pixel
 from .quality import COND_Z, IMPLAUSIBLE, assess, shape_model
 from .reading import Evidence, Reading
@@ -172,9 +172,10 @@ class Detector:
                              f"{m.schema.id!r} has {m.schema.k} landmarks")
         gray = loaded.gray if gray is None else gray
         xy, scores = decode_to_image(heatmaps, lb, m.heatmap_stride, m.sigma, m.decoder)
-        evidence = Evidence()
+        evidence, turn = Evidence(), 0.0
         if self.local is not None:
-            local, peaks = self.local.locate_with_peaks(gray, lb, xy, loaded.reduction)
+            turn = head_turn(xy, m.schema)
+            local, peaks = self.local.locate_with_peaks(gray, lb, xy, loaded.reduction, turn)
             evidence = Evidence(shift=np.linalg.norm((local - xy) * np.array([lb.scale_x, lb.scale_y]), axis=1),
                                 local_peak=peaks)
             xy = local
@@ -191,7 +192,7 @@ class Detector:
         res = Landmarks(xy, scores, m.schema.names, (lb.src_h, lb.src_w), spacing, src, m.schema.id,
                         notes=loaded.notes, source=loaded.source, labels=self.labels,
                         float_precision=self.precision)
-        return Reading(res, ReadingFrame(gray, lb, loaded.reduction, np.zeros(2)), evidence)
+        return Reading(res, ReadingFrame(gray, lb, loaded.reduction, np.zeros(2), turn), evidence)
 
     def _assess(self, reading: Reading) -> Reading:
         """``reading`` with its flags and reliabilities (:mod:`sdk.quality`), in the given image's pixels, and the

@@ -7,8 +7,9 @@ landmark in its patch. Scales are relative to the letterbox, not to a pixel spac
 spacing work the same way.
 
 Coordinates: pixel centres at integers everywhere (see :mod:`sdk.preprocess`). A patch is cut by a 2x3 affine
-matrix ``fine -> patch``; at inference it is a pure integer translation (no resampling), in training it also
-rotates and scales about the patch centre. Training and the Detector both call :func:`patch_matrix` and
+matrix ``fine -> patch``. At inference it is turned by the head's tilt (:func:`head_turn`), so that every patch is
+read in the head's own frame and a tilted head reads as an upright one; a head already upright gets a pure integer
+translation (no resampling). In training the patch also rotates and scales about its centre. Training and the Detector both call :func:`patch_matrix` and
 :func:`cut_patches`, so the two cannot drift apart.
 """
 from __future__ import annotations
@@ -125,9 +126,34 @@ def patch_to_fine(xy: np.ndarray, m: np.ndarray) -> np.ndarray:
     return apply_matrix(xy, cv2.invertAffineTransform(m))
 
 
-def centred_matrices(points_fine: np.ndarray, size: int) -> np.ndarray:
-    """(K, 2) fine-pixel points -> (K, 2, 3) inference matrices: integer translations centring each point."""
-    return np.stack([patch_matrix(np.round(p), size) for p in np.asarray(points_fine, dtype=np.float64)])
+def centred_matrices(points_fine: np.ndarray, size: int, turn: float = 0.0) -> np.ndarray:
+    """(K, 2) fine-pixel points -> (K, 2, 3) inference matrices centring each point (rounded: a first stage that
+    moves a point by a hundredth of a pixel cuts the same patch): integer translations, or turned by ``turn``
+    degrees about the point."""
+    return np.stack([patch_matrix(np.round(p), size, turn) for p in np.asarray(points_fine, dtype=np.float64)])
+
+
+# The S-N line's usual direction in the images the local stage learnt from (ISBI 001-150, face to the right, y
+# down: the median angle of S->N). The patches of a head tilted from it are turned back by the difference.
+USUAL_SN_DEG = -6.5
+TURN_STEP_DEG = 0.5         # turns are rounded to this: the same head cuts the same patches; a smaller tilt is not
+                            # turned at all, so an upright head keeps the exact integer cut
+
+
+def head_turn(xy: np.ndarray, schema) -> float:
+    """Degrees that turn an image's patches into the head's usual frame: the angle from the S-N line of ``xy``
+    ((K, 2) points of ``schema``) to :data:`USUAL_SN_DEG` (mirrored for a face to the left); 0 when the schema has
+    no sella or nasion. Rounded to :data:`TURN_STEP_DEG`."""
+    try:
+        s, n = xy[schema.index("sella")], xy[schema.index("nasion")]
+    except KeyError:
+        return 0.0
+    d = np.asarray(n, np.float64) - np.asarray(s, np.float64)
+    if not np.isfinite(d).all() or not d.any():
+        return 0.0
+    usual = USUAL_SN_DEG if d[0] >= 0 else 180.0 - USUAL_SN_DEG
+    turn = (usual - np.degrees(np.arctan2(d[1], d[0])) + 180.0) % 360.0 - 180.0
+    return float(np.round(turn / TURN_STEP_DEG) * TURN_STEP_DEG) + 0.0      # + 0.0: never -0.0
 
 
 STAGE_KEY = "stage"          # ModelMeta.extra[STAGE_KEY] == LOCAL_STAGE marks a local-stage model file
@@ -253,23 +279,27 @@ class LocalStage:
         """
         return self.locate_with_peaks(gray, lb, xy, reduction)[0]
 
-    def locate_with_peaks(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1):
-        """:meth:`locate`, plus the (K,) local heatmap peak each point was read at."""
+    def locate_with_peaks(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1,
+                          turn: Optional[float] = None):
+        """:meth:`locate`, plus the (K,) local heatmap peak each point was read at. ``turn``: the patches' turn in
+        degrees (default: :func:`head_turn` of ``xy``)."""
         fine = self.fine(gray, lb, reduction)
-        x, mats = local_inputs(fine, xy, self.params)
+        turn = head_turn(xy, self.meta.schema) if turn is None else turn
+        x, mats = local_inputs(fine, xy, self.params, turn)
         hm = self.run_network(x)
         if hm.shape[:2] != (len(xy), self.meta.schema.k):
             raise ModelError(f"local-stage model {self.path} gave heatmaps {hm.shape} for {len(xy)} patches")
         return local_points(hm, mats, fine, self.params, xy, return_peaks=True)
 
     def locate_at(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, landmarks: np.ndarray, reduction: int = 1,
-                  prior_sd: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
+                  prior_sd: Optional[float] = None, turn: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
         """Landmarks ``landmarks`` (n,) re-read around ``xy`` (n, 2) original pixels: one model call for n patches,
-        each read on its landmark's channel; ``prior_sd`` (first-stage input px) widens the decode prior.
+        each read on its landmark's channel; ``prior_sd`` (first-stage input px) widens the decode prior;
+        ``turn``: the patches' turn in degrees (the whole reading's :func:`head_turn`).
         Returns ((n, 2) points, (n,) peaks)."""
         p = self.params if prior_sd is None else replace(self.params, prior_sd=max(self.params.prior_sd, prior_sd))
         fine = self.fine(gray, lb, reduction)
-        x, mats = local_inputs(fine, xy, p)
+        x, mats = local_inputs(fine, xy, p, turn)
         hm = self.run_network(x)
         return local_points(hm, mats, fine, p, xy, return_peaks=True, channels=np.asarray(landmarks))
 
@@ -291,10 +321,10 @@ class LocalParams:
                               # the first-stage point (its error spread), so a look-alike far off loses
 
 
-def local_inputs(fine: FineImage, xy: np.ndarray, p: LocalParams) -> Tuple[np.ndarray, np.ndarray]:
+def local_inputs(fine: FineImage, xy: np.ndarray, p: LocalParams, turn: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
     """(K, 2) points (original pixels) -> ((K, C, size, size) float32 patches of the fine image centred on them,
-    (K, 2, 3) matrices). Patch ``i`` belongs to landmark ``i``."""
-    mats = centred_matrices(fine.to_fine(xy), p.size)
+    turned by ``turn`` degrees, (K, 2, 3) matrices). Patch ``i`` belongs to landmark ``i``."""
+    mats = centred_matrices(fine.to_fine(xy), p.size, turn)
     patches = cut_patches(fine.pixels, fine.stored_matrices(mats), p.size, pad_pixel(p.pad_value))
     return np.stack([normalize(q, p.mean, p.std, p.channels) for q in patches]), mats
 

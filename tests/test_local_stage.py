@@ -13,6 +13,7 @@ from sdk.local_stage import (
     centred_matrices,
     cut_patches,
     fine_image,
+    head_turn,
     local_inputs,
     local_points,
     local_stage_path,
@@ -86,6 +87,51 @@ def test_rotated_patch_maps_back():
     pts = np.array([[47.3, 58.2], [55.1, 61.9]])
     assert np.abs(patch_to_fine(apply_matrix(pts, m), m) - pts).max() < 1e-9
     assert np.allclose(apply_matrix(np.array([50.0, 60.0]), m), [32, 32])
+
+
+def test_patches_are_turned_into_the_heads_usual_frame():
+    """A head tilted by t degrees gets patches turned by -t: the S-N line then lies at its usual angle in them,
+    and the same anatomy gives the same patch whatever the tilt (up to resampling). A face to the left turns the
+    other way; a schema without sella or nasion, or a head within half a degree of upright, is not turned."""
+    import cv2
+
+    from sdk.schemas import ISBI19
+
+    usual = np.radians(-6.5)
+    s = np.array([300.0, 400.0])
+    xy = np.zeros((19, 2))
+    for tilt in (-10.0, 4.0, 9.0):
+        a = usual + np.radians(tilt)
+        xy[0], xy[1] = s, s + 700 * np.array([np.cos(a), np.sin(a)])
+        assert head_turn(xy, ISBI19) == pytest.approx(-tilt, abs=1e-9)      # whole: no rounding
+        m = patch_matrix(xy[0], 64, head_turn(xy, ISBI19))
+        d = apply_matrix(xy[1], m) - apply_matrix(xy[0], m)
+        assert np.degrees(np.arctan2(d[1], d[0])) == pytest.approx(-6.5, abs=1e-9)
+        mirrored = xy.copy()
+        mirrored[:, 0] = -mirrored[:, 0]
+        assert head_turn(mirrored, ISBI19) == pytest.approx(tilt, abs=1e-9)
+    xy[1] = s + 700 * np.array([np.cos(usual + 0.004), np.sin(usual + 0.004)])
+    assert head_turn(xy, ISBI19) == 0.0         # a quarter degree: upright, the integer cut
+    xy[1] = s + 700 * np.array([np.cos(usual + 0.04), np.sin(usual + 0.04)])
+    assert head_turn(xy, ISBI19) == -2.5        # 2.29 deg, to the half degree
+
+    class NoSN:
+        def index(self, name):
+            raise KeyError(name)
+
+    assert head_turn(xy, NoSN()) == 0.0
+    # the same dot, read in patches of a tilted copy of an image, maps back onto its place in each
+    hw = (900, 700)
+    lb = letterbox_geometry(hw, (384, 384))
+    dot = cv2.GaussianBlur(cv2.circle(np.zeros(hw, np.uint8), (400, 500), 6, 255, -1), (0, 0), 2)
+    fine = fine_image(dot, lb, 3.0 / 1.0)
+    for turn in (0.0, 7.0, -12.0):
+        x, mats = local_inputs(fine, np.array([[403.0, 497.0]]), PARAMS, turn)
+        p = x[0, 0] - x[0, 0].min()
+        yy, xx = np.mgrid[:p.shape[0], :p.shape[1]]
+        c = np.array([(p * xx).sum(), (p * yy).sum()]) / p.sum()
+        back = fine.to_image(patch_to_fine(c, mats[0]))
+        assert np.abs(back - [400, 500]).max() < 0.5, turn
 
 
 def test_local_points_recover_subpixel_positions():
@@ -172,8 +218,9 @@ def test_detector_runs_the_local_stage(tiny_onnx, tiny_local, fixture_samples, t
         assert np.array_equal(a.scores, b.scores)          # confidence stays the first stage's
         lb = letterbox_geometry(a.image_size, tuple(plain.meta.input_hw))
         half = 16 / (3.0 * lb.scale_x)                       # half a patch in original pixels
+        turn = np.radians(head_turn(a.xy, plain.meta.schema))   # the patch is turned into the head's frame
         moved = np.abs(b.xy - a.xy).max(axis=1)
-        assert moved.max() <= half + 1 and moved.max() > 0   # refined, and only within its patch
+        assert moved.max() <= half * (abs(np.cos(turn)) + abs(np.sin(turn))) + 1 and moved.max() > 0   # within it
         # batch and single calls agree with the local stage too
         assert np.allclose(det.batch([s.image, s.image])[1].xy, b.xy)
     # found by name beside the first-stage file

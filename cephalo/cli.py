@@ -33,7 +33,7 @@ from .options import (
     spacing_sources,
 )
 from .pacs import DicomOutputs, Pacs, quiet_libraries
-from .run import EXIT_FAILED
+from .run import EXIT_FAILED, EXIT_FLAGGED
 
 
 @click.group(cls=Commands)
@@ -143,6 +143,45 @@ def predict(images, list_file, model, backend, threads, spacing, out_dir, write_
     if pacs is not None:
         click.echo(pacs.summary(out_dir), err=True)
     sys.exit(EXIT_FAILED if not_stored else exit_code(counts, strict))
+
+
+@main.command("compare")
+@click.argument("before", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("after", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Write compare.json, compare.csv and compare.png here.")
+@model_option
+@click.option("--backend", type=click.Choice(["auto", "openvino", "onnxruntime"]), default="onnxruntime",
+              show_default=True)
+@spacing_option
+@site_option
+@spacing_sources
+@click.option("--upright", is_flag=True, help="Read each image a second time turned upright (twice the time).")
+def compare_command(before, after, out_dir, model, backend, spacing, site, ruler_mm, magnification, upright):
+    """Superimpose two cephalograms of one patient (BEFORE and AFTER treatment) and say what changed: each
+    landmark's displacement (overall on the anterior cranial base; regional on the maxilla and the mandible) and
+    each measurement's change, marked where within reading error. Nothing can tell that the two images are of one
+    patient: that is the caller's to know."""
+    from sdk import Detector
+    from sdk.compare import compare, upright_reading, write_outputs
+    from sdk.image_io import load_image
+
+    check_convention(site, model)
+    det = Detector(model, backend=backend, site=site, ruler_mm=ruler_mm, magnification=magnification)
+    read = []
+    for path in (before, after):
+        gray = load_image(path).gray
+        res = upright_reading(det, path, gray, spacing)[0] if upright else det(path, spacing)
+        read.append((res, gray))
+    (rb, gb), (ra, ga) = read
+    result = compare(rb, ra, gb, ga, (before.name, after.name))
+    paths = write_outputs(result, rb, ra, ga, out_dir)
+    beyond = [k for k, c in result["changes"].items() if c["within_reading_error"] is False]
+    click.echo(f"{before.name} -> {after.name}: changed beyond reading error: {', '.join(beyond) or 'nothing'}")
+    for line in result["doubtful"] + result["notes"]:
+        click.echo(f"  {line}")
+    click.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
+    sys.exit(EXIT_FLAGGED if result["doubtful"] else 0)
 
 
 @main.command("store")

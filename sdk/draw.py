@@ -138,3 +138,42 @@ def save_png(img: np.ndarray, path: Union[str, Path]) -> Path:
     path = Path(path)
     path.write_bytes(buf.tobytes())
     return path
+
+
+_BEFORE, _AFTER = (255, 160, 0), (0, 0, 255)        # BGR: the earlier tracing blue, the later red
+
+
+def draw_comparison(result: dict, before, after, after_gray: np.ndarray) -> np.ndarray:
+    """The picture of a comparison (:func:`sdk.compare.compare`): both tracings, the earlier one carried onto the
+    later image by the overall superimposition, over the later image faded; a legend naming the two, the
+    superimposition and the changes beyond reading error, and a 10 mm scale bar when there is a spacing."""
+    from .tracing import tracing
+
+    faded = (128 + np.asarray(after_gray, np.float32) * 0.5).astype(np.uint8)
+    img = cv2.cvtColor(faded, cv2.COLOR_GRAY2BGR)
+    scale = max(after_gray.shape) / 1000.0
+    thick = max(1, int(round(2 * scale)))
+    lines, _ = tracing(after)
+    for xy, colour in ((np.asarray(result["before_on_after_px"], float), _BEFORE), (np.asarray(after.xy), _AFTER)):
+        for i, j in lines:
+            a, b = xy[i], xy[j]
+            cv2.line(img, (int(round(a[0])), int(round(a[1]))), (int(round(b[0])), int(round(b[1]))), colour,
+                     thick, cv2.LINE_AA)
+        for p in xy:
+            cv2.circle(img, (int(round(p[0])), int(round(p[1]))), max(2, int(round(4 * scale))), colour, -1,
+                       cv2.LINE_AA)
+    if after.spacing:
+        n = int(round(10.0 / after.spacing))
+        y, x0 = img.shape[0] - int(30 * scale) - 10, int(30 * scale) + 10
+        cv2.line(img, (x0, y), (x0 + n, y), (0, 0, 0), thick + 2)
+        cv2.putText(img, "10 mm", (x0, y - int(10 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0),
+                    thick, cv2.LINE_AA)
+    overall = result["superimpositions"]["overall"]
+    text = [f"blue: {result['before']['label']}", f"red: {result['after']['label']}",
+            f"superimposed on the {overall['region']} ({overall['method']})"]
+    beyond = [f"{k} {c['change']:+.1f} {c['unit']}" for k, c in result["changes"].items()
+              if c["within_reading_error"] is False]
+    text += ["changed beyond reading error:"] + (beyond or ["nothing"])
+    text += result["doubtful"] + result["notes"]
+    panel = _legend(text, np.array([t in result["doubtful"] for t in text]), img.shape[0], scale)
+    return np.hstack([img, panel])

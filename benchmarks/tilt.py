@@ -2,11 +2,11 @@
 and its points mapped back onto the untilted image's.
 
     python -m benchmarks.tilt --data ../shared/data/isbi2015 [--images 10] [--angles=-10,-8,-5,5,8,10]
-        [--upright] [--out lab/results/tilt]
+        [--steady] [--out lab/results/tilt]
 
 Per point: the distance (mm) between the tilted copy's reading, mapped back, and the untilted image's reading; per
-angle measurement (SNA, SNB, ANB): the change. ``--upright``: also :func:`sdk.compare.upright_reading` (each image
-read a second time, turned upright), as ``cephalo compare --upright`` reads.
+angle measurement (SNA, SNB, ANB): the change. ``--steady``: also :func:`sdk.compare.steady_reading` (a tilted head
+read a second time, turned upright, and the two averaged), as ``cephalo compare`` reads.
 Writes ``tilt.json`` and ``tilt.md``.
 """
 from __future__ import annotations
@@ -55,20 +55,20 @@ def run(read, files, angles, mm=0.1):
 @click.option("--data", "data_dir", type=click.Path(path_type=Path, exists=True), required=True)
 @click.option("--images", "n_images", type=int, default=10, show_default=True, help="Test1 images, from 151.")
 @click.option("--angles", default="-10,-8,-5,5,8,10", show_default=True)
-@click.option("--upright", is_flag=True, help="Also the upright second reading (cephalo compare --upright).")
+@click.option("--steady", is_flag=True, help="Also the steadied reading (cephalo compare's).")
 @click.option("--backend", default="onnxruntime", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("lab/results/tilt"))
-def main(data_dir, n_images, angles, upright, backend, out_dir):
+def main(data_dir, n_images, angles, steady, backend, out_dir):
     from sdk import Detector
-    from sdk.compare import upright_reading
+    from sdk.compare import steady_reading
 
     files = sorted((data_dir / "images").glob("*.jpg"))[150:150 + n_images]
     degs = [float(a) for a in angles.split(",")]
     report = {"cpu": cpu_name()["cpu"], "images": [f.name for f in files], "angles_deg": degs, "runs": {}}
     det = Detector(backend=backend)
     reads = {"as read": det}
-    if upright:
-        reads["upright"] = lambda g: upright_reading(det, g, g)[0]
+    if steady:
+        reads["steady"] = lambda g: steady_reading(det, g, g)[0]
     for name, read in reads.items():
         report["runs"][name] = run(read, files, degs)
         print(name, json.dumps(report["runs"][name]))

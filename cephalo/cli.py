@@ -156,14 +156,16 @@ def predict(images, list_file, model, backend, threads, spacing, out_dir, write_
 @spacing_option
 @site_option
 @spacing_sources
-@click.option("--upright", is_flag=True, help="Read each image a second time turned upright (twice the time).")
-def compare_command(before, after, out_dir, model, backend, spacing, site, ruler_mm, magnification, upright):
+@click.option("--steady/--once", default=True, show_default=True,
+              help="Read a tilted head a second time, turned upright, and average the two (twice the time), or "
+                   "read each image once.")
+def compare_command(before, after, out_dir, model, backend, spacing, site, ruler_mm, magnification, steady):
     """Superimpose two cephalograms of one patient (BEFORE and AFTER treatment) and say what changed: each
     landmark's displacement (overall on the anterior cranial base; regional on the maxilla and the mandible) and
     each measurement's change, marked where within reading error. Nothing can tell that the two images are of one
     patient: that is the caller's to know."""
     from sdk import Detector
-    from sdk.compare import compare, upright_reading, write_outputs
+    from sdk.compare import compare, steady_reading, write_outputs
     from sdk.image_io import load_image
 
     check_convention(site, model)
@@ -171,7 +173,7 @@ def compare_command(before, after, out_dir, model, backend, spacing, site, ruler
     read = []
     for path in (before, after):
         gray = load_image(path).gray
-        res = upright_reading(det, path, gray, spacing)[0] if upright else det(path, spacing)
+        res = steady_reading(det, path, gray, spacing)[0] if steady else det(path, spacing)
         read.append((res, gray))
     (rb, gb), (ra, ga) = read
     result = compare(rb, ra, gb, ga, (before.name, after.name))

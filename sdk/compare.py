@@ -16,8 +16,9 @@ A change is "within reading error" when two readings of one unchanged head could
   being maxima) through the measurement's own derivatives.
 
 The Detector reads each landmark in the head's own frame (its patches turned by the head's tilt), so a tilt
-between the two visits moves a reading by little (``benchmarks.tilt``); :func:`upright_reading` (``--upright``)
-reads each image a second time turned upright, at twice the time.
+between the two visits moves a reading by little; :func:`steady_reading` (``cephalo compare``'s default) reads a
+tilted head a second time, the image turned upright, and averages the two readings: steadier still, at twice the
+time (``python -m benchmarks.tilt --steady``).
 """
 from __future__ import annotations
 
@@ -64,11 +65,12 @@ def turned(gray: np.ndarray, deg: float) -> Tuple[np.ndarray, np.ndarray]:
     return cv2.warpAffine(gray, m, (nw, nh), flags=cv2.INTER_LINEAR, borderValue=0), m
 
 
-def upright_reading(detector, image, gray: np.ndarray, spacing: Optional[float] = None):
-    """``detector``'s reading of ``image`` (its pixels ``gray``) made in the head's usual frame: read once, and
-    where the head is tilted by more than :data:`UPRIGHT_FROM_DEG` from it, read again turned upright, its points
-    mapped back. The second reading keeps the first's spacing; its ear rods and ruler, found on the turned copy,
-    are left out. Returns (result, the turn in degrees)."""
+def steady_reading(detector, image, gray: np.ndarray, spacing: Optional[float] = None):
+    """``detector``'s reading of ``image`` (its pixels ``gray``), steadied against the head's tilt: where the head
+    is tilted by more than :data:`UPRIGHT_FROM_DEG` from its usual frame, the image is read a second time turned
+    upright, and each point is the mean of the two readings (the second mapped back). Everything else (flags,
+    reliabilities, spacing, ear rods) is the first reading's. Returns (result, the turn in degrees, 0 when the
+    head was not turned)."""
     first = detector(image, spacing)
     if not first.is_cephalogram:
         return first, 0.0
@@ -81,8 +83,7 @@ def upright_reading(detector, image, gray: np.ndarray, spacing: Optional[float] 
     if not second.is_cephalogram:
         return first, 0.0
     back = (second.xy - m[:, 2]) @ np.linalg.inv(m[:, :2]).T
-    return replace(second, xy=back, image_size=first.image_size, ear_rods=None, ruler=None,
-                   spacing=first.spacing, spacing_source=first.spacing_source, first_reading=None), turn
+    return replace(first, xy=(first.xy + back) / 2), turn
 
 
 def _facing_right(res) -> bool:

@@ -157,3 +157,22 @@ def test_the_cli_writes_its_files_and_refuses_a_non_cephalogram(tmp_path):
     with pytest.raises(CompareError, match="not read as a cephalogram"):
         det = Detector(backend="onnxruntime")
         compare(det(_gray("152.jpg")), det(str(noise)))
+
+
+def test_a_tilted_head_is_read_again_upright_and_averaged(det):
+    """steady_reading: a head tilted from its usual frame is read a second time turned upright, and the points
+    are the mean of the two readings; a head already upright is read once."""
+    from sdk.compare import steady_reading
+    from sdk.local_stage import head_turn
+
+    gray = _gray("152.jpg")
+    tilted, _ = turned(gray, 8.0)
+    once = det(tilted, MM)
+    steady, turn = steady_reading(det, tilted, tilted, MM)
+    assert abs(turn - head_turn(once.xy, once._schema())) < 1e-9 and abs(turn) > 5
+    assert steady.point_flags == once.point_flags and steady.image_size == once.image_size
+    moved = np.linalg.norm(steady.xy - once.xy, axis=1) * MM
+    assert 0 < np.median(moved) < 0.5
+    upright, _ = turned(tilted, -turn)
+    again, turn2 = steady_reading(det, upright, upright, MM)
+    assert turn2 == 0.0 and np.array_equal(again.xy, det(upright, MM).xy)

@@ -138,7 +138,7 @@ class _ConfidentlyWrong:
     def __init__(self, spacing):
         self.away = 25.0 / spacing
 
-    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None):
+    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None, turn=0.0):
         return np.asarray(xy, float) + np.array([self.away, 0.0]), np.ones(len(landmarks))
 
 
@@ -164,7 +164,7 @@ class _Recording:
     def __init__(self, move):
         self.move, self.calls = np.asarray(move, float), []
 
-    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None):
+    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None, turn=0.0):
         self.calls.append({"xy": np.array(xy, float), "landmarks": np.array(landmarks), "reduction": reduction,
                            "prior_sd": prior_sd})
         return np.asarray(xy, float) + self.move, np.full(len(landmarks), 0.9)
@@ -251,7 +251,7 @@ class _SecondTime:
     def __init__(self, late, away):
         self.late, self.away, self.calls = late, away, []
 
-    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None):
+    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None, turn=0.0):
         self.calls.append(list(landmarks))
         out = np.asarray(xy, float).copy()
         if len(self.calls) == 1:

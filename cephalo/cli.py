@@ -179,7 +179,9 @@ def compare_command(before, after, out_dir, model, backend, spacing, site, ruler
     result = compare(rb, ra, gb, ga, (before.name, after.name))
     paths = write_outputs(result, rb, ra, ga, out_dir)
     beyond = [k for k, c in result["changes"].items() if c["within_reading_error"] is False]
-    click.echo(f"{before.name} -> {after.name}: changed beyond reading error: {', '.join(beyond) or 'nothing'}")
+    moved = [r["name"] for r in result["displacements"]["overall"] if not r["within_reading_error"]]
+    click.echo(f"{before.name} -> {after.name}: changed beyond reading error: {', '.join(beyond) or 'no measurement'}; "
+               f"moved beyond it: {', '.join(moved) or 'no landmark'}")
     for line in result["doubtful"] + result["notes"]:
         click.echo(f"  {line}")
     click.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)

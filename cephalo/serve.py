@@ -6,6 +6,9 @@
     POST /v1/overlay[?spacing=0.1]     the same body -> the overlay PNG (points, legend, flags)
     (POST /v1/landmarks with ``Accept: application/dicom``: the DICOM Structured Report instead of the JSON;
      with ``?dicom=gsps`` the presentation state that draws the tracing over the image)
+    POST /v1/compare[?spacing=0.1]     a multipart/form-data upload with the fields ``before`` and ``after`` (two
+                                       cephalograms of one patient) -> ``cephalo compare``'s JSON, its picture as
+                                       ``picture_png_base64``; 422 when one is not a cephalogram (named)
     GET  /v1/model                     the model's metadata and measured accuracy (file names, not server paths)
     GET  /health                       {"status": "ok"}
     GET  /                             the page: drop an image, see the tracing, the landmarks and measurements
@@ -22,6 +25,7 @@ and in the log line). Detection runs in a bounded pool of worker threads, one De
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import email
 import email.policy
@@ -142,13 +146,35 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
                                 headers={"X-Request-Id": rid, "X-Source-SOP-Instance-UID": source_uid})
             return JSONResponse(record, headers={"X-Request-Id": rid})
 
+    async def compare_pair(request: Request, rid: str):
+        spacing = spacing_of(request)
+        data = await read_body(request)
+        ctype = request.headers.get("content-type", "")
+        if not ctype.lower().startswith("multipart/form-data"):
+            raise Refused(400, "POST a multipart form with the fields 'before' and 'after' (the two images)")
+        try:
+            (name_b, before), (name_a, after) = form_fields(data, ctype, ("before", "after"))
+        except ValueError as e:
+            raise Refused(400, f"multipart upload: {e}") from None
+        if slots.locked():
+            raise Refused(503, "busy: too many images waiting; retry later")
+        async with slots:
+            loop = asyncio.get_running_loop()
+            out, png = await loop.run_in_executor(
+                pool, lambda: _comparison(det, before, after, (name_b or "before", name_a or "after"), spacing))
+            return JSONResponse({**out, "picture_png_base64": base64.b64encode(png).decode("ascii"),
+                                 "request_id": rid}, headers={"X-Request-Id": rid})
+
     async def run_detection(request: Request, overlay: bool):
+        return await answer(request, lambda rid: detect(request, overlay, rid))
+
+    async def answer(request: Request, handler):
         rid = uuid.uuid4().hex[:12]
         t0 = time.perf_counter()
         status = 500
         try:
             try:
-                response = await detect(request, overlay, rid)
+                response = await handler(rid)
             except Exception as e:
                 code = status_of(e)
                 if code is None:
@@ -169,6 +195,9 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
     async def overlay(request: Request):
         return await run_detection(request, overlay=True)
 
+    async def compare_view(request: Request):
+        return await answer(request, lambda rid: compare_pair(request, rid))
+
     async def model(request: Request):
         info = {k: (Path(v).name if k in _PATH_KEYS and v else v) for k, v in det.info.items()}
         return JSONResponse(json.loads(json.dumps(info, default=str)))
@@ -186,7 +215,8 @@ def create_app(det, workers: int = 2, limits: Optional[Limits] = None):
 
     app = Starlette(routes=[Route("/", page), Route("/health", health), Route("/v1/model", model),
                             Route("/v1/landmarks", landmarks, methods=["POST"]),
-                            Route("/v1/overlay", overlay, methods=["POST"])], lifespan=lifespan)
+                            Route("/v1/overlay", overlay, methods=["POST"]),
+                            Route("/v1/compare", compare_view, methods=["POST"])], lifespan=lifespan)
     return framed(app)
 
 
@@ -218,18 +248,28 @@ FORM_FIELD = "file"
 
 def form_file(body: bytes, content_type: str) -> bytes:
     """The bytes of the field ``file`` of a multipart/form-data body; ValueError naming what is wrong."""
+    return form_fields(body, content_type, (FORM_FIELD,))[0][1]
 
+
+def form_fields(body: bytes, content_type: str, wanted) -> list:
+    """(file name or None, bytes) of each field of ``wanted`` in a multipart/form-data body; ValueError naming
+    what is wrong or missing."""
     msg = email.message_from_bytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body,
                                    policy=email.policy.HTTP)
     if not msg.is_multipart():
         raise ValueError("the body is not multipart/form-data (a boundary is missing or does not match)")
-    names = []
+    found = {}
     for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        names.append(name)
-        if name == FORM_FIELD:
-            return part.get_payload(decode=True) or b""
-    raise ValueError(f"no field {FORM_FIELD!r} (fields: {', '.join(str(n) for n in names) or 'none'})")
+        found.setdefault(name, (part.get_filename(), part.get_payload(decode=True) or b""))
+    missing = [w for w in wanted if w not in found]
+    if missing:
+        raise ValueError(f"no field {', '.join(repr(m) for m in missing)} (fields: "
+                         f"{', '.join(str(n) for n in found) or 'none'})")
+    empty = [w for w in wanted if not found[w][1]]
+    if empty:
+        raise ValueError(f"field {', '.join(repr(m) for m in empty)} is empty")
+    return [found[w] for w in wanted]
 
 
 class Refused(Exception):
@@ -255,7 +295,9 @@ def status_of(e: BaseException) -> Optional[int]:
         return e.status
     if isinstance(e, ClientDisconnect):
         return CLIENT_GONE
-    for cls, status in ((ImageTooLarge, 413), (ImageError, 415), (CephaloError, 400)):
+    from sdk.compare import CompareError
+
+    for cls, status in ((ImageTooLarge, 413), (ImageError, 415), (CompareError, 422), (CephaloError, 400)):
         if isinstance(e, cls):
             return status
     return None
@@ -278,6 +320,24 @@ def _dicom_object(det, data: bytes, res, kind: str = "sr"):
     buf = io.BytesIO()
     obj.save_as(buf, enforce_file_format=True)
     return buf.getvalue(), str(source.SOPInstanceUID)
+
+
+def _comparison(det, before: bytes, after: bytes, labels, spacing):
+    """``cephalo compare`` on two uploads: (the comparison, its picture as PNG bytes)."""
+    import cv2
+
+    from sdk.compare import compare, steady_reading
+    from sdk.draw import draw_comparison
+    from sdk.image_io import load_image
+
+    read = []
+    for data in (before, after):
+        gray = load_image(data).gray
+        read.append((steady_reading(det, data, gray, spacing)[0], gray))
+    (rb, gb), (ra, ga) = read
+    out = compare(rb, ra, gb, ga, labels)
+    ok, buf = cv2.imencode(".png", draw_comparison(out, rb, ra, ga))
+    return out, buf.tobytes()
 
 
 def _overlay_png(det, data: bytes, res) -> bytes:

@@ -173,7 +173,11 @@ def draw_comparison(result: dict, before, after, after_gray: np.ndarray) -> np.n
             f"superimposed on the {overall['region']} ({overall['method']})"]
     beyond = [f"{k} {c['change']:+.1f} {c['unit']}" for k, c in result["changes"].items()
               if c["within_reading_error"] is False]
-    text += ["changed beyond reading error:"] + (beyond or ["nothing"])
+    unit = "mm" if result["units"] == "mm" else "px"
+    moved = [f"{r['name']} {r[f'distance_{unit}']:.1f} {unit}" for r in result["displacements"]["overall"]
+             if not r["within_reading_error"]]
+    text += ["changed beyond reading error:"] + (beyond or ["no measurement"])
+    text += ["moved beyond reading error (overall):"] + (moved or ["no landmark"])
     text += result["doubtful"] + result["notes"]
     panel = _legend(text, np.array([t in result["doubtful"] for t in text]), img.shape[0], scale)
     return np.hstack([img, panel])

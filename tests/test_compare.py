@@ -146,7 +146,7 @@ def test_the_cli_writes_its_files_and_refuses_a_non_cephalogram(tmp_path):
     img = ISBI_FIX / "images" / "152.jpg"
     r = CliRunner().invoke(main, ["compare", str(img), str(img), "--out", str(tmp_path / "o"), "--spacing", "0.4"])
     assert r.exit_code == 0, r.output
-    assert "changed beyond reading error: nothing" in r.output
+    assert "changed beyond reading error: no measurement; moved beyond it: no landmark" in r.output
     out = json.loads((tmp_path / "o" / "compare.json").read_text())
     assert all(x["distance_mm"] < 1e-6 for x in out["displacements"]["overall"])
     lines = (tmp_path / "o" / "compare.csv").read_text().splitlines()

@@ -103,6 +103,14 @@ with sync_playwright() as p:
     page.set_input_files("#file", not_an_image)             # an error; the page stays usable
     page.wait_for_function("document.getElementById('status').className === 'error'", timeout=30000)
     print("error", page.locator("#status").inner_text())
+    page.set_input_files("#before", image)                  # before and after: the same image, nothing changed
+    page.set_input_files("#after", image)
+    page.click("#compareGo")
+    page.wait_for_function("document.querySelectorAll('#changes tbody tr').length >= 5", timeout=120000)
+    print("changes", page.locator("#changes tbody tr").count())
+    print("moves", page.locator("#moves tbody tr").count())
+    print("changed", page.locator("#changes tbody tr.flagged").count())
+    print("picture", page.locator("#compareImg").is_visible())
     browser.close()
 """
 
@@ -131,6 +139,7 @@ def test_page_shows_landmarks_and_measurements_in_a_browser(tmp_path):
     out = dict(line.split(" ", 1) for line in r.stdout.splitlines())
     assert int(out["measurements"]) >= 7 and out["status"] in ("ok", "check") and out["canvas"] == "True"
     assert "415" in out["error"] and shot.stat().st_size > 10000
+    assert int(out["changes"]) >= 7 and int(out["moves"]) == 19 and out["changed"] == "0" and out["picture"] == "True"
     from sdk import Detector
 
     rods = Detector(backend="onnxruntime")(IMG).ear_rods
@@ -154,6 +163,33 @@ def test_form_uploads_as_clients_send_them(server):
         info = c.get("/v1/model").json()
         assert info["model"] == det.model_path.name and "/" not in info["model"]
         assert info["local_stage"] is None or "/" not in info["local_stage"]
+
+
+def test_compare_takes_two_uploads(server):
+    """POST /v1/compare: the fields 'before' and 'after'; the answer is cephalo compare's JSON with its picture; a
+    missing field is a 400 naming it, a non-cephalogram a 422 naming it."""
+    import base64
+
+    url, det = server
+    other = ISBI_FIX / "images" / "152.jpg"
+    noise = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (600, 480)).astype(np.uint8))[1]
+    with httpx.Client(base_url=url, timeout=120) as c:
+        r = c.post("/v1/compare", params={"spacing": "0.4"},
+                   files={"before": ("151.jpg", IMG.read_bytes(), "image/jpeg"),
+                          "after": ("152.jpg", other.read_bytes(), "image/jpeg")})
+        assert r.status_code == 200, r.text[:300]
+        d = r.json()
+        assert d["before"]["label"] == "151.jpg" and d["after"]["label"] == "152.jpg" and d["units"] == "mm"
+        assert len(d["displacements"]["overall"]) == 19 and "SNA" in d["changes"]
+        pic = cv2.imdecode(np.frombuffer(base64.b64decode(d["picture_png_base64"]), np.uint8), cv2.IMREAD_COLOR)
+        assert pic.shape[0] == 600 and pic.shape[1] > 480
+        half = c.post("/v1/compare", files={"before": ("151.jpg", IMG.read_bytes(), "image/jpeg")})
+        assert half.status_code == 400 and "'after'" in half.json()["error"]
+        bad = c.post("/v1/compare", files={"before": ("151.jpg", IMG.read_bytes(), "image/jpeg"),
+                                           "after": ("noise.png", noise.tobytes(), "image/png")})
+        assert bad.status_code == 422 and "noise.png: not read as a cephalogram" in bad.json()["error"]
+        raw = c.post("/v1/compare", content=IMG.read_bytes())
+        assert raw.status_code == 400 and "'before' and 'after'" in raw.json()["error"]
 
 
 def test_decompression_bombs_are_refused_from_their_headers(server):

@@ -26,6 +26,7 @@ from sdk.local_stage import (
     apply_matrix,
     cut_patches,
     fine_image,
+    head_turn,
     local_inputs,
     local_points,
     patch_matrix,
@@ -111,23 +112,25 @@ class PatchDataset(torch.utils.data.Dataset):
 
 @torch.no_grad()
 def local_stage_points(model: PatchNet, fine: FineImage, first: np.ndarray, cfg: LocalConfig,
-                  prior_sd: Optional[float] = None) -> np.ndarray:
+                       prior_sd: Optional[float] = None, schema: Optional[Schema] = None) -> np.ndarray:
     """(K, 2) first-stage points (original pixels) -> refined (K, 2): the SDK's cut and read around a torch model
-    (``prior_sd``: overrides the config's decode prior; 0 = none)."""
+    (``prior_sd``: overrides the config's decode prior; 0 = none). With the ``schema``, the patches are turned into
+    the head's frame as the Detector turns them (:func:`sdk.local_stage.head_turn`)."""
     p = cfg.params if prior_sd is None else replace(cfg.params, prior_sd=prior_sd)
-    x, mats = local_inputs(fine, first, p)
+    x, mats = local_inputs(fine, first, p, head_turn(first, schema) if schema is not None else 0.0)
     return local_points(model(torch.from_numpy(x)).float().numpy(), mats, fine, p, first)
 
 
-def evaluate(model: PatchNet, data: List[FineSample], first: Dict[str, np.ndarray], cfg: LocalConfig) -> Dict:
+def evaluate(model: PatchNet, data: List[FineSample], first: Dict[str, np.ndarray], cfg: LocalConfig,
+             schema: Optional[Schema] = None) -> Dict:
     """Val MRE (mm) of the first stage alone and refined: ``mre_mm`` as the Detector runs it (with the prior of
-    ``cfg``), ``raw_mre_mm`` without the prior."""
+    ``cfg``, and with the ``schema`` the patches turned into the head's frame), ``raw_mre_mm`` without the prior."""
     model.eval()
     err = {"first": [], "prior": [], "raw": []}
     for d in data:
         p0 = first[d.id]
-        for key, p in (("first", p0), ("prior", local_stage_points(model, d.fine, p0, cfg)),
-                       ("raw", local_stage_points(model, d.fine, p0, cfg, prior_sd=0.0))):
+        for key, p in (("first", p0), ("prior", local_stage_points(model, d.fine, p0, cfg, schema=schema)),
+                       ("raw", local_stage_points(model, d.fine, p0, cfg, prior_sd=0.0, schema=schema))):
             err[key].append(np.linalg.norm(p - d.truth, axis=1) * d.spacing)
     e = {k: np.concatenate(v) for k, v in err.items()}
     e = {k: v[np.isfinite(v)] for k, v in e.items()}         # an unlabelled point is not scored
@@ -185,7 +188,7 @@ class LocalTrainer(Trainer):
         return loss, parts, len(x)
 
     def validate(self) -> Optional[Dict]:
-        return evaluate(self.model, self.fine_val, self.first_val, self.cfg) if self.fine_val else None
+        return evaluate(self.model, self.fine_val, self.first_val, self.cfg, self.schema) if self.fine_val else None
 
     def _val_record(self, val: Dict) -> Dict:
         rec = {f"val_{k}": v for k, v in val.items()}

@@ -9,8 +9,8 @@ spacing work the same way.
 Coordinates: pixel centres at integers everywhere (see :mod:`sdk.preprocess`). A patch is cut by a 2x3 affine
 matrix ``fine -> patch``. At inference it is turned by the head's tilt (:func:`head_turn`), so that every patch is
 read in the head's own frame and a tilted head reads as an upright one; a head already upright gets a pure integer
-translation (no resampling). In training the patch also rotates and scales about its centre. Training and the Detector both call :func:`patch_matrix` and
-:func:`cut_patches`, so the two cannot drift apart.
+translation (no resampling). In training the patch also rotates and scales about its centre. Training and the
+Detector both call :func:`patch_matrix` and :func:`cut_patches`, so the two cannot drift apart.
 """
 from __future__ import annotations
 

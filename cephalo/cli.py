@@ -177,7 +177,7 @@ def compare_command(before, after, out_dir, model, backend, spacing, site, ruler
         read.append((res, gray))
     (rb, gb), (ra, ga) = read
     result = compare(rb, ra, gb, ga, (before.name, after.name))
-    paths = write_outputs(result, rb, ra, ga, out_dir)
+    paths = write_outputs(result, ra, ga, out_dir)
     beyond = [k for k, c in result["changes"].items() if c["within_reading_error"] is False]
     moved = [r["name"] for r in result["displacements"]["overall"] if not r["within_reading_error"]]
     click.echo(f"{before.name} -> {after.name}: changed beyond reading error: {', '.join(beyond) or 'no measurement'}; "

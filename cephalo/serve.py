@@ -336,7 +336,7 @@ def _comparison(det, before: bytes, after: bytes, labels, spacing):
         read.append((steady_reading(det, data, gray, spacing)[0], gray))
     (rb, gb), (ra, ga) = read
     out = compare(rb, ra, gb, ga, labels)
-    ok, buf = cv2.imencode(".png", draw_comparison(out, rb, ra, ga))
+    ok, buf = cv2.imencode(".png", draw_comparison(out, ra, ga))
     return out, buf.tobytes()
 
 

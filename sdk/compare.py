@@ -237,7 +237,7 @@ def _summary(res, label: str, mirrored: bool) -> dict:
             "doubtful_landmarks": [n for i, n in enumerate(res.names) if res.point_flags and res.point_flags[i]]}
 
 
-def write_outputs(result: dict, before, after, after_image: np.ndarray, out_dir: Path) -> List[Path]:
+def write_outputs(result: dict, after, after_image: np.ndarray, out_dir: Path) -> List[Path]:
     """``compare.json``, ``compare.csv`` (one row per displacement and per change) and ``compare.png`` (both
     tracings over the later image) in ``out_dir``."""
     from .draw import draw_comparison, save_png
@@ -258,5 +258,5 @@ def write_outputs(result: dict, before, after, after_image: np.ndarray, out_dir:
         for name, c in result["changes"].items():
             w.writerow(["change", "", name, "", "", "", c["before"], c["after"], c["change"], c["unit"], c["limit"],
                         c["within_reading_error"], c["doubtful"]])
-    save_png(draw_comparison(result, before, after, after_image), paths[2])
+    save_png(draw_comparison(result, after, after_image), paths[2])
     return paths

@@ -143,7 +143,7 @@ def save_png(img: np.ndarray, path: Union[str, Path]) -> Path:
 _BEFORE, _AFTER = (255, 160, 0), (0, 0, 255)        # BGR: the earlier tracing blue, the later red
 
 
-def draw_comparison(result: dict, before, after, after_gray: np.ndarray) -> np.ndarray:
+def draw_comparison(result: dict, after, after_gray: np.ndarray) -> np.ndarray:
     """The picture of a comparison (:func:`sdk.compare.compare`): both tracings, the earlier one carried onto the
     later image by the overall superimposition, over the later image faded; a legend naming the two, the
     superimposition and the changes beyond reading error, and a 10 mm scale bar when there is a spacing."""

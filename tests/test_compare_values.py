@@ -180,7 +180,7 @@ def test_compare_by_value(tmp_path):
                              flags=("low_confidence",)))
     # every cell of the CSV is the JSON's
     gray = np.full((2400, 1935), 90, np.uint8)
-    paths = write_outputs(out, b, a, gray, tmp_path / "o")
+    paths = write_outputs(out, a, gray, tmp_path / "o")
     assert [p.name for p in paths] == ["compare.json", "compare.csv", "compare.png"]
     assert json.loads(paths[0].read_text()) == json.loads(json.dumps(out))
     rows = list(csv.DictReader(open(paths[1], newline="")))
@@ -241,3 +241,199 @@ def test_steady_reading_reads_a_tilted_head_again_and_averages():
     fake = _Fake(level, 0.0)
     res, turn = steady_reading(fake, img, img, 0.1)
     assert turn == 0.0 and len(fake.calls) == 1 and np.array_equal(res.xy, level)
+
+
+def _texture(h, w, seed):
+    """A smooth random texture (grey levels 20-235): something for the image registration to hold on to."""
+    g = cv2.GaussianBlur(np.random.default_rng(seed).uniform(0, 255, (h, w)).astype(np.float32), (0, 0), 3)
+    return cv2.normalize(g, None, 20, 235, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def _moved(img, deg, shift, about):
+    m = cv2.getRotationMatrix2D(about, deg, 1.0)
+    m[:, 2] += shift
+    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT), m
+
+
+def test_refine_holds_to_its_region_and_says_when_it_cannot():
+    """The anterior cranial base box moves by one rigid transform, the rest of the image by another: the refined
+    overall superimposition finds the box's, from a start 1 deg and 1 mm off. A flat region, missing landmarks
+    and a start far off are refused by name, the landmarks' start kept."""
+    from sdk.superimpose import refine
+
+    mm = 0.5
+    before_img = _texture(600, 700, 1)
+    s, n = np.array([150.0, 250.0]), np.array([450.0, 250.0])            # px; S-N level, 150 mm long
+    inside, m_in = _moved(before_img, 2.0, (4.0, -3.0), (300.0, 250.0))
+    outside, _ = _moved(before_img, -4.0, (-12.0, 9.0), (300.0, 250.0))
+    box = np.zeros(before_img.shape, bool)
+    box[250 - 30:250 + 31, 150 - 20:450 + 21] = True                   # the region: 12 mm across, 8 mm beyond
+    after_img = np.where(box, inside, outside)
+    # after px = m_in @ before px inside the box; the registration maps after mm -> before mm
+    r_true = np.linalg.inv(m_in[:, :2])
+    t_true = -r_true @ m_in[:, 2]
+    before = {"sella": s * mm, "nasion": n * mm}
+    start = Registration("overall", "anterior cranial base", float(np.degrees(np.arctan2(r_true[1, 0], r_true[0, 0])))
+                         + 1.0, t_true * mm + [1.0, 0.0], ("sella", "nasion"))
+    got = refine(start, REGIONS[0], before, before_img, mm, after_img, mm)
+    assert got.image == "refined" and got.score > 0.9
+    assert got.angle_deg == pytest.approx(np.degrees(np.arctan2(r_true[1, 0], r_true[0, 0])), abs=0.05)
+    probe = np.array([[200.0, 240.0], [400.0, 260.0]])                  # before px inside the box
+    in_after = probe @ m_in[:, :2].T + m_in[:, 2]
+    assert np.abs(got.apply(in_after * mm) - probe * mm).max() < 0.05
+    flat = np.full_like(before_img, 100)
+    reg = Registration("overall", "x", 0.0, np.zeros(2), ("sella", "nasion"))
+    assert refine(reg, REGIONS[0], before, flat, mm, after_img, mm).image == \
+        "not refined: the region is flat in one image"
+    reg = Registration("overall", "x", 0.0, np.zeros(2), ("sella", "nasion"))
+    assert refine(reg, REGIONS[0], before, before_img, mm, flat, mm).image == \
+        "not refined: the region is flat in one image"
+    reg = Registration("mandible", "x", 0.0, np.zeros(2), ("gonion", "menton"))
+    assert refine(reg, REGIONS[2], {"menton": s * mm}, before_img, mm, after_img, mm).image == \
+        "not refined: the region's landmarks are missing"
+    reg = Registration("overall", "x", 0.0, np.zeros(2), ("sella", "nasion"))
+    assert refine(reg, REGIONS[0], {"sella": s * mm, "nasion": s * mm + 0.5}, before_img, mm, after_img,
+                  mm).image == "not refined: the region's landmarks are missing"        # S on N: no axis
+    # a start 8 mm off: the image registration finds the nearest fit far from it, or none; either way dropped
+    reg = Registration("overall", "x", float(np.degrees(np.arctan2(r_true[1, 0], r_true[0, 0]))),
+                       t_true * mm + [8.0, 0.0], ("sella", "nasion"))
+    far = refine(reg, REGIONS[0], before, before_img, mm, _texture(600, 700, 9), mm)
+    assert far.image.startswith("not refined") and far.notes and np.allclose(far.t, t_true * mm + [8.0, 0.0])
+
+
+def test_the_symphysis_box_and_the_axis_boxes():
+    from sdk.superimpose import SYMPHYSIS, _box
+
+    pts = {n: np.array(p, np.float64) for n, p in zip(SYMPHYSIS, [(10, 20), (12, 30), (11, 34), (9, 36)])}
+    c, u, hl, hw = _box(REGIONS[2], pts)
+    assert np.allclose(c, [10.5, 30.0]) and np.allclose(u, [1, 0]) and (hl, hw) == (9.0, 9.0)
+    assert _box(REGIONS[2], {"menton": pts["menton"]}) is None
+    two = {k: pts[k] for k in ("pogonion", "menton")}
+    assert np.allclose(_box(REGIONS[2], two)[0], (pts["pogonion"] + pts["menton"]) / 2)
+    b = {"posterior_nasal_spine": np.array([0.0, 0.0]), "anterior_nasal_spine": np.array([30.0, 40.0])}
+    c, u, hl, hw = _box(REGIONS[1], b)
+    assert np.allclose(c, [15, 20]) and np.allclose(u, [0.6, 0.8])
+    assert hl == pytest.approx(25.0 + REGIONS[1].pad_along) and hw == REGIONS[1].across
+    assert _box(REGIONS[1], {"posterior_nasal_spine": np.zeros(2), "anterior_nasal_spine": np.array([0.6, 0.6])}) \
+        is None
+    assert _box(REGIONS[1], {"posterior_nasal_spine": np.zeros(2), "anterior_nasal_spine": np.array([1.2, 0.0])}) \
+        is not None
+
+
+def test_compare_says_what_and_whom_exactly(tmp_path):
+    """The refusals and notes name the image; the frame is S-N's own (a tilted S-N too); values are rounded to
+    the thousandth; a doubtful landmark marks the measurements that use it; the later image's picture carries the
+    earlier tracing by the overall superimposition even when a regional one differs."""
+    b = reading()
+    with pytest.raises(CompareError, match=r"^late\.png: not read as a cephalogram \(low_confidence\): nothing"):
+        compare(b, Landmarks(XY, np.ones(19, np.float32), NAMES, (2400, 1935), 0.1, "caller", "isbi19",
+                             flags=("low_confidence",)), labels=("early.png", "late.png"))
+    with pytest.raises(CompareError, match=r"^early\.png and late\.png were read with different landmark sets"):
+        compare(b, Landmarks(XY[:18], np.ones(18, np.float32), NAMES[:18], (2400, 1935), 0.1, "caller", ""),
+                labels=("early.png", "late.png"))
+    one = compare(b, reading(spacing=None), labels=("early.png", "late.png"))
+    assert one["units"].startswith("px") and one["notes"] == [
+        "no pixel spacing for late.png: angles only (displacements need mm: --spacing, DICOM, a ruler or a site)"]
+    # the earlier image faces left, the later right: the earlier is mirrored, and named
+    m = XY.copy()
+    m[:, 0] = 1935 - 1 - m[:, 0]
+    left = compare(reading(m), b, labels=("early.png", "late.png"))
+    assert left["before"]["mirrored"] is True and left["after"]["mirrored"] is False
+    assert left["notes"] == ["the two face different ways: early.png was mirrored to compare"]
+    assert all(r["distance_mm"] == pytest.approx(0.0, abs=1e-6) for r in left["displacements"]["overall"])
+    right = compare(b, reading(m), labels=("early.png", "late.png"))
+    assert right["notes"] == ["the two face different ways: late.png was mirrored to compare"]
+    # S-N tilted by 20 deg (y down): a point moved 1 mm along S-N reads dx 1, dy 0; across it (down), dy 1
+    a = math.radians(20.0)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    tilted = (XY - XY[0]) @ rot.T + XY[0]
+    u = rot @ [1.0, 0.0]
+    v = rot @ [0.0, 1.0]
+    moved = tilted.copy()
+    moved[_i("pogonion")] += 10.0 * u + 20.0 * v + np.array([0.00123, 0.0])
+    out = compare(reading(tilted), reading(moved))
+    row = out["displacements"]["overall"][_i("pogonion")]
+    assert row["dx_mm"] == round(1.0 + 0.000123 * math.cos(a), 3) and row["dy_mm"] == round(2.0 - 0.000123 *
+                                                                                             math.sin(a), 3)
+    assert row["distance_mm"] == round(float(np.hypot(1.0 + 0.000123 * math.cos(a), 2.0 - 0.000123 * math.sin(a))),
+                                       3)
+    assert row["limit_mm"] == round(READING_MM["pogonion"], 3)
+    for r in out["displacements"]["overall"]:
+        for k in ("dx_mm", "dy_mm", "distance_mm", "limit_mm"):
+            assert r[k] == round(r[k], 3)
+    for c in out["changes"].values():
+        assert c["change"] == round(c["change"], 3) and c["limit"] == round(c["limit"], 3)
+    # a landmark flagged in one reading: the measurements that use it are doubtful, the others not
+    flags = [""] * len(NAMES)
+    flags[_i("subspinale")] = "low_peak"
+    fl = compare(b, reading(flags=flags))
+    assert fl["changes"]["SNA"]["doubtful"] is True and fl["changes"]["SNB"]["doubtful"] is False
+    assert compare(reading(flags=flags), b)["changes"]["SNA"]["doubtful"] is True
+    assert fl["changes"]["ANB"]["isbi_class_after"] == b.measurements()["ANB"]["isbi_class"]
+    # the maxilla moves, the cranial base does not: the picture's earlier tracing follows the overall one
+    mx = XY.copy()
+    for name in ("anterior_nasal_spine", "posterior_nasal_spine"):
+        mx[_i(name)] += (30.0, 15.0)
+    pm = compare(b, reading(mx))
+    assert pm["superimpositions"]["maxilla"]["shift_mm"] != pm["superimpositions"]["overall"]["shift_mm"]
+    assert np.allclose(pm["before_on_after_px"], XY, atol=0.01)
+    # a measurement the later reading lacks (mm, no spacing there) is left out; the others are all there
+    part = compare(b, reading(spacing=None))
+    assert "SNA" in part["changes"] and "MW" not in part["changes"] and "MW" in b.measurements()
+    assert list(part["changes"]) == [k for k in b.measurements() if k in reading(spacing=None).measurements()]
+    # in pixels, the CSV says px and carries the pixel numbers
+    paths = write_outputs(one, b, np.zeros((2400, 1935), np.uint8), tmp_path / "deep" / "er")
+    rows = [r for r in csv.DictReader(open(paths[1], newline="")) if r["kind"] == "displacement"]
+    assert rows and all(r["unit"] == "px" for r in rows)
+    assert float(rows[0]["limit"]) == one["displacements"]["overall"][0]["limit_px"]
+    write_outputs(one, b, np.zeros((2400, 1935), np.uint8), tmp_path / "deep" / "er")      # again: replaced
+    assert paths[0].read_text().startswith('{\n "before": {')
+
+
+def test_facing_is_read_from_sella_and_nasion_alone():
+    from sdk.compare import _facing_right
+
+    xy = XY.copy()
+    xy[_i("sella")], xy[_i("nasion")] = (900.0, 100.0), (1600.0, 50.0)      # N far up and ahead
+    assert _facing_right(reading(xy)) is True
+    xy[_i("nasion")] = (850.0, 1200.0)
+    assert _facing_right(reading(xy)) is False
+    xy[_i("nasion")] = (900.0, 1200.0)                                     # straight below: not to the left
+    assert _facing_right(reading(xy)) is True
+
+
+def test_steady_reading_at_its_edges():
+    from sdk.compare import UPRIGHT_FROM_DEG
+
+    img = np.zeros((2400, 1935), np.uint8)
+    a = math.radians(-6.5 + UPRIGHT_FROM_DEG)          # exactly the threshold: read again
+    xy = XY.copy()
+    xy[_i("nasion")] = XY[_i("sella")] + 700 * np.array([math.cos(a), math.sin(a)])
+    fake = _Fake(xy, 0.0)
+    fake.shape, fake.turn = (2400, 1935), -UPRIGHT_FROM_DEG
+    _, turn = steady_reading(fake, img, img, None)
+    assert turn == -UPRIGHT_FROM_DEG and len(fake.calls) == 2 and fake.calls[1][1] is None   # no spacing: none
+    first = Landmarks(XY, np.ones(19, np.float32), NAMES, (2400, 1935), None, None, "isbi19",
+                      flags=("low_confidence",))
+    res, turn = steady_reading(lambda image, spacing=None: first, img, img)
+    assert res is first and turn == 0.0
+
+
+def test_turned_is_centred_and_smooth():
+    img = np.zeros((41, 61), np.uint8)
+    cv2.circle(img, (15, 12), 3, 255, -1)
+    img = cv2.GaussianBlur(img, (0, 0), 1.5)
+    out, m = turned(img, 25.0)
+    yy, xx = np.mgrid[:out.shape[0], :out.shape[1]]
+    w = out.astype(np.float64)
+    c = np.array([(w * xx).sum(), (w * yy).sum()]) / w.sum()
+    yy, xx = np.mgrid[:41, :61]
+    c0 = np.array([(img * xx).sum(), (img * yy).sum()], np.float64) / img.sum()
+    assert np.abs(c - (m[:, :2] @ c0 + m[:, 2])).max() < 0.05
+    white, _ = turned(np.full((41, 61), 255, np.uint8), 25.0)
+    assert white[0, 0] == 0 and white[out.shape[0] // 2, out.shape[1] // 2] == 255
+    edge = np.zeros((41, 61), np.uint8)
+    edge[:, 30:] = 255
+    e, _ = turned(edge, 3.0)
+    assert len(np.unique(e[20])) > 3          # interpolated, not nearest: the edge has grey steps

@@ -420,3 +420,84 @@ def test_the_dicom_outputs_of_each_kind_of_input(tmp_path):
     files, objects = DicomOutputs(det)(flipped, res, tmp_path / "o" / "flipped")
     assert files[0].name == "flipped.image.dcm" and list(objects[0].PatientOrientation) == ["P", "F"]
     assert [f.name for f in files[1:]] == ["flipped.sr.dcm", "flipped.gsps.dcm", "flipped.tracing.dcm"]
+
+
+def _scripted(statuses):
+    """A local DICOMweb server answering its POSTs with ``statuses`` in turn (the last one repeated), recording
+    each request's path, headers and body."""
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            status = statuses[min(len(seen), len(statuses)) - 1]
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}/dicom-web/", seen
+
+
+def test_a_stow_request_by_value_and_its_retries():
+    """STOW-RS: POST <url>/studies (one slash), a multipart/related body of application/dicom Part 10 files (one
+    per instance, in order, the boundary the header's), answers as DICOM JSON. 5xx, 408 and 429 are tried again
+    after 0.5, 1, 2 ... s while the time given lasts; the error then says how many attempts were made."""
+    import pydicom
+
+    from cephalo.pacs import StoreError, store
+
+    a, b = _one_dataset(), _one_dataset()
+    b.SOPInstanceUID = "1.2.3.5"
+    srv, url, seen = _scripted([503, 429, 408, 200])
+    try:
+        assert store(url, [a, b], budget_s=10) == 2
+    finally:
+        srv.shutdown()
+    assert len(seen) == 4 and all(s["path"] == "/dicom-web/studies" for s in seen)
+    h = seen[0]["headers"]
+    assert h["Accept"] == "application/dicom+json"
+    ctype, boundary = h["Content-Type"].split("; boundary=")
+    assert ctype == 'multipart/related; type="application/dicom"' and len(boundary) == 32
+    body = seen[0]["body"]
+    assert body.endswith(f"--{boundary}--\r\n".encode())
+    parts = body.split(f"--{boundary}".encode())[1:-1]
+    assert len(parts) == 2
+    uids = []
+    for p in parts:
+        head, data = p.split(b"\r\n\r\n", 1)
+        assert head == b"\r\nContent-Type: application/dicom" and data.endswith(b"\r\n")
+        assert data[128:132] == b"DICM"                          # a Part 10 file: preamble and file meta
+        uids.append(str(pydicom.dcmread(io.BytesIO(data[:-2])).SOPInstanceUID))
+    assert uids == ["1.2.3.4", "1.2.3.5"]
+    # always 500: within 2 s, tries at 0, 0.5 and 1.5 s; a fourth would wait 2 s more
+    srv, url, seen = _scripted([500])
+    try:
+        with pytest.raises(StoreError) as e:
+            store(url, [a], budget_s=2)
+    finally:
+        srv.shutdown()
+    assert e.value.retry is True and len(seen) == 3
+    assert str(e.value) == f"--store {url}: not stored in 2 s (3 attempt(s); last: HTTP 500)"
+    # a 4xx refusal is not tried again
+    srv, url, seen = _scripted([400, 200])
+    try:
+        with pytest.raises(StoreError) as e:
+            store(url, [a, b], budget_s=5)
+    finally:
+        srv.shutdown()
+    assert e.value.retry is False and len(seen) == 1
+    assert str(e.value) == f"--store {url}: the PACS refused the instances (HTTP 400)"
+    # https goes by STOW-RS too: a plain-HTTP port answers no TLS, and that is a connection failure, tried again
+    srv, url, seen = _scripted([200])
+    try:
+        with pytest.raises(StoreError) as e:
+            store(url.replace("http://", "https://"), [a], budget_s=1)
+    finally:
+        srv.shutdown()
+    assert e.value.retry is True and "last: SSLError" in str(e.value)

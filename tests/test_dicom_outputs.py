@@ -175,6 +175,10 @@ def test_the_secondary_capture_carries_the_spacing_used(tmp_path):
     assert r.exit_code == 0, r.output
     sc = pydicom.dcmread(tmp_path / "a" / "151.image.dcm")
     assert [float(v) for v in sc.PixelSpacing] == [0.4, 0.4] and "PixelSpacingCalibrationType" not in sc
+    written = sorted((tmp_path / "a").glob("*.dcm"))
+    assert len(written) == 4 and not list((tmp_path / "a").glob("*.part"))
+    for f in written:                        # Part 10 files: the preamble and the file meta a PACS expects
+        assert f.read_bytes()[128:132] == b"DICM", f.name
     from sdk.dicom_sr import source_dataset
     from sdk.image_io import load_image
 

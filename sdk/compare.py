@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import CephaloError
 from .local_stage import head_turn
-from .superimpose import superimpose
+from .superimpose import REGIONS, SYMPHYSIS, superimpose
 
 # Two readings of one head, tilted by 5-10 degrees the one against the other, lay at most this far apart (mm, per
 # landmark, 10 ISBI Test1 images x 6 tilts; python -m benchmarks.tilt, lab/results/tilt). Other schemas'
@@ -92,10 +92,19 @@ def _facing_right(res) -> bool:
 
 
 def _points_mm(res, mm: float, mirror: bool) -> Dict[str, np.ndarray]:
+    """{name: (2,) mm} of a reading (mirrored to face right), under its own names and under the names the
+    superimpositions ask for (a schema's aliases resolved)."""
     xy = np.asarray(res.xy, np.float64).copy()
     if mirror:
         xy[:, 0] = (res.image_size[1] - 1) - xy[:, 0]
-    return {n: xy[i] * mm for i, n in enumerate(res.names)}
+    out = {n: xy[i] * mm for i, n in enumerate(res.names)}
+    schema = res._schema()
+    for name in {n for r in REGIONS for n in r.landmarks + r.axis + r.shows} | set(SYMPHYSIS):
+        try:
+            out.setdefault(name, xy[schema.index(name)] * mm)
+        except KeyError:
+            continue
+    return out
 
 
 def _error_mm(res_b, res_a, name: str) -> Tuple[float, bool]:
@@ -149,11 +158,16 @@ def compare(before, after, before_image: Optional[np.ndarray] = None, after_imag
     doubtful. With ``before_image`` / ``after_image`` (the gray images read) the superimpositions are refined on
     the images. ``labels``: how the two are named (file names or dates)."""
     for res, name in zip((before, after), labels):
-        if not res.is_cephalogram:
-            raise CompareError(f"{name}: not read as a cephalogram ({', '.join(res.flags) or 'flagged'}): "
-                               f"nothing to compare")
+        if not res.is_cephalogram:          # (flags say why: a reading is refused only by a flag)
+            raise CompareError(f"{name}: not read as a cephalogram ({', '.join(res.flags)}): nothing to compare")
     if list(before.names) != list(after.names):
         raise CompareError(f"{labels[0]} and {labels[1]} were read with different landmark sets")
+    schema = before._schema()
+    for need in ("sella", "nasion"):        # the overall superimposition and its frame
+        try:
+            schema.index(need)
+        except KeyError:
+            raise CompareError(f"the landmarks read ({schema.id}) have no {need}: no superimposition") from None
     notes: List[str] = []
     doubtful: List[str] = []
     mm_known = before.spacing is not None and after.spacing is not None
@@ -171,13 +185,11 @@ def compare(before, after, before_image: Optional[np.ndarray] = None, after_imag
     gb = before_image if before_image is None or not mirror_b else np.ascontiguousarray(before_image[:, ::-1])
     ga = after_image if after_image is None or not mirror_a else np.ascontiguousarray(after_image[:, ::-1])
     for name in ("sella", "nasion"):
+        i = schema.index(name)
         for res, lab in zip((before, after), labels):
-            i = res.names.index(name) if name in res.names else None
-            if i is not None and ((res.point_flags and res.point_flags[i]) or (res.repaired and res.repaired[i])):
+            if (res.point_flags and res.point_flags[i]) or (res.repaired and res.repaired[i]):
                 doubtful.append(f"{name} is doubtful in {lab}: the overall superimposition is doubtful")
     regs = superimpose(pb, pa, gb, mm_b, ga, mm_a)
-    if not regs:
-        raise CompareError("no superimposition: sella and nasion are needed")
     errors = {n: _error_mm(before, after, n) for n in before.names}
     s, n_ = pb["sella"], pb["nasion"]
     u = (n_ - s) / max(float(np.linalg.norm(n_ - s)), 1e-9)
@@ -205,12 +217,10 @@ def compare(before, after, before_image: Optional[np.ndarray] = None, after_imag
         ea = ma.get(name)
         if ea is None or eb["unit"] != ea["unit"]:
             continue
-        spread_b = _measure_spread(before, name, err_only, mm_b if mm_known else 1.0)
-        limit = None if spread_b is None else 2.576 * spread_b
+        limit = 2.576 * _measure_spread(before, name, err_only, mm_b)      # mm_b: 1 (pixels) without a spacing
         change = ea["value"] - eb["value"]
         entry = {"before": eb["value"], "after": ea["value"], "change": round(change, 3), "unit": eb["unit"],
-                 "limit": None if limit is None else round(limit, 3),
-                 "within_reading_error": None if limit is None else bool(abs(change) <= limit),
+                 "limit": round(limit, 3), "within_reading_error": bool(abs(change) <= limit),
                  "doubtful": bool(eb.get("doubtful") or ea.get("doubtful"))}
         if "isbi_class" in eb:
             entry["isbi_class_before"], entry["isbi_class_after"] = eb["isbi_class"], ea.get("isbi_class")

@@ -326,15 +326,24 @@ def test_compare_says_what_and_whom_exactly(tmp_path):
     the thousandth; a doubtful landmark marks the measurements that use it; the later image's picture carries the
     earlier tracing by the overall superimposition even when a regional one differs."""
     b = reading()
-    with pytest.raises(CompareError, match=r"^late\.png: not read as a cephalogram \(low_confidence\): nothing"):
+    with pytest.raises(CompareError, match=r"^late\.png: not read as a cephalogram \(low_confidence, "
+                                           r"implausible_shape\): nothing to compare$"):
         compare(b, Landmarks(XY, np.ones(19, np.float32), NAMES, (2400, 1935), 0.1, "caller", "isbi19",
-                             flags=("low_confidence",)), labels=("early.png", "late.png"))
+                             flags=("low_confidence", "implausible_shape")), labels=("early.png", "late.png"))
+    names = ("a", "b") + NAMES[2:]
+    with pytest.raises(CompareError, match=r"^the landmarks read \(custom\) have no sella: no superimposition$"):
+        compare(*(Landmarks(XY, np.ones(19, np.float32), names, (2400, 1935), 0.1, "caller", "") for _ in "ab"))
     with pytest.raises(CompareError, match=r"^early\.png and late\.png were read with different landmark sets"):
         compare(b, Landmarks(XY[:18], np.ones(18, np.float32), NAMES[:18], (2400, 1935), 0.1, "caller", ""),
                 labels=("early.png", "late.png"))
     one = compare(b, reading(spacing=None), labels=("early.png", "late.png"))
     assert one["units"].startswith("px") and one["notes"] == [
         "no pixel spacing for late.png: angles only (displacements need mm: --spacing, DICOM, a ruler or a site)"]
+    both = compare(reading(spacing=None), reading(spacing=None), labels=("early.png", "late.png"))
+    assert both["notes"][0].startswith("no pixel spacing for early.png and late.png: angles only")
+    errors = {n: _error_mm(b, b, n)[0] for n in NAMES}
+    assert both["changes"]["SNA"]["limit"] == round(2.576 * _measure_spread(reading(spacing=None), "SNA", errors,
+                                                                            1.0), 3)
     # the earlier image faces left, the later right: the earlier is mirrored, and named
     m = XY.copy()
     m[:, 0] = 1935 - 1 - m[:, 0]
@@ -351,14 +360,13 @@ def test_compare_says_what_and_whom_exactly(tmp_path):
     u = rot @ [1.0, 0.0]
     v = rot @ [0.0, 1.0]
     moved = tilted.copy()
-    moved[_i("pogonion")] += 10.0 * u + 20.0 * v + np.array([0.00123, 0.0])
+    moved[_i("pogonion")] += 12.3456 * u + 23.4567 * v
+    moved[_i("supramentale")] += 6.789 * u
     out = compare(reading(tilted), reading(moved))
     row = out["displacements"]["overall"][_i("pogonion")]
-    assert row["dx_mm"] == round(1.0 + 0.000123 * math.cos(a), 3) and row["dy_mm"] == round(2.0 - 0.000123 *
-                                                                                             math.sin(a), 3)
-    assert row["distance_mm"] == round(float(np.hypot(1.0 + 0.000123 * math.cos(a), 2.0 - 0.000123 * math.sin(a))),
-                                       3)
+    assert (row["dx_mm"], row["dy_mm"], row["distance_mm"]) == (1.235, 2.346, round(math.hypot(1.23456, 2.34567), 3))
     assert row["limit_mm"] == round(READING_MM["pogonion"], 3)
+    assert out["changes"]["SNB"]["change"] != 0 and out["changes"]["SNB"]["limit"] > 0
     for r in out["displacements"]["overall"]:
         for k in ("dx_mm", "dy_mm", "distance_mm", "limit_mm"):
             assert r[k] == round(r[k], 3)
@@ -369,6 +377,9 @@ def test_compare_says_what_and_whom_exactly(tmp_path):
     flags[_i("subspinale")] = "low_peak"
     fl = compare(b, reading(flags=flags))
     assert fl["changes"]["SNA"]["doubtful"] is True and fl["changes"]["SNB"]["doubtful"] is False
+    flags[_i("subspinale")], flags[_i("nasion")] = "", "low_peak"
+    assert compare(reading(flags=flags), b, labels=("early.png", "late.png"))["doubtful"] == [
+        "nasion is doubtful in early.png: the overall superimposition is doubtful"]
     assert compare(reading(flags=flags), b)["changes"]["SNA"]["doubtful"] is True
     assert fl["changes"]["ANB"]["isbi_class_after"] == b.measurements()["ANB"]["isbi_class"]
     # the maxilla moves, the cranial base does not: the picture's earlier tracing follows the overall one
@@ -437,3 +448,16 @@ def test_turned_is_centred_and_smooth():
     edge[:, 30:] = 255
     e, _ = turned(edge, 3.0)
     assert len(np.unique(e[20])) > 3          # interpolated, not nearest: the edge has grey steps
+
+
+def test_a_face_to_the_left_is_mirrored_with_its_image():
+    """The earlier image faces left, the later right, the same head: the earlier one's image is mirrored with its
+    points, so the image refinement holds (a turn of nothing) and nothing moved."""
+    img = _texture(2400, 1935, 3)
+    left = np.ascontiguousarray(img[:, ::-1])
+    m = XY.copy()
+    m[:, 0] = 1935 - 1 - m[:, 0]
+    out = compare(reading(m), reading(XY), left, img)
+    overall = out["superimpositions"]["overall"]
+    assert out["before"]["mirrored"] is True and overall["image"] == "refined" and overall["image_correlation"] > 0.99
+    assert abs(overall["rotation_deg"]) < 0.01 and np.abs(overall["shift_mm"]).max() < 0.01

@@ -461,3 +461,25 @@ def test_a_face_to_the_left_is_mirrored_with_its_image():
     overall = out["superimpositions"]["overall"]
     assert out["before"]["mirrored"] is True and overall["image"] == "refined" and overall["image_correlation"] > 0.99
     assert abs(overall["rotation_deg"]) < 0.01 and np.abs(overall["shift_mm"]).max() < 0.01
+
+
+def test_the_records_of_a_superimposition_and_of_each_reading():
+    reg = Registration("overall", "anterior cranial base (S-N at S)", 1.23456, np.array([0.12345, -2.34567]),
+                       ("sella", "nasion"), residual_mm=0.45678)
+    reg.notes.append("a note")
+    assert reg.to_dict() == {"region": "anterior cranial base (S-N at S)", "landmarks": ["sella", "nasion"],
+                             "rotation_deg": 1.235, "shift_mm": [0.123, -2.346], "residual_mm": 0.457,
+                             "method": "landmarks (an approximation)", "image": None, "image_correlation": None,
+                             "notes": ["a note"]}
+    reg.image, reg.score = "refined", 0.987654
+    d = reg.to_dict()
+    assert d["method"] == "landmarks + image" and d["image"] == "refined" and d["image_correlation"] == 0.9877
+    flags = [""] * len(NAMES)
+    flags[_i("gonion")] = "low_peak"
+    out = compare(reading(flags=flags), reading(spacing=0.1), labels=("early.png", "late.png"))
+    assert out["before"] == {"label": "early.png", "image_size": [2400, 1935], "spacing_mm": 0.1,
+                             "spacing_source": "caller", "mirrored": False, "flags": [],
+                             "doubtful_landmarks": ["gonion"]}
+    assert out["after"]["doubtful_landmarks"] == [] and out["after"]["label"] == "late.png"
+    assert out["frame"].startswith("dx along S-N (forward") and "one patient" in out["caution"]
+    assert out["reading_error"].startswith("A change is \"within reading error\"")

@@ -483,3 +483,28 @@ def test_the_records_of_a_superimposition_and_of_each_reading():
     assert out["after"]["doubtful_landmarks"] == [] and out["after"]["label"] == "late.png"
     assert out["frame"].startswith("dx along S-N (forward") and "one patient" in out["caution"]
     assert out["reading_error"].startswith("A change is \"within reading error\"")
+
+
+def test_starts_and_residuals_when_the_head_grew():
+    """Growth is what is measured: the overall start keeps S on S and S-N's direction (never a fit of both
+    ends), its residual is the RMS over its landmarks; a region whose landmarks are missing is left out, the
+    others still registered; one image alone refines nothing."""
+    from sdk.superimpose import superimpose
+
+    b = {n: XY[i] * 0.1 for i, n in enumerate(NAMES)}
+    grown = {n: b["sella"] + (p - b["sella"]) * 1.1 for n, p in b.items()}       # 10% larger about S
+    reg = start(REGIONS[0], b, grown)
+    assert reg.angle_deg == pytest.approx(0.0, abs=1e-9) and np.allclose(reg.apply(grown["sella"]), b["sella"])
+    assert reg.region == REGIONS[0].description
+    # N lands 7 mm beyond N (S-N is 70 mm): the RMS over S and N is 7 / sqrt(2)
+    assert reg.residual_mm == pytest.approx(7.0 / math.sqrt(2))
+    r2 = Registration("x", "x", 0.0, np.zeros(2), ("a", "b"), centre=np.array([10.0, 0.0]), span_mm=40.0,
+                      residual_mm=0.5)
+    assert r2.error_at([10, 0]) == pytest.approx(0.5) and r2.error_at([-10, 0]) == pytest.approx(
+        math.hypot(0.5, 0.5 / 20 * 20))
+    no_ans = {k: v for k, v in b.items() if k != "anterior_nasal_spine"}
+    regs = superimpose(no_ans, no_ans)
+    assert [r.name for r in regs] == ["overall", "mandible"]
+    img = _texture(2400, 1935, 4)
+    regs = superimpose(b, b, img, 0.1, None, 0.1)
+    assert [r.image for r in regs] == [None, None, None]

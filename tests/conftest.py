@@ -148,3 +148,33 @@ def blank_cells(tmp_path, blanks):
     with open(d / "senior.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
     return d, rows, head
+
+
+def local_http(statuses, body: bytes = b"", content_type: str = "application/dicom+json"):
+    """A local HTTP server answering its requests with ``statuses`` in turn (the last one repeated) and ``body``,
+    recording each POST's path, headers and body: (server, its base URL, the POSTs seen). ``server.shutdown()``
+    ends it."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.command == "POST":
+                seen.append({"path": self.path, "headers": dict(self.headers), "body": data})
+            self.send_response(statuses[min(max(len(seen), 1), len(statuses)) - 1])
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET = _answer
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}", seen

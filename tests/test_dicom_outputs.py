@@ -2,16 +2,14 @@
 Secondary Capture's spacing; and ``--store`` against PACS that fail (refused, silent, broken answers): the results
 are written first, each image's store failure is said, time is bounded and a batch stops storing after failures in
 a row. These need no Orthanc, so they run everywhere the 'pacs' extra is installed."""
-import http.server
 import io
 import json
 import socket
-import threading
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import ISBI_FIX
+from conftest import ISBI_FIX, local_http
 
 hd = pytest.importorskip("highdicom")
 pytest.importorskip("pynetdicom")
@@ -86,28 +84,9 @@ def _batch(tmp_path, n=5):
 
 
 def _answers(status: int, body: bytes):
-    """A local HTTP server answering every POST and GET with ``status`` and ``body``; (url, number of POSTs)."""
-    posts = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _answer(self):
-            n = int(self.headers.get("Content-Length") or 0)
-            self.rfile.read(n)
-            posts.append(self.path)
-            self.send_response(status)
-            self.send_header("Content-Type", "application/dicom+json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_POST = do_GET = _answer
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.server_address[1]}/dicom-web", posts
+    """A local HTTP server answering every POST and GET with ``status`` and ``body``: (server, url, POSTs seen)."""
+    srv, base, seen = local_http([status], body)
+    return srv, base + "/dicom-web", seen
 
 
 def test_a_dead_pacs_costs_no_result_and_stops_the_batch_storing(tmp_path):
@@ -427,25 +406,9 @@ def test_the_dicom_outputs_of_each_kind_of_input(tmp_path):
 
 
 def _scripted(statuses):
-    """A local DICOMweb server answering its POSTs with ``statuses`` in turn (the last one repeated), recording
-    each request's path, headers and body."""
-    seen = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
-            status = statuses[min(len(seen), len(statuses)) - 1]
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.server_address[1]}/dicom-web/", seen
+    """A local DICOMweb server answering its POSTs with ``statuses`` in turn (the last one repeated)."""
+    srv, base, seen = local_http(statuses)
+    return srv, base + "/dicom-web/", seen
 
 
 def test_a_stow_request_by_value_and_its_retries():

@@ -55,30 +55,17 @@ def test_a_full_queue_answers_out_of_resources(tmp_path):
 def test_a_pacs_that_refuses_or_does_not_answer(tmp_path):
     """A refusal sets the instance aside with the PACS's answer (never retried for ever); no answer keeps it
     waiting in the spool for the next try."""
-    import http.server
-    import threading
-
     import pydicom
+    from conftest import local_http
 
     from cephalo.listen import Listener
     from cephalo.serve import free_port
     from sdk import Detector
 
-    class Refuses(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(400)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuses)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv, base, _ = local_http([400])
     det = Detector(backend="onnxruntime")
     try:
-        node = Listener(det, tmp_path / "a", f"http://127.0.0.1:{srv.server_address[1]}/dicom-web")
+        node = Listener(det, tmp_path / "a", base + "/dicom-web")
         path = node.spool.keep("1.2.3", _cephalograms(1, 0)[0])
         assert node.one(path) and not path.exists()
         reason = json.loads((tmp_path / "a" / "refused" / "1.2.3.json").read_text())["reason"]

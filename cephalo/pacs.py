@@ -281,7 +281,7 @@ def _qido_there(url: str, datasets: Sequence, deadline: float) -> set:
             raise _Transient(f"HTTP {r.status_code}")
         for inst in r.json() or []:
             there.update(inst.get("00080018", {}).get("Value", []))
-    return there
+    return there & {str(ds.SOPInstanceUID) for ds in datasets}
 
 
 def _find_there(parsed, datasets: Sequence, deadline: float) -> set:

@@ -150,25 +150,27 @@ def blank_cells(tmp_path, blanks):
     return d, rows, head
 
 
-def local_http(statuses, body: bytes = b"", content_type: str = "application/dicom+json"):
-    """A local HTTP server answering its requests with ``statuses`` in turn (the last one repeated) and ``body``,
-    recording each POST's path, headers and body: (server, its base URL, the POSTs seen). ``server.shutdown()``
-    ends it."""
+def local_http(statuses, body=b"", content_type: str = "application/dicom+json"):
+    """A local HTTP server answering its requests with ``statuses`` in turn (the last one repeated) and ``body``
+    (bytes, or a list of them in turn as the statuses), recording each request's method, path, headers and body:
+    (server, its base URL, the requests seen). ``server.shutdown()`` ends it."""
     import http.server
     import threading
 
     seen = []
+    bodies = body if isinstance(body, list) else [body]
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _answer(self):
             data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.command == "POST":
-                seen.append({"path": self.path, "headers": dict(self.headers), "body": data})
-            self.send_response(statuses[min(max(len(seen), 1), len(statuses)) - 1])
+            seen.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "body": data})
+            n = len(seen)
+            out = bodies[min(n, len(bodies)) - 1]
+            self.send_response(statuses[min(n, len(statuses)) - 1])
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(out)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(out)
 
         do_POST = do_GET = _answer
 

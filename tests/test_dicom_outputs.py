@@ -84,7 +84,7 @@ def _batch(tmp_path, n=5):
 
 
 def _answers(status: int, body: bytes):
-    """A local HTTP server answering every POST and GET with ``status`` and ``body``: (server, url, POSTs seen)."""
+    """A local HTTP server answering every POST and GET with ``status`` and ``body``: (server, url, requests seen)."""
     srv, base, seen = local_http([status], body)
     return srv, base + "/dicom-web", seen
 
@@ -468,3 +468,81 @@ def test_a_stow_request_by_value_and_its_retries():
     finally:
         srv.shutdown()
     assert e.value.retry is True and "last: SSLError" in str(e.value)
+
+
+def _three_datasets():
+    """Three instances: two in study 2.2, one in study 1.1."""
+    out = [_one_dataset() for _ in range(3)]
+    for ds, study, uid in zip(out, ("2.2", "2.2", "1.1"), ("1.2.3.4", "1.2.3.5", "1.2.3.6")):
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, study + ".1", uid
+    return out
+
+
+def test_what_a_dicomweb_pacs_already_holds():
+    """QIDO-RS, one GET <url>/studies/<study>/instances per study (DICOM JSON asked for): the instances of ours it
+    lists are there; a study it does not know (204, 404) holds none of them; a PACS that cannot be asked (5xx,
+    unreachable, out of time) is sent everything."""
+    from cephalo.pacs import already_there
+    from cephalo.serve import free_port
+
+    listed = json.dumps([{"00080018": {"vr": "UI", "Value": ["1.2.3.6"]}},
+                         {"00080018": {"vr": "UI", "Value": ["9.9.9"]}}, {"00100010": {}}]).encode()
+    ours = _three_datasets()
+    theirs = json.dumps([{"00080018": {"vr": "UI", "Value": ["1.2.3.4"]}}]).encode()
+    for statuses, bodies, expected in (([200, 200], [listed, b"null"], {"1.2.3.6"}),
+                                       ([204, 200], [b"", theirs], {"1.2.3.4"}),
+                                       ([404, 200], [b"", theirs], {"1.2.3.4"}),
+                                       ([200, 500], [listed], set())):
+        srv, base, seen = local_http(statuses, bodies)
+        try:
+            assert already_there(base + "/dicom-web/", ours, budget_s=5) == expected, statuses
+        finally:
+            srv.shutdown()
+        assert [s["method"] for s in seen] == ["GET", "GET"]
+        assert sorted(s["path"] for s in seen) == ["/dicom-web/studies/1.1/instances",
+                                                   "/dicom-web/studies/2.2/instances"]
+        assert all(s["headers"]["Accept"] == "application/dicom+json" for s in seen)
+    assert already_there(f"http://127.0.0.1:{free_port()}/dicom-web", ours, budget_s=2) == set()
+    srv, base, seen = local_http([200], listed)
+    try:
+        assert already_there(base, ours, budget_s=0) == set() and not seen         # no time: not asked
+    finally:
+        srv.shutdown()
+
+
+def test_what_a_dicom_pacs_already_holds():
+    """C-FIND at the IMAGE level, one query per instance (its study, series and SOP Instance UIDs): those the PACS
+    answers with a match are there; a failed query (even after matches), or no association, leaves everything to be
+    sent."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+    from cephalo.pacs import already_there
+    from cephalo.serve import free_port
+
+    held, queries, failing = {"1.2.3.5"}, [], []
+
+    def on_find(event):
+        q = event.identifier
+        queries.append((q.QueryRetrieveLevel, q.StudyInstanceUID, q.SeriesInstanceUID, q.SOPInstanceUID))
+        if failing and q.SOPInstanceUID == "1.2.3.6":       # after a match: the answer as a whole is lost
+            yield 0xA700, None
+            return
+        if q.SOPInstanceUID in held:
+            yield 0xFF00, q
+
+    ae = AE(ae_title="ARCHIVE")
+    ae.require_called_aet = True
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)])
+    try:
+        url, ours = f"dicom://ARCHIVE@127.0.0.1:{port}", _three_datasets()
+        assert already_there(url, ours, budget_s=10) == {"1.2.3.5"}
+        assert queries == [("IMAGE", "2.2", "2.2.1", "1.2.3.4"), ("IMAGE", "2.2", "2.2.1", "1.2.3.5"),
+                           ("IMAGE", "1.1", "1.1.1", "1.2.3.6")]
+        failing.append(True)
+        assert already_there(url, ours, budget_s=10) == set()
+        assert already_there(url.replace("ARCHIVE@", "OTHER@"), ours, budget_s=2) == set()
+    finally:
+        server.shutdown()

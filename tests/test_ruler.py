@@ -170,3 +170,53 @@ def test_a_faint_comb_beside_bright_bone_is_found_by_the_wider_pass_and_vertebra
     small = _search_image(spine, 1.0)
     assert _read_at(spine, small, FAINT_SHARE, MIN_TICKS, {}) is not None
     assert _read_at(spine, small, FAINT_SHARE, MIN_TICKS_FAINT, {}) is None
+
+
+def test_a_rulers_record_and_certainty_by_value():
+    """The record's ``ruler`` fields, rounded as JSON shows them; a reading is certain with enough ticks (more for a
+    lying comb) and a pitch known to 1%."""
+    from sdk.ruler import MAX_REL_SE, MIN_TICKS, MIN_TICKS_LYING, Ruler
+
+    r = Ruler(10.123456, 0.0123456, np.array([1.23456, 5.67891]), np.array([101.005, 7.0]), 12, True, True)
+    d = r.to_dict()
+    assert d == {"pitch_px": 10.1235, "pitch_se_px": 0.0123, "p1": [1.23, 5.68], "p2": [101.0, 7.0], "ticks": 12,
+                 "second_scale": True}
+    assert json.loads(json.dumps(d)) == d and all(type(v) is float for v in d["p1"] + d["p2"])
+    assert Ruler(1.0, 0.0, np.zeros(2), np.zeros(2), 3, False).to_dict()["second_scale"] is False
+
+    def certain(ticks, upright, rel_se):
+        return Ruler(10.0, 10.0 * rel_se, np.zeros(2), np.zeros(2), ticks, upright).certain
+
+    assert certain(MIN_TICKS, True, MAX_REL_SE) and not certain(MIN_TICKS - 1, True, 0.0)
+    assert not certain(MIN_TICKS, False, 0.0) and certain(MIN_TICKS_LYING, False, 0.0)
+    assert not certain(MIN_TICKS_LYING - 1, False, 0.0) and not certain(20, True, MAX_REL_SE * 1.01)
+
+
+@pytest.mark.parametrize("shape,s", [((1200, 900), 0.5), ((1203, 902), 0.25), ((1200, 900), 0.4), ((1200, 900), 0.3),
+                                     ((1200, 900), 0.7), ((1000, 800), 1.0), ((30, 20), 0.1)])
+def test_the_search_image_is_the_scale_asked_for_and_area_averaged(shape, s):
+    """The search image has the scale's size (never under 8 px a side; the image itself at scale 1) and each of its
+    pixels averages the image area it covers: a whole factor exactly, the rest near enough that grain is averaged
+    away rather than sampled (aliased)."""
+    from sdk.ruler import _search_image
+
+    rng = np.random.default_rng(1)
+    g = np.clip(rng.normal(128, 40, shape), 0, 255).astype(np.uint8)         # grain: what sampling would alias
+    out = _search_image(g, s)
+    h, w = shape
+    assert out.shape == (max(8, int(h * s)), max(8, int(w * s))) and out.dtype == np.uint8
+    if s == 1.0:
+        assert out is g
+    elif (1 / s).is_integer() and min(out.shape) > 8:
+        f = int(1 / s)
+        block = g[:h // f * f, :w // f * f].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+        assert np.abs(out.astype(float) - block).max() <= 0.5
+    elif min(out.shape) > 8:
+        # area-averaged (below half scale), grain's spread falls by half or more; a linear sample keeps 2/3 of it
+        assert s > 0.5 or out.std() < 0.45 * g.std()
+        smooth = cv2.GaussianBlur(g.astype(np.float32), (0, 0), 8)
+        ideal = cv2.resize(smooth, out.shape[::-1], interpolation=cv2.INTER_AREA)
+        got = cv2.resize(_search_image(smooth.astype(np.uint8), s).astype(np.float32), out.shape[::-1])
+        assert np.abs(got - ideal).mean() < 1.0
+    else:                                    # the smallest: 8 px, still the image's mean level
+        assert abs(float(out.mean()) - float(g.mean())) < 8

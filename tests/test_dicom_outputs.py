@@ -291,6 +291,34 @@ def test_a_refusal_says_how_many_only_where_the_answer_says_so():
         assert "refused the instances (HTTP 400)" in refused(400, body), body
 
 
+
+def test_the_report_reads_back_every_measurement_by_value():
+    """Every measurement of the result is in its report: value, UCUM unit and ISBI class; without a spacing no
+    millimetre value is reported; the points' reliabilities are not taken for measurements."""
+    import pydicom
+
+    from sdk import Detector
+    from sdk.dicom_sr import measurement_report, read_report, source_dataset
+    from sdk.image_io import load_image
+
+    det = Detector(backend="onnxruntime")
+    data = IMG.read_bytes()
+    source = source_dataset(data, load_image(data).gray)[0]
+    units = {"deg": "deg", "mm": "mm", "ratio": "1"}
+    for spacing in (0.4, None):
+        res = det(IMG, spacing=spacing)
+        buf = io.BytesIO()
+        measurement_report(res, source, "m.onnx").save_as(buf, enforce_file_format=True)
+        points, values = read_report(pydicom.dcmread(io.BytesIO(buf.getvalue())))
+        m = res.measurements()
+        assert set(values) == set(m) and len(m) >= 10
+        assert (spacing is None) == all(v["unit"] != "mm" for v in m.values())
+        for name, v in m.items():
+            got = values[name]
+            assert abs(got[0] - v["value"]) < 1e-3 and got[1] == units[v["unit"]], name
+            assert got[2] == v.get("isbi_class"), name
+        assert set(res.names) <= set(points)
+
 def _one_dataset():
     import pydicom
     from conftest import dicom_bytes

@@ -406,6 +406,10 @@ def test_a_profile_round_trips_every_field():
     ({"names": ["sella"] * 19}, "named twice"),
     ({"looks": {"chin": {"patch": [[0.0] * 49] * 49, "min_score": 0.5}}}, "does not name: ['chin']"),
     ({"looks": {"sella": {"patch": [[0.0] * 49] * 49, "min_score": 1.5}}}, "threshold outside [-1, 1]"),
+    ({"looks": {"sella": {"patch": [[0.0] * 48] * 49, "min_score": 0.5}}},
+     "a look is a finite 49-pixel square patch, got (49, 48)"),
+    ({"looks": {"sella": {"patch": [[0.0] * 49] * 48 + [[float("nan")] * 49], "min_score": 0.5}}},
+     "a look is a finite 49-pixel square patch, got (49, 49)"),
     ({"images": -1}, "images -1 and gate"),
     ({"images": 0}, None),                                     # a convention alone
     ({"gate": 10.5}, "gate 10.5"),
@@ -433,3 +437,14 @@ def test_the_offset_bound_says_which_and_how_far():
     off[2] = (0, 0.25)
     with pytest.raises(SiteError, match=r"the offsets of nasion \(50% of S-N\), orbitale \(25% of S-N\) lie beyond"):
         check_offsets(off.tolist(), ISBI19.names)
+
+
+def test_a_look_is_stored_to_a_thousandth_and_read_as_float32():
+    from sdk.site_look import HALF, Look
+
+    rng = np.random.default_rng(0)
+    patch = rng.normal(0, 1, (2 * HALF + 1, 2 * HALF + 1)).astype(np.float32)
+    d = json.loads(json.dumps(Look(patch, 0.25).to_dict()))
+    assert d["min_score"] == 0.25 and np.array_equal(d["patch"], np.round(patch, 3))
+    back = Look.from_dict(d)
+    assert back.patch.dtype == np.float32 and np.abs(back.patch - patch).max() <= 5e-4 and back.min_score == 0.25

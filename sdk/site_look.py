@@ -55,17 +55,20 @@ def to_gray(p: np.ndarray, reduction: int) -> np.ndarray:
 
 def sample(gray: np.ndarray, centre: np.ndarray, step: float, half: int) -> np.ndarray:
     """(2 half + 1)^2 float32 grid of ``gray`` centred on ``centre`` (x, y in gray pixels), ``step`` pixels apart;
-    smoothed first when the step is coarser than a pixel, so that the grid does not alias."""
+    smoothed first when the step is coarser than a pixel, so that the grid does not alias. Beyond the image's edges
+    its edge is replicated; a grid wholly outside the image shows nothing (zeros: flat, matching no look)."""
     size = 2 * half + 1
     m = np.array([[step, 0, centre[0] - half * step], [0, step, centre[1] - half * step]], dtype=np.float64)
+    h, w = gray.shape[:2]
+    span = half * step
+    if (centre[0] + span < 0 or centre[0] - span > w - 1 or centre[1] + span < 0 or centre[1] - span > h - 1):
+        return np.zeros((size, size), np.float32)
     src = gray
-    if step > 1.5:      # only the neighbourhood is smoothed: the grid covers (size * step) pixels
-        x0 = int(max(0, np.floor(centre[0] - (half + 2) * step)))
-        y0 = int(max(0, np.floor(centre[1] - (half + 2) * step)))
-        x1 = int(min(gray.shape[1], np.ceil(centre[0] + (half + 2) * step) + 1))
-        y1 = int(min(gray.shape[0], np.ceil(centre[1] + (half + 2) * step) + 1))
-        if x1 <= x0 or y1 <= y0:
-            return np.zeros((size, size), np.float32)
+    if step > 1.5:      # only the neighbourhood is smoothed: the grid and the smoothing's reach around it
+        reach = (half + 2) * step
+        x0, y0 = int(max(0, np.floor(centre[0] - reach))), int(max(0, np.floor(centre[1] - reach)))
+        x1 = int(min(w, np.ceil(centre[0] + reach) + 1))
+        y1 = int(min(h, np.ceil(centre[1] + reach) + 1))
         src = cv2.GaussianBlur(gray[y0:y1, x0:x1], (0, 0), 0.5 * step)
         m[0, 2] -= x0
         m[1, 2] -= y0

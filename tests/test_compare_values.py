@@ -163,6 +163,13 @@ def test_compare_by_value(tmp_path):
     for r, q in zip(mo["displacements"]["overall"], out["displacements"]["overall"]):
         assert r["dx_mm"] == pytest.approx(q["dx_mm"], abs=1e-6) and r["dy_mm"] == pytest.approx(q["dy_mm"], abs=1e-6)
     assert mo["before_on_after_px"][_i("menton")][0] == pytest.approx(1935 - 1 - XY[_i("menton"), 0], abs=0.01)
+    # the earlier tracing carried onto a later image of the same head, turned and shifted: onto its points, to
+    # the hundredth of a pixel
+    t = math.radians(3.0)
+    turn = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    moved = (XY - 1000.0) @ turn.T + 1000.0 + [5.5, -3.25]
+    carried = np.array(compare(b, reading(moved))["before_on_after_px"])
+    assert np.abs(carried - moved).max() <= 0.006 and np.array_equal(carried, np.round(carried, 2))
     # without a spacing: pixels, angles only, said
     po = compare(reading(spacing=None), reading(xy, spacing=None))
     assert po["units"].startswith("px") and "dx_px" in po["displacements"]["overall"][0]
@@ -508,3 +515,22 @@ def test_starts_and_residuals_when_the_head_grew():
     img = _texture(2400, 1935, 4)
     regs = superimpose(b, b, img, 0.1, None, 0.1)
     assert [r.image for r in regs] == [None, None, None]
+
+
+def test_another_schemas_landmarks_by_their_names_and_aliases():
+    """An Aariz reading: its points in mm under its own names and under the names the superimpositions ask for
+    (its aliases); a landmark with no measured reading error gets the default."""
+    from sdk.compare import _points_mm
+    from sdk.schemas import AARIZ29
+
+    names = tuple(AARIZ29.names)
+    xy = np.random.default_rng(3).uniform(100, 2000, (len(names), 2))
+    res = Landmarks(xy, np.full(len(names), 0.9, np.float32), names, (2400, 1935), 0.1, "caller", "aariz29")
+    pts = _points_mm(res, 0.1, mirror=False)
+    for alias, own in (("subspinale", "a_point"), ("supramentale", "b_point"), ("lower_incisal_incision",
+                                                                                  "lower_incisor_tip")):
+        assert np.allclose(pts[alias], xy[names.index(own)] * 0.1) and np.allclose(pts[own], pts[alias])
+    mirrored = _points_mm(res, 0.1, mirror=True)
+    assert mirrored["subspinale"][0] == pytest.approx((1935 - 1 - xy[names.index("a_point"), 0]) * 0.1)
+    assert _error_mm(res, res, "ramus") == (pytest.approx(DEFAULT_MM), False)
+    assert _error_mm(res, res, "sella") == (pytest.approx(READING_MM["sella"]), False)

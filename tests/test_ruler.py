@@ -220,3 +220,15 @@ def test_the_search_image_is_the_scale_asked_for_and_area_averaged(shape, s):
         assert np.abs(got - ideal).mean() < 1.0
     else:                                    # the smallest: 8 px, still the image's mean level
         assert abs(float(out.mean()) - float(g.mean())) < 8
+
+
+def test_bright_ticks_read_as_dark_ones_and_a_tiny_image_has_no_ruler():
+    """A comb whose ticks are brighter than its bar (a negative, or another make) gives the same pitch; an image too
+    small for one search window is answered None."""
+    dark = read_ruler(_comb(12.25))
+    bright = read_ruler(255 - _comb(12.25))
+    assert dark is not None and bright is not None
+    assert abs(bright.pitch_px / 12.25 - 1) < 0.01 and bright.ticks >= 5
+    # the same marks, whichever way round they are shown: P1 and P2 do not move by half a pitch
+    assert np.abs(bright.p1 - dark.p1).max() < 0.1 and np.abs(bright.p2 - dark.p2).max() < 0.1
+    assert read_ruler(np.full((40, 30), 128, np.uint8)) is None

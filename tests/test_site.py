@@ -87,8 +87,14 @@ def test_refusals(tmp_path, readings):
         fit_site("x", ISBI19.id, ISBI19.names, pred[:4], pred[:4])
     swapped = pred.copy()
     swapped[:, [PORION, MENTON]] = swapped[:, [MENTON, PORION]]    # two columns swapped by mistake
-    with pytest.raises(SiteError, match="porion.*mislabelled"):
+    with pytest.raises(SiteError, match="porion.*mislabelled") as e:
         fit_site("x", ISBI19.id, ISBI19.names, pred, swapped)
+    from sdk.site import frames, to_frame
+
+    _, rot, length = frames(pred, ISBI19.names)
+    far = np.linalg.norm(np.median(to_frame(swapped - pred, rot, length), axis=0), axis=1)
+    said = [f"{n} ({far[k] * 100:.0f}% of S-N)" for k, n in ((PORION, "porion"), (MENTON, "menton"))]
+    assert str(e.value).startswith(f"the labels of {said[0]}, {said[1]} lie far beyond") and far[PORION] > 0.5
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(SiteError, match="bad.json"):
@@ -448,3 +454,39 @@ def test_a_look_is_stored_to_a_thousandth_and_read_as_float32():
     assert d["min_score"] == 0.25 and np.array_equal(d["patch"], np.round(patch, 3))
     back = Look.from_dict(d)
     assert back.patch.dtype == np.float32 and np.abs(back.patch - patch).max() <= 5e-4 and back.min_score == 0.25
+
+
+def test_site_offsets_by_their_rule():
+    """Each landmark's own trimmed mean (an outlying image trimmed away), shrunk towards zero by its own standard
+    error: a convention every image shows exactly is kept whole, noise around nothing moves by less than its
+    noise; two images are averaged, not trimmed to nothing; a landmark with gaps leaves the others as they were."""
+    from sdk.site import SHRINK, TRIM, site_offsets
+
+    rng = np.random.default_rng(5)
+    n = 10
+    rel = np.zeros((n, 3, 2))
+    rel[:, 0] = (0.1, -0.02)
+    rel[0, 0] = (1.0, 1.0)                                   # one image far off: trimmed
+    rel[:, 1] = rng.normal(0, 0.01, (n, 2))                  # noise around nothing
+    rel[:, 2] = (0.05, 0.0) + rng.normal(0, 0.01, (n, 2))    # a convention, noisy
+    out = site_offsets(rel)
+    assert TRIM * n >= 1 and np.allclose(out[0], (0.1, -0.02))
+
+    def rule(r):
+        m = len(r)
+        k = max(1, int(TRIM * m)) if m > 2 else 0
+        mean = np.sort(r, axis=0)[k:m - k].mean(axis=0)
+        se = np.linalg.norm(1.2533 * 1.4826 * np.median(np.abs(r - np.median(r, axis=0)), axis=0) / np.sqrt(m))
+        return mean, max(0.0, 1 - (SHRINK * se) ** 2 / (mean @ mean))
+
+    for k, lo, hi in ((1, 0.0, 0.9), (2, 0.9, 1.0)):
+        mean, shrink = rule(rel[:, k])
+        assert lo < shrink < hi and np.allclose(out[k], mean * shrink), k
+    assert np.linalg.norm(out[1]) < 0.005
+    mean, shrink = rule(rel[:2, 0])
+    assert np.allclose(mean, (0.55, 0.49)) and 0 < shrink < 1
+    assert np.allclose(site_offsets(rel[:2, :1]), [mean * shrink])
+    assert np.allclose(site_offsets(rel[1:3, :1]), [[0.1, -0.02]])
+    gaps = rel.copy()
+    gaps[3:, 1] = np.nan                                     # landmark 1 labelled on three images only
+    assert np.allclose(site_offsets(gaps)[[0, 2]], out[[0, 2]])

@@ -319,6 +319,114 @@ def test_the_report_reads_back_every_measurement_by_value():
             assert got[2] == v.get("isbi_class"), name
         assert set(res.names) <= set(points)
 
+
+def _groups(sr):
+    """{tracking identifier: {"uid", "finding": (code, meaning), "evals": [((code, meaning), (code, meaning))]}}
+    of a report's measurement groups."""
+    out = {}
+
+    def code(seq):
+        return str(seq[0].CodeValue), str(seq[0].CodeMeaning)
+
+    def walk(items):
+        for it in items:
+            if getattr(it, "ValueType", "") == "CONTAINER" and "ContentSequence" in it:
+                group = {"evals": []}
+                for c in it.ContentSequence:
+                    name = code(c.ConceptNameCodeSequence)[1] if "ConceptNameCodeSequence" in c else ""
+                    if c.ValueType == "TEXT" and name == "Tracking Identifier":
+                        group["id"] = str(c.TextValue)
+                    elif c.ValueType == "UIDREF" and name == "Tracking Unique Identifier":
+                        group["uid"] = str(c.UID)
+                    elif c.ValueType == "CODE" and name == "Finding":
+                        group["finding"] = code(c.ConceptCodeSequence)
+                    elif c.ValueType == "CODE" and name in ("Doubtful landmark", "Repaired landmark"):
+                        group["evals"].append((code(c.ConceptNameCodeSequence), code(c.ConceptCodeSequence)))
+                if "id" in group:
+                    out[group["id"]] = group
+                walk(it.ContentSequence)
+
+    walk(sr.ContentSequence)
+    return out
+
+
+def test_the_report_marks_doubt_repair_and_a_faint_rod_by_code():
+    """A doubtful landmark carries its reason, a repaired one says so, machine porion is a point of its own code
+    (doubtful when its ring is faint); every group has its own UID, the same on a rerun, another for another
+    model, each a 2.25 UID of at most 128 bits."""
+    from dataclasses import replace
+
+    import pydicom
+
+    from sdk import Detector
+    from sdk.dicom_sr import MACHINE_PORION, measurement_report, source_dataset
+    from sdk.ear_rods import CERTAIN_SCORE, EarRods, Ring
+    from sdk.image_io import load_image
+
+    res = Detector(backend="onnxruntime")(IMG, spacing=0.4)
+    data = IMG.read_bytes()
+    source = source_dataset(data, load_image(data).gray)[0]
+    k = len(res.names)
+    flags = ["" for _ in range(k)]
+    flags[2] = "implausible position"
+    repaired = [False] * k
+    repaired[5] = True
+    ring = Ring(100.0, 120.0, 20.0, CERTAIN_SCORE / 2, 22.0)
+    faint = replace(res, point_flags=tuple(flags), repaired=tuple(repaired),
+                    ear_rods=EarRods((ring,), ring.top, ring.score))
+
+    def groups(r, model="m.onnx"):
+        buf = io.BytesIO()
+        measurement_report(r, source, model).save_as(buf, enforce_file_format=True)
+        return _groups(pydicom.dcmread(io.BytesIO(buf.getvalue())))
+
+    g = groups(faint)
+    names = list(res.names)
+    assert g[names[2]]["evals"] == [(("doubtful", "Doubtful landmark"),
+                                     ("implausible-posi", "implausible position"))]
+    assert g[names[5]]["evals"] == [(("repaired", "Repaired landmark"),
+                                     ("re-read", "read again where the others put it"))]
+    assert all(not g[n]["evals"] for i, n in enumerate(names) if i not in (2, 5))
+    assert [g[n]["finding"] for n in names] == [(f"L{i + 1}", n) for i, n in enumerate(names)]
+    mp = g[MACHINE_PORION]
+    assert mp["finding"] == ("MPo", "machine porion (the ear rods' top)")
+    assert mp["evals"] == [(("doubtful", "Doubtful landmark"), ("faint-ear-rod-ri", "faint ear-rod ring"))]  # SH: 16
+    certain = replace(faint, ear_rods=EarRods((ring,), ring.top, CERTAIN_SCORE))
+    assert groups(certain)[MACHINE_PORION]["evals"] == []
+    uids = [x["uid"] for x in g.values()]
+    assert len(set(uids)) == len(uids) == k + 2                      # landmarks, machine porion, measurements
+    assert all(u.startswith("2.25.") and int(u[5:]) < 2 ** 128 for u in uids)
+    assert [x["uid"] for x in groups(faint).values()] == uids
+    assert set(x["uid"] for x in groups(faint, "other.onnx").values()).isdisjoint(uids)
+
+
+def test_a_dicom_source_keeps_what_it_has_and_gets_what_a_report_needs():
+    """The instance a DICOM input names in its file meta is the one referenced when its data set leaves it out; a
+    missing modality is OT; the patient and study attributes a report copies are present (empty) when absent. A
+    converted image has an empty patient ID, not none."""
+    import pydicom
+    from conftest import dicom_bytes
+
+    from sdk.dicom_sr import source_dataset, uid
+    from sdk.image_io import load_image
+
+    raw = dicom_bytes(np.zeros((8, 8), np.uint16), SOPInstanceUID="1.2.3.9", SOPClassUID="1.2.840.10008.5.1.4.1.1.7")
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    for tag in ("SOPInstanceUID", "Modality", "ReferringPhysicianName", "SeriesInstanceUID"):
+        if tag in ds:
+            delattr(ds, tag)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    src, made = source_dataset(data, np.zeros((8, 8), np.uint8))
+    assert not made and src.SOPInstanceUID == "1.2.3.9" and src.Modality == "OT"
+    assert src.ReferringPhysicianName == "" and src.PatientID == src.get("PatientID", "")
+    digest = __import__("hashlib").sha256(data).hexdigest()
+    assert src.SeriesInstanceUID == uid(digest, "source series")
+    jpeg = IMG.read_bytes()
+    sc, made = source_dataset(jpeg, load_image(jpeg).gray)
+    assert made and sc.PatientID == "" and sc.Modality == "OT"
+
 def _one_dataset():
     import pydicom
     from conftest import dicom_bytes

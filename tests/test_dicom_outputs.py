@@ -469,8 +469,12 @@ def test_c_store_sends_every_instance_and_says_a_refusal(scp):
     two[1].SOPInstanceUID = two[1].file_meta.MediaStorageSOPInstanceUID = "1.2.3.5"
     assert store(url, two, budget_s=10) == 2
     assert [str(d.SOPInstanceUID) for d in got["datasets"]] == ["1.2.3.4", "1.2.3.5"] and got["called"] == ["ARCHIVE"] * 2
-    got["status"] = 0xB000
-    assert store(url, two[:1], budget_s=10) == 1
+    for warning in (0xB000, 0xBFFF):
+        got["status"] = warning
+        assert store(url, two[:1], budget_s=10) == 1
+    got["status"] = 0xC000                                          # 'cannot understand': a failure
+    with pytest.raises(StoreError, match=r"refused \(status 0xC000\)"):
+        store(url, two[:1], budget_s=10)
     got["status"], before = 0xA700, len(got["datasets"])
     with pytest.raises(StoreError, match=r"C-STORE of 1\.2\.3\.4 refused \(status 0xA700\)") as e:
         store(url, two, budget_s=10)
@@ -682,3 +686,31 @@ def test_what_a_dicom_pacs_already_holds():
         assert already_there(url.replace("ARCHIVE@", "OTHER@"), ours, budget_s=2) == set()
     finally:
         server.shutdown()
+
+
+
+def test_the_written_dicom_files_are_found_under_a_folder_in_order(tmp_path):
+    from cephalo.pacs import dicom_files
+
+    for rel in ("b/2.sr.dcm", "a.gsps.dcm", "b/c/1.dcm", "notes.json", "x.dcm.part"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "folder.dcm").mkdir()
+    assert [p.relative_to(tmp_path).as_posix() for p in dicom_files(tmp_path)] == ["a.gsps.dcm", "b/2.sr.dcm",
+                                                                                   "b/c/1.dcm"]
+
+
+def test_a_ruler_calibrated_result_says_so_in_its_converted_image(tmp_path):
+    """The converted image carries the result's spacing and how it was found (the ruler: FIDUCIAL)."""
+    from dataclasses import replace
+
+    from cephalo.pacs import DicomOutputs
+    from sdk import Detector
+
+    det = Detector(backend="onnxruntime")
+    res = replace(det(IMG), spacing=0.4, spacing_source="ruler")
+    _, objects = DicomOutputs(det)(IMG, res, None)
+    image = objects[0]
+    assert [float(v) for v in image.PixelSpacing] == [0.4, 0.4] and image.PixelSpacingCalibrationType == "FIDUCIAL"
+    caller = DicomOutputs(det)(IMG, replace(res, spacing_source="caller"), None)[1][0]
+    assert "PixelSpacingCalibrationType" not in caller

@@ -152,6 +152,10 @@ def test_a_site_whose_porion_sits_on_the_rods_top_marks_machine_porion():
     prof = fit_site("rods", det.schema.id, names, pred, truth, [FIX_MM] * len(files), machine=machine)
     assert prof.porion == "machine" and prof.report["porion"] == "machine"
     assert prof.report["machine_porion"]["cv_mre_mm"] < 0.6
+    # the site's cross-validated error counts porion placed on the rods: every landmark's own mean, averaged
+    per = prof.report["per_landmark_mm"]
+    assert per["porion"][1] < 0.6 < per["porion"][0]
+    assert prof.report["after_cv"]["mre_mm"] == pytest.approx(np.mean([v[1] for v in per.values()]), abs=2e-3)
     again = SiteProfile.from_dict(prof.to_dict())
     assert again.porion == "machine" and np.allclose(again.machine_offset, prof.machine_offset, atol=1e-5)
     i = int(np.flatnonzero(np.isfinite(machine).all(axis=1))[0])

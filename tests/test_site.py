@@ -205,6 +205,10 @@ def test_no_look_where_the_image_shows_no_repeatable_structure(readings):
     far = fit_site("far", ISBI19.id, ISBI19.names, pred, _planted(pred, planted, noise_px=1.0),
                    [s.spacing for s in samples])
     assert far.report["porion"] == "other"
+    planted[PORION] = (0.0, 0.025)                         # ~1.8 mm (of a 70 mm S-N): within the 3 mm allowed
+    near = fit_site("near", ISBI19.id, ISBI19.names, pred, _planted(pred, planted, noise_px=1.0),
+                    [s.spacing for s in samples])
+    assert near.report["porion"] == "anatomical"
     img = grays[0][0]
     assert np.array_equal(prof.apply(pred[0], img, 1), prof.apply(pred[0]))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,7 @@ def dicom_bytes(px, photometric="MONOCHROME2", **tags) -> bytes:
 
 
 _MODEL_FIXTURES = {"tiny_run", "tiny_onnx", "tiny_local"}
+_USES_TINY = re.compile(r"\btiny_(run|onnx|local|config)\b")     # the helpers, not a word in a test's name
 
 
 def pytest_collection_modifyitems(items):
@@ -120,7 +122,7 @@ def pytest_collection_modifyitems(items):
     [mutmut]) leaves them out with ``-m 'not model'``, since each of its forked runs would train the tiny model
     again. The bundled model loads in a second: tests that only read images with it stay in."""
     for item in items:
-        if _MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or "tiny_" in _source(item):
+        if _MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or _USES_TINY.search(_source(item)):
             item.add_marker(pytest.mark.model)
 
 

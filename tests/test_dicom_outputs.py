@@ -359,7 +359,7 @@ def test_the_report_marks_doubt_repair_and_a_faint_rod_by_code():
     import pydicom
 
     from sdk import Detector
-    from sdk.dicom_sr import MACHINE_PORION, measurement_report, source_dataset
+    from sdk.dicom_sr import MACHINE_PORION, measurement_report, source_dataset, uid
     from sdk.ear_rods import CERTAIN_SCORE, EarRods, Ring
     from sdk.image_io import load_image
 
@@ -397,6 +397,11 @@ def test_the_report_marks_doubt_repair_and_a_faint_rod_by_code():
     assert len(set(uids)) == len(uids) == k + 2                      # landmarks, machine porion, measurements
     assert all(u.startswith("2.25.") and int(u[5:]) < 2 ** 128 for u in uids)
     assert [x["uid"] for x in groups(faint).values()] == uids
+    # derived from the source, the model and the labels alone, so that a rerun replaces what an earlier one stored
+    key = f"{source.SOPInstanceUID}|m.onnx|{res.labels}"
+    assert g["cephalometric measurements"]["uid"] == uid(key, "measurements")
+    assert g[MACHINE_PORION]["uid"] == uid(key, "landmark", MACHINE_PORION)
+    assert g[names[0]]["uid"] == uid(key, "landmark", names[0])
     assert set(x["uid"] for x in groups(faint, "other.onnx").values()).isdisjoint(uids)
 
 
@@ -425,7 +430,8 @@ def test_a_dicom_source_keeps_what_it_has_and_gets_what_a_report_needs():
     assert src.SeriesInstanceUID == uid(digest, "source series")
     jpeg = IMG.read_bytes()
     sc, made = source_dataset(jpeg, load_image(jpeg).gray)
-    assert made and sc.PatientID == "" and sc.Modality == "OT"
+    assert made and sc.PatientID == "" and sc.Modality == "OT" and list(sc.PatientOrientation) == ["A", "F"]
+    assert sc.SeriesDescription == "cephalogram (converted for its report)"
 
 def _one_dataset():
     import pydicom
@@ -714,3 +720,20 @@ def test_a_ruler_calibrated_result_says_so_in_its_converted_image(tmp_path):
     assert [float(v) for v in image.PixelSpacing] == [0.4, 0.4] and image.PixelSpacingCalibrationType == "FIDUCIAL"
     caller = DicomOutputs(det)(IMG, replace(res, spacing_source="caller"), None)[1][0]
     assert "PixelSpacingCalibrationType" not in caller
+
+
+
+def test_the_dicom_libraries_speak_only_when_asked():
+    import logging
+
+    from cephalo.pacs import QUIET, quiet_libraries
+
+    root = logging.getLogger().level
+    try:
+        quiet_libraries(False)
+        assert all(logging.getLogger(n).level == logging.CRITICAL for n in QUIET)
+        quiet_libraries(True)
+        assert all(logging.getLogger(n).level == logging.DEBUG for n in QUIET)
+        assert logging.getLogger().level == root                  # the application's own logging is left alone
+    finally:
+        quiet_libraries(False)

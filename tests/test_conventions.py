@@ -151,3 +151,16 @@ def test_cli_adapt_on_a_convention_names_it_and_predict_follows(tmp_path):
     r = CliRunner().invoke(main, ["adapt", "--data", str(data), "--out", str(tmp_path / "z.json"),
                                   "--base", "challenge", "--labels", "consensus2"])
     assert r.exit_code == 2 and "old name of --base" in r.output
+
+
+def test_a_model_alone_runs_without_a_local_stage(tmp_path):
+    """A first stage copied without its local stage: found missing, read by the first stage alone, said so by the
+    Detector's info."""
+    import shutil
+
+    alone = tmp_path / "alone.onnx"
+    shutil.copy(MODELS_DIR / DEFAULT_MODEL, alone)
+    det = Detector(alone, backend="onnxruntime")
+    assert det.local is None and det.info["local_stage"] is None
+    res = det(IMGS[0])
+    assert res.is_cephalogram and len(res.xy) == 19

@@ -494,3 +494,18 @@ def test_site_offsets_by_their_rule():
     gaps = rel.copy()
     gaps[3:, 1] = np.nan                                     # landmark 1 labelled on three images only
     assert np.allclose(site_offsets(gaps)[[0, 2]], out[[0, 2]])
+
+
+def test_a_fitted_offset_beyond_a_convention_is_refused_by_name(readings):
+    """Half the images mark porion one way and half another (two annotators' habits): the median is a plausible
+    convention, but the fitted offset lies beyond what a convention moves, and the fit says which landmark."""
+    _, pred = readings
+    xs = [0.1, 0.1, 0.1, 0.1, 0.19, 0.5, 0.5, 0.5]            # median 0.145 of S-N; trimmed mean ~0.25
+    assert len(xs) == len(pred)
+    truth = pred.copy()
+    for i, x in enumerate(xs):
+        planted = np.zeros((ISBI19.k, 2))
+        planted[PORION] = (x, 0.0)
+        truth[i] = _planted(pred, planted)[i]
+    with pytest.raises(SiteError, match=r"^the fitted site profile: .*porion \(2[0-9](\.[0-9])?% of S-N\)"):
+        fit_site("two habits", ISBI19.id, ISBI19.names, pred, truth)

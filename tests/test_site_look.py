@@ -66,16 +66,16 @@ def _rings(n=6, seed=1, blank=()):
 
 @pytest.mark.parametrize("reduction", [1, 2])
 def test_a_match_moves_the_point_onto_its_look_in_full_image_pixels(reduction):
-    """A point 7 px right of and 5 px above the structure is moved back onto it (on an image decoded at 1/2, its
+    """A point 7.3 px right of and 5.4 px above the structure is moved back onto it (on an image decoded at 1/2, its
     pixels scaled back); a flat image matches nothing and leaves the point."""
     grays, tops = _rings(2)
     sn_px = 240.0 * reduction                   # a grid step of one (decoded) pixel
     full, top = grays[0], tops[0] * reduction   # the image as decoded; the ring top in full-image pixels
     shown = full if reduction == 1 else full    # gray is what the Detector decoded
     patch = _standard(sample(shown, site_look.to_gray(top, reduction), 1.0, HALF))
-    start = top + np.array([7.0, -5.0]) * reduction
+    start = top + np.array([7.3, -5.4]) * reduction        # off the grid: the sub-pixel peak brings it back
     got, score = match(shown, reduction, start, sn_px, patch)
-    assert score > 0.99 and np.abs(got - top).max() < 0.3 * reduction
+    assert score > 0.95 and np.abs(got - top).max() < 0.3 * reduction
     flat = np.full_like(full, 90)
     same, s = match(flat, reduction, start, sn_px, patch)
     assert s == 0.0 and np.array_equal(same, start)

@@ -162,5 +162,11 @@ def test_a_model_alone_runs_without_a_local_stage(tmp_path):
     shutil.copy(MODELS_DIR / DEFAULT_MODEL, alone)
     det = Detector(alone, backend="onnxruntime")
     assert det.local is None and det.info["local_stage"] is None
+    assert local_stage_conventions(alone) == []
+    for name in ("alone.a.b.local.onnx", "alone..local.onnx", "alone.challenge.local.onnx"):   # only a plain name
+        (tmp_path / name).write_bytes(b"")
+    assert local_stage_conventions(alone) == ["challenge"]
+    (tmp_path / "alone.local.onnx").write_bytes(b"")
+    assert local_stage_conventions(alone) == ["consensus", "challenge"]
     res = det(IMGS[0])
     assert res.is_cephalogram and len(res.xy) == 19

@@ -383,3 +383,46 @@ def test_each_stage_loader_refuses_the_other_stage_checkpoint(tiny_run, tiny_loc
         load_checkpoint(tiny_local["run"] / "last.pt")
     with pytest.raises(ModelError, match="not a local-stage checkpoint"):
         load_local_checkpoint(tiny_run[0] / "last.pt")
+
+
+def test_a_local_stage_behind_another_input_size_keeps_its_patch_scale():
+    from sdk.local_stage import rescale_for_first_stage
+
+    factor, prior = rescale_for_first_stage(3.0, 4.0, (384, 384), (320, 320))
+    assert factor == pytest.approx(3.6) and prior == pytest.approx(4.0 / 1.2)
+    assert rescale_for_first_stage(3.0, 4.0, (256, 320), (512, 640)) == (pytest.approx(1.5), pytest.approx(8.0))
+    with pytest.raises(ValueError, match=r"trained behind a \(384, 384\) first stage; a \(384, 320\) first stage"):
+        rescale_for_first_stage(3.0, 4.0, (384, 384), (384, 320))
+
+
+@pytest.mark.parametrize("upscale", [1, 4])
+def test_re_reading_some_landmarks_is_the_reading_of_those_landmarks(tmp_path, upscale):
+    """``locate_at`` (what repair calls) reads the landmarks asked for as the whole reading does, at the same turn
+    and on an image decoded at 1/2 too; a wider prior than the stage's own changes the decode, a narrower one does
+    not; another turn reads other patches."""
+    import cv2
+    from conftest import ISBI_FIX
+
+    from sdk import Detector
+
+    det = Detector(backend="onnxruntime")
+    g = cv2.imread(str(ISBI_FIX / "images" / "151.jpg"), cv2.IMREAD_GRAYSCALE)
+    path = tmp_path / "151.jpg"                 # a large JPEG is decoded at 1/2
+    cv2.imwrite(str(path), cv2.resize(g, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC))
+    x, lb, loaded = det.preprocess(path)
+    assert loaded.reduction == (2 if upscale == 4 else 1)
+    xy = det.postprocess(det.run_network(x[None])[0], lb, loaded, None).xy
+    local = det.local
+    some = np.array([0, 4, 9, 18])
+    for turn in (0.0, 7.5):
+        whole, peaks = local.locate_with_peaks(loaded.gray, lb, xy, loaded.reduction, turn)
+        part, pk = local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction, turn=turn)
+        assert np.allclose(part, whole[some], atol=1e-4) and np.allclose(pk, peaks[some], atol=1e-5)
+    other, _ = local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction, turn=0.0)
+    assert np.abs(other - part).max() > 0.05                                   # 7.5 deg: other patches
+    narrow, _ = local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction,
+                                prior_sd=local.params.prior_sd / 2)
+    assert np.array_equal(narrow, other)                                        # the stage's own prior is kept
+    wide, _ = local.locate_at(loaded.gray, lb, xy[some] + 6 * upscale, some, loaded.reduction, prior_sd=40.0)
+    near, _ = local.locate_at(loaded.gray, lb, xy[some] + 6 * upscale, some, loaded.reduction)
+    assert np.abs(wide - near).max() > 0.05

@@ -418,6 +418,8 @@ def test_re_reading_some_landmarks_is_the_reading_of_those_landmarks(tmp_path, u
         whole, peaks = local.locate_with_peaks(loaded.gray, lb, xy, loaded.reduction, turn)
         part, pk = local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction, turn=turn)
         assert np.allclose(part, whole[some], atol=1e-4) and np.allclose(pk, peaks[some], atol=1e-5)
+    assert np.array_equal(local.locate(loaded.gray, lb, xy, loaded.reduction),
+                          local.locate_with_peaks(loaded.gray, lb, xy, loaded.reduction)[0])
     other, _ = local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction, turn=0.0)
     assert np.abs(other - part).max() > 0.05                                   # 7.5 deg: other patches
     narrow, _ = local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction,

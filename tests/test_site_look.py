@@ -70,13 +70,12 @@ def test_a_match_moves_the_point_onto_its_look_in_full_image_pixels(reduction):
     pixels scaled back); a flat image matches nothing and leaves the point."""
     grays, tops = _rings(2)
     sn_px = 240.0 * reduction                   # a grid step of one (decoded) pixel
-    full, top = grays[0], tops[0] * reduction   # the image as decoded; the ring top in full-image pixels
-    shown = full if reduction == 1 else full    # gray is what the Detector decoded
-    patch = _standard(sample(shown, site_look.to_gray(top, reduction), 1.0, HALF))
+    gray, top = grays[0], tops[0] * reduction   # the image as decoded; the ring top in full-image pixels
+    patch = _standard(sample(gray, site_look.to_gray(top, reduction), 1.0, HALF))
     start = top + np.array([7.3, -5.4]) * reduction        # off the grid: the sub-pixel peak brings it back
-    got, score = match(shown, reduction, start, sn_px, patch)
+    got, score = match(gray, reduction, start, sn_px, patch)
     assert score > 0.95 and np.abs(got - top).max() < 0.3 * reduction
-    flat = np.full_like(full, 90)
+    flat = np.full_like(gray, 90)
     same, s = match(flat, reduction, start, sn_px, patch)
     assert s == 0.0 and np.array_equal(same, start)
 

@@ -15,7 +15,8 @@ porion, on a crop resampled to a fixed scale in mm (the image's spacing, or the 
    ring; the most complete is the first ring;
 4. the other rod's ring is looked for beside it (a grid of the places and sizes a second rod takes), scored only
    where its rim runs clear of the first ring's, and kept when it is nearly as complete;
-5. the rings found on the coarse crop are refined on a finer one, and each rim's outer edge is measured.
+5. the rings found are refined to a quarter of the crop's pixel, and each rim's outer edge is measured on the
+   image itself.
 
 The machine porion is the ring's top (the top of its rim's outer edge), or the mean of the two rings' tops. Pure
 numpy and OpenCV, a few milliseconds. Checked against rings labelled by eye (``lab/data/ear_rods``,
@@ -32,7 +33,8 @@ import numpy as np
 BOX_MM = (-22.0, -14.0, 22.0, 30.0)    # the crop around the anatomical porion (x0, y0, x1, y1; y down)
 CENTRE_MM = (-12.0, -4.0, 12.0, 20.0)  # where a ring's centre may lie around the porion
 RADIUS_MM = (4.0, 10.0)                # rims at radii of 4.2-4.7 mm (small rods) to 8.5 mm
-COARSE_MM, FINE_MM = 0.33, 0.25         # the two crops' scales, mm per pixel
+COARSE_MM = 0.33                        # the search crop's scale, mm per pixel
+FINE_STEPS = (0.5, 0.25)                # the last refinement's steps, crop pixels
 RIDGE_MM = (0.35, 0.75)                # the ridge filter's two widths: thin rims (0.4-1 mm) and thick (~2 mm)
 NORM_MM = 3.0                          # local contrast normalisation's scale
 NOISE_FLOOR = 4.0                      # grey levels: a flat region's noise is not amplified into rims
@@ -167,7 +169,7 @@ def _ridges(img: np.ndarray, step: float) -> np.ndarray:
     s = NORM_MM / step
     d = img - cv2.GaussianBlur(img, (0, 0), s)
     sd = np.sqrt(cv2.GaussianBlur(d * d, (0, 0), s))
-    n = d / np.maximum(sd, max(0.5 * float(np.median(sd)), NOISE_FLOOR))
+    n = d / np.maximum(sd, max(0.5 * float(_median(sd)), NOISE_FLOOR))
     best = angle = None
     for width in RIDGE_MM:
         sigma = width / step
@@ -180,19 +182,35 @@ def _ridges(img: np.ndarray, step: float) -> np.ndarray:
         tr, root = dxx + dyy, np.sqrt((dxx - dyy) ** 2 + 4 * dxy ** 2)
         lmin, lmax = (tr - root) / 2, (tr + root) / 2
         # scale-normalised, so that a bar as wide as the scale answers alike at every scale
-        r = np.maximum((-lmin / 4 - np.abs(lmax) / 4) * sigma ** 2 - EDGE_WEIGHT * np.hypot(gx, gy) * sigma, 0)
+        r = np.maximum((-lmin / 4 - np.abs(lmax) / 4) * sigma ** 2 - EDGE_WEIGHT * np.sqrt(gx * gx + gy * gy) * sigma, 0)
         ang = 0.5 * np.arctan2(2 * dxy, dxx - dyy)          # the direction of lmax; the normal is across it
         if best is None:
             best, angle = r, ang
         else:
             take = r > best
-            best, angle = np.where(take, r, best), np.where(take, ang, angle)
-    nx, ny = -np.sin(angle), np.cos(angle)
-    return np.stack([best * nx * nx, best * nx * ny, best * ny * ny]).astype(np.float32)
+            np.copyto(best, r, where=take)
+            np.copyto(angle, ang, where=take)
+    nx, ny = np.sin(angle), np.cos(angle)
+    np.negative(nx, out=nx)
+    out = np.empty((3,) + best.shape, np.float32)
+    for o, (p, q) in zip(out, ((nx, nx), (nx, ny), (ny, ny))):
+        np.multiply(best, p, out=o)
+        o *= q
+    return out
+
+
+def _median(x: np.ndarray) -> float:
+    """``np.median`` of a float32 array, several times faster (no NaN check: the ridge filter makes none)."""
+    v = x.ravel()
+    k = v.size // 2
+    if v.size % 2:
+        return float(np.partition(v, k)[k])
+    p = np.partition(v, (k - 1, k))
+    return float((p[k - 1] + p[k]) / 2)
 
 
 _BANDS = np.array([-1.0, 0.0, 1.0])
-_WEIGHTS = np.stack([_CA * _CA, 2 * _CA * _SA, _SA * _SA], axis=-1).astype(np.float32)     # (S, 3)
+_W = np.stack([_CA * _CA, 2 * _CA * _SA, _SA * _SA]).astype(np.float32)     # (3, S): n^T A n's weights
 
 
 def _profiles(a, circles: np.ndarray) -> np.ndarray:
@@ -203,16 +221,23 @@ def _profiles(a, circles: np.ndarray) -> np.ndarray:
     rr = c[:, 2:3, None] + _BANDS[None, :, None]                      # (N, 3, 1)
     xf = np.rint(c[:, :1, None] + rr * _CA).astype(np.intp)           # (N, 3, S)
     yf = np.rint(c[:, 1:2, None] + rr * _SA).astype(np.intp)
-    flat = yf * w + xf
-    reach = c[:, 2] + _BANDS[-1] + 1
+    flat = yf * w
+    flat += xf
     axx, axy, ayy = a.reshape(3, -1)
-    if (c[:, 0] >= reach).all() and (c[:, 0] + reach < w).all() and (c[:, 1] >= reach).all() \
-            and (c[:, 1] + reach < h).all():      # every circle inside the crop: no bounds to apply (most calls)
-        v = axx[flat] * _WEIGHTS[:, 0] + axy[flat] * _WEIGHTS[:, 1] + ayy[flat] * _WEIGHTS[:, 2]
-    else:
+    inside = None
+    if xf.min() < 0 or yf.min() < 0 or xf.max() >= w or yf.max() >= h:    # rare: a circle leaves the crop
         inside = (xf >= 0) & (xf < w) & (yf >= 0) & (yf < h)
         flat = np.where(inside, flat, 0)
-        v = (axx[flat] * _WEIGHTS[:, 0] + axy[flat] * _WEIGHTS[:, 1] + ayy[flat] * _WEIGHTS[:, 2]) * inside
+    v = np.take(axx, flat)
+    v *= _W[0]
+    t = np.take(axy, flat)
+    t *= _W[1]
+    v += t
+    np.take(ayy, flat, out=t)
+    t *= _W[2]
+    v += t
+    if inside is not None:
+        v *= inside
     return np.add.reduce(v.max(axis=1).reshape(len(c), SECTORS, PER_SECTOR), axis=2) / PER_SECTOR
 
 
@@ -220,10 +245,11 @@ def _quantile(values: np.ndarray, use: Optional[np.ndarray] = None) -> np.ndarra
     """(N, S) -> (N,) the :data:`QUANTILE` of each row over its ``use`` entries (all by default; 0 where fewer
     than half are used)."""
     if use is None:
-        use = np.ones(values.shape, bool)
+        k = int(QUANTILE * (values.shape[1] - 1))
+        return np.partition(values, k, axis=1)[:, k]
     n = use.sum(axis=1)
     srt = np.sort(np.where(use, values, np.inf), axis=1)
-    k = np.clip(np.floor(QUANTILE * (n - 1)).astype(np.intp), 0, values.shape[1] - 1)
+    k = np.maximum(np.floor(QUANTILE * (n - 1)).astype(np.intp), 0)     # n <= S: never past the row's end
     out = np.take_along_axis(srt, k[:, None], axis=1)[:, 0]
     return np.where(n >= values.shape[1] // 2, out, 0.0)
 
@@ -242,42 +268,55 @@ def _clear_of(circles: np.ndarray, other: np.ndarray, width: float) -> np.ndarra
     return far.reshape(len(c), SECTORS, PER_SECTOR).mean(axis=2) > 0.5
 
 
-def _refine(a, circles: np.ndarray, score, steps=(1.0, 0.5, 0.25), rounds: int = 2) -> Tuple[np.ndarray, np.ndarray]:
+def _refine(a, circles: np.ndarray, score, steps=(1.0, 0.5, 0.25), rounds: int = 2, scored: bool = True):
     """Hill-climb of ``score(a, (N, 3)) -> (N,)`` over each circle's centre and radius, all circles at once:
-    (N, 3) circles and (N,) scores."""
+    (N, 3) circles and, when ``scored``, their (N,) scores."""
     c = np.asarray(circles, np.float64).reshape(-1, 3)
     for step in steps:
         for _ in range(rounds):
             trial = (c[:, None, :] + step * _MOVES[None]).reshape(-1, 3)
             s = score(a, trial).reshape(len(c), len(_MOVES))
             c = trial.reshape(len(c), len(_MOVES), 3)[np.arange(len(c)), s.argmax(axis=1)]
-    return c, score(a, c)
+    return (c, score(a, c)) if scored else c
 
 
 def _hough(a, radii: np.ndarray, box: Tuple[int, int, int, int]) -> np.ndarray:
     """(len(radii), y1 - y0, x1 - x0) votes for the centres in ``box`` (x0, y0, x1, y1; crop px, end exclusive):
     each ridge pixel votes for the centres ``r`` away along its normal, both ways."""
-    axx, axy, ayy = a
     x0, y0, x1, y1 = box
     h, w = y1 - y0, x1 - x0
-    strength = axx + ayy
-    keep = strength > np.percentile(strength, 90)
-    ys, xs = np.nonzero(keep)
-    wgt = strength[keep]
-    nx = np.sqrt(np.maximum(axx[keep], 0) / np.maximum(wgt, 1e-12))    # the normal from the tensor's parts
-    ny = np.sign(axy[keep]) * np.sqrt(np.maximum(ayy[keep], 0) / np.maximum(wgt, 1e-12))
-    r = radii[:, None, None]
-    sgn = np.array([1.0, -1.0])[None, :, None]
-    cx = np.rint(xs[None, None] + sgn * r * nx[None, None]).astype(np.intp) - x0
-    cy = np.rint(ys[None, None] + sgn * r * ny[None, None]).astype(np.intp) - y0
-    ok = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
-    idx = (np.arange(len(radii))[:, None, None] * (h * w) + cy * w + cx)[ok]
-    acc = np.bincount(idx, weights=np.broadcast_to(wgt, ok.shape)[ok], minlength=len(radii) * h * w)
+    flat = a.reshape(3, -1)
+    strength = flat[0] + flat[2]
+    at = np.flatnonzero(strength > _percentile90(strength))
+    ys, xs = np.divmod(at, a.shape[2])
+    wgt = strength[at]
+    part = flat[:, at]
+    nx = np.sqrt(np.maximum(part[0], 0) / np.maximum(wgt, 1e-12))      # the normal from the tensor's parts
+    ny = np.sign(part[1]) * np.sqrt(np.maximum(part[2], 0) / np.maximum(wgt, 1e-12))
+    sr = np.array([1.0, -1.0])[None, :, None] * radii[:, None, None]    # (R, 2, 1): both ways, every radius
+    cx = np.rint(xs + sr * nx).astype(np.intp) - x0
+    cy = np.rint(ys + sr * ny).astype(np.intp) - y0
+    size = len(radii) * h * w
+    idx = np.arange(0, size, h * w)[:, None, None] + cy * w + cx
+    # votes outside the box go to one extra bin, dropped: the others are summed in the same order as before
+    idx[(cx.view(np.uintp) >= w) | (cy.view(np.uintp) >= h)] = size     # as unsigned, a negative is past the end
+    acc = np.bincount(idx.ravel(), weights=np.broadcast_to(wgt, idx.shape).ravel(), minlength=size + 1)[:size]
     acc = (acc.reshape(len(radii), h, w) / radii[:, None, None]).astype(np.float32)
     return np.stack([cv2.GaussianBlur(m, (0, 0), 1.0) for m in acc])
 
 
+def _percentile90(x: np.ndarray):
+    """``np.percentile(x, 90)`` of a 1-D float32 array, as numpy's linear method computes it, by a partition."""
+    at = 0.9 * (x.size - 1)
+    lo = int(np.floor(at))
+    hi = min(lo + 1, x.size - 1)
+    p = np.partition(x, (lo, hi))
+    a, b, t = p[lo], p[hi], at - lo
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+
+
 _VOTE_MARGIN = 6        # px around the allowed centres voted into: the blur's reach (3) and the peaks' (2), exact
+_KERNEL = np.ones((5, 5), np.uint8)
 
 
 def _seeds(a, radii: np.ndarray, allowed: Tuple[int, int, int, int], per_band: int = 3, band: int = 3) -> np.ndarray:
@@ -292,20 +331,24 @@ def _seeds(a, radii: np.ndarray, allowed: Tuple[int, int, int, int], per_band: i
     bx0, by0 = max(0, x0 - _VOTE_MARGIN), max(0, y0 - _VOTE_MARGIN)
     bx1, by1 = min(w, x1 + 1 + _VOTE_MARGIN), min(h, y1 + 1 + _VOTE_MARGIN)
     acc = _hough(a, radii, (bx0, by0, bx1, by1))
-    inside = np.zeros(acc.shape[1:], bool)
-    inside[y0 - by0:y1 + 1 - by0, x0 - bx0:x1 + 1 - bx0] = True
-    out = []
-    kernel = np.ones((5, 5), np.uint8)
-    for i in range(0, len(radii), band):
-        best = acc[i:i + band].max(axis=0)
-        peak = (best >= cv2.dilate(best, kernel)) & inside & (best > 0)
-        ys, xs = np.nonzero(peak)
-        top = np.argsort(-best[ys, xs])[:per_band]
-        ys, xs = ys[top], xs[top]
-        arg = acc[i:i + band, ys, xs].argmax(axis=0)
-        out += [(xs[j] + bx0, ys[j] + by0, radii[i + arg[j]], best[ys[j], xs[j]]) for j in range(len(top))]
-    out.sort(key=lambda t: -t[3])
-    return np.array([t[:3] for t in out[:MAX_SEEDS]], np.float64).reshape(-1, 3)
+    starts = np.arange(0, len(radii), band)
+    # (B, band, h, w): the radii in bands, the last filled with planes that never win
+    bands = np.concatenate([acc, np.full((len(starts) * band - len(radii),) + acc.shape[1:], -np.inf, acc.dtype)])
+    bands = bands.reshape(len(starts), band, *acc.shape[1:])
+    best = bands.max(axis=1)                                            # (B, h, w) the strongest radius per band
+    peak = best > 0
+    peak[:, :y0 - by0] = peak[:, y1 + 1 - by0:] = False
+    peak[:, :, :x0 - bx0] = peak[:, :, x1 + 1 - bx0:] = False
+    for b in range(len(starts)):
+        peak[b] &= best[b] >= cv2.dilate(best[b], _KERNEL)
+    bs, ys, xs = np.nonzero(peak)
+    vals = best[bs, ys, xs]
+    ends = np.searchsorted(bs, np.arange(len(starts) + 1))
+    top = np.concatenate([lo + np.argsort(-vals[lo:hi])[:per_band] for lo, hi in zip(ends[:-1], ends[1:])])
+    bs, ys, xs, vals = bs[top], ys[top], xs[top], vals[top]
+    arg = bands[bs, :, ys, xs].argmax(axis=1)                          # the radius within the band: its first best
+    order = np.argsort(-vals, kind="stable")[:MAX_SEEDS]
+    return np.stack([xs[order] + bx0, ys[order] + by0, radii[(starts[bs] + arg)[order]]], axis=1).astype(np.float64)
 
 
 def _second_ring(a, first: np.ndarray, step: float) -> Tuple[Optional[np.ndarray], float]:
@@ -314,7 +357,9 @@ def _second_ring(a, first: np.ndarray, step: float) -> Tuple[Optional[np.ndarray
     fx, fy, fr = first
     offs = np.arange(-PAIR_APART_MM[1], PAIR_APART_MM[1] + 1e-6, 1.5) / step
     dys = np.array([-1.5, 0.0, 1.5]) / step
-    grid = np.array([(fx + dx, fy + dy, fr * k) for dx in offs for dy in dys for k in (1 / 1.12, 1.12)])
+    shape = (len(offs), len(dys), 2)
+    grid = np.stack([np.broadcast_to(fx + offs[:, None, None], shape), np.broadcast_to(fy + dys[None, :, None], shape),
+                     np.broadcast_to(fr * np.array([1 / 1.12, 1.12]), shape)], axis=-1).reshape(-1, 3)
     d = np.hypot(grid[:, 0] - fx, grid[:, 1] - fy) * step
     grid = grid[(d >= PAIR_APART_MM[0]) & (d <= PAIR_APART_MM[1])]
     width = 0.6 / step
@@ -385,36 +430,38 @@ def find_rings(gray: np.ndarray, porion: Sequence[float], mm_per_px: float) -> O
     s2 -= base                  # beyond the crop's own level, as the first
     found = [first] + ([second] if second is not None and s2 >= PAIR_SHARE * score[0] else [])
     found_scores = [float(score[0])] + ([s2] if len(found) == 2 else [])
-    # the finer crop around the rings found: their centres and radii to a quarter of its pixel
-    image = crop.to_image(np.array(found))
-    centre = image[:, :2].mean(axis=0)
-    reach = RADIUS_MM[1] + 3.0
-    fine = _Crop(gray, centre, mm_per_px, FINE_MM, (-reach, -reach, reach, reach))
-    fa = _ridges(fine.img, FINE_MM) * fine.valid
-    start = fine.from_image(image)
-    circles = _refine(fa, start[:1], _completeness, steps=(0.5, 0.25), rounds=1)[0]
+    # centres and radii to a quarter of the crop's pixel (a finer crop placed them no better on the labelled rings)
+    start = np.array(found)
+    circles = _refine(a, start[:1], _completeness, steps=FINE_STEPS, rounds=1)[0]
     if len(start) == 2:         # the second ring, as above, judged where it runs clear of the first
-        width = 0.6 / FINE_MM
+        width = 0.6 / COARSE_MM
 
         def beside(b, c):
             return _quantile(_profiles(b, c), _clear_of(c, circles[0], width))
 
-        circles = np.vstack([circles, _refine(fa, start[1:], beside, steps=(0.5, 0.25), rounds=1)[0]])
-    rings = tuple(Ring(*fine.to_image(c), score=s, outer=fine.s * outer_radius(fine.img, *c, RIM_REACH_MM / FINE_MM))
-                  for c, s in zip(circles, found_scores))
-    return EarRods(rings, np.mean([g.top for g in rings], axis=0), float(min(g.score for g in rings)))
+        circles = np.vstack([circles, _refine(a, start[1:], beside, steps=FINE_STEPS, rounds=1)[0]])
+    rings = []
+    for c, s in zip(circles, found_scores):     # each rim's outer edge on the image itself, at its own resolution
+        x, y, r = crop.to_image(c)
+        rings.append(Ring(x, y, r, score=s, outer=outer_radius(gray, x, y, r, RIM_REACH_MM / mm_per_px)))
+    return EarRods(tuple(rings), np.mean([g.top for g in rings], axis=0), float(min(g.score for g in rings)))
 
 
 def outer_radius(img: np.ndarray, x: float, y: float, r: float, reach: float) -> float:
     """The radius of a ring's outer edge: from the rim's middle ``r``, outwards to where the rim's median
     brightness over the circle has fallen halfway to that of its surroundings (``reach`` pixels out; ``img``
     any float or uint8 image, the ring in its pixels)."""
-    img = np.asarray(img, np.float32)
     steps = np.arange(0.0, reach + 1e-6, max(reach / 24, 0.25))
     th = np.linspace(0, 2 * np.pi, 180, endpoint=False)
-    xs = (x + (r + steps)[:, None] * np.cos(th)).astype(np.float32)
-    ys = (y + (r + steps)[:, None] * np.sin(th)).astype(np.float32)
-    prof = np.median(cv2.remap(img, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), axis=1)
+    # only the ring's neighbourhood is read (and converted): the samples and their interpolation stay inside it
+    h, w = img.shape[:2]
+    far = r + steps[-1] + 2
+    x0, y0 = min(max(int(np.floor(x - far)), 0), w - 1), min(max(int(np.floor(y - far)), 0), h - 1)
+    x1, y1 = max(min(int(np.ceil(x + far)) + 1, w), x0 + 1), max(min(int(np.ceil(y + far)) + 1, h), y0 + 1)
+    region = np.asarray(img[y0:y1, x0:x1], np.float32)
+    xs = (x - x0 + (r + steps)[:, None] * np.cos(th)).astype(np.float32)
+    ys = (y - y0 + (r + steps)[:, None] * np.sin(th)).astype(np.float32)
+    prof = np.median(cv2.remap(region, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), axis=1)
     head = max(2, len(prof) // 3)
     peak, at = float(prof[:head].max()), int(np.argmax(prof[:head]))
     base = float(prof[-3:].mean())

@@ -55,6 +55,11 @@ _PATH = click.Path(path_type=Path)
 @click.option("--aug-artifacts-p", type=float, default=None,
               help="Probability of each of other machines' artifacts (shutters, text, a ruler, a tone curve); 0 = none.")
 @click.option("--aug-gamma-max", type=float, default=None, help="Gamma augmentation up to this (1.5), down to 1/it.")
+@click.option("--pair-deg", type=float, default=None,
+              help="Turned pairs: each image also seen turned by up to this many degrees (both views supervised); 0 = "
+                   "none.")
+@click.option("--pair-weight", type=float, default=None,
+              help="Weight of the turned pairs' loss: how far a reading moves when the head turns (0 = none).")
 @click.option("--max-steps-per-epoch", type=int, default=None)
 @click.option("--no-augment", is_flag=True, default=False)
 @progress_option

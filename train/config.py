@@ -41,6 +41,11 @@ class TrainConfig:
     aug_processing_p: float = 0.0    # other sites' processing (CLAHE, unsharp mask), each at this probability
     aug_artifacts_p: float = 0.0     # other machines' artifacts (shutters, text, a ruler, a tone curve), each at this p
     aug_gamma_max: float = 1.5       # gamma augmentation up to this: 0.7-1.5 as before, else (min(0.7, 1/max), max)
+    # Turned pairs (issue 50): each training image is also seen turned by up to pair_deg about the input's centre;
+    # both views are supervised, and pair_weight x the distance between the two readings (the turned one turned
+    # back; heatmap px / heatmap width, as the coordinate loss) asks for a reading that turns with the head.
+    pair_deg: float = 0.0            # 0 = no pairs (the shipped recipe)
+    pair_weight: float = 0.0
     amp: str = "auto"                # auto | bf16 | off  (bf16 autocast on CPU, fp16/bf16 on CUDA)
     channels_last: bool = True
     threads: int = 0                 # 0 = all cores

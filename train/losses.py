@@ -70,3 +70,17 @@ def combined_loss(pred: torch.Tensor, target: torch.Tensor, target_xy_hm: torch.
     coord = coordinate_loss(pred, target_xy_hm, visible, beta) if coord_weight else pred.new_zeros(())
     total = mse + focal_weight * focal + coord_weight * coord
     return total, {"mse": float(mse.detach()), "focal": float(focal.detach()), "coord": float(coord.detach())}
+
+
+def pair_loss(pred: torch.Tensor, pred_turned: torch.Tensor, turn: torch.Tensor, both: torch.Tensor, stride: int,
+              beta: float = 20.0) -> torch.Tensor:
+    """How far a reading moves when the head turns: the soft-argmax of ``pred_turned`` (the same inputs turned by
+    ``turn``, (N, 2, 3) input px -> turned input px) turned back, against that of ``pred``; mean distance over the
+    points seen in both (``both`` (N, K)), in heatmap px / heatmap width (the coordinate loss's scale)."""
+    a = soft_argmax(pred.float(), beta)
+    b = (soft_argmax(pred_turned.float(), beta) + 0.5) * stride - 0.5            # turned input px
+    lin, t = turn[:, :, :2], turn[:, :, 2]
+    back = torch.linalg.solve(lin, (b - t[:, None, :]).transpose(1, 2)).transpose(1, 2)
+    back = (back + 0.5) / stride - 0.5
+    d = torch.linalg.norm(back - a, dim=-1)
+    return (d * both).sum() / both.sum().clamp_min(1.0) / pred.shape[-1]

@@ -36,7 +36,7 @@ from .data.cache import ImageCache
 from .data.dataset import EpochSampler, LandmarkDataset
 from .data.readers import Sample
 from .evaluate import evaluate
-from .losses import combined_loss
+from .losses import combined_loss, pair_loss
 from .model import HeatmapNet, build_model, model_from_checkpoint  # noqa: F401  (re-exported)
 
 log = logging.getLogger("cephalo.train")
@@ -134,24 +134,33 @@ class Trainer:
                                              artifacts_p=cfg.aug_artifacts_p),
                                cfg.aug_processing_p, cfg.aug_gamma_max, px_scale=cfg.input_size / 384)
                if cfg.augment else None)
-        self.train_set = LandmarkDataset(train_samples, self.cache, augment=aug, seed=cfg.draw_seed, **self.eval_kw)
+        self.train_set = LandmarkDataset(train_samples, self.cache, augment=aug, seed=cfg.draw_seed,
+                                         pair_deg=cfg.pair_deg, **self.eval_kw)
         self.model = build_model(cfg, self.schema.k)
 
     def _loss(self, batch) -> Tuple[torch.Tensor, Dict[str, float], int]:
-        """(loss, its parts, images) of one training batch."""
+        """(loss, its parts, images) of one training batch; with turned pairs, both views in one pass."""
         cfg = self.cfg
-        x = batch["image"].to(self.device, non_blocking=True)
+        pairs = "turn" in batch
+        keys = ("image", "heatmaps", "points", "visible", "labelled")
+        x, target, points, vis, labelled = (torch.cat([batch[k], batch[k + "2"]]) if pairs else batch[k]
+                                            for k in keys)
+        x, target, vis, labelled = (t.to(self.device, non_blocking=True) for t in (x, target, vis, labelled))
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        target = batch["heatmaps"].to(self.device, non_blocking=True)
-        txy = torch.as_tensor(input_to_heatmap(batch["points"].numpy(), cfg.heatmap_stride),
+        txy = torch.as_tensor(input_to_heatmap(points.numpy(), cfg.heatmap_stride),
                               dtype=torch.float32, device=self.device)
-        vis = batch["visible"].to(self.device, non_blocking=True)
-        labelled = batch["labelled"].to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             pred = self.model(x)
         loss, parts = combined_loss(pred, target, txy, vis, cfg.sigma, cfg.focal_weight, cfg.coord_weight,
                                     cfg.softargmax_beta, labelled=None if bool(labelled.all()) else labelled)
+        if pairs and cfg.pair_weight > 0:
+            n = len(batch["turn"])
+            both = vis[:n] * vis[n:] * labelled[:n] * labelled[n:]
+            turn = pair_loss(pred[:n], pred[n:], batch["turn"].to(self.device), both, cfg.heatmap_stride,
+                             cfg.softargmax_beta)
+            loss = loss + cfg.pair_weight * turn
+            parts["turn"] = float(turn.detach())
         return loss, parts, len(x)
 
     def _val_record(self, val: Dict) -> Dict:

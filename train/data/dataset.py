@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -24,8 +25,9 @@ class LandmarkDataset(Dataset):
     """
 
     def __init__(self, samples: List[Sample], cache: ImageCache, *, stride: int, sigma: float, pre: Preprocessing,
-                 augment: Optional[AugmentConfig] = None, seed: int = 0):
+                 augment: Optional[AugmentConfig] = None, seed: int = 0, pair_deg: float = 0.0):
         self.samples, self.cache = samples, cache
+        self.pair_deg = pair_deg
         self.stride, self.sigma, self.pre = stride, sigma, pre
         self.augment = augment
         self.seed = seed
@@ -46,6 +48,21 @@ class LandmarkDataset(Dataset):
 
     def input_and_points(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
         """(C, H, W) float32 input and (K, 2) input-pixel points of sample ``i`` (augmented if configured)."""
+        img, pts = self._pixels_and_points(i)
+        return self.pre.normalize(img), pts
+
+    def turned_pair(self, i: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sample ``i`` as :meth:`input_and_points` gives it, and again turned about the input's centre by up to
+        ``pair_deg``: (input, points, turned input, its points, the 2x3 turn, input px -> turned input px)."""
+        img, pts = self._pixels_and_points(i)
+        epoch, j = self._split(i)
+        a = np.random.default_rng([self.seed, epoch, j, 1]).uniform(-self.pair_deg, self.pair_deg)
+        h, w = img.shape[:2]
+        m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), a, 1.0)
+        turned = warp_image(img, m, pad_pixel(self.pre.pad_value))
+        return self.pre.normalize(img), pts, self.pre.normalize(turned), warp_points(pts, m), m
+
+    def _pixels_and_points(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
         epoch, i = self._split(i)
         s = self.samples[i]
         resized, lb = self.cache.get(s)
@@ -58,10 +75,20 @@ class LandmarkDataset(Dataset):
             m = random_affine(rng, img.shape, self.augment)
             img = warp_image(img, m, pad_pixel(self.pre.pad_value))
             pts = warp_points(pts, m)
-        return self.pre.normalize(img), pts
+        return img, pts
 
     def __getitem__(self, i: int):
-        x, pts = self.input_and_points(i)
+        if self.pair_deg > 0:
+            x, pts, x2, pts2, turn = self.turned_pair(i)
+            item = self._item(x, pts)
+            item.update({f"{k}2": v for k, v in self._item(x2, pts2).items()})
+            item["turn"] = torch.from_numpy(turn.astype(np.float32))
+        else:
+            item = self._item(*self.input_and_points(i))
+        item["index"] = self._split(i)[1]
+        return item
+
+    def _item(self, x: np.ndarray, pts: np.ndarray) -> dict:
         h, w = x.shape[1] // self.stride, x.shape[2] // self.stride
         hm_xy = input_to_heatmap(pts, self.stride)
         visible = ((pts[:, 0] >= 0) & (pts[:, 0] <= x.shape[2] - 1) & (pts[:, 1] >= 0) & (pts[:, 1] <= x.shape[1] - 1))
@@ -72,7 +99,6 @@ class LandmarkDataset(Dataset):
             "points": torch.from_numpy(pts.astype(np.float32)),
             "visible": torch.from_numpy(visible.astype(np.float32)),
             "labelled": torch.from_numpy(np.isfinite(pts).all(axis=1).astype(np.float32)),
-            "index": self._split(i)[1],
         }
 
 

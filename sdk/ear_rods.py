@@ -159,9 +159,6 @@ class _Crop:
         """(..., 3) circles (x, y, r) in crop pixels -> the image's."""
         return np.asarray(c, np.float64) * self.s + np.array([self.ox, self.oy, 0.0])
 
-    def from_image(self, c: np.ndarray) -> np.ndarray:
-        return (np.asarray(c, np.float64) - np.array([self.ox, self.oy, 0.0])) / self.s
-
 
 def _ridges(img: np.ndarray, step: float) -> np.ndarray:
     """(H, W) crop at ``step`` mm/px -> (3, H, W) the components R n n^T (xx, xy, yy) of the ridge strength R along
@@ -432,14 +429,14 @@ def find_rings(gray: np.ndarray, porion: Sequence[float], mm_per_px: float) -> O
     found_scores = [float(score[0])] + ([s2] if len(found) == 2 else [])
     # centres and radii to a quarter of the crop's pixel (a finer crop placed them no better on the labelled rings)
     start = np.array(found)
-    circles = _refine(a, start[:1], _completeness, steps=FINE_STEPS, rounds=1)[0]
+    circles = _refine(a, start[:1], _completeness, steps=FINE_STEPS, rounds=1, scored=False)
     if len(start) == 2:         # the second ring, as above, judged where it runs clear of the first
         width = 0.6 / COARSE_MM
 
         def beside(b, c):
             return _quantile(_profiles(b, c), _clear_of(c, circles[0], width))
 
-        circles = np.vstack([circles, _refine(a, start[1:], beside, steps=FINE_STEPS, rounds=1)[0]])
+        circles = np.vstack([circles, _refine(a, start[1:], beside, steps=FINE_STEPS, rounds=1, scored=False)])
     rings = []
     for c, s in zip(circles, found_scores):     # each rim's outer edge on the image itself, at its own resolution
         x, y, r = crop.to_image(c)

@@ -8,6 +8,12 @@ turned by -10, -8, -5, 5, 8 and 10 degrees; the turned copies' points are mapped
 the points' move (p50 / p95 mm, 0.1 mm per pixel) and the SNA / SNB / ANB changes (p95 deg), on the 30 validation
 images that no first stage trained on (for choosing) and on the tilt benchmark's 10 Test1 images (151-160, for
 reporting: the issue's figure is the whole Detector's, ``benchmarks.tilt``); and the validation MRE (mean labels).
+
+    python -m lab.studies.turned_pairs_probe --data ../shared/data/isbi2015 --detector MODEL.onnx...
+
+``--detector``: each first-stage file (converted, e.g. INT8) through the whole Detector (onnxruntime) with the
+bundled local stage beside it: the tilt benchmark's figures (:func:`benchmarks.tilt.run`) and Test1 / Test2 MRE
+against the mean of both clinicians (reporting).
 """
 from __future__ import annotations
 
@@ -72,12 +78,53 @@ def tilt_spread(model, cfg, grays, names, mm: float = 0.1) -> dict:
             "angles_p95_deg": dict(zip(("SNA", "SNB", "ANB"), np.round(np.percentile(c, 95, axis=0), 3).tolist()))}
 
 
+def through_detector(data: Path, models, out=None):
+    import shutil
+    import tempfile
+
+    from benchmarks.tilt import run as tilt_run
+    from sdk import Detector
+    from sdk.local_stage import local_stage_path
+    from sdk.schemas import ISBI19
+    from train.datasets import load_folder
+
+    bundled = local_stage_path(Path(__file__).resolve().parents[2] / "sdk" / "models" / "isbi19_default_int8.onnx")
+    tests = {split: load_folder(data, ISBI19, split=[split], annotators=("senior", "junior"))
+             for split in ("test1", "test2")}
+    files = sorted((data / "images").glob("*.jpg"))[150:160]
+    report = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for src in models:
+            model = Path(tmp) / f"{len(report)}_{src.name}"
+            shutil.copyfile(src, model)
+            if not local_stage_path(src).is_file():
+                shutil.copyfile(bundled, local_stage_path(model))
+            else:
+                shutil.copyfile(local_stage_path(src), local_stage_path(model))
+            det = Detector(model, backend="onnxruntime")
+            r = tilt_run(det, files, list(ANGLES))
+            mre = {split: round(float(np.mean([np.nanmean(np.linalg.norm(det(cv2.imread(str(s.image), 0)).xy
+                                                                          - s.points, axis=1)) * 0.1
+                                               for s in samples])), 4) for split, samples in tests.items()}
+            report[str(src)] = {"mre_mm": mre, "tilt_points": {k: r["points"][k] for k in ("p50_mm", "p95_mm")},
+                                "tilt_angles_p95_deg": {k: v["p95_deg"] for k, v in r["angles"].items()},
+                                "tilt_p95_by_landmark": dict(sorted(r["points"]["p95_mm_by_landmark"].items(),
+                                                                    key=lambda kv: -kv[1])[:4])}
+            print(src, json.dumps(report[str(src)]), flush=True)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "turned_pairs_detector.json").write_text(json.dumps(report, indent=1))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data/isbi2015"))
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--detector", action="store_true", help="MODELS are first-stage files: read through the Detector")
     ap.add_argument("models", type=Path, nargs="+")
     a = ap.parse_args()
+    if a.detector:
+        return through_detector(a.data, a.models, a.out)
     from sdk.metrics import radial_errors
     from sdk.schemas import ISBI19
     from train.config import TrainConfig

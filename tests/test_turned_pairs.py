@@ -3,6 +3,7 @@ import math
 
 import cv2
 import numpy as np
+import pytest
 import torch
 from test_augment import _blobs, _centroid
 
@@ -100,3 +101,6 @@ def test_a_model_trains_on_turned_pairs(tmp_path, fixture_samples):
     assert "turn" not in plain_parts
     hist = t.fit(progress=False)
     assert len(hist) == 1 and np.isfinite(hist[0]["train_turn"])
+    # a weight without pairs would be silently ignored: refused by name
+    with pytest.raises(ValueError, match="--pair-deg"):
+        Trainer(cfg.override(pair_deg=0.0), tr, va, tmp_path / "run1", tmp_path / "cache", data_info="fixture")

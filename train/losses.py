@@ -78,6 +78,7 @@ def pair_loss(pred: torch.Tensor, pred_turned: torch.Tensor, turn: torch.Tensor,
     ``turn``, (N, 2, 3) input px -> turned input px) turned back, against that of ``pred``; mean distance over the
     points seen in both (``both`` (N, K)), in heatmap px / heatmap width (the coordinate loss's scale)."""
     a = soft_argmax(pred.float(), beta)
+    # heatmap px <-> input px by sdk.decode's pixel-centre convention, here on tensors (the gradient flows)
     b = (soft_argmax(pred_turned.float(), beta) + 0.5) * stride - 0.5            # turned input px
     lin, t = turn[:, :, :2], turn[:, :, 2]
     back = torch.linalg.solve(lin, (b - t[:, None, :]).transpose(1, 2)).transpose(1, 2)

@@ -128,6 +128,8 @@ class Trainer:
             raise ValueError(f"the images given were resized by {self.cache.key}; the config needs "
                              f"{cfg.preprocessing.key}")
         self.eval_kw = dict(stride=cfg.heatmap_stride, sigma=cfg.sigma, pre=cfg.preprocessing)
+        if cfg.pair_weight > 0 and cfg.pair_deg <= 0:
+            raise ValueError(f"pair weight {cfg.pair_weight} needs turned pairs: a pair angle above 0 (--pair-deg)")
         if not 0 < cfg.aug_scale_min <= cfg.aug_scale_max:
             raise ValueError(f"augmentation scale range {cfg.aug_scale_min}..{cfg.aug_scale_max} is not 0 < min <= max")
         aug = (with_processing(AugmentConfig(hflip_p=cfg.hflip_p, scale=(cfg.aug_scale_min, cfg.aug_scale_max),

@@ -53,16 +53,8 @@ def _read(model, cfg, gray: np.ndarray) -> np.ndarray:
     return decode_to_image(hm, lb, cfg.heatmap_stride, cfg.sigma, "dark")[0]
 
 
-def _angles(xy, names):
-    s, n, a, b = (xy[names.index(k)] for k in ("sella", "nasion", "subspinale", "supramentale"))
-
-    def at_n(p):
-        u, v = s - n, p - n
-        return np.degrees(np.arctan2(u[0] * v[1] - u[1] * v[0], u @ v))
-    return np.array([at_n(a), at_n(b), at_n(a) - at_n(b)])
-
-
 def tilt_spread(model, cfg, grays, names, mm: float = 0.1) -> dict:
+    from lab.studies.upright_threshold import _angles
     from sdk.compare import turned
 
     moves, changes = [], []

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from sdk.image_io import load_image
-from sdk.local_stage import LOCAL_STAGE, STAGE_KEY, fine_image, local_inputs
+from sdk.local_stage import HEAD_KEY, LOCAL_STAGE, STAGE_KEY, fine_image, head_zoom, local_inputs
 from sdk.metadata import ModelMeta
 from sdk.preprocess import letterbox_geometry
 from sdk.schemas import schema_from_dict
@@ -46,6 +46,7 @@ def local_meta(ck: Dict, schema: Dict, accuracy: Optional[Dict] = None, trained_
                      extra={STAGE_KEY: LOCAL_STAGE, "factor": cfg.factor,
                             "first_stage_input": [cfg.input_size, cfg.input_size], "prior_sd": prior,
                             "precision": "fp32",
+                            **({HEAD_KEY: cfg.head_size} if cfg.head_size > 0 else {}),
                             "epochs_trained": int(ck["epoch"]), "recipe": recipe})
 
 
@@ -57,8 +58,9 @@ def calibration_patches(samples: Sequence, cfg: LocalConfig, shift_sd_px: float 
     for s in samples:
         gray = load_image(s.image).gray
         lb = letterbox_geometry(gray.shape[:2], (cfg.input_size, cfg.input_size))
-        fine = fine_image(gray, lb, cfg.factor)
         guess = s.points + rng.normal(0, shift_sd_px / lb.scale_x, size=s.points.shape)
+        zoom = head_zoom(cfg.head_size, guess, lb)                     # as the Detector cuts them
+        fine = fine_image(gray, lb, cfg.factor * zoom)
         out.append(local_inputs(fine, guess, cfg.params)[0])
     return out
 
@@ -78,3 +80,20 @@ def convert_local(ck: Dict, schema: Dict, out: Path, calib_samples: Sequence, in
              else out.with_name(out.stem + "_int8.onnx"))
         files["int8"] = quantize_onnx_nncf(out, calib, q, meta)
     return files
+
+
+def add_head_size(onnx_path: Path, samples: Sequence) -> float:
+    """Give a local-stage file made before ``extra.head_size`` the head size of the images it learnt from
+    (``samples``: their labels; :func:`train.local_stage.training_head_size` behind its first-stage input), so
+    that the Detector cuts its patches at the head's scale. Returns the size written."""
+    from sdk.backends import open_backend
+    from train.local_stage import training_head_size
+
+    from .model_card import update_meta
+
+    meta = open_backend(Path(onnx_path), "onnxruntime").meta
+    if meta.extra.get(STAGE_KEY) != LOCAL_STAGE:
+        raise ValueError(f"{onnx_path} is not a local-stage model")
+    size = round(training_head_size(samples, int(meta.extra["first_stage_input"][0])), 3)
+    update_meta(Path(onnx_path), extra={HEAD_KEY: size})
+    return size

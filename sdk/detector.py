@@ -172,10 +172,10 @@ class Detector:
                              f"{m.schema.id!r} has {m.schema.k} landmarks")
         gray = loaded.gray if gray is None else gray
         xy, scores = decode_to_image(heatmaps, lb, m.heatmap_stride, m.sigma, m.decoder)
-        evidence, turn = Evidence(), 0.0
+        evidence, turn, zoom = Evidence(), 0.0, 1.0
         if self.local is not None:
-            turn = head_turn(xy, m.schema)
-            local, peaks = self.local.locate_with_peaks(gray, lb, xy, loaded.reduction, turn)
+            turn, zoom = head_turn(xy, m.schema), self.local.zoom(xy, lb)
+            local, peaks = self.local.locate_with_peaks(gray, lb, xy, loaded.reduction, turn, zoom)
             evidence = Evidence(shift=np.linalg.norm((local - xy) * np.array([lb.scale_x, lb.scale_y]), axis=1),
                                 local_peak=peaks)
             xy = local
@@ -192,7 +192,7 @@ class Detector:
         res = Landmarks(xy, scores, m.schema.names, (lb.src_h, lb.src_w), spacing, src, m.schema.id,
                         notes=loaded.notes, source=loaded.source, labels=self.labels,
                         float_precision=self.precision)
-        return Reading(res, ReadingFrame(gray, lb, loaded.reduction, np.zeros(2), turn), evidence)
+        return Reading(res, ReadingFrame(gray, lb, loaded.reduction, np.zeros(2), turn, zoom), evidence)
 
     def _assess(self, reading: Reading) -> Reading:
         """``reading`` with its flags and reliabilities (:mod:`sdk.quality`), in the given image's pixels, and the

@@ -6,6 +6,10 @@ times the first stage's scale (a "fine" image), centred on each first-stage poin
 landmark in its patch. Scales are relative to the letterbox, not to a pixel spacing, so images without a known
 spacing work the same way.
 
+A local-stage file that knows the head's size it learnt at (``extra.head_size``) also cuts its patches at the
+head's own scale (:meth:`LocalStage.zoom`): a head that fills less of the canvas (a wider exposure, a turned copy
+on a grown canvas, a crop kept larger) is read at the size it was trained at, not at the canvas's.
+
 Coordinates: pixel centres at integers everywhere (see :mod:`sdk.preprocess`). A patch is cut by a 2x3 affine
 matrix ``fine -> patch``. At inference it is turned by the head's tilt (:func:`head_turn`), so that every patch is
 read in the head's own frame and a tilted head reads as an upright one; a head already upright gets a pure integer
@@ -156,8 +160,36 @@ def head_turn(xy: np.ndarray, schema) -> float:
     return float(np.round(turn / TURN_STEP_DEG) * TURN_STEP_DEG) + 0.0      # + 0.0: never -0.0
 
 
+def head_size(xy: np.ndarray) -> float:
+    """The head's size in ``xy``'s pixels: the RMS distance of the landmarks (those found) from their centroid;
+    NaN with fewer than three. It turns and shifts with the head, and scales with it."""
+    xy = np.asarray(xy, dtype=np.float64)
+    xy = xy[np.isfinite(xy).all(axis=1)]
+    if len(xy) < 3:
+        return float("nan")
+    return float(np.sqrt(((xy - xy.mean(axis=0)) ** 2).sum(axis=1).mean()))
+
+
+def head_zoom(learnt: float, xy: np.ndarray, lb: Letterbox) -> float:
+    """The zoom over the canvas's scale that brings a head whose points are ``xy`` (original pixels) to the size
+    ``learnt`` (:func:`head_size` in first-stage input px of letterbox ``lb``); 1 without a ``learnt`` size or when
+    the points give none. Held to :data:`ZOOM_RANGE`, rounded to :data:`ZOOM_STEP`."""
+    size = head_size(xy) * math.sqrt(lb.scale_x * lb.scale_y)
+    if not (learnt > 0 and size > 0):
+        return 1.0
+    z = min(max(learnt / size, ZOOM_RANGE[0]), ZOOM_RANGE[1])
+    return float(np.round(z / ZOOM_STEP) * ZOOM_STEP)
+
+
+ZOOM_RANGE = (0.8, 1.25)    # the head-size zoom is held to this: beyond it the first stage's points are more
+                            # likely wrong than the head that small or large
+ZOOM_STEP = 0.01            # rounded to this: the same head cuts the same patches, a usual one unzoomed
+
+
 STAGE_KEY = "stage"          # ModelMeta.extra[STAGE_KEY] == LOCAL_STAGE marks a local-stage model file
 LOCAL_STAGE = "local"
+HEAD_KEY = "head_size"       # ModelMeta.extra[HEAD_KEY]: the head's size (head_size, first-stage input px at
+                             # first_stage_input) in the images it learnt from, their median
 LOCAL_SUFFIX = ".local"      # model.onnx -> model.local.onnx: the local stage found beside a first-stage file
 
 
@@ -236,6 +268,15 @@ class LocalStage:
                                 else None)   # per-point reliability (sdk.quality), fitted on held-out images
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"local-stage model {self.path}: malformed calibration metadata ({e})") from None
+        try:
+            head = float(m.extra.get(HEAD_KEY, 0.0))
+        except (TypeError, ValueError):
+            head = float("nan")
+        if not (math.isfinite(head) and head >= 0):
+            raise ModelError(f"local-stage model {self.path}: extra.{HEAD_KEY} must be a size >= 0, got "
+                             f"{m.extra.get(HEAD_KEY)!r}")
+        # first-stage input px scale with the input size: the head's size behind this first stage
+        self.head = head * self.first_input[0] / self.trained_behind[0]
         self.size = m.input_h
         self.params = LocalParams(m.input_h, self.factor, m.heatmap_stride, m.sigma, m.mean, m.std, m.pad_value,
                                   m.channels, m.decoder, prior)
@@ -268,9 +309,20 @@ class LocalStage:
             return self._backend.run(padded)[:n]
         return self._backend.run(x)
 
-    def fine(self, gray: np.ndarray, lb: Letterbox, reduction: int = 1) -> FineImage:
+    def zoom(self, xy: np.ndarray, lb: Letterbox) -> float:
+        """How much finer than the canvas's scale to cut the patches of a head whose first-stage points are ``xy``
+        (original pixels): :func:`head_zoom` to the size the model learnt at (``extra.head_size``)."""
+        return head_zoom(self.head, xy, lb)
+
+    def zoomed(self, zoom: float) -> "LocalParams":
+        """The cut-and-read parameters at ``zoom`` x the fine scale: the decode prior keeps its size in patch
+        pixels, so a head read at its own scale is read the same whatever the canvas."""
+        p = self.params
+        return p if zoom == 1.0 else replace(p, factor=p.factor * zoom, prior_sd=p.prior_sd / zoom)
+
+    def fine(self, gray: np.ndarray, lb: Letterbox, reduction: int = 1, zoom: float = 1.0) -> FineImage:
         """The fine image the Detector cuts patches from (the decoded image itself when close enough in scale)."""
-        return fine_image(gray, lb, self.factor, reduction, direct=True)
+        return fine_image(gray, lb, self.factor * zoom, reduction, direct=True)
 
     def locate(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1) -> np.ndarray:
         """(K, 2) first-stage points in original pixels -> (K, 2) local-stage points, one model call for K patches.
@@ -280,25 +332,31 @@ class LocalStage:
         return self.locate_with_peaks(gray, lb, xy, reduction)[0]
 
     def locate_with_peaks(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, reduction: int = 1,
-                          turn: Optional[float] = None):
+                          turn: Optional[float] = None, zoom: Optional[float] = None):
         """:meth:`locate`, plus the (K,) local heatmap peak each point was read at. ``turn``: the patches' turn in
-        degrees (default: :func:`head_turn` of ``xy``)."""
-        fine = self.fine(gray, lb, reduction)
+        degrees (default: :func:`head_turn` of ``xy``); ``zoom``: their scale over the canvas's (default:
+        :meth:`zoom` of ``xy``)."""
+        zoom = self.zoom(xy, lb) if zoom is None else zoom
+        p = self.zoomed(zoom)
+        fine = self.fine(gray, lb, reduction, zoom)
         turn = head_turn(xy, self.meta.schema) if turn is None else turn
-        x, mats = local_inputs(fine, xy, self.params, turn)
+        x, mats = local_inputs(fine, xy, p, turn)
         hm = self.run_network(x)
         if hm.shape[:2] != (len(xy), self.meta.schema.k):
             raise ModelError(f"local-stage model {self.path} gave heatmaps {hm.shape} for {len(xy)} patches")
-        return local_points(hm, mats, fine, self.params, xy, return_peaks=True)
+        return local_points(hm, mats, fine, p, xy, return_peaks=True)
 
     def locate_at(self, gray: np.ndarray, lb: Letterbox, xy: np.ndarray, landmarks: np.ndarray, reduction: int = 1,
-                  prior_sd: Optional[float] = None, turn: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+                  prior_sd: Optional[float] = None, turn: float = 0.0,
+                  zoom: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
         """Landmarks ``landmarks`` (n,) re-read around ``xy`` (n, 2) original pixels: one model call for n patches,
         each read on its landmark's channel; ``prior_sd`` (first-stage input px) widens the decode prior;
-        ``turn``: the patches' turn in degrees (the whole reading's :func:`head_turn`).
-        Returns ((n, 2) points, (n,) peaks)."""
-        p = self.params if prior_sd is None else replace(self.params, prior_sd=max(self.params.prior_sd, prior_sd))
-        fine = self.fine(gray, lb, reduction)
+        ``turn`` and ``zoom``: the patches' turn in degrees and scale over the canvas's (the whole reading's
+        :func:`head_turn` and :meth:`zoom`). Returns ((n, 2) points, (n,) peaks)."""
+        p = self.zoomed(zoom)
+        if prior_sd is not None:
+            p = replace(p, prior_sd=max(p.prior_sd, prior_sd / zoom))
+        fine = self.fine(gray, lb, reduction, zoom)
         x, mats = local_inputs(fine, xy, p, turn)
         hm = self.run_network(x)
         return local_points(hm, mats, fine, p, xy, return_peaks=True, channels=np.asarray(landmarks))

@@ -25,13 +25,15 @@ MIN_PEAK = 0.15
 class ReadingFrame:
     """What a reading was made on: the gray image the local stage cut patches from, its letterbox and decode
     reduction, ``offset`` (2,) from that image's pixels to the given image's (a re-framed reading's crop), and the
-    ``turn`` (degrees) its patches were cut at (:func:`sdk.local_stage.head_turn`)."""
+    ``turn`` (degrees) and ``zoom`` its patches were cut at (:func:`sdk.local_stage.head_turn`,
+    :meth:`sdk.local_stage.LocalStage.zoom`)."""
 
     gray: np.ndarray
     lb: Letterbox
     reduction: int
     offset: np.ndarray
     turn: float = 0.0
+    zoom: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def repair_points(xy: np.ndarray, implausible: np.ndarray, local, frame: Reading
         pos, cov = model.conditional_positions(xy, bad)
         spread = np.sqrt(np.linalg.eigvalsh(cov)[:, -1]) * float(to_input.max())     # first-stage input px
         new, pk = local.locate_at(frame.gray, frame.lb, pos - frame.offset, bad, frame.reduction,
-                                  prior_sd=float(spread.max()), turn=frame.turn)
+                                  prior_sd=float(spread.max()), turn=frame.turn, zoom=frame.zoom)
         new = new + frame.offset
         cand = xy.copy()
         cand[bad] = new

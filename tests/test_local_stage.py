@@ -414,10 +414,16 @@ def test_re_reading_some_landmarks_is_the_reading_of_those_landmarks(tmp_path, u
     xy = det.postprocess(det.run_network(x[None])[0], lb, loaded, None).xy
     local = det.local
     some = np.array([0, 4, 9, 18])
-    for turn in (0.0, 7.5):
-        whole, peaks = local.locate_with_peaks(loaded.gray, lb, xy, loaded.reduction, turn)
-        part, pk = local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction, turn=turn)
+    z = local.zoom(xy, lb)
+    assert z != 1.0                                         # this head is read at its own scale
+    for turn, zoom in ((0.0, z), (7.5, z), (7.5, 1.1)):
+        whole, peaks = local.locate_with_peaks(loaded.gray, lb, xy, loaded.reduction, turn,
+                                               None if zoom == z else zoom)
+        part, pk = local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction, turn=turn, zoom=zoom)
         assert np.allclose(part, whole[some], atol=1e-4) and np.allclose(pk, peaks[some], atol=1e-5)
+    assert np.abs(part - local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction, turn=7.5,
+                                         zoom=z)[0]).max() > 0.05                 # another zoom: other patches
+    part, _ = local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction, turn=7.5)
     assert np.array_equal(local.locate(loaded.gray, lb, xy, loaded.reduction),
                           local.locate_with_peaks(loaded.gray, lb, xy, loaded.reduction)[0])
     other, _ = local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction, turn=0.0)

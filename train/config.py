@@ -111,6 +111,14 @@ class LocalConfig:
                                    # (sdk.local_stage.LocalParams); 3-6 scored alike on validation, 0 = none
     rotate_deg: float = 15.0
     scale: Tuple[float, float] = (0.85, 1.15)
+    # the head's size (sdk.local_stage.head_size, first-stage input px) that patches are cut at, the training
+    # images' median: each image is zoomed to it (sdk.local_stage.head_zoom), as the Detector zooms; 0 = the
+    # canvas's scale (runs before it)
+    head_size: float = 0.0
+    # shifted pairs: each patch also cut around a centre moved by up to pair_shift first-stage input px, and
+    # pair_weight x the distance between the two readings added (the reading should not follow the first stage)
+    pair_shift: float = 0.0
+    pair_weight: float = 0.0
     epochs: int = 40
     batch_size: int = 32
     lr: float = 2e-3

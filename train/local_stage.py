@@ -9,6 +9,7 @@ together. Checkpoints are written atomically every epoch; a rerun with the same 
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -26,7 +27,9 @@ from sdk.local_stage import (
     apply_matrix,
     cut_patches,
     fine_image,
+    head_size,
     head_turn,
+    head_zoom,
     local_inputs,
     local_points,
     patch_matrix,
@@ -39,7 +42,7 @@ from .config import LocalConfig
 from .data.augment import AugmentConfig, random_intensity, with_processing
 from .data.readers import Sample
 from .local_model import PatchNet, pick_channel
-from .losses import combined_loss
+from .losses import combined_loss, pair_loss
 from .trainer import Trainer
 
 log = logging.getLogger("cephalo.local_stage")
@@ -55,12 +58,13 @@ class FineSample:
 
 
 def load_fine(samples: Sequence[Sample], cfg: LocalConfig) -> List[FineSample]:
-    """Decode each image once and keep it at the fine scale (uint8, ~1 MB for an ISBI image)."""
+    """Decode each image once and keep it at the fine scale (uint8, ~1 MB for an ISBI image): the canvas's, or with
+    ``cfg.head_size`` the head's (zoomed by its labelled points as the Detector zooms by the first stage's)."""
     out = []
     for s in samples:
         gray = load_image(s.image).gray
         lb = letterbox_geometry(gray.shape[:2], (cfg.input_size, cfg.input_size))
-        f = fine_image(gray, lb, cfg.factor)
+        f = fine_image(gray, lb, cfg.factor * head_zoom(cfg.head_size, s.points, lb))
         out.append(FineSample(s.id, f, f.to_fine(s.points), np.asarray(s.points, dtype=np.float64), s.spacing))
     return out
 
@@ -100,6 +104,25 @@ class PatchDataset(torch.utils.data.Dataset):
             shift = np.clip(rng.normal(0, cfg.shift_sd * in_px, size=2), -cfg.max_shift, cfg.max_shift)
         angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg) if self.augment else 0.0
         scale = rng.uniform(*cfg.scale) if self.augment else 1.0
+        twin = copy.deepcopy(rng) if cfg.pair_shift > 0 and self.augment else None
+        x, target, pt, m = self._patch(d, true, shift, angle, scale, rng)
+        item = (torch.from_numpy(x), torch.from_numpy(target), lm, torch.from_numpy(pt.astype(np.float32)))
+        if twin is None:
+            return item
+        # the pair: the same patch around another centre (as another first-stage point would cut it), the same
+        # intensity draws; ``move`` maps the first patch's pixels to the second's
+        shift2 = np.clip(shift + rng.uniform(-cfg.pair_shift, cfg.pair_shift, size=2) * in_px,
+                         -cfg.max_shift, cfg.max_shift)
+        x2, target2, pt2, m2 = self._patch(d, true, shift2, angle, scale, twin)
+        move = (np.vstack([m2, (0, 0, 1)]) @ np.linalg.inv(np.vstack([m, (0, 0, 1)])))[:2]
+        return item + (torch.from_numpy(x2), torch.from_numpy(target2), torch.from_numpy(pt2.astype(np.float32)),
+                       torch.from_numpy(move.astype(np.float32)))
+
+    def _patch(self, d: FineSample, true: np.ndarray, shift: np.ndarray, angle: float, scale: float,
+               rng: np.random.Generator):
+        """(input, target heatmap, the true point in heatmap px, the fine -> patch matrix) of one patch; ``rng``
+        draws its intensity augmentation."""
+        cfg = self.cfg
         m = patch_matrix(np.round(true + shift), cfg.patch, angle, scale)
         patch = cut_patches(d.fine.pixels, m[None], cfg.patch, pad_pixel(cfg.pad_value))[0]
         if self.augment:
@@ -107,7 +130,27 @@ class PatchDataset(torch.utils.data.Dataset):
         x = normalize(patch, cfg.mean, cfg.std, 1)
         pt = input_to_heatmap(apply_matrix(true, m), cfg.stride)
         target = gaussian_heatmaps(pt[None], (self.hm, self.hm), cfg.sigma)
-        return torch.from_numpy(x), torch.from_numpy(target), lm, torch.from_numpy(pt.astype(np.float32))
+        return x, target, pt, m
+
+
+def _image_hw(image) -> tuple:
+    """(height, width) of an image file from its header (decoded only when the header does not say)."""
+    from sdk.image_io import header_size
+
+    if hasattr(image, "shape"):
+        return tuple(image.shape[:2])
+    return header_size(Path(image).read_bytes()) or load_image(image).gray.shape[:2]
+
+
+def training_head_size(samples: Sequence[Sample], input_size: int) -> float:
+    """The median head size (:func:`sdk.local_stage.head_size`) of ``samples``' labelled points, in the input px of
+    a square ``input_size`` first stage: the size a local stage trained on them cuts its patches at."""
+    sizes = [head_size(s.points) * letterbox_geometry(_image_hw(s.image), (input_size, input_size)).scale_x
+             for s in samples]
+    sizes = [v for v in sizes if np.isfinite(v)]
+    if not sizes:
+        raise ValueError("no labelled image gives a head size (three or more points)")
+    return float(np.median(sizes))
 
 
 @torch.no_grad()
@@ -161,6 +204,8 @@ class LocalTrainer(Trainer):
     def __init__(self, cfg: LocalConfig, train: Sequence[Sample], val: Sequence[Sample],
                  first_val: Dict[str, np.ndarray], schema: Schema, run_dir: Path, threads: Optional[int] = None,
                  data_info: str = "", **kw):
+        if cfg.pair_weight > 0 and cfg.pair_shift <= 0:
+            raise ValueError(f"pair weight {cfg.pair_weight} needs shifted pairs: a pair shift above 0 (--pair-shift)")
         self.first_val, self._local_schema = first_val, schema
         super().__init__(cfg, train, val, run_dir, data_info=data_info, device="cpu", **kw)
         if threads:
@@ -178,13 +223,23 @@ class LocalTrainer(Trainer):
         self.model = PatchNet(self.schema.k, 1, self.cfg.widths)
 
     def _loss(self, batch):
-        x, target, lm, pt = batch
+        """(loss, its parts, patches) of one batch; with shifted pairs, both patches in one pass."""
+        x, target, lm, pt = batch[:4]
+        pairs = len(batch) > 4
+        if pairs:
+            x, target, lm, pt = (torch.cat([x, batch[4]]), torch.cat([target, batch[5]]), torch.cat([lm, lm]),
+                                 torch.cat([pt, batch[6]]))
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             hm = self.model(x)
         pred = pick_channel(hm.float(), lm)
         loss, parts = combined_loss(pred, target, pt[:, None], torch.ones(len(x), 1), self.cfg.sigma,
                                     self.cfg.focal_weight, self.cfg.coord_weight)
+        if pairs and self.cfg.pair_weight > 0:
+            n = len(batch[7])
+            move = pair_loss(pred[:n], pred[n:], batch[7], torch.ones(n, 1), self.cfg.stride)
+            loss = loss + self.cfg.pair_weight * move
+            parts["move"] = float(move.detach())
         return loss, parts, len(x)
 
     def validate(self) -> Optional[Dict]:

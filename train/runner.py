@@ -125,8 +125,8 @@ def train_local(data_dir: Path, run_dir: Path, *, first_model: Optional[Path] = 
                 epochs_now: Optional[int] = None, patch: int = _LOCAL.patch, factor: float = _LOCAL.factor,
                 widths: str = ",".join(map(str, _LOCAL.widths)), lr: float = _LOCAL.lr,
                 batch_size: int = _LOCAL.batch_size, aug_processing_p: float = _LOCAL.aug_processing_p,
-                aug_gamma_max: float = _LOCAL.aug_gamma_max,
-                init: Optional[Path] = None, threads: Optional[int] = None, log: Log = _log.info) -> Optional[Dict]:
+                aug_gamma_max: float = _LOCAL.aug_gamma_max, pair_shift: float = _LOCAL.pair_shift,
+                pair_weight: float = _LOCAL.pair_weight, init: Optional[Path] = None, threads: Optional[int] = None, log: Log = _log.info) -> Optional[Dict]:
     """Train the local (second) stage in ``run_dir`` (resumable); returns the last epoch's record."""
     import numpy as np
 
@@ -135,8 +135,10 @@ def train_local(data_dir: Path, run_dir: Path, *, first_model: Optional[Path] = 
 
     from .data.pack import is_pack
     from .datasets import load_train_val
-    from .local_stage import LocalConfig, first_stage_points, init_config, train_local_stage
+    from .local_stage import LocalConfig, first_stage_points, init_config, train_local_stage, training_head_size
 
+    if pair_weight > 0 and pair_shift <= 0:
+        raise CephaloError(f"--pair-weight {pair_weight} needs shifted pairs: a --pair-shift above 0")
     if is_pack(data_dir):
         raise CephaloError(f"{data_dir} is a data pack (images at the first stage's input size); the local "
                            f"stage needs the full-resolution data folder")
@@ -149,14 +151,14 @@ def train_local(data_dir: Path, run_dir: Path, *, first_model: Optional[Path] = 
                             gaps=True)
     say_gaps(tr + va, sch, log)
     common = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, aug_processing_p=aug_processing_p,
-                  aug_gamma_max=aug_gamma_max)
+                  aug_gamma_max=aug_gamma_max, pair_shift=pair_shift, pair_weight=pair_weight)
     if init is not None:
         cfg = init_config(init, **common)
         log(f"fine-tuning {init}: patch {cfg.patch}, factor {cfg.factor} behind a {cfg.input_size} "
             f"first stage (validation points from the {tuple(first_input)} first stage)")
     else:
         cfg = LocalConfig(input_size=int(first_input[0]), patch=patch, factor=factor, widths=parse_widths(widths),
-                          **common)
+                          head_size=training_head_size(tr, int(first_input[0])), **common)
     info = (f"{data_dir.name} ({split or 'all'}; {labels_info(anns, align_annotators)}): "
             f"{len(tr)} train / {len(va)} val images")
     log(info)

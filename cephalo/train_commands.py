@@ -104,6 +104,11 @@ def train(data_dir, run_dir, no_augment, **kw):
               help="Probability of each of CLAHE and unsharp masking on a patch (other sites' export processing).")
 @click.option("--aug-gamma-max", type=float, default=default_of(run_local, "aug_gamma_max"), show_default=True,
               help="Gamma augmentation up to this, down to 1/it.")
+@click.option("--pair-shift", type=float, default=default_of(run_local, "pair_shift"), show_default=True,
+              help="Shifted pairs: each patch also cut around a centre moved by up to this many first-stage input "
+                   "px (both supervised); 0 = none.")
+@click.option("--pair-weight", type=float, default=default_of(run_local, "pair_weight"), show_default=True,
+              help="Weight of the shifted pairs' loss: how far the reading follows its patch's centre (0 = none).")
 @click.option("--init", type=_PATH, default=None,
               help="Fine-tune: start from this local-stage checkpoint's weights, keeping its recipe (patch, factor, "
                    "first-stage input, displacements, prior); --epochs, --lr, --seed and the augmentation options "

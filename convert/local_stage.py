@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from sdk.image_io import load_image
-from sdk.local_stage import HEAD_KEY, LOCAL_STAGE, STAGE_KEY, fine_image, head_zoom, local_inputs
+from sdk.local_stage import HEAD_KEY, LOCAL_STAGE, STAGE_KEY, anatomy, fine_image, head_zoom, local_inputs
 from sdk.metadata import ModelMeta
 from sdk.preprocess import letterbox_geometry
 from sdk.schemas import schema_from_dict
@@ -51,7 +51,7 @@ def local_meta(ck: Dict, schema: Dict, accuracy: Optional[Dict] = None, trained_
 
 
 def calibration_patches(samples: Sequence, cfg: LocalConfig, shift_sd_px: float = 3.0,
-                        seed: int = 0) -> List[np.ndarray]:
+                        seed: int = 0, schema=None) -> List[np.ndarray]:
     """One (K, 1, P, P) batch of patches per sample, centred on its points plus first-stage-like errors."""
     rng = np.random.default_rng(seed)
     out = []
@@ -59,7 +59,7 @@ def calibration_patches(samples: Sequence, cfg: LocalConfig, shift_sd_px: float 
         gray = load_image(s.image).gray
         lb = letterbox_geometry(gray.shape[:2], (cfg.input_size, cfg.input_size))
         guess = s.points + rng.normal(0, shift_sd_px / lb.scale_x, size=s.points.shape)
-        zoom = head_zoom(cfg.head_size, guess, lb)                     # as the Detector cuts them
+        zoom = head_zoom(cfg.head_size, guess if schema is None else guess[anatomy(schema)], lb)   # as the Detector
         fine = fine_image(gray, lb, cfg.factor * zoom)
         out.append(local_inputs(fine, guess, cfg.params)[0])
     return out
@@ -75,7 +75,7 @@ def convert_local(ck: Dict, schema: Dict, out: Path, calib_samples: Sequence, in
     files = {"fp32": export_module(model, out, meta)}
     if int8:
         cfg = LocalConfig.from_dict(ck["config"])
-        calib = calibration_patches(calib_samples, cfg)
+        calib = calibration_patches(calib_samples, cfg, schema=meta.schema)
         q = (out.with_name(out.name.replace(".local.onnx", "_int8.local.onnx")) if out.name.endswith(".local.onnx")
              else out.with_name(out.stem + "_int8.onnx"))
         files["int8"] = quantize_onnx_nncf(out, calib, q, meta)
@@ -94,6 +94,6 @@ def add_head_size(onnx_path: Path, samples: Sequence) -> float:
     meta = open_backend(Path(onnx_path), "onnxruntime").meta
     if meta.extra.get(STAGE_KEY) != LOCAL_STAGE:
         raise ValueError(f"{onnx_path} is not a local-stage model")
-    size = round(training_head_size(samples, int(meta.extra["first_stage_input"][0])), 3)
+    size = round(training_head_size(samples, int(meta.extra["first_stage_input"][0]), meta.schema), 3)
     update_meta(Path(onnx_path), extra={HEAD_KEY: size})
     return size

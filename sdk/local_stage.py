@@ -170,6 +170,13 @@ def head_size(xy: np.ndarray) -> float:
     return float(np.sqrt(((xy - xy.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
 
+def anatomy(schema) -> np.ndarray:
+    """Indices of ``schema``'s anatomical landmarks: all but its ruler's points (whose place is the machine's, not
+    the head's), for :func:`head_size`."""
+    ruler = set(schema.ruler[:2]) if getattr(schema, "ruler", None) else set()
+    return np.array([i for i, n in enumerate(schema.names) if n not in ruler], dtype=int)
+
+
 def head_zoom(learnt: float, xy: np.ndarray, lb: Letterbox) -> float:
     """The zoom over the canvas's scale that brings a head whose points are ``xy`` (original pixels) to the size
     ``learnt`` (:func:`head_size` in first-stage input px of letterbox ``lb``); 1 without a ``learnt`` size or when
@@ -311,8 +318,9 @@ class LocalStage:
 
     def zoom(self, xy: np.ndarray, lb: Letterbox) -> float:
         """How much finer than the canvas's scale to cut the patches of a head whose first-stage points are ``xy``
-        (original pixels): :func:`head_zoom` to the size the model learnt at (``extra.head_size``)."""
-        return head_zoom(self.head, xy, lb)
+        (original pixels): :func:`head_zoom` to the size the model learnt at (``extra.head_size``), by its
+        anatomical points."""
+        return head_zoom(self.head, np.asarray(xy)[anatomy(self.meta.schema)], lb)
 
     def zoomed(self, zoom: float) -> "LocalParams":
         """The cut-and-read parameters at ``zoom`` x the fine scale: the decode prior keeps its size in patch

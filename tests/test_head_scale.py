@@ -113,3 +113,20 @@ def test_training_cuts_patches_at_the_head_size_it_writes_into_the_file(fixture_
     assert local_meta(ck, ISBI19.to_dict()).extra[HEAD_KEY] == head
     ck["config"]["head_size"] = 0.0
     assert HEAD_KEY not in local_meta(ck, ISBI19.to_dict()).extra
+
+
+def test_a_rulers_points_are_not_the_heads_size():
+    """A schema with ruler points (ceph31): where the machine's ruler lies says nothing of the head's size."""
+    from sdk.local_stage import anatomy
+    from sdk.schemas import get_schema
+
+    sch = get_schema("ceph31")
+    keep = anatomy(sch)
+    assert len(keep) == sch.k - 2 and not {sch.names[i] for i in keep} & set(sch.ruler[:2])
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(400, 1400, size=(sch.k, 2))
+    moved = xy.copy()
+    moved[[sch.names.index(n) for n in sch.ruler[:2]]] += 600          # the ruler elsewhere
+    assert head_size(moved[keep]) == head_size(xy[keep]) and head_size(moved) != head_size(xy)
+    from sdk.schemas import ISBI19
+    assert len(anatomy(ISBI19)) == 19

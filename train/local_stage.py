@@ -24,6 +24,7 @@ from sdk.decode import gaussian_heatmaps, input_to_heatmap
 from sdk.image_io import load_image
 from sdk.local_stage import (
     FineImage,
+    anatomy,
     apply_matrix,
     cut_patches,
     fine_image,
@@ -57,14 +58,15 @@ class FineSample:
     spacing: float
 
 
-def load_fine(samples: Sequence[Sample], cfg: LocalConfig) -> List[FineSample]:
+def load_fine(samples: Sequence[Sample], cfg: LocalConfig, schema: Optional[Schema] = None) -> List[FineSample]:
     """Decode each image once and keep it at the fine scale (uint8, ~1 MB for an ISBI image): the canvas's, or with
-    ``cfg.head_size`` the head's (zoomed by its labelled points as the Detector zooms by the first stage's)."""
+    ``cfg.head_size`` the head's (zoomed by its labelled points as the Detector zooms by the first stage's; the
+    ``schema``'s anatomical ones)."""
     out = []
     for s in samples:
         gray = load_image(s.image).gray
         lb = letterbox_geometry(gray.shape[:2], (cfg.input_size, cfg.input_size))
-        f = fine_image(gray, lb, cfg.factor * head_zoom(cfg.head_size, s.points, lb))
+        f = fine_image(gray, lb, cfg.factor * head_zoom(cfg.head_size, _anatomical(s.points, schema), lb))
         out.append(FineSample(s.id, f, f.to_fine(s.points), np.asarray(s.points, dtype=np.float64), s.spacing))
     return out
 
@@ -142,11 +144,16 @@ def _image_hw(image) -> tuple:
     return header_size(Path(image).read_bytes()) or load_image(image).gray.shape[:2]
 
 
-def training_head_size(samples: Sequence[Sample], input_size: int) -> float:
-    """The median head size (:func:`sdk.local_stage.head_size`) of ``samples``' labelled points, in the input px of
-    a square ``input_size`` first stage: the size a local stage trained on them cuts its patches at."""
-    sizes = [head_size(s.points) * letterbox_geometry(_image_hw(s.image), (input_size, input_size)).scale_x
-             for s in samples]
+def _anatomical(points: np.ndarray, schema: Optional[Schema]) -> np.ndarray:
+    return points if schema is None else np.asarray(points)[anatomy(schema)]
+
+
+def training_head_size(samples: Sequence[Sample], input_size: int, schema: Optional[Schema] = None) -> float:
+    """The median head size (:func:`sdk.local_stage.head_size`) of ``samples``' labelled points (the ``schema``'s
+    anatomical ones), in the input px of a square ``input_size`` first stage: the size a local stage trained on
+    them cuts its patches at."""
+    sizes = [head_size(_anatomical(s.points, schema))
+             * letterbox_geometry(_image_hw(s.image), (input_size, input_size)).scale_x for s in samples]
     sizes = [v for v in sizes if np.isfinite(v)]
     if not sizes:
         raise ValueError("no labelled image gives a head size (three or more points)")
@@ -216,7 +223,8 @@ class LocalTrainer(Trainer):
 
     def _setup_task(self, train_samples, cache, cache_dir) -> None:
         t0 = time.time()
-        self.fine_train, self.fine_val = load_fine(train_samples, self.cfg), load_fine(self.val_samples, self.cfg)
+        self.fine_train, self.fine_val = (load_fine(train_samples, self.cfg, self.schema),
+                                           load_fine(self.val_samples, self.cfg, self.schema))
         log.info("fine images ready in %.0f s: %d train, %d val", time.time() - t0, len(self.fine_train),
                  len(self.fine_val))
         self.train_set = PatchDataset(self.fine_train, self.cfg, self.schema.k)

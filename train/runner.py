@@ -158,7 +158,7 @@ def train_local(data_dir: Path, run_dir: Path, *, first_model: Optional[Path] = 
             f"first stage (validation points from the {tuple(first_input)} first stage)")
     else:
         cfg = LocalConfig(input_size=int(first_input[0]), patch=patch, factor=factor, widths=parse_widths(widths),
-                          head_size=training_head_size(tr, int(first_input[0])), **common)
+                          head_size=training_head_size(tr, int(first_input[0]), sch), **common)
     info = (f"{data_dir.name} ({split or 'all'}; {labels_info(anns, align_annotators)}): "
             f"{len(tr)} train / {len(va)} val images")
     log(info)

@@ -297,6 +297,15 @@ def test_cli_train_local(tmp_path, tiny_onnx):
     ck = load_local_checkpoint(tmp_path / "loc" / "last.pt")
     assert ck["config"]["input_size"] == 128 and ck["config"]["patch"] == 32   # the first stage's input size
     assert (tmp_path / "loc" / "first_stage_val.npz").is_file()
+    # the head's size of the 6 training images, in the 128 px first stage's input pixels
+    from train.datasets import load_train_val
+    from train.local_stage import training_head_size
+    from sdk.schemas import ISBI19
+    tr, _ = load_train_val(ISBI_FIX, ISBI19, "auto", None, ("senior",), 2, 0, gaps=True)
+    assert ck["config"]["head_size"] == pytest.approx(training_head_size(tr, 128))
+    canvas = r.invoke(main, args[:4] + [str(tmp_path / "loc_c")] + args[5:] + ["--canvas-scale"])
+    assert canvas.exit_code == 0, canvas.output
+    assert load_local_checkpoint(tmp_path / "loc_c" / "last.pt")["config"]["head_size"] == 0.0
     res = r.invoke(main, args)                                                # resumes to epoch 2
     assert res.exit_code == 0 and "done: epoch 2" in res.output, res.output
     res = r.invoke(main, ["train-local", "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "l2")])

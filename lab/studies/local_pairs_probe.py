@@ -7,7 +7,7 @@ reads the 30 validation images that neither stage trained on, behind the first s
 bundled one, its local stage off), and behind nothing else:
 
 - ``follow``: the local reading's move when its patch is cut around the first stage's point moved by 1.5 mm in
-  each of 8 directions (p50 / p95 mm over points; per landmark p95 for sella, nasion and subspinale);
+  each of 8 directions (p50 / p95 mm over points; per landmark p95 for S, N, A, B, gonion and articulare);
 - ``tilt``: each image turned by -10, -8, -5, 5, 8 and 10 degrees on a canvas that holds it (the tilt benchmark's
   turn, :func:`sdk.compare.turned`), both stages read, the points mapped back: their move (p50 / p95 mm) and the
   SNA / SNB / ANB changes (p95 deg);
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 ANGLES = (-10, -8, -5, 5, 8, 10)
-WATCH = ("sella", "nasion", "subspinale")
+WATCH = ("sella", "nasion", "subspinale", "supramentale", "gonion", "articulare")
 
 
 class _Reader:

@@ -130,3 +130,17 @@ def test_a_rulers_points_are_not_the_heads_size():
     assert head_size(moved[keep]) == head_size(xy[keep]) and head_size(moved) != head_size(xy)
     from sdk.schemas import ISBI19
     assert len(anatomy(ISBI19)) == 19
+
+
+def test_the_tilt_benchmarks_grown_canvas_is_the_turned_copys_without_the_turn():
+    from benchmarks.tilt import grown
+    from sdk.compare import turned
+
+    gray = np.random.default_rng(6).integers(0, 255, size=(240, 190), dtype=np.uint8)
+    for deg in (-10.0, 5.0):
+        copy, m = grown(gray, deg)
+        assert copy.shape[0] == turned(gray, deg)[0].shape[0]                    # the turned copy's height
+        assert copy.shape[1] / copy.shape[0] == pytest.approx(190 / 240, abs=0.01)   # the image's aspect
+        x0, y0 = int(m[0, 2]), int(m[1, 2])
+        assert np.allclose(m[:, :2], np.eye(2)) and np.array_equal(copy[y0:y0 + 240, x0:x0 + 190], gray)
+        assert copy.sum() == gray.astype(np.int64).sum()                           # the rest is black

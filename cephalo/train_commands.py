@@ -105,8 +105,8 @@ def train(data_dir, run_dir, no_augment, **kw):
 @click.option("--aug-gamma-max", type=float, default=default_of(run_local, "aug_gamma_max"), show_default=True,
               help="Gamma augmentation up to this, down to 1/it.")
 @click.option("--head-scale/--canvas-scale", default=default_of(run_local, "head_scale"), show_default=True,
-              help="Cut patches at the head's size (the training images' median, written into the model file) or "
-                   "at the canvas's scale (local stages before 2026-12-07).")
+              help="Cut patches at the head's size (the training images' median, written into the model file; "
+                   "the Detector then reads at it) or at the canvas's scale (the bundled local stage's way).")
 @click.option("--pair-shift", type=float, default=default_of(run_local, "pair_shift"), show_default=True,
               help="Shifted pairs: each patch also cut around a centre moved by up to this many first-stage input "
                    "px (both supervised); 0 = none.")

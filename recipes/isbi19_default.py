@@ -36,12 +36,9 @@ GPU_SECONDS = 465
 # and 120 epochs (the lent H200 ran them in 290 s), the best epoch by validation MRE.
 ART = dict(input_size=320, epochs=180, restart_period=60, lr=1.5e-4, warmup_epochs=1, batch_size=16,
            aug_scale_min=0.75, aug_scale_max=1.3, aug_artifacts_p=0.3, aug_processing_p=0.3)
-# The shipped local stages were trained at the canvas's scale and given the head size of their training images
-# afterwards (step head_size; the Detector then reads at the head's scale), so they are rebuilt the same way.
-LOCAL = dict(annotators="senior,junior", widths="16,32,64,128", patch=80, head_scale=False)
+LOCAL = dict(annotators="senior,junior", widths="16,32,64,128", patch=80)
 # Steps that --install reruns even when their work-folder output exists: they write into sdk/.
-INSTALLING = ("bundle_local", "head_size", "calibrate", "shape_model", "bundle_local_challenge", "head_size_challenge",
-              "calibrate_challenge")
+INSTALLING = ("bundle_local", "calibrate", "shape_model", "bundle_local_challenge", "calibrate_challenge")
 
 
 class Step(NamedTuple):
@@ -111,8 +108,6 @@ def steps(data: Path, work: Path, install: bool) -> List[Step]:
         Step("bundle_local", bundle_local_stage, (work / "local_mean120" / "last.pt", data, work / "bundle_local"),
              dict(first_model=art_first, prior_sd=4.0, install=install),
              work / "bundle_local" / "model_int8.local.onnx"),
-        Step("head_size", _head_size, (local, data, work / "head_size.json"), dict(annotators=("senior", "junior")),
-             work / "head_size.json"),
         Step("shape_model", write_shape_model, (data, shape), {}, shape),
         Step("calibrate", _calibrate, (local, data, work / "calibration.json"),
              dict(first_model=shipped_first), work / "calibration.json"),
@@ -123,8 +118,6 @@ def steps(data: Path, work: Path, install: bool) -> List[Step]:
         Step("bundle_local_challenge", bundle_local_stage,
              (work / "local_challenge120" / "last.pt", data, work / "bundle_local_challenge"),
              dict(first_model=art_first, prior_sd=4.0, labels="challenge", install=install), challenge_local),
-        Step("head_size_challenge", _head_size, (challenge_local, data, work / "head_size_challenge.json"),
-             dict(annotators=("challenge",)), work / "head_size_challenge.json"),
         Step("calibrate_challenge", _calibrate, (challenge_local, data, work / "calibration_challenge.json"),
              dict(first_model=shipped_first, annotators=("challenge",)), work / "calibration_challenge.json"),
     ]
@@ -135,19 +128,6 @@ def _calibrate(local_model: Path, data: Path, report: Path, **kw) -> None:
 
     rep = calibrate_local(local_model, data, **kw)
     report.write_text(json.dumps(rep, indent=2))
-
-
-def _head_size(local_model: Path, data: Path, report: Path, annotators) -> None:
-    """The local stage's training images' head size into its metadata (the 120 images it learnt from)."""
-    import json
-
-    from convert.local_stage import add_head_size
-    from sdk.schemas import ISBI19
-    from train.config import VAL_COUNT
-    from train.datasets import load_train_val
-
-    train, _ = load_train_val(data, ISBI19, "auto", ["train"], tuple(annotators), VAL_COUNT, 0)
-    report.write_text(json.dumps({"head_size": add_head_size(local_model, train)}))
 
 
 def main(argv=None) -> int:

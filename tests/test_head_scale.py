@@ -58,14 +58,18 @@ def _reading(det, gray):
     return det._read(det.run_network(x[None])[0], lb, loaded, None)
 
 
-def test_the_bundled_local_stage_reads_a_head_on_a_larger_canvas_as_on_its_own():
-    """The same image on a canvas 12% larger: the first stage sees the head smaller; the local stage zooms its
-    patches back, so they are cut at the same scale as the original's (one zoom step), and the points agree more
-    closely than when the patches take the canvas's scale."""
+def test_a_local_stage_with_a_head_size_reads_a_head_on_a_larger_canvas_as_on_its_own(fixture_samples):
+    """The same image on a canvas 12% larger: the first stage sees the head smaller; a local stage that knows the
+    head size it learnt at (here the bundled one given its training images' size) zooms its patches back, so
+    they are cut at the same scale as the original's (one zoom step), and the points agree more closely than
+    when the patches take the canvas's scale (the bundled file's way)."""
     from sdk import Detector
+    from train.local_stage import training_head_size
 
     det = Detector(backend="onnxruntime")
-    assert det.local.head > 0                    # the bundled file knows the head size it learnt at
+    assert det.local.head == 0.0                 # the bundled file: the canvas's scale
+    det.local.head = training_head_size(fixture_samples, det.meta.input_hw[0])
+    assert 50 < det.local.head < 70              # first-stage input px: the same at any image resolution
     moves = {True: [], False: []}
     for name in ("151.jpg", "152.jpg", "153.jpg"):
         gray = cv2.imread(str(ISBI_FIX / "images" / name), cv2.IMREAD_GRAYSCALE)

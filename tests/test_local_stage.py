@@ -297,15 +297,16 @@ def test_cli_train_local(tmp_path, tiny_onnx):
     ck = load_local_checkpoint(tmp_path / "loc" / "last.pt")
     assert ck["config"]["input_size"] == 128 and ck["config"]["patch"] == 32   # the first stage's input size
     assert (tmp_path / "loc" / "first_stage_val.npz").is_file()
-    # the head's size of the 6 training images, in the 128 px first stage's input pixels
+    assert ck["config"]["head_size"] == 0.0                                   # the canvas's scale by default
+    # --head-scale: the head's size of the 6 training images, in the 128 px first stage's input pixels
+    from sdk.schemas import ISBI19
     from train.datasets import load_train_val
     from train.local_stage import training_head_size
-    from sdk.schemas import ISBI19
     tr, _ = load_train_val(ISBI_FIX, ISBI19, "auto", None, ("senior",), 2, 0, gaps=True)
-    assert ck["config"]["head_size"] == pytest.approx(training_head_size(tr, 128))
-    canvas = r.invoke(main, args[:4] + [str(tmp_path / "loc_c")] + args[5:] + ["--canvas-scale"])
-    assert canvas.exit_code == 0, canvas.output
-    assert load_local_checkpoint(tmp_path / "loc_c" / "last.pt")["config"]["head_size"] == 0.0
+    head = r.invoke(main, args[:4] + [str(tmp_path / "loc_h")] + args[5:] + ["--head-scale"])
+    assert head.exit_code == 0, head.output
+    assert load_local_checkpoint(tmp_path / "loc_h" / "last.pt")["config"]["head_size"] == pytest.approx(
+        training_head_size(tr, 128))
     res = r.invoke(main, args)                                                # resumes to epoch 2
     assert res.exit_code == 0 and "done: epoch 2" in res.output, res.output
     res = r.invoke(main, ["train-local", "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "l2")])
@@ -423,11 +424,11 @@ def test_re_reading_some_landmarks_is_the_reading_of_those_landmarks(tmp_path, u
     xy = det.postprocess(det.run_network(x[None])[0], lb, loaded, None).xy
     local = det.local
     some = np.array([0, 4, 9, 18])
-    z = local.zoom(xy, lb)
-    assert z != 1.0                                         # this head is read at its own scale
-    for turn, zoom in ((0.0, z), (7.5, z), (7.5, 1.1)):
+    assert local.zoom(xy, lb) == 1.0                        # the bundled file reads at the canvas's scale
+    z = 1.03                                                # a head read at its own scale (a file with a head size)
+    for turn, zoom in ((0.0, 1.0), (7.5, z), (7.5, 1.1)):
         whole, peaks = local.locate_with_peaks(loaded.gray, lb, xy, loaded.reduction, turn,
-                                               None if zoom == z else zoom)
+                                               None if zoom == 1.0 else zoom)
         part, pk = local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction, turn=turn, zoom=zoom)
         assert np.allclose(part, whole[some], atol=1e-4) and np.allclose(pk, peaks[some], atol=1e-5)
     assert np.abs(part - local.locate_at(loaded.gray, lb, xy[some], some, loaded.reduction, turn=7.5,

@@ -112,10 +112,8 @@ def test_static_shapes_and_precision_option():
     finally:
         backends.MAX_STATIC_SHAPES = keep
     assert dynamic._backend._dynamic is not None and not dynamic._backend._static
-    # different kernels, rounded differently: a hundredth of a pixel; a first-stage point that the hundredth
-    # takes across a fine pixel's edge has its patch cut one fine pixel over, which moves that point ~0.1 px
-    d = np.linalg.norm(a.xy - b.xy, axis=1)
-    assert np.median(d) < 0.02 and d.max() < 0.25 and a.to_dict()["float_precision"] == "f32"
+    # different kernels, rounded differently: a hundredth of a pixel (0.013 px on this image)
+    assert np.abs(a.xy - b.xy).max() < 0.02 and a.to_dict()["float_precision"] == "f32"
     bf = Detector(backend="openvino", precision="bf16")
     assert bf(IMG).to_dict()["float_precision"] == "bf16" and bf.info["float_precision"] == "bf16"
     with pytest.raises(BackendError, match="needs the OpenVINO backend"):

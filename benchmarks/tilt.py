@@ -6,8 +6,9 @@ and its points mapped back onto the untilted image's.
 
 Per point: the distance (mm) between the tilted copy's reading, mapped back, and the untilted image's reading; per
 angle measurement (SNA, SNB, ANB): the change (p95 and max of its size, and its mean: a bias). ``--canvas-only``: the
-same images unturned on the canvas their turned copies need (the canvas's growth alone). ``--steady``: also :func:`sdk.compare.steady_reading` (a tilted head
-read a second time, turned upright, and the two averaged), as ``cephalo compare`` reads.
+same images unturned on the canvas their turned copies need (the canvas's growth alone). ``--steady``: also
+:func:`sdk.compare.steady_reading` (a tilted head read a second time, turned upright, and the two averaged), as
+``cephalo compare`` reads.
 Writes ``tilt.json`` and ``tilt.md``.
 """
 from __future__ import annotations
@@ -94,7 +95,8 @@ def main(data_dir, n_images, angles, steady, canvas_only, backend, out_dir):
     what = "on the canvas a turn by" if canvas_only else "x"
     lines = [f"# A tilted head's reading ({report['cpu']}; {len(files)} Test1 images {what} {degs} deg)", "",
              "| reading | points p50 mm | p95 mm | max mm (worst) | "
-             + " | ".join(f"{a} p95 / max / mean deg" for a in ANGLES) + " |", "|---|---|---|---|" + "---|" * len(ANGLES)]
+             + " | ".join(f"{a} p95 / max / mean deg" for a in ANGLES) + " |",
+             "|---|---|---|---|" + "---|" * len(ANGLES)]
     for u, r in report["runs"].items():
         p = r["points"]
         lines.append(f"| {u} | {p['p50_mm']} | {p['p95_mm']} | {p['max_mm']} ({p['worst_landmark']}) | "

@@ -138,7 +138,7 @@ class _ConfidentlyWrong:
     def __init__(self, spacing):
         self.away = 25.0 / spacing
 
-    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None, turn=0.0):
+    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None, turn=0.0, zoom=1.0):
         return np.asarray(xy, float) + np.array([self.away, 0.0]), np.ones(len(landmarks))
 
 
@@ -164,16 +164,16 @@ class _Recording:
     def __init__(self, move):
         self.move, self.calls = np.asarray(move, float), []
 
-    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None, turn=0.0):
+    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None, turn=0.0, zoom=1.0):
         self.calls.append({"xy": np.array(xy, float), "landmarks": np.array(landmarks), "reduction": reduction,
-                           "prior_sd": prior_sd, "turn": turn})
+                           "prior_sd": prior_sd, "turn": turn, "zoom": zoom})
         return np.asarray(xy, float) + self.move, np.full(len(landmarks), 0.9)
 
 
 def test_a_repair_reports_where_it_read_and_how_far_it_moved(readings):
-    """Re-read in the frame it was read on (its offset, decode reduction and the patches' turn), with the shape's
-    spread as the prior; the repaired point lands off the integer grid; its shift (first-stage input px from where the shape put
-    it) and peak are the re-read's."""
+    """Re-read in the frame it was read on (its offset, decode reduction and the patches' turn and zoom), with the
+    shape's spread as the prior; the repaired point lands off the integer grid; its shift (first-stage input px from
+    where the shape put it) and peak are the re-read's."""
     det, s, pred, lb, loaded, model = _first_reading(readings)
     k = ISBI19.names.index("gonion")
     moved = np.round(pred[0]).astype(np.int64)                 # whole pixels: the repair must not round its result
@@ -181,14 +181,14 @@ def test_a_repair_reports_where_it_read_and_how_far_it_moved(readings):
     implausible = model.conditional_z(moved.astype(float)) > COND_Z
     offset = np.array([40.0, 25.0])
     local = _Recording((0.75, -0.5))
-    frame = ReadingFrame(loaded.gray, lb, 2, offset, -7.5)
+    frame = ReadingFrame(loaded.gray, lb, 2, offset, -7.5, 1.06)
     rep = repair_points(moved, implausible, local, frame, model, COND_Z)
     assert rep.repaired[k]
     bad = np.flatnonzero(implausible)
     pos, cov = model.conditional_positions(moved.astype(float), bad)
     call = local.calls[0]
     assert np.allclose(call["xy"], pos - offset) and call["reduction"] == 2 and list(call["landmarks"]) == list(bad)
-    assert call["turn"] == -7.5
+    assert call["turn"] == -7.5 and call["zoom"] == 1.06
     to_input = np.array([lb.scale_x, lb.scale_y])
     spread = np.sqrt(np.linalg.eigvalsh(cov)[:, -1]) * to_input.max()
     assert call["prior_sd"] == pytest.approx(float(spread.max()))
@@ -252,7 +252,7 @@ class _SecondTime:
     def __init__(self, late, away):
         self.late, self.away, self.calls = late, away, []
 
-    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None, turn=0.0):
+    def locate_at(self, gray, lb, xy, landmarks, reduction=1, prior_sd=None, turn=0.0, zoom=1.0):
         self.calls.append(list(landmarks))
         out = np.asarray(xy, float).copy()
         if len(self.calls) == 1:

@@ -4,7 +4,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from train.config import LocalConfig
 from train.local_stage import LocalTrainer, PatchDataset, load_fine

@@ -126,7 +126,8 @@ def train_local(data_dir: Path, run_dir: Path, *, first_model: Optional[Path] = 
                 widths: str = ",".join(map(str, _LOCAL.widths)), lr: float = _LOCAL.lr,
                 batch_size: int = _LOCAL.batch_size, aug_processing_p: float = _LOCAL.aug_processing_p,
                 aug_gamma_max: float = _LOCAL.aug_gamma_max, pair_shift: float = _LOCAL.pair_shift,
-                pair_weight: float = _LOCAL.pair_weight, head_scale: bool = False, init: Optional[Path] = None, threads: Optional[int] = None, log: Log = _log.info) -> Optional[Dict]:
+                pair_weight: float = _LOCAL.pair_weight, head_scale: bool = False, init: Optional[Path] = None,
+                threads: Optional[int] = None, log: Log = _log.info) -> Optional[Dict]:
     """Train the local (second) stage in ``run_dir`` (resumable); returns the last epoch's record."""
     import numpy as np
 

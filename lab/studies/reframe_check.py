@@ -1,10 +1,12 @@
 """How many points a before-and-after reading puts beyond reading error when an image is compared with a re-framed
 copy of itself (issue 50): the check of ``tests/test_compare.py`` over the 30 validation images, not one.
 
-    python -m lab.studies.reframe_check --data ../shared/data/isbi2015 [--local LOCAL.onnx] [--head]
+    python -m lab.studies.reframe_check --data ../shared/data/isbi2015 [--model FIRST.onnx] [--local LOCAL.onnx]
+        [--head]
 
 Each validation image against the test's three re-framed copies (turned +10 deg, shifted and cropped; -10 deg
-likewise; 6 deg, mirrored), read by the Detector (onnxruntime) with the bundled local stage or ``--local``,
+likewise; 6 deg, mirrored), read by the Detector (onnxruntime; the bundled first stage or ``--model``) with the
+bundled local stage or ``--local``,
 compared by :func:`sdk.compare.compare`: overall displacements and angle changes beyond reading error, copies with
 any, and which landmarks. ``--head``: the local stage read at the head's scale, given its training images' head
 size when its file has none. A local stage without a calibration has no reliabilities, so its reading errors
@@ -26,6 +28,7 @@ FRAMES = ((10.0, (48, -32), (40, 0, 0, 56), False), (-10.0, (-24, 40), (0, 48, 3
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data/isbi2015"))
+    ap.add_argument("--model", default=None, help="A first-stage file (default: the bundled one).")
     ap.add_argument("--local", default=None, help="A local-stage file (default: the bundled one).")
     ap.add_argument("--head", action="store_true", help="Read at the head's scale.")
     a = ap.parse_args()
@@ -41,7 +44,7 @@ def main():
 
     cfg = TrainConfig()
     train, val = load_train_val(a.data, ISBI19, "auto", ["train"], ("senior", "junior"), cfg.val_count, cfg.seed)
-    det = Detector(backend="onnxruntime", local_stage=a.local or True)
+    det = Detector(a.model, backend="onnxruntime", local_stage=a.local or True)
     if a.head and not det.local.head:
         det.local.head = training_head_size(train, int(det.meta.input_hw[0]))
     elif not a.head:
@@ -60,7 +63,7 @@ def main():
             copies += bool(bad or bad_angles)
             for name in bad + bad_angles:
                 who[name] = who.get(name, 0) + 1
-    report = {"local_stage": str(det.local.path), "head_size": det.local.head, "copies": len(val) * len(FRAMES),
+    report = {"model": str(det.model_path), "local_stage": str(det.local.path), "head_size": det.local.head, "copies": len(val) * len(FRAMES),
               "copies_with_any": copies, "displacements": points, "displacements_beyond": beyond,
               "angle_changes_beyond": angles, "which": dict(sorted(who.items(), key=lambda t: -t[1]))}
     print(json.dumps(report))

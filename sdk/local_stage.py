@@ -181,8 +181,10 @@ def head_zoom(learnt: float, xy: np.ndarray, lb: Letterbox) -> float:
     """The zoom over the canvas's scale that brings a head whose points are ``xy`` (original pixels) to the size
     ``learnt`` (:func:`head_size` in first-stage input px of letterbox ``lb``); 1 without a ``learnt`` size or when
     the points give none. Held to :data:`ZOOM_RANGE`, rounded to :data:`ZOOM_STEP`."""
+    if not learnt > 0:
+        return 1.0
     size = head_size(xy) * math.sqrt(lb.scale_x * lb.scale_y)
-    if not (learnt > 0 and size > 0):
+    if not size > 0:
         return 1.0
     z = min(max(learnt / size, ZOOM_RANGE[0]), ZOOM_RANGE[1])
     return float(np.round(z / ZOOM_STEP) * ZOOM_STEP)
@@ -284,6 +286,7 @@ class LocalStage:
                              f"{m.extra.get(HEAD_KEY)!r}")
         # first-stage input px scale with the input size: the head's size behind this first stage
         self.head = head * self.first_input[0] / self.trained_behind[0]
+        self._anatomy = anatomy(m.schema)
         self.size = m.input_h
         self.params = LocalParams(m.input_h, self.factor, m.heatmap_stride, m.sigma, m.mean, m.std, m.pad_value,
                                   m.channels, m.decoder, prior)
@@ -320,7 +323,7 @@ class LocalStage:
         """How much finer than the canvas's scale to cut the patches of a head whose first-stage points are ``xy``
         (original pixels): :func:`head_zoom` to the size the model learnt at (``extra.head_size``), by its
         anatomical points."""
-        return head_zoom(self.head, np.asarray(xy)[anatomy(self.meta.schema)], lb)
+        return head_zoom(self.head, np.asarray(xy)[self._anatomy], lb)
 
     def zoomed(self, zoom: float) -> "LocalParams":
         """The cut-and-read parameters at ``zoom`` x the fine scale: the decode prior keeps its size in patch

@@ -148,3 +148,21 @@ def test_the_tilt_benchmarks_grown_canvas_is_the_turned_copys_without_the_turn()
         x0, y0 = int(m[0, 2]), int(m[1, 2])
         assert np.allclose(m[:, :2], np.eye(2)) and np.array_equal(copy[y0:y0 + 240, x0:x0 + 190], gray)
         assert copy.sum() == gray.astype(np.int64).sum()                           # the rest is black
+
+
+@pytest.mark.parametrize("bad", [-3.0, "large", float("nan")])
+def test_a_local_stage_file_with_a_bad_head_size_is_refused_by_name(tmp_path, bad):
+    import shutil
+
+    from convert.model_card import update_meta
+    from sdk import ModelError
+    from sdk.detector import DEFAULT_MODEL, MODELS_DIR
+    from sdk.local_stage import LocalStage, local_stage_path
+
+    path = tmp_path / "x.local.onnx"
+    shutil.copyfile(local_stage_path(MODELS_DIR / DEFAULT_MODEL), path)
+    update_meta(path, extra={"head_size": bad})
+    with pytest.raises(ModelError, match=r"x\.local\.onnx.*extra\.head_size must be a size >= 0"):
+        LocalStage(path, "onnxruntime")
+    update_meta(path, extra={"head_size": 60.0})
+    assert LocalStage(path, "onnxruntime").head == pytest.approx(60.0)
